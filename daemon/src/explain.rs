@@ -1,0 +1,1 @@
+//! `podwalld explain`: offline verdicts and reachability matrices from a manifests directory.

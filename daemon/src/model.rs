@@ -1,0 +1,1 @@
+//! podwall's own Pod, Namespace and Policy types.

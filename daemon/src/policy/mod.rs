@@ -1,0 +1,1 @@
+//! The NetworkPolicy compiler and evaluator: pure, no I/O.

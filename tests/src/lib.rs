@@ -1,0 +1,1 @@
+//! Test rig for podwall's root integration tests.
