@@ -1,8 +1,16 @@
 //! podwalld, the podwall node daemon, as a library so that its parts can be tested alone.
 //!
-//! Layers point inward: `policy` (pure) knows nothing of `dataplane`, the adapters or tokio.
+//! The policy model and compiler live in the `podwall-policy` crate, which has no I/O; this
+//! crate holds the dataplane (`dataplane`), the daemon's state (`core`) and the adapters: the
+//! plugin socket (`server`), the sled store (`store`), `/healthz` and `/metrics` (`http`).
 #![forbid(unsafe_code)]
 
+pub mod config;
+pub mod core;
+pub mod dataplane;
 pub mod explain;
-pub mod model;
-pub mod policy;
+pub mod health;
+pub mod http;
+pub mod metrics;
+pub mod server;
+pub mod store;

@@ -1,1 +1,115 @@
-fn main() {}
+//! `podwalld`: flags → `Config`, start the tasks, map the exit status. Nothing else.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use clap::Parser;
+use podwalld::config::{Cli, Command, Config};
+use podwalld::core::Core;
+use podwalld::dataplane::nft::NftKernel;
+use podwalld::health::Health;
+use podwalld::metrics::Metrics;
+use podwalld::store::Store;
+use podwalld::{explain, http, server};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            let text = e.to_string();
+            eprintln!(
+                "podwalld: {}",
+                text.lines()
+                    .next()
+                    .unwrap_or("invalid arguments")
+                    .trim_start_matches("error: ")
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Some(Command::Explain(args)) => explain::run(&args),
+        None => run(cli.daemon).map(|()| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("podwalld: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: podwalld::config::DaemonArgs) -> anyhow::Result<()> {
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string());
+    let config = Config::from_args(args, hostname)?;
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(Health::default());
+    let store = Store::open(&config.state_dir)
+        .with_context(|| format!("opening state store {}", config.state_dir.display()))?;
+    let health_listener = tokio::net::TcpListener::bind(config.health_addr)
+        .await
+        .with_context(|| format!("binding health address {}", config.health_addr))?;
+    let socket = server::bind(&config.socket)?;
+    let core = Core::start(
+        store,
+        Box::new(NftKernel::default()),
+        metrics.clone(),
+        health.clone(),
+    )?;
+    let core = Arc::new(Mutex::new(core));
+    let shutdown = CancellationToken::new();
+    let socket =
+        tokio::net::UnixListener::from_std(socket).context("registering the plugin socket")?;
+    let tasks = [
+        tokio::spawn(server::serve(socket, core, shutdown.clone())),
+        tokio::spawn(http::serve(
+            health_listener,
+            health,
+            metrics,
+            shutdown.clone(),
+        )),
+    ];
+    info!(node = %config.node_name, socket = %config.socket.display(), health = %config.health_addr, "podwalld serving");
+    wait_for_signal().await?;
+    // Rules stay in the kernel: pods keep their enforcement while the daemon is away.
+    info!("shutting down; rules stay in place");
+    shutdown.cancel();
+    for task in tasks {
+        let _ = task.await;
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
+    }
+    Ok(())
+}

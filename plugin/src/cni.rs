@@ -115,8 +115,13 @@ fn default_timeout_ms() -> u64 {
 impl NetConf {
     /// Parse and validate the config; every problem is error 7 naming the key.
     pub fn parse(stdin: &[u8]) -> Result<Self, CniError> {
-        let conf: NetConf = serde_json::from_slice(stdin)
-            .map_err(|e| CniError::new(code::INVALID_CONFIG, "invalid network config", e.to_string()))?;
+        let conf: NetConf = serde_json::from_slice(stdin).map_err(|e| {
+            CniError::new(
+                code::INVALID_CONFIG,
+                "invalid network config",
+                e.to_string(),
+            )
+        })?;
         if !SUPPORTED_VERSIONS.contains(&conf.cni_version.as_str()) {
             return Err(CniError::new(
                 code::INCOMPATIBLE_VERSION,
@@ -272,13 +277,19 @@ pub fn attachment_from_add(conf: &NetConf, env: &Env) -> Result<Attachment, CniE
             "podwall is a chained plugin: put it after bridge in a conflist so it receives the pod's addresses",
         )
     })?;
-    let prev: PrevResult = serde_json::from_value(prev.clone())
-        .map_err(|e| conf.error(code::DECODE_FAILURE, "cannot decode prevResult", e.to_string()))?;
+    let prev: PrevResult = serde_json::from_value(prev.clone()).map_err(|e| {
+        conf.error(
+            code::DECODE_FAILURE,
+            "cannot decode prevResult",
+            e.to_string(),
+        )
+    })?;
     let ips = prev
         .ips
         .iter()
         .map(|ip| {
-            parse_address(&ip.address).map_err(|d| conf.error(code::DECODE_FAILURE, "cannot decode prevResult", d))
+            parse_address(&ip.address)
+                .map_err(|d| conf.error(code::DECODE_FAILURE, "cannot decode prevResult", d))
         })
         .collect::<Result<Vec<_>, _>>()?;
     if ips.is_empty() {
@@ -315,7 +326,9 @@ fn parse_address(text: &str) -> Result<IpAddr, String> {
 
 /// The VERSION reply.
 pub fn version_reply(requested: Option<&str>) -> Value {
-    let version = requested.filter(|v| SUPPORTED_VERSIONS.contains(v)).unwrap_or("1.1.0");
+    let version = requested
+        .filter(|v| SUPPORTED_VERSIONS.contains(v))
+        .unwrap_or("1.1.0");
     serde_json::json!({ "cniVersion": version, "supportedVersions": SUPPORTED_VERSIONS })
 }
 
@@ -324,7 +337,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Env {
-        let map: BTreeMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Env::from_lookup(|k| map.get(k).cloned()).unwrap()
     }
 
@@ -344,7 +360,8 @@ mod tests {
 
     #[test]
     fn defaults_follow_the_contract() {
-        let conf = NetConf::parse(br#"{"cniVersion":"1.0.0","name":"k","type":"podwall"}"#).unwrap();
+        let conf =
+            NetConf::parse(br#"{"cniVersion":"1.0.0","name":"k","type":"podwall"}"#).unwrap();
         assert_eq!(conf.socket, PathBuf::from("/run/podwall/podwall.sock"));
         assert_eq!(conf.failure_policy, FailurePolicy::Closed);
         assert_eq!(conf.timeout(), Duration::from_secs(5));
@@ -352,13 +369,17 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_ignored_because_runtimes_add_their_own() {
-        let conf = NetConf::parse(br#"{"cniVersion":"1.0.0","type":"podwall","runtimeConfig":{"x":1},"foo":2}"#);
+        let conf = NetConf::parse(
+            br#"{"cniVersion":"1.0.0","type":"podwall","runtimeConfig":{"x":1},"foo":2}"#,
+        );
         assert!(conf.is_ok());
     }
 
     #[test]
     fn bad_failure_policy_is_invalid_config_naming_the_value() {
-        let err = NetConf::parse(br#"{"cniVersion":"1.0.0","type":"podwall","failurePolicy":"maybe"}"#).unwrap_err();
+        let err =
+            NetConf::parse(br#"{"cniVersion":"1.0.0","type":"podwall","failurePolicy":"maybe"}"#)
+                .unwrap_err();
         assert_eq!(err.code, code::INVALID_CONFIG);
         assert!(err.details.contains("maybe"), "{}", err.details);
     }
@@ -371,7 +392,8 @@ mod tests {
 
     #[test]
     fn zero_timeout_is_refused() {
-        let err = NetConf::parse(br#"{"cniVersion":"1.0.0","type":"podwall","timeoutMs":0}"#).unwrap_err();
+        let err = NetConf::parse(br#"{"cniVersion":"1.0.0","type":"podwall","timeoutMs":0}"#)
+            .unwrap_err();
         assert_eq!(err.code, code::INVALID_CONFIG);
         assert!(err.details.contains("timeoutMs"));
     }
@@ -382,7 +404,10 @@ mod tests {
         let att = attachment_from_add(&conf, &add_env()).unwrap();
         assert_eq!(
             att.ips,
-            vec!["10.244.1.5".parse::<IpAddr>().unwrap(), "fd00::5".parse().unwrap()]
+            vec![
+                "10.244.1.5".parse::<IpAddr>().unwrap(),
+                "fd00::5".parse().unwrap()
+            ]
         );
         assert_eq!(att.host_interface.as_deref(), Some("veth1234"));
         assert_eq!(att.pod.to_string(), "default/c1");
@@ -399,7 +424,11 @@ mod tests {
         ]);
         let pod = e.pod("c1");
         assert_eq!(
-            (pod.namespace.as_str(), pod.name.as_str(), pod.uid.as_deref()),
+            (
+                pod.namespace.as_str(),
+                pod.name.as_str(),
+                pod.uid.as_deref()
+            ),
             ("shop", "db-0", Some("u1"))
         );
     }
@@ -461,14 +490,18 @@ mod tests {
         assert_eq!(version_reply(Some("0.3.1"))["cniVersion"], "0.3.1");
         assert_eq!(version_reply(Some("9.9.9"))["cniVersion"], "1.1.0");
         assert_eq!(
-            version_reply(None)["supportedVersions"].as_array().unwrap().len(),
+            version_reply(None)["supportedVersions"]
+                .as_array()
+                .unwrap()
+                .len(),
             SUPPORTED_VERSIONS.len()
         );
     }
 
     #[test]
     fn error_object_has_the_spec_fields() {
-        let json = serde_json::to_value(CniError::new(11, "try later", "").in_version("0.4.0")).unwrap();
+        let json =
+            serde_json::to_value(CniError::new(11, "try later", "").in_version("0.4.0")).unwrap();
         assert_eq!(
             json,
             serde_json::json!({"cniVersion":"0.4.0","code":11,"msg":"try later"})

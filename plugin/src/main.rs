@@ -11,7 +11,8 @@ use podwall::wire::{self, AttachmentId, ClientError, ErrorKind, Reply, Request};
 use serde_json::Value;
 
 fn main() -> ExitCode {
-    let outcome = Env::from_lookup(|k| std::env::var(k).ok()).and_then(|env| run(&env, &read_stdin()?));
+    let outcome =
+        Env::from_lookup(|k| std::env::var(k).ok()).and_then(|env| run(&env, &read_stdin()?));
     let mut out = std::io::stdout().lock();
     let (text, status) = match outcome {
         Ok(None) => return ExitCode::SUCCESS,
@@ -64,12 +65,18 @@ fn run(env: &Env, stdin: &[u8]) -> Result<Option<Value>, CniError> {
 fn add(conf: &NetConf, env: &Env) -> Result<Option<Value>, CniError> {
     let attachment = cni::attachment_from_add(conf, env)?;
     let pod = attachment.pod.to_string();
-    match wire::call(&conf.socket, &Request::Attach { attachment }, conf.timeout()) {
+    match wire::call(
+        &conf.socket,
+        &Request::Attach { attachment },
+        conf.timeout(),
+    ) {
         Ok(_) => {}
         Err(ClientError::Unreachable { .. } | ClientError::NoAnswer { .. })
             if conf.failure_policy == FailurePolicy::Open =>
         {
-            eprintln!("podwall: daemon unreachable, starting pod {pod} unenforced (failurePolicy open)");
+            eprintln!(
+                "podwall: daemon unreachable, starting pod {pod} unenforced (failurePolicy open)"
+            );
         }
         Err(err) => return Err(daemon_error(conf, err, "cannot attach pod")),
     }
@@ -108,10 +115,16 @@ fn check(conf: &NetConf, env: &Env) -> Result<Option<Value>, CniError> {
 fn status(conf: &NetConf) -> Result<Option<Value>, CniError> {
     match wire::call(&conf.socket, &Request::Status, conf.timeout()) {
         Ok(Reply::Status { ready: true, .. }) => Ok(None),
-        Ok(Reply::Status { reason, .. }) => {
-            Err(conf.error(code::NOT_AVAILABLE, "podwalld is not ready", reason.unwrap_or_default()))
-        }
-        Ok(other) => Err(conf.error(code::PROTOCOL, "unexpected reply from podwalld", format!("{other:?}"))),
+        Ok(Reply::Status { reason, .. }) => Err(conf.error(
+            code::NOT_AVAILABLE,
+            "podwalld is not ready",
+            reason.unwrap_or_default(),
+        )),
+        Ok(other) => Err(conf.error(
+            code::PROTOCOL,
+            "unexpected reply from podwalld",
+            format!("{other:?}"),
+        )),
         Err(ClientError::Unreachable { .. } | ClientError::NoAnswer { .. })
             if conf.failure_policy == FailurePolicy::Open =>
         {

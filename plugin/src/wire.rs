@@ -180,7 +180,8 @@ impl ReplyFrame {
 
 /// One frame as bytes, newline-terminated.
 pub fn encode_line<T: Serialize>(frame: &T) -> Vec<u8> {
-    let mut line = serde_json::to_vec(frame).expect("wire frames serialise: no maps with non-string keys");
+    let mut line =
+        serde_json::to_vec(frame).expect("wire frames serialise: no maps with non-string keys");
     line.push(b'\n');
     line
 }
@@ -192,8 +193,12 @@ pub fn decode_request(line: &[u8]) -> Result<Request, WireError> {
     struct Versioned {
         version: u32,
     }
-    let versioned: Versioned = serde_json::from_slice(line)
-        .map_err(|e| WireError::new(ErrorKind::BadRequest, format!("not a podwall request frame: {e}")))?;
+    let versioned: Versioned = serde_json::from_slice(line).map_err(|e| {
+        WireError::new(
+            ErrorKind::BadRequest,
+            format!("not a podwall request frame: {e}"),
+        )
+    })?;
     if versioned.version != VERSION {
         return Err(WireError::new(
             ErrorKind::UnsupportedVersion,
@@ -261,7 +266,8 @@ pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Reply
             "connection closed",
         )));
     }
-    let reply: ReplyFrame = serde_json::from_slice(&line).map_err(|e| ClientError::Malformed(e.to_string()))?;
+    let reply: ReplyFrame =
+        serde_json::from_slice(&line).map_err(|e| ClientError::Malformed(e.to_string()))?;
     match reply.outcome {
         Outcome::Reply(reply) => Ok(reply),
         Outcome::Error(err) => Err(ClientError::Daemon(err)),
@@ -337,7 +343,10 @@ mod tests {
 
     #[test]
     fn error_reply_has_one_error_object() {
-        let frame = ReplyFrame::error(WireError::new(ErrorKind::Forbidden, "peer uid 1000 is not root"));
+        let frame = ReplyFrame::error(WireError::new(
+            ErrorKind::Forbidden,
+            "peer uid 1000 is not root",
+        ));
         let text = String::from_utf8(encode_line(&frame)).unwrap();
         assert_eq!(
             text,

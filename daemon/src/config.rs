@@ -1,0 +1,128 @@
+//! The command line, mirroring the contract's flags, and its validation into `Config`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::explain::ExplainArgs;
+
+/// podwall node daemon: enforces Kubernetes NetworkPolicy for the pods of this node.
+#[derive(Debug, Parser)]
+#[command(name = "podwalld", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Evaluate the NetworkPolicies of a manifests directory offline (no root, no kernel).
+    Explain(ExplainArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DaemonArgs {
+    /// This node; only its pods are enforced here [default: the hostname].
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Unix socket for the plugin.
+    #[arg(long, default_value = podwall::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Directory of the sled state store.
+    #[arg(long, default_value = "/var/lib/podwall")]
+    pub state_dir: PathBuf,
+    /// Address of `GET /healthz` and `GET /metrics`.
+    #[arg(long, default_value = "0.0.0.0:20244")]
+    pub health_addr: String,
+}
+
+/// Validated daemon settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub node_name: String,
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub health_addr: SocketAddr,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("--health-addr {0:?} is not IP:PORT")]
+    HealthAddr(String),
+    #[error("--node-name is empty and the hostname cannot be read")]
+    NodeName,
+    #[error("--{flag} must not be empty")]
+    Empty { flag: &'static str },
+}
+
+impl Config {
+    /// `hostname` is passed in so that validation stays pure.
+    pub fn from_args(args: DaemonArgs, hostname: Option<String>) -> Result<Self, ConfigError> {
+        let health_addr = args
+            .health_addr
+            .parse()
+            .map_err(|_| ConfigError::HealthAddr(args.health_addr.clone()))?;
+        let node_name = args
+            .node_name
+            .filter(|n| !n.is_empty())
+            .or(hostname)
+            .ok_or(ConfigError::NodeName)?;
+        if args.socket.as_os_str().is_empty() {
+            return Err(ConfigError::Empty { flag: "socket" });
+        }
+        if args.state_dir.as_os_str().is_empty() {
+            return Err(ConfigError::Empty { flag: "state-dir" });
+        }
+        Ok(Config {
+            node_name,
+            socket: args.socket,
+            state_dir: args.state_dir,
+            health_addr,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, ConfigError> {
+        let cli =
+            Cli::try_parse_from(std::iter::once("podwalld").chain(args.iter().copied())).unwrap();
+        Config::from_args(cli.daemon, Some("host-1".into()))
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.socket, PathBuf::from("/run/podwall/podwall.sock"));
+        assert_eq!(config.state_dir, PathBuf::from("/var/lib/podwall"));
+        assert_eq!(config.health_addr, "0.0.0.0:20244".parse().unwrap());
+        assert_eq!(config.node_name, "host-1");
+    }
+
+    #[test]
+    fn a_bad_health_address_is_named() {
+        assert_eq!(
+            parse(&["--health-addr", "localhost"]),
+            Err(ConfigError::HealthAddr("localhost".into()))
+        );
+    }
+
+    #[test]
+    fn node_name_flag_beats_hostname() {
+        assert_eq!(parse(&["--node-name", "n7"]).unwrap().node_name, "n7");
+    }
+
+    #[test]
+    fn no_node_name_at_all_is_an_error() {
+        let cli = Cli::try_parse_from(["podwalld"]).unwrap();
+        assert_eq!(
+            Config::from_args(cli.daemon, None),
+            Err(ConfigError::NodeName)
+        );
+    }
+}

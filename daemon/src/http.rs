@@ -1,0 +1,126 @@
+//! `GET /healthz` and `GET /metrics` over a deliberately small HTTP/1.1 responder: two fixed
+//! routes, one request per connection, so no web framework is pulled in.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::health::Health;
+use crate::metrics::Metrics;
+
+const MAX_REQUEST: usize = 8192;
+
+pub async fn serve(
+    listener: TcpListener,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => { tokio::time::sleep(Duration::from_millis(50)).await; continue; }
+            },
+        };
+        let (health, metrics) = (health.clone(), metrics.clone());
+        tokio::spawn(async move {
+            // A client that stalls or sends junk just loses its connection.
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), respond(stream, &health, &metrics))
+                    .await;
+        });
+    }
+}
+
+async fn respond(mut stream: TcpStream, health: &Health, metrics: &Metrics) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < MAX_REQUEST {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let (status, content_type, body) = route(&buf, health, metrics);
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// The response for a raw request head: pure, so the routes are unit-tested.
+fn route(
+    request: &[u8],
+    health: &Health,
+    metrics: &Metrics,
+) -> (&'static str, &'static str, String) {
+    let line = request.split(|b| *b == b'\r').next().unwrap_or_default();
+    let mut parts = std::str::from_utf8(line).unwrap_or("").split(' ');
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = path.split('?').next().unwrap_or("");
+    match (method, path) {
+        ("GET", "/healthz") => match health.reason() {
+            None => ("200 OK", "text/plain", "ok\n".into()),
+            Some(reason) => (
+                "503 Service Unavailable",
+                "text/plain",
+                format!("{reason}\n"),
+            ),
+        },
+        ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
+        ("GET", _) => ("404 Not Found", "text/plain", "not found\n".into()),
+        _ => ("405 Method Not Allowed", "text/plain", "only GET\n".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn healthz_reports_the_reason_while_unready() {
+        let health = Health::default();
+        let metrics = Metrics::default();
+        let (status, _, body) = route(
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+            &health,
+            &metrics,
+        );
+        assert_eq!(status, "503 Service Unavailable");
+        assert!(body.contains("not programmed"), "{body}");
+        health.set_ready();
+        assert_eq!(
+            route(b"GET /healthz HTTP/1.1\r\n\r\n", &health, &metrics).0,
+            "200 OK"
+        );
+    }
+
+    #[test]
+    fn metrics_and_unknown_paths() {
+        let (health, metrics) = (Health::default(), Metrics::default());
+        let (status, _, body) = route(b"GET /metrics HTTP/1.1\r\n\r\n", &health, &metrics);
+        assert_eq!(status, "200 OK");
+        assert!(body.contains("podwall_attachments 0"));
+        assert_eq!(
+            route(b"GET /nope HTTP/1.1\r\n\r\n", &health, &metrics).0,
+            "404 Not Found"
+        );
+        assert_eq!(
+            route(b"POST /healthz HTTP/1.1\r\n\r\n", &health, &metrics).0,
+            "405 Method Not Allowed"
+        );
+        assert_eq!(
+            route(b"\x00\xff", &health, &metrics).0,
+            "405 Method Not Allowed"
+        );
+    }
+}

@@ -1,0 +1,156 @@
+//! Counters and histograms for `/metrics`, rendered as Prometheus text. Lock-free atomics:
+//! recording sits on the attach path.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Bucket bounds in seconds: attach and commit times range from sub-millisecond (netlink) to
+/// seconds (a large rebuild).
+const BOUNDS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; BOUNDS.len()],
+    count: AtomicU64,
+    /// Sum in microseconds, so that it stays an integer.
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        for (bound, bucket) in BOUNDS.iter().zip(&self.buckets) {
+            if secs <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (bound, bucket) in BOUNDS.iter().zip(&self.buckets) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{bound}\"}} {}",
+                bucket.load(Ordering::Relaxed)
+            );
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
+
+/// A counter split by `result="ok"|"error"`.
+#[derive(Debug, Default)]
+pub struct ResultCounter {
+    ok: AtomicU64,
+    error: AtomicU64,
+}
+
+impl ResultCounter {
+    fn record(&self, ok: bool) {
+        if ok { &self.ok } else { &self.error }.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        let _ = writeln!(
+            out,
+            "{name}{{result=\"ok\"}} {}",
+            self.ok.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "{name}{{result=\"error\"}} {}",
+            self.error.load(Ordering::Relaxed)
+        );
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    attaches: ResultCounter,
+    attach_seconds: Histogram,
+    transactions: ResultCounter,
+    transaction_seconds: Histogram,
+    attachments: AtomicU64,
+}
+
+impl Metrics {
+    pub fn observe_attach(&self, elapsed: Duration, ok: bool) {
+        self.attaches.record(ok);
+        self.attach_seconds.observe(elapsed);
+    }
+
+    pub fn observe_transaction(&self, elapsed: Duration, ok: bool) {
+        self.transactions.record(ok);
+        self.transaction_seconds.observe(elapsed);
+    }
+
+    pub fn set_attachments(&self, n: usize) {
+        self.attachments.store(n as u64, Ordering::Relaxed);
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        self.attaches.render(
+            &mut out,
+            "podwall_attach_total",
+            "CNI attach requests served.",
+        );
+        self.attach_seconds.render(
+            &mut out,
+            "podwall_attach_duration_seconds",
+            "Time from attach request to rules committed.",
+        );
+        self.transactions.render(
+            &mut out,
+            "podwall_transactions_total",
+            "nftables transactions committed.",
+        );
+        self.transaction_seconds.render(
+            &mut out,
+            "podwall_transaction_duration_seconds",
+            "Time to commit one nftables transaction.",
+        );
+        let _ = writeln!(
+            out,
+            "# HELP podwall_attachments Pods attached on this node.\n# TYPE podwall_attachments gauge\npodwall_attachments {}",
+            self.attachments.load(Ordering::Relaxed)
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let m = Metrics::default();
+        m.observe_attach(Duration::from_millis(3), true);
+        m.observe_attach(Duration::from_millis(30), false);
+        let text = m.render();
+        assert!(
+            text.contains("podwall_attach_duration_seconds_bucket{le=\"0.0025\"} 0\n"),
+            "{text}"
+        );
+        assert!(text.contains("podwall_attach_duration_seconds_bucket{le=\"0.005\"} 1\n"));
+        assert!(text.contains("podwall_attach_duration_seconds_bucket{le=\"0.05\"} 2\n"));
+        assert!(text.contains("podwall_attach_duration_seconds_count 2\n"));
+        assert!(text.contains("podwall_attach_total{result=\"error\"} 1\n"));
+    }
+}

@@ -1,1 +1,0 @@
-//! podwall's own Pod, Namespace and Policy types.

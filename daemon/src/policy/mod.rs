@@ -1,1 +1,0 @@
-//! The NetworkPolicy compiler and evaluator: pure, no I/O.
