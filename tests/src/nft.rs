@@ -1,0 +1,225 @@
+//! Reading the node's `inet podwall` table back from the kernel, to check what the daemon
+//! committed: its chains and the elements of its verdict maps.
+//!
+//! The JSON output of `nft -j` is parsed with serde_json; verdicts are rendered the way
+//! `nft` prints them (`jump pod-x`, `accept`), which keeps assertions readable.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+
+use crate::cmd::Output;
+use crate::netns::TestNetns;
+
+/// podwall's table: family and name.
+pub const FAMILY: &str = "inet";
+pub const TABLE: &str = "podwall";
+
+/// The verdict maps keyed by pod IP.
+pub const POD_MAPS: [&str; 4] = ["ingress4", "egress4", "ingress6", "egress6"];
+
+/// What the table holds, as far as the tests look at it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ruleset {
+    /// Chain names, in the order nft lists them.
+    pub chains: Vec<String>,
+    /// Map name → (key, value) elements; keys and verdicts as text (`10.200.1.2`, `jump pod-a`).
+    pub maps: BTreeMap<String, Vec<(String, String)>>,
+    /// Set name → element keys as text.
+    pub sets: BTreeMap<String, Vec<String>>,
+}
+
+impl Ruleset {
+    /// Parse the output of `nft -j list table inet podwall`.
+    pub fn from_json(text: &str) -> Result<Self> {
+        let doc: Value = serde_json::from_str(text).context("nft -j output is not JSON")?;
+        let mut rules = Ruleset::default();
+        for item in doc["nftables"].as_array().into_iter().flatten() {
+            if let Some(chain) = item.get("chain") {
+                rules
+                    .chains
+                    .extend(chain["name"].as_str().map(str::to_string));
+            } else if let Some(map) = item.get("map") {
+                let name = map["name"].as_str().unwrap_or_default().to_string();
+                let elems = map["elem"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| {
+                        let pair = e.as_array()?;
+                        Some((key_text(pair.first()?), verdict_text(pair.get(1)?)))
+                    })
+                    .collect();
+                rules.maps.insert(name, elems);
+            } else if let Some(set) = item.get("set") {
+                let name = set["name"].as_str().unwrap_or_default().to_string();
+                let elems = set["elem"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(key_text)
+                    .collect();
+                rules.sets.insert(name, elems);
+            }
+        }
+        Ok(rules)
+    }
+
+    /// The chains whose name says they belong to a pod (`pod-…`).
+    pub fn pod_chains(&self) -> Vec<&str> {
+        self.chains
+            .iter()
+            .map(String::as_str)
+            .filter(|c| c.starts_with("pod-"))
+            .collect()
+    }
+
+    pub fn has_chain(&self, name: &str) -> bool {
+        self.chains.iter().any(|c| c == name)
+    }
+
+    /// The elements of a map (empty when the map does not exist).
+    pub fn map(&self, name: &str) -> &[(String, String)] {
+        self.maps.get(name).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// The verdict a map gives `ip`, e.g. `jump pod-1234`.
+    pub fn verdict(&self, map: &str, ip: IpAddr) -> Option<&str> {
+        let key = ip.to_string();
+        self.map(map)
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The chain a map jumps to for `ip`, when the verdict is `jump` or `goto`.
+    pub fn target(&self, map: &str, ip: IpAddr) -> Option<&str> {
+        self.verdict(map, ip)?
+            .strip_prefix("jump ")
+            .or_else(|| self.verdict(map, ip)?.strip_prefix("goto "))
+    }
+
+    /// Does any pod map mention `ip`?
+    pub fn mentions(&self, ip: IpAddr) -> bool {
+        POD_MAPS.iter().any(|m| self.verdict(m, ip).is_some())
+    }
+}
+
+/// `10.0.0.1`, `10.0.0.0/24`, or the JSON text of anything fancier.
+fn key_text(key: &Value) -> String {
+    match key {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Object(o) if o.contains_key("prefix") => {
+            format!("{}/{}", key_text(&o["prefix"]["addr"]), o["prefix"]["len"])
+        }
+        // An element with options (timeout, comment) wraps its key: {"elem": {"val": …}}.
+        Value::Object(o) if o.contains_key("elem") => key_text(&o["elem"]["val"]),
+        Value::Object(o) if o.contains_key("range") => {
+            let r = o["range"].as_array().cloned().unwrap_or_default();
+            format!(
+                "{}-{}",
+                key_text(r.first().unwrap_or(&Value::Null)),
+                key_text(r.get(1).unwrap_or(&Value::Null))
+            )
+        }
+        Value::Object(o) if o.contains_key("concat") => o["concat"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(key_text)
+            .collect::<Vec<_>>()
+            .join(" . "),
+        other => other.to_string(),
+    }
+}
+
+/// `{"jump":{"target":"x"}}` → `jump x`; `{"accept":null}` → `accept`.
+fn verdict_text(value: &Value) -> String {
+    match value {
+        Value::Object(o) if o.len() == 1 => {
+            let (kind, arg) = o.iter().next().expect("one entry");
+            match arg["target"].as_str() {
+                Some(target) => format!("{kind} {target}"),
+                None => kind.clone(),
+            }
+        }
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Is `inet podwall` present in the namespace?
+pub fn table_exists(ns: &TestNetns) -> Result<bool> {
+    let out = ns
+        .exec(&["nft", "-j", "list", "tables"])
+        .and_then(Output::ok)?;
+    let doc: Value = serde_json::from_str(&out.stdout).context("nft -j list tables is not JSON")?;
+    Ok(doc["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|item| item.get("table"))
+        .any(|t| t["family"] == FAMILY && t["name"] == TABLE))
+}
+
+/// The table, or `None` when the daemon has not created it.
+pub fn read_table(ns: &TestNetns) -> Result<Option<Ruleset>> {
+    // Asking for the list of tables first tells "absent" from "nft failed" without
+    // interpreting nft's error text.
+    if !table_exists(ns)? {
+        return Ok(None);
+    }
+    let out = ns
+        .exec(&["nft", "-j", "list", "table", FAMILY, TABLE])
+        .and_then(Output::ok)?;
+    Ruleset::from_json(&out.stdout).map(Some)
+}
+
+/// `nft list table inet podwall` as nft prints it; a note when absent.
+pub fn table_text(ns: &TestNetns) -> Result<String> {
+    if !table_exists(ns)? {
+        return Ok(format!("(no table {FAMILY} {TABLE})\n"));
+    }
+    Ok(ns
+        .exec(&["nft", "list", "table", FAMILY, TABLE])
+        .and_then(Output::ok)?
+        .stdout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"{"nftables": [
+      {"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}},
+      {"table": {"family": "inet", "name": "podwall", "handle": 1}},
+      {"chain": {"family": "inet", "table": "podwall", "name": "forward", "handle": 1, "type": "filter", "hook": "forward", "prio": 0, "policy": "accept"}},
+      {"chain": {"family": "inet", "table": "podwall", "name": "pod-abc", "handle": 2}},
+      {"map": {"family": "inet", "name": "ingress4", "table": "podwall", "type": "ipv4_addr", "handle": 3, "map": "verdict",
+               "elem": [["10.200.1.2", {"jump": {"target": "pod-abc"}}], [{"elem": {"val": "10.200.1.3", "comment": "x"}}, {"accept": null}]]}},
+      {"map": {"family": "inet", "name": "egress4", "table": "podwall", "type": "ipv4_addr", "handle": 4, "map": "verdict"}},
+      {"set": {"family": "inet", "name": "peers", "table": "podwall", "type": "ipv4_addr", "handle": 5, "flags": ["interval"],
+               "elem": [{"prefix": {"addr": "10.0.0.0", "len": 8}}, "192.168.1.1"]}}
+    ]}"#;
+
+    #[test]
+    fn chains_maps_and_sets_are_read() {
+        let r = Ruleset::from_json(SAMPLE).unwrap();
+        assert_eq!(r.chains, vec!["forward", "pod-abc"]);
+        assert_eq!(r.pod_chains(), vec!["pod-abc"]);
+        let ip = "10.200.1.2".parse().unwrap();
+        assert_eq!(r.verdict("ingress4", ip), Some("jump pod-abc"));
+        assert_eq!(r.target("ingress4", ip), Some("pod-abc"));
+        assert_eq!(
+            r.verdict("ingress4", "10.200.1.3".parse().unwrap()),
+            Some("accept")
+        );
+        assert!(r.map("egress4").is_empty());
+        assert!(r.map("nope").is_empty());
+        assert_eq!(r.sets["peers"], vec!["10.0.0.0/8", "192.168.1.1"]);
+        assert!(r.mentions(ip));
+    }
+}

@@ -1,0 +1,470 @@
+//! A throw-away Kubernetes node: a network namespace with its own bridge, host-local address
+//! pool, conflist, CNI plugin directory and, when started, its own `podwalld`.
+//!
+//! Each node gets a /24 of 10.200.0.0/16 (and a /64 of fd00:200::/48 when dual-stack) that
+//! exists only inside its namespace, so nodes never see each other and no packet leaves
+//! the namespaces the rig created. The daemon's stderr goes to a log file in the node's temp
+//! dir; it is printed when the node is dropped during a panic, so a failing test shows what
+//! the daemon said.
+
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use nix::sys::signal::{self, Signal};
+use nix::unistd::Pid;
+use podwall::wire::{self, ClientError, Reply, Request};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+use crate::netns::{self, next_id, TestNetns};
+use crate::{bins, cmd, nft};
+
+/// The CNI network name of every node's conflist; host-local keys its pool by it.
+pub const NETWORK: &str = "pwt";
+
+/// The daemon's health endpoint, on the node namespace's own loopback.
+pub const HEALTH_ADDR: &str = "127.0.0.1:20244";
+
+/// How long a daemon gets to become healthy or to stop.
+pub const DAEMON_DEADLINE: Duration = Duration::from_secs(20);
+
+/// How a node is set up.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// Give pods an IPv6 address too (host-local with a second range).
+    pub dual_stack: bool,
+    /// `net.bridge.bridge-nf-call-ip{,6}tables` in the node: pod↔pod traffic on the bridge
+    /// reaches the `inet` forward hook only with it on. `None` leaves the kernel's default,
+    /// for tests that check the daemon turns it on.
+    pub bridge_nf_call: Option<bool>,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        Self {
+            dual_stack: false,
+            bridge_nf_call: Some(true),
+        }
+    }
+}
+
+/// One node: its namespace, files and daemon.
+pub struct Node {
+    daemon: Option<Child>,
+    /// Extra daemon flags, appended to the ones the rig always passes.
+    pub daemon_args: Vec<String>,
+    name: String,
+    octet: u8,
+    options: NodeOptions,
+    bridge: String,
+    conflist: PathBuf,
+    pub netns: TestNetns,
+    dir: TempDir,
+}
+
+impl Node {
+    /// A node with the default options: IPv4 pods, br_netfilter on.
+    pub fn new(label: &str) -> Self {
+        Self::with_options(label, NodeOptions::default())
+    }
+
+    pub fn with_options(label: &str, options: NodeOptions) -> Self {
+        netns::require_root();
+        ensure_br_netfilter();
+        let netns = TestNetns::new(&format!("node-{label}"));
+        let n = next_id();
+        let pid = std::process::id() as usize;
+        // Spread nodes over the /16 so parallel tests and processes rarely pick the same
+        // /24 — they could share one safely (each node is its own namespace), but distinct
+        // subnets make captures and logs unambiguous.
+        let octet = (1 + (pid * 31 + n) % 250) as u8;
+        let bridge = format!("pwb{}{}", pid % 10000, n % 1000);
+        assert!(
+            bridge.len() <= 15,
+            "interface names are at most 15 bytes: {bridge}"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{}-", netns.name()))
+            .tempdir()
+            .expect("creating the node's temp dir");
+        for sub in ["state", "ipam", "cni-cache", "bin"] {
+            fs::create_dir_all(dir.path().join(sub)).expect("creating the node's dirs");
+        }
+        std::os::unix::fs::symlink(bins::plugin(), dir.path().join("bin/podwall"))
+            .expect("linking the plugin into the node's CNI_PATH");
+        let mut node = Node {
+            daemon: None,
+            daemon_args: Vec::new(),
+            name: format!("pwt-node-{label}"),
+            octet,
+            options,
+            bridge,
+            conflist: PathBuf::new(),
+            netns,
+            dir,
+        };
+        node.conflist = node.write_conflist(
+            "default",
+            &node.conflist_json("1.0.0", Some(node.podwall_entry())),
+        );
+        node.configure_kernel();
+        node
+    }
+
+    fn configure_kernel(&self) {
+        // Pods reach each other over the bridge; forwarding matters for routed traffic only,
+        // but a real node has it on.
+        self.netns
+            .set_sysctl("net.ipv4.ip_forward", "1")
+            .expect("ip_forward");
+        if let Some(on) = self.options.bridge_nf_call {
+            let v = if on { "1" } else { "0" };
+            self.netns
+                .set_sysctl("net.bridge.bridge-nf-call-iptables", v)
+                .expect("bridge-nf-call-iptables");
+            self.netns
+                .set_sysctl("net.bridge.bridge-nf-call-ip6tables", v)
+                .expect("bridge-nf-call-ip6tables");
+        }
+    }
+
+    /// The node name given to the daemon (`--node-name`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir().join("podwall.sock")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir().join("state")
+    }
+
+    pub fn cni_cache_dir(&self) -> PathBuf {
+        self.dir().join("cni-cache")
+    }
+
+    /// `CNI_PATH`: the node's own dir (holding `podwall`) first, then Debian's plugins.
+    pub fn cni_path(&self) -> String {
+        format!(
+            "{}:{}",
+            self.dir().join("bin").display(),
+            bins::DEBIAN_CNI_DIR
+        )
+    }
+
+    /// The bridge's name inside the node namespace.
+    pub fn bridge(&self) -> &str {
+        &self.bridge
+    }
+
+    /// The pods' IPv4 subnet.
+    pub fn subnet4(&self) -> String {
+        format!("10.200.{}.0/24", self.octet)
+    }
+
+    /// The pods' IPv6 subnet (used only when dual-stack).
+    pub fn subnet6(&self) -> String {
+        format!("fd00:200:{:x}::/64", self.octet)
+    }
+
+    /// The bridge's IPv4 address, the pods' gateway (host-local gives the gateway `.1`).
+    pub fn gateway4(&self) -> std::net::IpAddr {
+        format!("10.200.{}.1", self.octet)
+            .parse()
+            .expect("a valid address")
+    }
+
+    /// The default conflist: cniVersion 1.0.0, bridge + host-local, then podwall (closed).
+    pub fn conflist(&self) -> &Path {
+        &self.conflist
+    }
+
+    /// The `bridge` entry every conflist of this node shares.
+    pub fn bridge_entry(&self) -> Value {
+        let mut ranges = vec![json!([{ "subnet": self.subnet4() }])];
+        if self.options.dual_stack {
+            ranges.push(json!([{ "subnet": self.subnet6() }]));
+        }
+        json!({
+            "type": "bridge",
+            "bridge": self.bridge,
+            "isGateway": true,
+            "ipMasq": false,
+            "ipam": {
+                "type": "host-local",
+                "ranges": ranges,
+                "dataDir": self.dir().join("ipam"),
+            },
+        })
+    }
+
+    /// The `podwall` entry pointing at this node's socket, failing closed.
+    pub fn podwall_entry(&self) -> Value {
+        json!({
+            "type": "podwall",
+            "socket": self.socket(),
+            "failurePolicy": "closed",
+            "timeoutMs": 5000,
+        })
+    }
+
+    /// A conflist of bridge (+ host-local) followed by `podwall` when given.
+    pub fn conflist_json(&self, cni_version: &str, podwall: Option<Value>) -> Value {
+        let mut plugins = vec![self.bridge_entry()];
+        plugins.extend(podwall);
+        json!({ "cniVersion": cni_version, "name": NETWORK, "plugins": plugins })
+    }
+
+    /// Write a conflist into the node's dir and return its path.
+    pub fn write_conflist(&self, label: &str, list: &Value) -> PathBuf {
+        let path = self.dir().join(format!("{label}.conflist"));
+        fs::write(
+            &path,
+            serde_json::to_vec_pretty(list).expect("json serialises"),
+        )
+        .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        path
+    }
+
+    // ---- the daemon ----
+
+    pub fn daemon_log_path(&self) -> PathBuf {
+        self.dir().join("podwalld.log")
+    }
+
+    /// Everything the daemon printed so far (all its runs on this node).
+    pub fn daemon_log(&self) -> String {
+        fs::read_to_string(self.daemon_log_path()).unwrap_or_default()
+    }
+
+    /// Start `podwalld` inside the node namespace and wait until `/healthz` says 200.
+    /// Panics, showing the daemon's log, when it does not get there.
+    pub fn start_daemon(&mut self) {
+        self.spawn_daemon()
+            .unwrap_or_else(|e| panic!("starting podwalld: {e:#}"));
+        if let Err(e) = self.wait_healthy(DAEMON_DEADLINE) {
+            panic!(
+                "podwalld did not become healthy: {e:#}\n--- podwalld log ---\n{}",
+                self.daemon_log()
+            );
+        }
+    }
+
+    /// Start `podwalld` without waiting for it.
+    pub fn spawn_daemon(&mut self) -> Result<()> {
+        if self.daemon.is_some() {
+            bail!("podwalld is already running on {}", self.name);
+        }
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.daemon_log_path())
+            .context("opening the daemon log")?;
+        let mut cmd = self.netns.command(bins::daemon());
+        cmd.arg("--node-name")
+            .arg(&self.name)
+            .arg("--socket")
+            .arg(self.socket())
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .arg("--health-addr")
+            .arg(HEALTH_ADDR)
+            .args(&self.daemon_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().context("sharing the daemon log")?)
+            .stderr(log.try_clone().context("sharing the daemon log")?);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info,podwalld=debug");
+        }
+        writeln!(log, "=== pwt: {}", cmd::display(&cmd)).context("writing the daemon log")?;
+        // `ip netns exec` execs the program, so the child's pid is podwalld's own.
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("spawning {}", cmd::display(&cmd)))?;
+        self.daemon = Some(child);
+        Ok(())
+    }
+
+    /// Poll `/healthz` until it answers 200; fail early when the daemon exits.
+    pub fn wait_healthy(&mut self, deadline: Duration) -> Result<()> {
+        let end = Instant::now() + deadline;
+        loop {
+            if let Some(status) = self.daemon_exit_status()? {
+                bail!("podwalld exited with {status}");
+            }
+            match self.healthz() {
+                Ok(200) => return Ok(()),
+                Ok(code) if Instant::now() >= end => {
+                    bail!("/healthz still answers {code} after {deadline:?}")
+                }
+                Err(e) if Instant::now() >= end => {
+                    return Err(e.context(format!("/healthz not answering after {deadline:?}")))
+                }
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    /// The status code of `GET /healthz`, asked inside the node namespace.
+    pub fn healthz(&self) -> Result<u16> {
+        let addr: SocketAddr = HEALTH_ADDR.parse().expect("a valid address");
+        let response = self.netns.run_in(move || -> std::io::Result<String> {
+            let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+            s.set_read_timeout(Some(Duration::from_secs(2)))?;
+            s.set_write_timeout(Some(Duration::from_secs(2)))?;
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+            let mut text = String::new();
+            s.take(64 * 1024).read_to_string(&mut text)?;
+            Ok(text)
+        })?;
+        let status = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| anyhow!("not an HTTP response: {response:?}"))?;
+        Ok(status)
+    }
+
+    /// The daemon's pid while the rig has one running.
+    pub fn daemon_pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(Child::id)
+    }
+
+    /// `Some(status)` when the daemon the rig started has exited (it is then forgotten).
+    pub fn daemon_exit_status(&mut self) -> Result<Option<ExitStatus>> {
+        let Some(child) = self.daemon.as_mut() else {
+            bail!("podwalld is not running on {}", self.name);
+        };
+        let status = child.try_wait().context("waiting for podwalld")?;
+        if status.is_some() {
+            self.daemon = None;
+        }
+        Ok(status)
+    }
+
+    /// Is the daemon the rig started still running?
+    pub fn daemon_running(&mut self) -> bool {
+        matches!(self.daemon_exit_status(), Ok(None))
+    }
+
+    /// Send a signal to the daemon.
+    pub fn signal_daemon(&self, sig: Signal) {
+        let pid = self.daemon_pid().expect("podwalld is running");
+        signal::kill(Pid::from_raw(pid as i32), sig)
+            .unwrap_or_else(|e| panic!("sending {sig} to podwalld: {e}"));
+    }
+
+    /// SIGTERM and wait for the exit; panics if the daemon does not stop in time.
+    pub fn stop_daemon(&mut self) -> ExitStatus {
+        self.signal_daemon(Signal::SIGTERM);
+        self.reap_daemon("SIGTERM")
+    }
+
+    /// SIGKILL: the daemon gets no chance to clean up, as after a crash or OOM kill.
+    pub fn kill_daemon(&mut self) -> ExitStatus {
+        self.signal_daemon(Signal::SIGKILL);
+        self.reap_daemon("SIGKILL")
+    }
+
+    fn reap_daemon(&mut self, what: &str) -> ExitStatus {
+        let mut child = self.daemon.take().expect("podwalld is running");
+        match cmd::wait_timeout(&mut child, DAEMON_DEADLINE) {
+            Ok(Some(status)) => status,
+            other => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "podwalld did not exit within {DAEMON_DEADLINE:?} after {what} ({other:?})\n--- podwalld log ---\n{}",
+                    self.daemon_log()
+                );
+            }
+        }
+    }
+
+    /// One request on the daemon's socket, with a short timeout.
+    pub fn call(&self, request: &Request) -> Result<Reply, ClientError> {
+        wire::call(&self.socket(), request, Duration::from_secs(5))
+    }
+
+    /// The daemon's status reply: (ready, number of attachments). Panics on any error.
+    pub fn status(&self) -> (bool, usize) {
+        match self.call(&Request::Status) {
+            Ok(Reply::Status {
+                ready, attachments, ..
+            }) => (ready, attachments),
+            other => panic!("status request: {other:?}"),
+        }
+    }
+
+    /// The `inet podwall` table in the node namespace, `None` when absent.
+    pub fn ruleset(&self) -> Option<nft::Ruleset> {
+        nft::read_table(&self.netns).unwrap_or_else(|e| panic!("reading the node's ruleset: {e:#}"))
+    }
+
+    /// `nft list table inet podwall` as text, for people.
+    pub fn ruleset_text(&self) -> String {
+        nft::table_text(&self.netns).unwrap_or_else(|e| panic!("listing the node's ruleset: {e:#}"))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.daemon.take() {
+            let _ = signal::kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+            if !matches!(
+                cmd::wait_timeout(&mut child, Duration::from_secs(5)),
+                Ok(Some(_))
+            ) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if std::thread::panicking() {
+            let log = self.daemon_log();
+            if !log.is_empty() {
+                eprintln!(
+                    "--- podwalld log of {} ---\n{log}--- end of podwalld log ---",
+                    self.name
+                );
+            }
+        }
+        // The netns and the temp dir go with the fields.
+    }
+}
+
+/// Pod↔pod traffic on a bridge reaches the `inet` hooks only through br_netfilter; load it
+/// when missing (the only thing the rig ever changes outside its own namespaces).
+fn ensure_br_netfilter() {
+    if Path::new("/proc/sys/net/bridge").is_dir() {
+        return;
+    }
+    let loaded = cmd::run(
+        Command::new("modprobe").arg("br_netfilter"),
+        None,
+        cmd::SHORT,
+    );
+    if !Path::new("/proc/sys/net/bridge").is_dir() {
+        panic!("br_netfilter is not available (modprobe br_netfilter: {loaded:?})");
+    }
+}
+
+/// The permission bits of the Unix socket at `path` (an error if it is not a socket).
+pub fn socket_mode(path: &Path) -> Result<u32> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let meta = fs::metadata(path).with_context(|| format!("stat {}", path.display()))?;
+    if !meta.file_type().is_socket() {
+        bail!("{} is not a socket", path.display());
+    }
+    Ok(meta.permissions().mode() & 0o7777)
+}
