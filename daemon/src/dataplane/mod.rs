@@ -2,9 +2,11 @@
 //! between two tables (`plan` → `Batch`), and the narrow `Kernel` trait that commits a batch
 //! as one transaction and reads the table back.
 //!
-//! Knows nftables, knows nothing of Kubernetes. `nft.rs` alone runs a program.
+//! Knows nftables, knows nothing of Kubernetes. `nft.rs` alone runs a program and
+//! `netlink.rs` alone opens a socket.
 
 pub mod names;
+pub mod netlink;
 pub mod nft;
 pub mod render;
 

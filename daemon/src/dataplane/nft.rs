@@ -2,9 +2,8 @@
 //! table back with `nft -j`, whose JSON is typed (no text parsing). `nft` is a separate GPL
 //! program, run, not linked.
 //!
-//! Every call pays for starting `nft` and its cache fetch (DESIGN.md: ~9 ms, growing with the
-//! ruleset); that is the price of this first dataplane, measured and paid only on attach,
-//! detach and start-up.
+//! Every `nft` call pays for starting the program and its cache fetch (DESIGN.md: ~9 ms,
+//! growing with the ruleset), so batches of element changes skip it and go over netlink.
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -14,20 +13,21 @@ use std::process::{Command, Stdio};
 use serde_json::Value;
 
 use super::names::{FAMILY, TABLE};
+use super::netlink::{ElementOp, ElementSocket};
 use super::render::{render, render_replace};
-use super::{Batch, DataplaneError, Hook, Kernel, MapName, Rule, Table};
+use super::{Batch, DataplaneError, Hook, Kernel, MapName, Op, Rule, Table};
 
-/// The production kernel, acting in the daemon's network namespace.
-#[derive(Debug, Clone)]
+/// The production kernel, acting in the daemon's network namespace. Batches that only
+/// change map elements (the hot path once pods share chains) go over netlink; anything that
+/// creates or deletes chains goes through `nft -f`.
 pub struct NftKernel {
     program: PathBuf,
+    elements: Option<ElementSocket>,
 }
 
 impl Default for NftKernel {
     fn default() -> Self {
-        Self {
-            program: PathBuf::from("nft"),
-        }
+        Self::new("nft")
     }
 }
 
@@ -35,7 +35,21 @@ impl NftKernel {
     pub fn new(program: impl Into<PathBuf>) -> Self {
         Self {
             program: program.into(),
+            elements: None,
         }
+    }
+
+    /// Commit a batch through `nft -f`, whatever it holds (benchmarks compare the two paths).
+    pub fn apply_with_nft(&mut self, batch: &Batch) -> Result<(), DataplaneError> {
+        self.commit(&render(batch), batch.len())
+    }
+
+    fn apply_elements(&mut self, ops: &[ElementOp]) -> Result<(), DataplaneError> {
+        let socket = match &mut self.elements {
+            Some(socket) => socket,
+            None => self.elements.insert(ElementSocket::open()?),
+        };
+        socket.commit(ops)
     }
 
     fn run(
@@ -88,7 +102,10 @@ impl Kernel for NftKernel {
         if batch.is_empty() {
             return Ok(());
         }
-        self.commit(&render(batch), batch.len())
+        match element_ops(batch) {
+            Some(ops) => self.apply_elements(&ops),
+            None => self.apply_with_nft(batch),
+        }
     }
 
     fn replace(&mut self, desired: &Table) -> Result<(), DataplaneError> {
@@ -111,6 +128,26 @@ impl Kernel for NftKernel {
         }
         table_from_json(&parse_json(&text)?).map(Some)
     }
+}
+
+/// The batch as element changes, if that is all it holds.
+fn element_ops(batch: &Batch) -> Option<Vec<ElementOp>> {
+    batch
+        .ops
+        .iter()
+        .map(|op| match op {
+            Op::AddElement { map, addr, chain } => Some(ElementOp::Add {
+                map: *map,
+                addr: *addr,
+                chain: chain.clone(),
+            }),
+            Op::DeleteElement { map, addr } => Some(ElementOp::Delete {
+                map: *map,
+                addr: *addr,
+            }),
+            _ => None,
+        })
+        .collect()
 }
 
 fn parse_json(text: &str) -> Result<Value, DataplaneError> {

@@ -1,0 +1,354 @@
+//! Map and set elements straight over netfilter netlink, for the hot path.
+//!
+//! A batch of NFT_MSG_NEWSETELEM / NFT_MSG_DELSETELEM messages between BATCH_BEGIN and
+//! BATCH_END is one transaction, like an `nft -f` script, but it skips what makes `nft` slow:
+//! starting a process and fetching the whole ruleset into its cache before every command
+//! (DESIGN.md: ~9 ms small, ~37 ms at 10k chains). Element messages cost the same whatever the
+//! size of the table.
+//!
+//! The encoding is pure (`encode`); `ElementSocket` alone opens a socket. The message layout
+//! follows the kernel's uapi `linux/netfilter/nf_tables.h` and `nfnetlink.h`.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
+
+use super::names::TABLE;
+use super::{DataplaneError, MapName};
+
+// netlink / nfnetlink framing
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_ACK: u16 = 0x4;
+const NLM_F_CREATE: u16 = 0x400;
+const NLMSG_ERROR: u16 = 0x2;
+const NLA_F_NESTED: u16 = 0x8000;
+const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
+const NFNL_MSG_BATCH_END: u16 = 0x11;
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFPROTO_INET: u8 = 1;
+const AF_UNSPEC: u8 = 0;
+
+// nf_tables messages and attributes
+const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_DELSETELEM: u16 = 14;
+const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_SET_ELEM_DATA: u16 = 2;
+const NFTA_DATA_VALUE: u16 = 1;
+const NFTA_DATA_VERDICT: u16 = 2;
+const NFTA_VERDICT_CODE: u16 = 1;
+const NFTA_VERDICT_CHAIN: u16 = 2;
+const NFT_JUMP: i32 = -3;
+
+/// One element change in a dispatch map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ElementOp {
+    Add {
+        map: MapName,
+        addr: IpAddr,
+        chain: String,
+    },
+    Delete {
+        map: MapName,
+        addr: IpAddr,
+    },
+}
+
+/// The datagram for a batch of element changes, and how many acknowledgements to expect.
+/// Consecutive changes of the same kind to the same map share one message.
+pub fn encode(ops: &[ElementOp], first_seq: u32) -> (Vec<u8>, usize) {
+    let mut out = Vec::new();
+    let mut seq = first_seq;
+    push_message(
+        &mut out,
+        NFNL_MSG_BATCH_BEGIN,
+        NLM_F_REQUEST,
+        seq,
+        AF_UNSPEC,
+        NFNL_SUBSYS_NFTABLES,
+        &[],
+    );
+    let mut acks = 0;
+    for group in ops.chunk_by(|a, b| same_message(a, b)) {
+        seq += 1;
+        acks += 1;
+        let (kind, flags, map) = match &group[0] {
+            ElementOp::Add { map, .. } => (
+                NFT_MSG_NEWSETELEM,
+                NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE,
+                *map,
+            ),
+            ElementOp::Delete { map, .. } => (NFT_MSG_DELSETELEM, NLM_F_REQUEST | NLM_F_ACK, *map),
+        };
+        let mut body = Vec::new();
+        push_attr(&mut body, NFTA_SET_ELEM_LIST_TABLE, &c_string(TABLE));
+        push_attr(&mut body, NFTA_SET_ELEM_LIST_SET, &c_string(map.as_str()));
+        let mut elements = Vec::new();
+        for op in group {
+            push_attr(&mut elements, NFTA_LIST_ELEM | NLA_F_NESTED, &element(op));
+        }
+        push_attr(
+            &mut body,
+            NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED,
+            &elements,
+        );
+        push_message(
+            &mut out,
+            (NFNL_SUBSYS_NFTABLES << 8) | kind,
+            flags,
+            seq,
+            NFPROTO_INET,
+            0,
+            &body,
+        );
+    }
+    seq += 1;
+    push_message(
+        &mut out,
+        NFNL_MSG_BATCH_END,
+        NLM_F_REQUEST,
+        seq,
+        AF_UNSPEC,
+        NFNL_SUBSYS_NFTABLES,
+        &[],
+    );
+    (out, acks)
+}
+
+fn same_message(a: &ElementOp, b: &ElementOp) -> bool {
+    match (a, b) {
+        (ElementOp::Add { map: x, .. }, ElementOp::Add { map: y, .. }) => x == y,
+        (ElementOp::Delete { map: x, .. }, ElementOp::Delete { map: y, .. }) => x == y,
+        _ => false,
+    }
+}
+
+fn element(op: &ElementOp) -> Vec<u8> {
+    let (addr, chain) = match op {
+        ElementOp::Add { addr, chain, .. } => (addr, Some(chain)),
+        ElementOp::Delete { addr, .. } => (addr, None),
+    };
+    let key_bytes = match addr {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    let mut key = Vec::new();
+    push_attr(&mut key, NFTA_DATA_VALUE, &key_bytes);
+    let mut elem = Vec::new();
+    push_attr(&mut elem, NFTA_SET_ELEM_KEY | NLA_F_NESTED, &key);
+    if let Some(chain) = chain {
+        let mut verdict = Vec::new();
+        push_attr(&mut verdict, NFTA_VERDICT_CODE, &NFT_JUMP.to_be_bytes());
+        push_attr(&mut verdict, NFTA_VERDICT_CHAIN, &c_string(chain));
+        let mut data = Vec::new();
+        push_attr(&mut data, NFTA_DATA_VERDICT | NLA_F_NESTED, &verdict);
+        push_attr(&mut elem, NFTA_SET_ELEM_DATA | NLA_F_NESTED, &data);
+    }
+    elem
+}
+
+fn c_string(s: &str) -> Vec<u8> {
+    let mut bytes = s.as_bytes().to_vec();
+    bytes.push(0);
+    bytes
+}
+
+/// nlattr: length (header included, padding excluded), type, payload padded to 4 bytes.
+fn push_attr(out: &mut Vec<u8>, kind: u16, payload: &[u8]) {
+    let len = u16::try_from(4 + payload.len()).expect("netlink attributes stay under 64 KiB");
+    out.extend_from_slice(&len.to_ne_bytes());
+    out.extend_from_slice(&kind.to_ne_bytes());
+    out.extend_from_slice(payload);
+    pad(out);
+}
+
+/// nlmsghdr + nfgenmsg + attributes.
+fn push_message(
+    out: &mut Vec<u8>,
+    kind: u16,
+    flags: u16,
+    seq: u32,
+    family: u8,
+    res_id: u16,
+    attrs: &[u8],
+) {
+    let len = u32::try_from(16 + 4 + attrs.len()).expect("netlink messages stay under 4 GiB");
+    out.extend_from_slice(&len.to_ne_bytes());
+    out.extend_from_slice(&kind.to_ne_bytes());
+    out.extend_from_slice(&flags.to_ne_bytes());
+    out.extend_from_slice(&seq.to_ne_bytes());
+    out.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it in
+    out.push(family);
+    out.push(0); // NFNETLINK_V0
+    out.extend_from_slice(&res_id.to_be_bytes());
+    out.extend_from_slice(attrs);
+    pad(out);
+}
+
+fn pad(out: &mut Vec<u8>) {
+    while out.len() % 4 != 0 {
+        out.push(0);
+    }
+}
+
+/// The errno of each NLMSG_ERROR in a datagram (0 is an acknowledgement).
+pub fn parse_acks(datagram: &[u8]) -> Vec<i32> {
+    let mut codes = Vec::new();
+    let mut rest = datagram;
+    while rest.len() >= 16 {
+        let len = u32::from_ne_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
+        let kind = u16::from_ne_bytes(rest[4..6].try_into().expect("2 bytes"));
+        if len < 16 || len > rest.len() {
+            break;
+        }
+        if kind == NLMSG_ERROR && len >= 20 {
+            codes.push(i32::from_ne_bytes(
+                rest[16..20].try_into().expect("4 bytes"),
+            ));
+        }
+        let advance = (len + 3) & !3;
+        rest = &rest[advance.min(rest.len())..];
+    }
+    codes
+}
+
+/// A netfilter netlink socket in the calling thread's network namespace.
+pub struct ElementSocket {
+    socket: Socket,
+    seq: u32,
+}
+
+impl ElementSocket {
+    pub fn open() -> Result<Self, DataplaneError> {
+        let io = |source| DataplaneError::Exec {
+            program: "netfilter netlink socket".into(),
+            source,
+        };
+        let mut socket = Socket::new(NETLINK_NETFILTER).map_err(io)?;
+        socket.bind_auto().map_err(io)?;
+        socket.connect(&SocketAddr::new(0, 0)).map_err(io)?;
+        // A kernel that never answers must not hang the daemon.
+        let timeout = nix::sys::time::TimeVal::new(Duration::from_secs(5).as_secs() as _, 0);
+        nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::ReceiveTimeout, &timeout)
+            .map_err(|e| io(e.into()))?;
+        Ok(Self { socket, seq: 1 })
+    }
+
+    /// Commit the element changes as one transaction: all or nothing.
+    pub fn commit(&mut self, ops: &[ElementOp]) -> Result<(), DataplaneError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let (datagram, expected) = encode(ops, self.seq);
+        self.seq = self.seq.wrapping_add(expected as u32 + 2);
+        let io = |source| DataplaneError::Exec {
+            program: "netfilter netlink socket".into(),
+            source,
+        };
+        self.socket.send(&datagram, 0).map_err(io)?;
+        let mut errors = Vec::new();
+        let mut answered = 0;
+        while answered < expected {
+            let (reply, _) = self.socket.recv_from_full().map_err(io)?;
+            for code in parse_acks(&reply) {
+                answered += 1;
+                if code != 0 {
+                    errors.push(std::io::Error::from_raw_os_error(-code).to_string());
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(DataplaneError::Rejected {
+                ops: ops.len(),
+                detail: errors.join("; "),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add(map: MapName, addr: &str, chain: &str) -> ElementOp {
+        ElementOp::Add {
+            map,
+            addr: addr.parse().unwrap(),
+            chain: chain.into(),
+        }
+    }
+
+    #[test]
+    fn a_batch_is_framed_by_begin_and_end() {
+        let (bytes, acks) = encode(&[add(MapName::Ingress4, "10.0.0.2", "pod-1-in")], 7);
+        assert_eq!(acks, 1);
+        // BATCH_BEGIN: 20 bytes, type 0x10, seq 7, res_id = nftables subsystem (big-endian).
+        assert_eq!(u32::from_ne_bytes(bytes[0..4].try_into().unwrap()), 20);
+        assert_eq!(
+            u16::from_ne_bytes(bytes[4..6].try_into().unwrap()),
+            NFNL_MSG_BATCH_BEGIN
+        );
+        assert_eq!(u32::from_ne_bytes(bytes[8..12].try_into().unwrap()), 7);
+        assert_eq!(&bytes[18..20], &[0, 10]);
+        // BATCH_END is the last 20 bytes, seq 9.
+        let end = &bytes[bytes.len() - 20..];
+        assert_eq!(
+            u16::from_ne_bytes(end[4..6].try_into().unwrap()),
+            NFNL_MSG_BATCH_END
+        );
+        assert_eq!(u32::from_ne_bytes(end[8..12].try_into().unwrap()), 9);
+        assert_eq!(bytes.len() % 4, 0);
+    }
+
+    #[test]
+    fn consecutive_changes_to_one_map_share_a_message() {
+        let ops = [
+            add(MapName::Ingress4, "10.0.0.2", "a"),
+            add(MapName::Ingress4, "10.0.0.3", "b"),
+            add(MapName::Egress4, "10.0.0.2", "c"),
+            ElementOp::Delete {
+                map: MapName::Egress4,
+                addr: "10.0.0.9".parse().unwrap(),
+            },
+        ];
+        assert_eq!(encode(&ops, 1).1, 3);
+    }
+
+    #[test]
+    fn the_element_message_carries_key_and_jump() {
+        let (bytes, _) = encode(&[add(MapName::Ingress6, "fd00::2", "pod-1-in")], 1);
+        let msg = &bytes[20..bytes.len() - 20];
+        assert_eq!(
+            u16::from_ne_bytes(msg[4..6].try_into().unwrap()),
+            (10 << 8) | NFT_MSG_NEWSETELEM
+        );
+        let find = |needle: &[u8]| msg.windows(needle.len()).any(|w| w == needle);
+        assert!(find(b"podwall\0") && find(b"ingress6\0") && find(b"pod-1-in\0"));
+        let key: IpAddr = "fd00::2".parse().unwrap();
+        let IpAddr::V6(v6) = key else { unreachable!() };
+        assert!(find(&v6.octets()));
+        assert!(
+            find(&(-3i32).to_be_bytes()),
+            "verdict code NFT_JUMP, big-endian"
+        );
+    }
+
+    #[test]
+    fn acks_and_errors_are_read_from_a_reply() {
+        let mut reply = Vec::new();
+        for code in [0i32, -2] {
+            reply.extend_from_slice(&36u32.to_ne_bytes());
+            reply.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
+            reply.extend_from_slice(&[0; 10]);
+            reply.extend_from_slice(&code.to_ne_bytes());
+            reply.extend_from_slice(&[0; 16]);
+        }
+        assert_eq!(parse_acks(&reply), vec![0, -2]);
+    }
+}
