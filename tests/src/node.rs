@@ -73,6 +73,13 @@ impl Node {
         Self::with_options(label, NodeOptions::default())
     }
 
+    /// A default node with its daemon started and healthy.
+    pub fn started(label: &str) -> Self {
+        let mut node = Self::new(label);
+        node.start_daemon();
+        node
+    }
+
     pub fn with_options(label: &str, options: NodeOptions) -> Self {
         netns::require_root();
         ensure_br_netfilter();
@@ -410,6 +417,47 @@ impl Node {
     /// The `inet podwall` table in the node namespace, `None` when absent.
     pub fn ruleset(&self) -> Option<nft::Ruleset> {
         nft::read_table(&self.netns).unwrap_or_else(|e| panic!("reading the node's ruleset: {e:#}"))
+    }
+
+    /// Check that `ip` is attached in the kernel: the table exists, the ingress and egress
+    /// maps of its family send `ip` to `pod-…` chains, and those chains exist. Returns the
+    /// chains. Panics with the whole table when not.
+    pub fn expect_attached(&self, ip: std::net::IpAddr) -> Vec<String> {
+        let rules = self
+            .ruleset()
+            .unwrap_or_else(|| panic!("no table inet podwall in the node after attaching {ip}"));
+        let family = if ip.is_ipv4() { "4" } else { "6" };
+        let mut chains = Vec::new();
+        for dir in ["ingress", "egress"] {
+            let map = format!("{dir}{family}");
+            let chain = rules.target(&map, ip).unwrap_or_else(|| {
+                panic!("map {map} has no jump for {ip}:\n{}", self.ruleset_text())
+            });
+            assert!(
+                chain.starts_with("pod-") && rules.has_chain(chain),
+                "{map} sends {ip} to {chain:?}, which is not an existing pod- chain:\n{}",
+                self.ruleset_text()
+            );
+            chains.push(chain.to_string());
+        }
+        chains
+    }
+
+    /// Check that nothing of `ip` is left: no map element for it and none of `chains`.
+    pub fn expect_detached(&self, ip: std::net::IpAddr, chains: &[String]) {
+        let Some(rules) = self.ruleset() else { return };
+        assert!(
+            !rules.mentions(ip),
+            "{ip} is still in a pod map:\n{}",
+            self.ruleset_text()
+        );
+        for chain in chains {
+            assert!(
+                !rules.has_chain(chain),
+                "chain {chain} of {ip} is still there:\n{}",
+                self.ruleset_text()
+            );
+        }
     }
 
     /// `nft list table inet podwall` as text, for people.

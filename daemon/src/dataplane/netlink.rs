@@ -73,7 +73,7 @@ pub fn encode(ops: &[ElementOp], first_seq: u32) -> (Vec<u8>, usize) {
         &[],
     );
     let mut acks = 0;
-    for group in ops.chunk_by(|a, b| same_message(a, b)) {
+    for group in ops.chunk_by(same_message) {
         seq += 1;
         acks += 1;
         let (kind, flags, map) = match &group[0] {
