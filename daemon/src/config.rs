@@ -21,6 +21,9 @@ pub struct Cli {
 pub enum Command {
     /// Evaluate the NetworkPolicies of a manifests directory offline (no root, no kernel).
     Explain(ExplainArgs),
+    /// Remove everything podwall put in this network namespace's kernel (the `inet podwall`
+    /// table). Run it after the daemon is stopped for good: pods lose their enforcement.
+    Cleanup,
 }
 
 #[derive(Debug, clap::Args)]

@@ -34,6 +34,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Some(Command::Explain(args)) => explain::run(&args),
+        Some(Command::Cleanup) => cleanup(),
         None => run(cli.daemon).map(|()| ExitCode::SUCCESS),
     };
     match result {
@@ -43,6 +44,21 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn cleanup() -> anyhow::Result<ExitCode> {
+    let removed = NftKernel::default()
+        .remove_table()
+        .context("removing the podwall table")?;
+    println!(
+        "{}",
+        if removed {
+            "removed table inet podwall"
+        } else {
+            "no podwall table to remove"
+        }
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run(args: podwalld::config::DaemonArgs) -> anyhow::Result<()> {
@@ -74,6 +90,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding health address {}", config.health_addr))?;
     let socket = server::bind(&config.socket)?;
+    let switched =
+        podwalld::sysctl::ensure_bridge_netfilter(std::path::Path::new("/proc/sys/net/bridge"))?;
+    if switched.is_empty() {
+        info!("br_netfilter on: bridged pod traffic passes the forward hook");
+    } else {
+        info!(switched = ?switched, "turned br_netfilter on: bridged pod traffic passes the forward hook");
+    }
     let core = Core::start(
         store,
         Box::new(NftKernel::default()),

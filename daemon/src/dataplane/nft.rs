@@ -44,6 +44,26 @@ impl NftKernel {
         self.commit(&render(batch), batch.len())
     }
 
+    /// Remove everything podwall put in the kernel: it is all in one table. Returns whether
+    /// there was a table to remove.
+    pub fn remove_table(&mut self) -> Result<bool, DataplaneError> {
+        if !self.table_exists()? {
+            return Ok(false);
+        }
+        self.commit(&format!("delete table {FAMILY} {TABLE}\n"), 1)?;
+        Ok(true)
+    }
+
+    // Listing a missing table is an error whose text we would have to parse; listing the
+    // tables first tells absence apart from failure.
+    fn table_exists(&self) -> Result<bool, DataplaneError> {
+        let (ok, tables, stderr) = self.run(&["-j", "list", "tables", FAMILY], None)?;
+        if !ok {
+            return Err(DataplaneError::Dump(stderr));
+        }
+        Ok(has_our_table(&parse_json(&tables)?))
+    }
+
     fn apply_elements(&mut self, ops: &[ElementOp]) -> Result<(), DataplaneError> {
         let socket = match &mut self.elements {
             Some(socket) => socket,
@@ -113,13 +133,7 @@ impl Kernel for NftKernel {
     }
 
     fn dump_table(&mut self) -> Result<Option<Table>, DataplaneError> {
-        // Listing a missing table is an error whose text we would have to parse; listing the
-        // tables first tells absence apart from failure.
-        let (ok, tables, stderr) = self.run(&["-j", "list", "tables", FAMILY], None)?;
-        if !ok {
-            return Err(DataplaneError::Dump(stderr));
-        }
-        if !has_our_table(&parse_json(&tables)?) {
+        if !self.table_exists()? {
             return Ok(None);
         }
         let (ok, text, stderr) = self.run(&["-j", "list", "table", FAMILY, TABLE], None)?;
