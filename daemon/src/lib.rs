@@ -13,5 +13,6 @@ pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod server;
+pub mod sources;
 pub mod store;
 pub mod sysctl;
