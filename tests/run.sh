@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (as root): setup, unit tests, root tests in network
+# namespaces, then a sweep of anything a crashed test left behind. Exits non-zero when any
+# step failed. Extra arguments go to the root test run (e.g. a test name filter).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ $(id -u) -ne 0 ]]; then
+    echo "run.sh: the root tests need root: sudo bash tests/run.sh" >&2
+    exit 1
+fi
+
+bash tests/setup.sh || exit 1
+source tests/cargo-env.sh
+
+# Each root test runs a daemon and a few CNI chains; more threads than this only queue on
+# a small machine.
+threads=${PWT_TEST_THREADS:-4}
+status=0
+
+echo "run.sh: unit tests"
+cargo test --workspace || status=1
+
+echo "run.sh: root tests (--test-threads=$threads)"
+cargo test -p podwall-tests -- --ignored --test-threads="$threads" "$@" || status=1
+
+# Tests remove what they create on drop; a killed test process cannot, so sweep what is
+# named pwt-<pid>-… after a process that no longer runs (never another run's live objects).
+gone() { [[ $1 =~ ^pwt-([0-9]+)- ]] && [[ ! -d /proc/${BASH_REMATCH[1]} ]]; }
+for ns in $(ip netns list | awk '$1 ~ /^pwt-[0-9]+-/ {print $1}'); do
+    if gone "$ns"; then
+        echo "run.sh: removing leftover netns $ns"
+        timeout 20 ip netns del "$ns" || status=1
+    fi
+done
+for dir in "${TMPDIR:-/tmp}"/pwt-[0-9]*-node-*; do
+    [[ -d $dir ]] && gone "$(basename "$dir")" && rm -rf "$dir"
+done
+
+if ((status)); then
+    echo "run.sh: FAILED" >&2
+else
+    echo "run.sh: all tests passed"
+fi
+exit "$status"

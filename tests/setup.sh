@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Prepare a machine for podwall's root tests and demo: install the Debian packages they
+# use, then build the release daemon and the static CNI plugin. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+    nftables                      # nft, to read the node's table back
+    iproute2                      # ip netns, ip link
+    containernetworking-plugins   # bridge, host-local (/usr/lib/cni)
+    golang-go                     # builds the libcni runner
+    golang-github-appc-cni-dev    # libcni source for the runner
+    conntrack
+    busybox
+    util-linux                    # setpriv, for the non-root socket peer
+    kmod                          # modprobe br_netfilter
+    ca-certificates
+)
+
+missing=()
+for p in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+        missing+=("$p")
+    fi
+done
+if ((${#missing[@]})); then
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "setup.sh: missing packages ${missing[*]}; run as root to install them" >&2
+        exit 1
+    fi
+    echo "setup.sh: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    timeout 600 apt-get update
+    timeout 1200 apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+source tests/cargo-env.sh
+
+echo "setup.sh: building podwalld (release)"
+cargo build --release -p podwalld
+# crt-static in a config file would also apply to proc-macros and break them, so the
+# plugin is built alone with an explicit target.
+echo "setup.sh: building the static podwall plugin"
+RUSTFLAGS='-C target-feature=+crt-static' \
+    cargo build --release --target x86_64-unknown-linux-gnu -p podwall
+
+target=${CARGO_TARGET_DIR:-target}
+echo "setup.sh: daemon: $target/release/podwalld"
+echo "setup.sh: plugin: $target/x86_64-unknown-linux-gnu/release/podwall"
