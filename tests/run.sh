@@ -18,24 +18,35 @@ source tests/cargo-env.sh
 threads=${PWT_TEST_THREADS:-4}
 status=0
 
+# Tests remove what they create on drop; a killed test process cannot, so sweep what is
+# named pwt-<pid>-… after a process that no longer runs (never another run's live objects).
+gone() { [[ $1 =~ ^pwt-([0-9]+)- ]] && [[ ! -d /proc/${BASH_REMATCH[1]} ]]; }
+# After the tests a leftover is a leak (a test that did not clean up) and fails the run.
+sweep() {
+    local when=$1 ns dir
+    for ns in $(ip netns list | awk '$1 ~ /^pwt-[0-9]+-/ {print $1}'); do
+        if gone "$ns"; then
+            echo "run.sh: removing leftover netns $ns ($when)"
+            timeout 20 ip netns del "$ns" || status=1
+            [[ $when == after ]] && status=1
+        fi
+    done
+    for dir in "${TMPDIR:-/tmp}"/pwt-[0-9]*-node-*; do
+        if [[ -d $dir ]] && gone "$(basename "$dir")"; then
+            rm -rf "$dir"
+        fi
+    done
+}
+
+sweep before
+
 echo "run.sh: unit tests"
 cargo test --workspace || status=1
 
 echo "run.sh: root tests (--test-threads=$threads)"
 cargo test -p podwall-tests -- --ignored --test-threads="$threads" "$@" || status=1
 
-# Tests remove what they create on drop; a killed test process cannot, so sweep what is
-# named pwt-<pid>-… after a process that no longer runs (never another run's live objects).
-gone() { [[ $1 =~ ^pwt-([0-9]+)- ]] && [[ ! -d /proc/${BASH_REMATCH[1]} ]]; }
-for ns in $(ip netns list | awk '$1 ~ /^pwt-[0-9]+-/ {print $1}'); do
-    if gone "$ns"; then
-        echo "run.sh: removing leftover netns $ns"
-        timeout 20 ip netns del "$ns" || status=1
-    fi
-done
-for dir in "${TMPDIR:-/tmp}"/pwt-[0-9]*-node-*; do
-    [[ -d $dir ]] && gone "$(basename "$dir")" && rm -rf "$dir"
-done
+sweep after
 
 if ((status)); then
     echo "run.sh: FAILED" >&2

@@ -4,8 +4,8 @@
 //	pwt-cnitool version <plugin type>
 //
 // Environment: CNI_PATH (plugin directories, colon separated), CNI_CACHE_DIR (libcni's
-// result cache), PWT_CNI_ARGS (optional "K=V;K2=V2", passed as RuntimeConf.Args the way
-// kubelet's runtimes pass K8S_POD_NAMESPACE and friends).
+// result cache, optional), CNI_ARGS (optional "K=V;K2=V2", passed as RuntimeConf.Args the
+// way kubelet's runtimes pass K8S_POD_NAMESPACE and friends, as upstream cnitool does).
 //
 // On success ADD and VERSION print their result as JSON on stdout and everything exits 0.
 // On failure stdout carries one JSON object {"code":N,"msg":...,"details":...} (code 0
@@ -68,14 +68,19 @@ func run(args []string) error {
 	if len(args) == 5 {
 		rt.IfName = args[4]
 	}
-	if raw := os.Getenv("PWT_CNI_ARGS"); raw != "" {
-		// Runtimes always add IgnoreUnknown, since bridge and host-local refuse keys they
-		// do not know (K8S_POD_NAME is podwall's, not theirs).
-		rt.Args = [][2]string{{"IgnoreUnknown", "1"}}
+	if raw := os.Getenv("CNI_ARGS"); raw != "" {
+		// Runtimes always send IgnoreUnknown, since bridge and host-local refuse keys they
+		// do not know (K8S_POD_NAME is podwall's, not theirs); add it unless given.
+		if !strings.Contains(raw, "IgnoreUnknown=") {
+			rt.Args = [][2]string{{"IgnoreUnknown", "1"}}
+		}
 		for _, pair := range strings.Split(raw, ";") {
+			if pair == "" {
+				continue
+			}
 			kv := strings.SplitN(pair, "=", 2)
 			if len(kv) != 2 {
-				return fmt.Errorf("PWT_CNI_ARGS entry %q is not KEY=VALUE", pair)
+				return fmt.Errorf("CNI_ARGS entry %q is not KEY=VALUE", pair)
 			}
 			rt.Args = append(rt.Args, [2]string{kv[0], kv[1]})
 		}

@@ -173,8 +173,8 @@ impl Node {
             .env("CNI_PATH", self.cni_path())
             .env("CNI_CACHE_DIR", self.cni_cache_dir());
         match &pod.cni_args {
-            Some(args) => cmd.env("PWT_CNI_ARGS", args),
-            None => cmd.env_remove("PWT_CNI_ARGS"),
+            Some(args) => cmd.env("CNI_ARGS", args),
+            None => cmd.env_remove("CNI_ARGS"),
         };
         run_cni(&mut cmd, None)
     }

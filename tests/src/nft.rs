@@ -26,8 +26,9 @@ pub struct Ruleset {
     /// Chain names, in the order nft lists them.
     pub chains: Vec<String>,
     /// Map name → (key, value) elements; keys and verdicts as text (`10.200.1.2`, `jump pod-a`).
+    /// Sorted: the kernel's listing order of a hash set is not stable, the tests' views are.
     pub maps: BTreeMap<String, Vec<(String, String)>>,
-    /// Set name → element keys as text.
+    /// Set name → element keys as text, sorted.
     pub sets: BTreeMap<String, Vec<String>>,
 }
 
@@ -43,7 +44,7 @@ impl Ruleset {
                     .extend(chain["name"].as_str().map(str::to_string));
             } else if let Some(map) = item.get("map") {
                 let name = map["name"].as_str().unwrap_or_default().to_string();
-                let elems = map["elem"]
+                let mut elems: Vec<_> = map["elem"]
                     .as_array()
                     .into_iter()
                     .flatten()
@@ -52,15 +53,17 @@ impl Ruleset {
                         Some((key_text(pair.first()?), verdict_text(pair.get(1)?)))
                     })
                     .collect();
+                elems.sort();
                 rules.maps.insert(name, elems);
             } else if let Some(set) = item.get("set") {
                 let name = set["name"].as_str().unwrap_or_default().to_string();
-                let elems = set["elem"]
+                let mut elems: Vec<_> = set["elem"]
                     .as_array()
                     .into_iter()
                     .flatten()
                     .map(key_text)
                     .collect();
+                elems.sort();
                 rules.sets.insert(name, elems);
             }
         }
