@@ -11,18 +11,23 @@
 //! environment, async runtime or globals.
 #![forbid(unsafe_code)]
 
+pub mod compile;
 pub mod evaluate;
+pub mod interp;
 pub mod ipblock;
 pub mod manifests;
 pub mod model;
+pub mod ruleset;
 pub mod selector;
 #[cfg(test)]
 mod testworld;
 
+pub use compile::{compile, Compiler, Event};
 pub use evaluate::{evaluate, Endpoint, EvaluateError, Query, Verdict};
 pub use ipblock::{IpBlock, IpRange};
 pub use model::{
     Direction, Family, ModelError, Namespace, ObjectKey, Pod, PodKey, Policy, PolicyKey, Problem,
     Protocol, Snapshot,
 };
+pub use ruleset::{Chain, Ruleset, RulesetDelta, Set};
 pub use selector::{Requirement, Selector};

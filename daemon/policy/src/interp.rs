@@ -1,0 +1,114 @@
+//! A software model of how the kernel looks a new connection up in compiled rulesets, for
+//! tests that hold the compiler to the evaluator (and for the dataplane's own tests).
+//!
+//! It follows the dispatch the dataplane renders: on the node of the source, the egress map
+//! keyed on the source address picks a chain, which must allow; on the node of the
+//! destination, the ingress map keyed on the destination address picks a chain, which must
+//! allow. An address without an entry is not isolated in that direction. Established
+//! traffic, node-originated traffic and neighbour discovery are accepted before any of this
+//! and are not modelled.
+
+use std::net::IpAddr;
+
+use crate::model::{Direction, Family, Protocol};
+use crate::ruleset::{Chain, Element, PeerMatch, PortMatch, Rule, Ruleset};
+
+/// The first packet of a connection, as the forward hook sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Packet {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub protocol: Protocol,
+    pub port: u16,
+}
+
+/// What one direction's lookup decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// No map entry: the address is not an isolated local pod.
+    NoEntry,
+    /// The chain allowed, by this rule.
+    Allowed(Rule),
+    /// The chain ran off its end.
+    Dropped,
+}
+
+/// Looks `packet` up in one node's ruleset for one direction.
+pub fn lookup(rs: &Ruleset, direction: Direction, packet: &Packet) -> Lookup {
+    let key = match direction {
+        Direction::Ingress => packet.dst,
+        Direction::Egress => packet.src,
+    };
+    let Some(name) = rs.map(direction).get(&key) else {
+        return Lookup::NoEntry;
+    };
+    let chain: &Chain = rs
+        .chains
+        .get(name)
+        .unwrap_or_else(|| panic!("map entry {key} points to missing chain {name}"));
+    match chain
+        .rules
+        .iter()
+        .find(|r| rule_matches(rs, r, direction, packet))
+    {
+        Some(rule) => Lookup::Allowed(rule.clone()),
+        None => Lookup::Dropped,
+    }
+}
+
+/// Whether a new connection passes every node's rules: the source's egress (wherever its
+/// pod runs) and the destination's ingress. Traffic from an address to itself never leaves
+/// the pod and is not seen.
+pub fn forward<'a>(
+    rulesets: impl IntoIterator<Item = &'a Ruleset> + Clone,
+    packet: &Packet,
+) -> bool {
+    if packet.src == packet.dst {
+        return true;
+    }
+    [Direction::Egress, Direction::Ingress]
+        .into_iter()
+        .all(|direction| {
+            rulesets
+                .clone()
+                .into_iter()
+                .all(|rs| lookup(rs, direction, packet) != Lookup::Dropped)
+        })
+}
+
+fn rule_matches(rs: &Ruleset, rule: &Rule, direction: Direction, p: &Packet) -> bool {
+    if rule.family.is_some_and(|f| f != Family::of(&p.src)) {
+        return false;
+    }
+    let peer = match direction {
+        Direction::Ingress => p.src,
+        Direction::Egress => p.dst,
+    };
+    let peer_ok = match &rule.peer {
+        PeerMatch::Any => true,
+        PeerMatch::InSet(name) => in_set(rs, name, Element::Address(peer)),
+    };
+    peer_ok
+        && match &rule.ports {
+            PortMatch::Any => true,
+            PortMatch::Protocol(proto) => *proto == p.protocol,
+            PortMatch::Ports { protocol, ranges } => {
+                *protocol == p.protocol && ranges.iter().any(|(a, b)| (*a..=*b).contains(&p.port))
+            }
+            PortMatch::Named { protocol, set } => {
+                *protocol == p.protocol && in_set(rs, set, Element::AddressPort(p.dst, p.port))
+            }
+        }
+}
+
+fn in_set(rs: &Ruleset, name: &str, elem: Element) -> bool {
+    let set = rs
+        .sets
+        .get(name)
+        .unwrap_or_else(|| panic!("rule refers to missing set {name}"));
+    // A set of the other family never matches (nftables would not even load such a rule).
+    let family = match elem {
+        Element::Address(ip) | Element::AddressPort(ip, _) => Family::of(&ip),
+    };
+    set.family() == family && set.contains(&elem)
+}
