@@ -66,6 +66,8 @@ fn main() {
         verdict(udp)
     );
     drop(server);
+    // A demo that cannot show the pods talking has nothing to show: stop (and clean up).
+    assert!(tcp && udp, "the pods could not talk");
 
     step("the kernel's view: nft list table inet podwall (in the node namespace)");
     print!("{}", node.ruleset_text());
