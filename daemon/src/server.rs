@@ -91,6 +91,9 @@ async fn answer(stream: &mut UnixStream, core: Arc<Mutex<Core>>) -> Result<Reply
             )
         })?
         .uid();
+    // Read the request even from a peer about to be refused: answering before its write
+    // would hand it EPIPE ("daemon down, try again") instead of the reason.
+    let line = read_line(stream).await;
     if uid != 0 {
         warn!(uid, "refused a socket peer that is not root");
         return Err(WireError::new(
@@ -98,7 +101,7 @@ async fn answer(stream: &mut UnixStream, core: Arc<Mutex<Core>>) -> Result<Reply
             format!("peer uid {uid} is not root"),
         ));
     }
-    let line = read_line(stream).await?;
+    let line = line?;
     let request = wire::decode_request(&line)?;
     let outcome = tokio::task::spawn_blocking(move || {
         let mut core = core.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
