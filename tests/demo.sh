@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 2 demo: a throw-away node with the real bridge + host-local + podwall chain, two pods
+# The demo: a throw-away node with the real bridge + host-local + podwall chain, two pods
 # attached through libcni, their kernel rules shown, then detached. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
