@@ -1051,7 +1051,13 @@ status: {podIP: 10.0.1.4}
             .flatten()
             .collect();
         assert_eq!(ranges, ["10.0.0.0-10.0.1.255", "10.0.3.0-10.0.255.255"]);
-        assert!(!verdict(std::slice::from_ref(&rs), ip4("y/a"), ip4("x/a"), Udp, 53));
+        assert!(!verdict(
+            std::slice::from_ref(&rs),
+            ip4("y/a"),
+            ip4("x/a"),
+            Udp,
+            53
+        ));
         assert!(verdict(&[rs], ip4("z/a"), ip4("x/a"), Udp, 53));
     }
 

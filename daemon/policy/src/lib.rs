@@ -17,6 +17,7 @@ pub mod interp;
 pub mod ipblock;
 pub mod manifests;
 pub mod model;
+pub mod report;
 pub mod ruleset;
 pub mod selector;
 #[cfg(test)]
