@@ -4,9 +4,11 @@
 //! pod names can be 253 characters of things nftables would not accept as identifiers.
 
 use podwall::wire::AttachmentId;
+use podwall_policy::ruleset::names::stable_hash;
 
-/// Our one table, in the `inet` family so that one rule covers IPv4 and IPv6.
-pub const TABLE: &str = "podwall";
+/// Our one table (named where the compiler names its objects), in the `inet` family so that
+/// one rule covers IPv4 and IPv6.
+pub use podwall_policy::ruleset::names::TABLE;
 pub const FAMILY: &str = "inet";
 /// The base chain on the forward hook: pod↔pod traffic on the bridge arrives here through
 /// br_netfilter, routed pod traffic directly.
@@ -25,20 +27,8 @@ pub fn pod_chain(id: &AttachmentId, direction: Direction) -> String {
         Direction::Ingress => "in",
         Direction::Egress => "out",
     };
-    format!(
-        "pod-{:016x}-{suffix}",
-        fnv1a(&[id.container_id.as_bytes(), b"\0", id.ifname.as_bytes()])
-    )
-}
-
-/// FNV-1a, 64 bit: tiny, stable across Rust versions (unlike `DefaultHasher`).
-fn fnv1a(parts: &[&[u8]]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in parts.iter().flat_map(|p| p.iter()) {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
+    let key = [id.container_id.as_bytes(), b"\0", id.ifname.as_bytes()].concat();
+    format!("pod-{:016x}-{suffix}", stable_hash(&key))
 }
 
 #[cfg(test)]
