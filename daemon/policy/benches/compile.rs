@@ -1,0 +1,254 @@
+//! Compile-time benchmark: a 10,000-pod, 1,000-policy cluster (100 namespaces of 100 pods,
+//! ten policies each, 110 pods on the measured node). Times a full compile, then one pod's
+//! label change through the incremental path, and prints the figures.
+//!
+//! Run with `cargo bench -p podwall-policy`.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use podwall_policy::model::{
+    ContainerPort, Labels, NamespaceScope, Peer, Peers, PortMatch, PortSpec, Rule,
+};
+use podwall_policy::{
+    Compiler, Event, IpBlock, Namespace, Pod, PodKey, Policy, PolicyKey, Protocol, Requirement,
+    Selector, Snapshot,
+};
+
+const NAMESPACES: usize = 100;
+const PODS_PER_NAMESPACE: usize = 100;
+const POLICIES_PER_NAMESPACE: usize = 10;
+const NODE: &str = "node-0";
+
+fn labels(pairs: &[(&str, String)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+fn pod(ns: usize, i: usize) -> Pod {
+    let n = ns * PODS_PER_NAMESPACE + i;
+    let ip: IpAddr = format!("10.{}.{}.{}", n / 65536, (n / 256) % 256, n % 256)
+        .parse()
+        .expect("address");
+    let mut pod = Pod::new(
+        PodKey::new(format!("ns{ns}"), format!("pod{i}")),
+        labels(&[
+            ("app", format!("app{}", i % 20)),
+            ("tier", format!("t{}", i % 3)),
+        ]),
+        vec![ip],
+    );
+    // 110 of the 10,000 pods run on the measured node.
+    pod.node = Some(if n % 91 == 0 {
+        NODE.to_string()
+    } else {
+        format!("node-{}", n % 90 + 1)
+    });
+    pod.ports = vec![ContainerPort {
+        name: Some("http".into()),
+        port: 8000 + (i % 5) as u16,
+        protocol: Protocol::Tcp,
+    }];
+    pod
+}
+
+fn policy(ns: usize, j: usize) -> Policy {
+    let namespace = format!("ns{ns}");
+    let app = |k: usize| Selector::from_labels([("app", format!("app{k}").as_str())]);
+    let tcp = |p: u16| PortMatch {
+        protocol: Protocol::Tcp,
+        port: PortSpec::Range { first: p, last: p },
+    };
+    let (ingress, egress) = match j % 5 {
+        0 => (
+            vec![Rule {
+                peers: Peers::Only(vec![Peer::Pods {
+                    namespaces: NamespaceScope::Named(namespace.clone()),
+                    pods: app((j + 1) % 20),
+                }]),
+                ports: vec![tcp(80)],
+            }],
+            vec![],
+        ),
+        1 => (
+            vec![Rule {
+                peers: Peers::Only(vec![Peer::Pods {
+                    namespaces: NamespaceScope::Matching(Selector::from_labels([(
+                        "team",
+                        format!("team{}", ns % 10).as_str(),
+                    )])),
+                    pods: Selector::everything(),
+                }]),
+                ports: vec![PortMatch {
+                    protocol: Protocol::Tcp,
+                    port: PortSpec::Named("http".into()),
+                }],
+            }],
+            vec![],
+        ),
+        2 => (
+            vec![Rule {
+                peers: Peers::Only(vec![Peer::Block(IpBlock::new(
+                    format!("10.{}.0.0/16", ns % 4).parse().expect("cidr"),
+                    vec![format!("10.{}.{}.0/24", ns % 4, j).parse().expect("cidr")],
+                ))]),
+                ports: vec![],
+            }],
+            vec![],
+        ),
+        3 => (
+            vec![],
+            vec![Rule {
+                peers: Peers::Only(vec![Peer::Pods {
+                    namespaces: NamespaceScope::Matching(Selector::everything()),
+                    pods: Selector::new([Requirement::In {
+                        key: "tier".into(),
+                        values: BTreeSet::from(["t1".to_string()]),
+                    }]),
+                }]),
+                ports: vec![tcp(5432), tcp(6379)],
+            }],
+        ),
+        _ => (
+            vec![Rule {
+                peers: Peers::Any,
+                ports: vec![PortMatch {
+                    protocol: Protocol::Udp,
+                    port: PortSpec::Range {
+                        first: 5000,
+                        last: 5100,
+                    },
+                }],
+            }],
+            vec![],
+        ),
+    };
+    Policy {
+        key: PolicyKey::new(namespace, format!("policy{j}")),
+        pod_selector: app(j % 20),
+        isolates_ingress: !ingress.is_empty(),
+        isolates_egress: !egress.is_empty(),
+        ingress,
+        egress,
+        broken: false,
+    }
+}
+
+fn world() -> Snapshot {
+    let mut snap = Snapshot::default();
+    for ns in 0..NAMESPACES {
+        snap.upsert_namespace(Namespace::new(
+            format!("ns{ns}"),
+            labels(&[("team", format!("team{}", ns % 10))]),
+        ));
+        for i in 0..PODS_PER_NAMESPACE {
+            snap.upsert_pod(pod(ns, i));
+        }
+        for j in 0..POLICIES_PER_NAMESPACE {
+            snap.upsert_policy(policy(ns, j));
+        }
+    }
+    snap
+}
+
+fn main() {
+    let snap = world();
+    let start = Instant::now();
+    let mut compiler = Compiler::new(snap.clone(), NODE);
+    let full = start.elapsed();
+    let rs = compiler.ruleset();
+    let elements: usize = rs.sets.values().map(|s| s.len()).sum();
+    println!(
+        "world: {} pods, {} policies, {} namespaces; node {NODE}: {} map entries, {} chains, {} sets, {} set elements",
+        snap.pods.len(),
+        snap.policies.len(),
+        snap.namespaces.len(),
+        rs.ingress.len() + rs.egress.len(),
+        rs.chains.len(),
+        rs.sets.len(),
+        elements
+    );
+    println!("full compile: {:.1} ms", full.as_secs_f64() * 1e3);
+
+    // One pod's label change at a time: every other one a pod of the measured node (so its
+    // chain changes), each one flipping labels that peer sets select on.
+    let rounds = 200;
+    let mut total = Duration::ZERO;
+    let mut worst = Duration::ZERO;
+    let mut delta_sizes = 0;
+    let mut current = snap.clone();
+    for r in 0..rounds {
+        let n = if r % 2 == 0 {
+            91 * (r / 2 % 110)
+        } else {
+            (r * 37) % 10_000
+        };
+        let key = PodKey::new(
+            format!("ns{}", n / PODS_PER_NAMESPACE),
+            format!("pod{}", n % PODS_PER_NAMESPACE),
+        );
+        let mut changed = current.pods[&key].clone();
+        changed
+            .labels
+            .insert("app".into(), format!("app{}", (r * 7) % 20));
+        let tier = if changed.labels["tier"] == "t1" {
+            "t0"
+        } else {
+            "t1"
+        };
+        changed.labels.insert("tier".into(), tier.into());
+        current.upsert_pod(changed.clone());
+        let start = Instant::now();
+        let delta = compiler.apply(Event::Pod(changed));
+        let took = start.elapsed();
+        total += took;
+        worst = worst.max(took);
+        delta_sizes += delta.size();
+    }
+    println!(
+        "one pod label change (incremental): mean {:.1} µs, worst {:.1} µs, mean delta {:.1} changes, over {rounds} changes",
+        total.as_secs_f64() * 1e6 / rounds as f64,
+        worst.as_secs_f64() * 1e6,
+        delta_sizes as f64 / rounds as f64
+    );
+    let start = Instant::now();
+    let recompiled = Compiler::new(current, NODE);
+    println!(
+        "full recompile after them: {:.1} ms (same ruleset as incremental: {})",
+        start.elapsed().as_secs_f64() * 1e3,
+        recompiled.ruleset() == compiler.ruleset()
+    );
+
+    let mut ns_labels = snap.namespaces["ns3"].labels.clone();
+    ns_labels.insert("team".into(), "team9".into());
+    let start = Instant::now();
+    let delta = compiler.apply(Event::Namespace(Namespace::new("ns3", ns_labels)));
+    println!(
+        "one namespace label change (incremental): {:.1} µs, delta {} changes",
+        start.elapsed().as_secs_f64() * 1e6,
+        delta.size()
+    );
+
+    let start = Instant::now();
+    let delta = compiler.apply(Event::Policy(policy(0, 1)));
+    let _ = delta;
+    let mut changed = policy(0, 0);
+    changed.ingress[0].ports.push(PortMatch {
+        protocol: Protocol::Tcp,
+        port: PortSpec::Range {
+            first: 443,
+            last: 443,
+        },
+    });
+    let start2 = Instant::now();
+    let delta = compiler.apply(Event::Policy(changed));
+    println!(
+        "one policy change (incremental): {:.1} µs, delta {} changes (unchanged re-apply {:.1} µs)",
+        start2.elapsed().as_secs_f64() * 1e6,
+        delta.size(),
+        (start2 - start).as_secs_f64() * 1e6
+    );
+}
