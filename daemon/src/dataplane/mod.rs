@@ -5,6 +5,7 @@
 //! Knows nftables, knows nothing of Kubernetes. `nft.rs` alone runs a program and
 //! `netlink.rs` alone opens a socket.
 
+pub mod compiled;
 pub mod names;
 pub mod netlink;
 pub mod nft;

@@ -1,0 +1,266 @@
+//! A compiled [`Ruleset`] → the `nft -f` script that swaps the whole `inet podwall` table
+//! in one transaction. Pure, with golden tests; loading the output into a real kernel is a
+//! root test (`tests/tests/render.rs`).
+//!
+//! Shape (docs/design.md): every chain the compiler made is reached by `jump` from a dispatch
+//! map; a rule that allows renders as `return`, so that traffic that passes a pod's egress
+//! chain still meets the peer's ingress chain, and falling off the end of a chain drops.
+
+use std::fmt::Write;
+
+use podwall_policy::ruleset::{PeerMatch, PortMatch, Rule as PolicyRule};
+use podwall_policy::{Direction, Family, Protocol, Ruleset, Set};
+
+use super::names::{FAMILY, FORWARD_CHAIN, TABLE};
+
+/// The script that replaces the table with `ruleset`.
+pub fn render_ruleset(ruleset: &Ruleset) -> String {
+    let mut out = String::new();
+    // Creating then deleting makes the delete valid whether or not the table exists; the
+    // whole script is one transaction, so no packet ever sees the table missing.
+    let _ = writeln!(
+        out,
+        "add table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\ntable {FAMILY} {TABLE} {{"
+    );
+    for (name, set) in &ruleset.sets {
+        render_set(&mut out, name, set);
+    }
+    for (map, family, direction) in MAPS {
+        let key = addr_type(family);
+        let entries: Vec<String> = ruleset
+            .map(direction)
+            .iter()
+            .filter(|(ip, _)| Family::of(ip) == family)
+            .map(|(ip, chain)| format!("{ip} : jump {chain}"))
+            .collect();
+        let _ = write!(out, "\tmap {map} {{\n\t\ttype {key} : verdict\n");
+        if !entries.is_empty() {
+            let _ = writeln!(out, "\t\telements = {{ {} }}", entries.join(", "));
+        }
+        let _ = writeln!(out, "\t}}");
+    }
+    let _ = writeln!(
+        out,
+        "\tchain {FORWARD_CHAIN} {{\n\t\ttype filter hook forward priority filter; policy accept;\n\
+         \t\tct state established,related accept\n\
+         \t\tip saddr vmap @egress4\n\t\tip6 saddr vmap @egress6\n\
+         \t\tip daddr vmap @ingress4\n\t\tip6 daddr vmap @ingress6\n\t}}"
+    );
+    for (name, chain) in &ruleset.chains {
+        let _ = writeln!(out, "\tchain {name} {{");
+        for rule in &chain.rules {
+            let _ = writeln!(out, "\t\t{}", rule_text(chain.direction, rule, ruleset));
+        }
+        let _ = writeln!(out, "\t\tdrop\n\t}}");
+    }
+    let _ = writeln!(out, "}}");
+    out
+}
+
+const MAPS: [(&str, Family, Direction); 4] = [
+    ("ingress4", Family::V4, Direction::Ingress),
+    ("egress4", Family::V4, Direction::Egress),
+    ("ingress6", Family::V6, Direction::Ingress),
+    ("egress6", Family::V6, Direction::Egress),
+];
+
+fn addr_type(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "ipv4_addr",
+        Family::V6 => "ipv6_addr",
+    }
+}
+
+fn ip_keyword(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "ip",
+        Family::V6 => "ip6",
+    }
+}
+
+fn render_set(out: &mut String, name: &str, set: &Set) {
+    let (kind, flags, elements): (String, &str, Vec<String>) = match set {
+        Set::Addresses { family, elements } => (
+            addr_type(*family).into(),
+            "",
+            elements.iter().map(ToString::to_string).collect(),
+        ),
+        Set::Intervals { family, ranges } => (
+            addr_type(*family).into(),
+            "\t\tflags interval\n",
+            ranges
+                .iter()
+                .map(|r| {
+                    if r.first == r.last {
+                        r.first.to_string()
+                    } else {
+                        format!("{}-{}", r.first, r.last)
+                    }
+                })
+                .collect(),
+        ),
+        Set::AddressPorts {
+            family, elements, ..
+        } => (
+            format!("{} . inet_service", addr_type(*family)),
+            "",
+            elements
+                .iter()
+                .map(|(ip, port)| format!("{ip} . {port}"))
+                .collect(),
+        ),
+    };
+    let _ = write!(out, "\tset {name} {{\n\t\ttype {kind}\n{flags}");
+    if !elements.is_empty() {
+        let _ = writeln!(out, "\t\telements = {{ {} }}", elements.join(", "));
+    }
+    let _ = writeln!(out, "\t}}");
+}
+
+fn proto(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+        Protocol::Sctp => "sctp",
+    }
+}
+
+/// One allow rule. The peer is the source of ingress traffic and the destination of egress
+/// traffic; a named port is always resolved on the destination.
+fn rule_text(direction: Direction, rule: &PolicyRule, ruleset: &Ruleset) -> String {
+    let mut parts = Vec::new();
+    let family = rule.family.or_else(|| match &rule.peer {
+        PeerMatch::InSet(set) => ruleset.sets.get(set).map(Set::family),
+        PeerMatch::Any => None,
+    });
+    let family = family.or_else(|| match &rule.ports {
+        PortMatch::Named { set, .. } => ruleset.sets.get(set).map(Set::family),
+        _ => None,
+    });
+    if let Some(family) = family {
+        parts.push(format!(
+            "meta nfproto {}",
+            if family == Family::V4 { "ipv4" } else { "ipv6" }
+        ));
+    }
+    let ip = family.map(ip_keyword).unwrap_or("ip");
+    if let PeerMatch::InSet(set) = &rule.peer {
+        let field = if direction == Direction::Ingress {
+            "saddr"
+        } else {
+            "daddr"
+        };
+        parts.push(format!("{ip} {field} @{set}"));
+    }
+    match &rule.ports {
+        PortMatch::Any => {}
+        PortMatch::Protocol(p) => parts.push(format!("meta l4proto {}", proto(*p))),
+        PortMatch::Ports { protocol, ranges } => {
+            let ports: Vec<String> = ranges
+                .iter()
+                .map(|(a, b)| {
+                    if a == b {
+                        a.to_string()
+                    } else {
+                        format!("{a}-{b}")
+                    }
+                })
+                .collect();
+            parts.push(format!(
+                "meta l4proto {} th dport {{ {} }}",
+                proto(*protocol),
+                ports.join(", ")
+            ));
+        }
+        PortMatch::Named { protocol, set } => {
+            parts.push(format!(
+                "meta l4proto {} {ip} daddr . th dport @{set}",
+                proto(*protocol)
+            ));
+        }
+    }
+    // Object names are DNS labels, but manifests mode reads them unchecked: keep the comment
+    // to characters that cannot end the quoted string.
+    let origin: String = format!(
+        "{}/{}#{}",
+        rule.policy.namespace, rule.policy.name, rule.index
+    )
+    .chars()
+    .filter(|c| c.is_ascii_alphanumeric() || "-./#_".contains(*c))
+    .collect();
+    parts.push(format!("return comment \"{origin}\""));
+    parts.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use podwall_policy::manifests::load;
+
+    const WORLD: &str = "
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {team: web}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: db, namespace: shop, labels: {app: db}}
+spec:
+  nodeName: n1
+  containers: [{name: c, image: i, ports: [{containerPort: 5432, name: pg}]}]
+status: {phase: Running, podIPs: [{ip: 10.1.0.7}, {ip: 'fd00::7'}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: front, namespace: shop, labels: {app: front}}
+spec: {nodeName: n2, containers: [{name: c, image: i}]}
+status: {phase: Running, podIPs: [{ip: 10.1.0.5}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: db}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: front}}}]
+    ports: [{port: pg}]
+  - from: [{ipBlock: {cidr: 192.0.2.0/24, except: [192.0.2.128/25]}}]
+    ports: [{port: 80, endPort: 90, protocol: UDP}]
+";
+
+    #[test]
+    fn compiled_world_renders_to_the_golden_script() {
+        let loaded = load([("world.yaml", WORLD)]);
+        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+        let ruleset = podwall_policy::compile(&loaded.snapshot, "n1");
+        assert_eq!(
+            render_ruleset(&ruleset),
+            include_str!("testdata/compiled_world.nft")
+        );
+    }
+
+    #[test]
+    fn comments_cannot_break_out_of_their_quotes() {
+        let mut ruleset = Ruleset::default();
+        let rule = PolicyRule {
+            family: None,
+            peer: PeerMatch::Any,
+            ports: PortMatch::Any,
+            policy: podwall_policy::ObjectKey {
+                namespace: "x".into(),
+                name: "a\" ; drop ; \"".into(),
+            },
+            index: 0,
+        };
+        ruleset.chains.insert(
+            "c".into(),
+            podwall_policy::Chain {
+                direction: Direction::Ingress,
+                policies: vec![],
+                rules: vec![rule],
+            },
+        );
+        let text = render_ruleset(&ruleset);
+        assert!(text.contains("return comment \"x/adrop#0\""), "{text}");
+    }
+}
