@@ -11,11 +11,10 @@
 //! result), 2 for a question that does not fit the manifests (an unknown pod).
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use podwall_policy::manifests;
 use podwall_policy::report;
 use podwall_policy::{Endpoint, EvaluateError, PodKey, Protocol, Query};
 
@@ -76,8 +75,7 @@ fn parse_target(text: &str) -> Result<Target, String> {
 
 /// Run `podwalld explain`; the exit status says whether the manifests were usable.
 pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
-    let files = read_manifests(&args.manifests)?;
-    let loaded = manifests::load(files.iter().map(|(n, t)| (n.as_str(), t.as_str())));
+    let loaded = crate::sources::manifests::load_dir(&args.manifests)?;
     for error in &loaded.errors {
         // Parser messages may span lines; the contract is one line per problem.
         let line = error.to_string().replace('\n', " ");
@@ -136,31 +134,6 @@ fn endpoint(target: &Target) -> Endpoint {
         Target::Pod(key) => Endpoint::Pod(key.clone()),
         Target::Ip(ip) => Endpoint::Ip(*ip),
     }
-}
-
-/// The manifest files of `dir` as (file name, text), sorted by name.
-fn read_manifests(dir: &Path) -> anyhow::Result<Vec<(String, String)>> {
-    let entries = std::fs::read_dir(dir)
-        .with_context(|| format!("reading manifests directory {}", dir.display()))?;
-    let mut files = Vec::new();
-    for entry in entries {
-        let entry =
-            entry.with_context(|| format!("reading manifests directory {}", dir.display()))?;
-        let path = entry.path();
-        let wanted = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"));
-        if !wanted || !path.is_file() {
-            continue;
-        }
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading manifest {}", path.display()))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        files.push((name, text));
-    }
-    files.sort();
-    Ok(files)
 }
 
 #[cfg(test)]

@@ -21,14 +21,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(), // --help, --version
         Err(e) => {
-            let text = e.to_string();
-            eprintln!(
-                "podwalld: {}",
-                text.lines()
-                    .next()
-                    .unwrap_or("invalid arguments")
-                    .trim_start_matches("error: ")
-            );
+            eprintln!("podwalld: {}", usage_line(&e.to_string()));
             return ExitCode::from(2);
         }
     };
@@ -44,6 +37,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// clap's message up to its first blank line, as one line: "the following required
+/// arguments were not provided: --to <TO>".
+fn usage_line(message: &str) -> String {
+    let head: Vec<&str> = message
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    head.join(" ").trim_start_matches("error: ").to_string()
 }
 
 fn cleanup() -> anyhow::Result<ExitCode> {
