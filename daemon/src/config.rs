@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -40,6 +41,35 @@ pub struct DaemonArgs {
     /// Address of `GET /healthz` and `GET /metrics`.
     #[arg(long, default_value = "0.0.0.0:20244")]
     pub health_addr: String,
+    /// Standalone mode: read Namespace, Pod and NetworkPolicy manifests from DIR (re-read when
+    /// files change) instead of watching an API server.
+    #[arg(long, value_name = "DIR")]
+    pub manifests: Option<PathBuf>,
+    /// Full reconcile of the kernel rules against the desired state (e.g. 30s, 5m, 1h).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub sync_period: Duration,
+}
+
+/// `500ms`, `30s`, `5m`, `1h`: a whole number and a unit.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30s, 5m or 1h"))?;
+    let duration = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("{text:?} is not a duration like 30s, 5m or 1h")),
+    };
+    if duration.is_zero() {
+        return Err("a duration of zero would spin".to_string());
+    }
+    Ok(duration)
 }
 
 /// Validated daemon settings.
@@ -49,6 +79,8 @@ pub struct Config {
     pub socket: PathBuf,
     pub state_dir: PathBuf,
     pub health_addr: SocketAddr,
+    pub manifests: Option<PathBuf>,
+    pub sync_period: Duration,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -84,6 +116,8 @@ impl Config {
             socket: args.socket,
             state_dir: args.state_dir,
             health_addr,
+            manifests: args.manifests,
+            sync_period: args.sync_period,
         })
     }
 }
@@ -118,6 +152,15 @@ mod tests {
     #[test]
     fn node_name_flag_beats_hostname() {
         assert_eq!(parse(&["--node-name", "n7"]).unwrap().node_name, "n7");
+    }
+
+    #[test]
+    fn durations_take_a_unit() {
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("5").unwrap_err().contains("30s"));
+        assert!(parse_duration("0s").is_err());
+        assert_eq!(parse(&[]).unwrap().sync_period, Duration::from_secs(300));
     }
 
     #[test]

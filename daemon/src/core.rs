@@ -1,93 +1,176 @@
-//! The daemon's state: the node's attachments, what we applied to the kernel, and the one
-//! place where requests turn into kernel transactions and store writes.
+//! The daemon's state: the node's attachments, the cluster as the source reports it, the
+//! compiler over both, and what we applied to the kernel. The one place where requests and
+//! source updates turn into kernel transactions and store writes.
 //!
-//! `Core` is synchronous and owns its `Kernel` and `Store`; the socket server calls it from a
-//! blocking task under one lock, so transactions never interleave.
+//! `Core` is synchronous and owns its `Kernel` and `Store`; callers hold one lock around it,
+//! so transactions never interleave. Nothing is recorded unless the kernel took the change.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
 use podwall::wire::{Attachment, AttachmentId, ErrorKind, Reply, Request, WireError};
+use podwall_policy::model::{Labels, Phase};
+use podwall_policy::{Compiler, Direction, Event, Pod, PodKey, Ruleset, RulesetDelta, Snapshot};
 use tracing::{info, warn};
 
-use crate::dataplane::names::{pod_chain, Direction};
-use crate::dataplane::{plan, Chain, Kernel, MapName, Rule, Table};
+use crate::dataplane::compiled::with_open_entries;
+use crate::dataplane::names::OPEN_CHAIN;
+use crate::dataplane::{change_for, entries_of, Change, Fingerprint, Kernel};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
 pub struct Core {
+    node: String,
     store: Store,
     kernel: Box<dyn Kernel>,
     attachments: BTreeMap<AttachmentId, Attachment>,
-    applied: Table,
-    metrics: std::sync::Arc<Metrics>,
-    health: std::sync::Arc<Health>,
+    /// The cluster as the source (manifests or API) reports it, without this node's pods.
+    cluster: Snapshot,
+    /// Compiles `merged(cluster, attachments)` for this node.
+    compiler: Compiler,
+    /// What the kernel holds: the compiled ruleset plus `open` entries for unisolated pods.
+    applied: Ruleset,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
 }
 
-/// The table the attachments call for. Until policies are compiled in, every attached pod
-/// gets chains that allow everything: present, so that the dispatch maps cover the pod.
-pub fn desired_table(attachments: &BTreeMap<AttachmentId, Attachment>) -> Table {
-    let mut table = Table::base();
+/// The cluster with this node's pods as the attachments say: a pod is here once it is
+/// attached (whatever the source claims), with the addresses the CNI result gave it and the
+/// labels and ports the source knows for it.
+pub fn merged(
+    cluster: &Snapshot,
+    attachments: &BTreeMap<AttachmentId, Attachment>,
+    node: &str,
+) -> Snapshot {
+    let mut snap = cluster.clone();
+    snap.pods.retain(|_, pod| pod.node.as_deref() != Some(node));
+    for pod in local_pods(cluster, attachments, node).into_values() {
+        snap.pods.insert(pod.key.clone(), pod);
+    }
+    snap
+}
+
+fn local_pods(
+    cluster: &Snapshot,
+    attachments: &BTreeMap<AttachmentId, Attachment>,
+    node: &str,
+) -> BTreeMap<PodKey, Pod> {
+    let mut pods: BTreeMap<PodKey, Pod> = BTreeMap::new();
     for attachment in attachments.values() {
-        let ingress = pod_chain(&attachment.id, Direction::Ingress);
-        let egress = pod_chain(&attachment.id, Direction::Egress);
-        table.chains.insert(
-            ingress.clone(),
-            Chain {
-                hook: None,
-                rules: vec![Rule::Accept],
-            },
-        );
-        table.chains.insert(
-            egress.clone(),
-            Chain {
-                hook: None,
-                rules: vec![Rule::Return],
-            },
-        );
-        for ip in &attachment.ips {
-            table
-                .maps
-                .entry(MapName::ingress(ip))
-                .or_default()
-                .insert(*ip, ingress.clone());
-            table
-                .maps
-                .entry(MapName::egress(ip))
-                .or_default()
-                .insert(*ip, egress.clone());
+        let key = pod_key(attachment);
+        let pod = pods.entry(key.clone()).or_insert_with(|| {
+            let mut pod = cluster
+                .pods
+                .get(&key)
+                .cloned()
+                .unwrap_or_else(|| Pod::new(key, Labels::new(), Vec::new()));
+            pod.node = Some(node.to_string());
+            pod.ips.clear();
+            pod.phase = Phase::Active;
+            pod.host_network = false;
+            pod
+        });
+        // Two attachments of one pod (two interfaces) give it both sets of addresses.
+        pod.ips.extend(attachment.ips.iter().copied());
+    }
+    pods
+}
+
+fn pod_key(attachment: &Attachment) -> PodKey {
+    PodKey {
+        namespace: attachment.pod.namespace.clone(),
+        name: attachment.pod.name.clone(),
+    }
+}
+
+fn local_ips(attachments: &BTreeMap<AttachmentId, Attachment>) -> BTreeSet<IpAddr> {
+    attachments
+        .values()
+        .flat_map(|a| a.ips.iter().copied())
+        .collect()
+}
+
+/// The compiler events that turn snapshot `old` into `new`.
+pub fn events_between(old: &Snapshot, new: &Snapshot) -> Vec<Event> {
+    let mut events = Vec::new();
+    for (name, ns) in &new.namespaces {
+        if old.namespaces.get(name) != Some(ns) {
+            events.push(Event::Namespace(ns.clone()));
         }
     }
-    table
+    for (key, pod) in &new.pods {
+        if old.pods.get(key) != Some(pod) {
+            events.push(Event::Pod(pod.clone()));
+        }
+    }
+    for (key, policy) in &new.policies {
+        if old.policies.get(key) != Some(policy) {
+            events.push(Event::Policy(policy.clone()));
+        }
+    }
+    events.extend(
+        old.policies
+            .keys()
+            .filter(|k| !new.policies.contains_key(*k))
+            .cloned()
+            .map(Event::PolicyDeleted),
+    );
+    events.extend(
+        old.pods
+            .keys()
+            .filter(|k| !new.pods.contains_key(*k))
+            .cloned()
+            .map(Event::PodDeleted),
+    );
+    events.extend(
+        old.namespaces
+            .keys()
+            .filter(|k| !new.namespaces.contains_key(*k))
+            .cloned()
+            .map(Event::NamespaceDeleted),
+    );
+    events
 }
 
 impl Core {
-    /// Load the store and put its state in the kernel in one atomic replace: a restart never
-    /// leaves a moment without rules, and never flushes before the new state is in.
+    /// Load the store, compile, and put the result in the kernel in one atomic swap: a
+    /// restart never leaves a moment without rules, and never flushes before the new state
+    /// is in.
     pub fn start(
+        node: String,
+        cluster: Snapshot,
         store: Store,
         mut kernel: Box<dyn Kernel>,
-        metrics: std::sync::Arc<Metrics>,
-        health: std::sync::Arc<Health>,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
     ) -> anyhow::Result<Self> {
         let attachments = store.attachments().context("loading attachments")?;
-        let desired = desired_table(&attachments);
+        let compiler = Compiler::new(merged(&cluster, &attachments, &node), &node);
+        let applied = with_open_entries(compiler.ruleset().clone(), local_ips(&attachments));
         kernel
-            .replace(&desired)
+            .replace(&applied)
             .context("programming the kernel at start")?;
+        metrics.observe_replace();
         info!(
             attachments = attachments.len(),
-            "programmed kernel from store"
+            chains = applied.chains.len(),
+            sets = applied.sets.len(),
+            "programmed kernel"
         );
         metrics.set_attachments(attachments.len());
         health.set_ready();
         Ok(Self {
+            node,
             store,
             kernel,
             attachments,
-            applied: desired,
+            cluster,
+            compiler,
+            applied,
             metrics,
             health,
         })
@@ -113,6 +196,12 @@ impl Core {
         }
     }
 
+    /// The source reported a new state of the cluster.
+    pub fn set_cluster(&mut self, cluster: Snapshot) -> Result<(), WireError> {
+        let attachments = self.attachments.clone();
+        self.transition(attachments, cluster)
+    }
+
     fn attach(&mut self, attachment: Attachment) -> Result<Reply, WireError> {
         validate(&attachment)?;
         let mut next = self.attachments.clone();
@@ -128,7 +217,7 @@ impl Core {
             next.remove(id);
         }
         next.insert(attachment.id.clone(), attachment.clone());
-        self.commit(next)?;
+        self.transition(next, self.cluster.clone())?;
         for id in &stale {
             self.store.remove_attachment(id).map_err(store_error)?;
         }
@@ -136,10 +225,10 @@ impl Core {
             .put_attachment(&attachment)
             .map_err(store_error)?;
         info!(pod = %attachment.pod, container_id = %attachment.id.container_id, "attached");
-        let chains = vec![
-            pod_chain(&attachment.id, Direction::Ingress),
-            pod_chain(&attachment.id, Direction::Egress),
-        ];
+        let chains = entries_of(&self.applied, &attachment.ips)
+            .into_iter()
+            .map(|(_, _, chain)| chain)
+            .collect();
         Ok(Reply::Attached { chains })
     }
 
@@ -151,7 +240,7 @@ impl Core {
         };
         let mut next = self.attachments.clone();
         next.remove(id);
-        self.commit(next)?;
+        self.transition(next, self.cluster.clone())?;
         self.store.remove_attachment(id).map_err(store_error)?;
         info!(pod = %attachment.pod, container_id = %id.container_id, "detached");
         Ok(Reply::Detached { existed: true })
@@ -164,7 +253,7 @@ impl Core {
             .ok_or_else(|| WireError::new(ErrorKind::NotAttached, format!("no attachment {id}")))?;
         let kernel = self
             .kernel
-            .dump_table()
+            .dump()
             .map_err(|e| {
                 WireError::new(ErrorKind::Kernel, format!("{:#}", anyhow::Error::from(e)))
             })?
@@ -174,20 +263,13 @@ impl Core {
                     "the podwall table is missing from the kernel",
                 )
             })?;
-        let mut mine = BTreeMap::new();
-        mine.insert(id.clone(), attachment.clone());
-        let expected = desired_table(&mine);
         let mut missing = Vec::new();
-        for (name, chain) in &expected.chains {
-            if kernel.chains.get(name) != Some(chain) {
-                missing.push(format!("chain {name}"));
+        for (map, ip, chain) in entries_of(&self.applied, &attachment.ips) {
+            if kernel.maps.get(&map).and_then(|m| m.get(&ip)) != Some(&chain) {
+                missing.push(format!("{map} element {ip}"));
             }
-        }
-        for (map, elements) in &expected.maps {
-            for (addr, chain) in elements {
-                if kernel.element(*map, addr) != Some(chain.as_str()) {
-                    missing.push(format!("{} element {addr}", map.as_str()));
-                }
+            if !kernel.chains.contains_key(&chain) {
+                missing.push(format!("chain {chain}"));
             }
         }
         if missing.is_empty() {
@@ -216,7 +298,7 @@ impl Core {
             .filter(|(id, _)| valid.contains(id))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        self.commit(next)?;
+        self.transition(next, self.cluster.clone())?;
         for id in &removed {
             self.store.remove_attachment(id).map_err(store_error)?;
         }
@@ -224,25 +306,125 @@ impl Core {
         Ok(Reply::Gc { removed })
     }
 
-    /// Turn the kernel from what we applied into what `next` needs, as one transaction.
-    fn commit(&mut self, next: BTreeMap<AttachmentId, Attachment>) -> Result<(), WireError> {
-        let desired = desired_table(&next);
-        let batch = plan(Some(&self.applied), &desired);
+    /// Compare the kernel with what we applied and swap the table back in if anything
+    /// drifted (a table deleted, a chain flushed, an element removed by hand).
+    pub fn reconcile(&mut self) -> Result<Vec<String>, WireError> {
+        let expected = Fingerprint::of(&self.applied);
+        let kernel = self.kernel.dump().map_err(|e| self.kernel_failed(e))?;
+        let drift = match kernel {
+            None => vec!["table inet podwall missing".to_string()],
+            Some(actual) => actual.differences(&expected),
+        };
+        if !drift.is_empty() {
+            warn!(drift = ?drift, "kernel drifted from the applied rules; repairing");
+            self.kernel
+                .replace(&self.applied)
+                .map_err(|e| self.kernel_failed(e))?;
+            self.metrics.observe_replace();
+            self.metrics.count_repair();
+        }
+        self.health.set_ready();
+        Ok(drift)
+    }
+
+    /// Move to a new state: compile, commit to the kernel, and only then keep it.
+    fn transition(
+        &mut self,
+        attachments: BTreeMap<AttachmentId, Attachment>,
+        cluster: Snapshot,
+    ) -> Result<(), WireError> {
+        let old = merged(&self.cluster, &self.attachments, &self.node);
+        let new = merged(&cluster, &attachments, &self.node);
+        let local = local_ips(&attachments);
+        let events = events_between(&old, &new);
+        let mut touched: BTreeSet<IpAddr> = local_ips(&self.attachments)
+            .symmetric_difference(&local)
+            .copied()
+            .collect();
+        let mut delta = if events.len() == 1 {
+            // The hot path (one pod attached, detached or changed): the compiler's own delta,
+            // which touches only what the event affects.
+            let delta = self.compiler.apply(events[0].clone());
+            touched.extend(delta.ingress.keys().chain(delta.egress.keys()).copied());
+            delta
+        } else {
+            for event in events {
+                self.compiler.apply(event);
+            }
+            let desired = with_open_entries(self.compiler.ruleset().clone(), local.iter().copied());
+            touched.clear();
+            self.applied.diff(&desired)
+        };
+        self.fix_open_entries(&mut delta, &touched, &local);
         let started = Instant::now();
-        let result = self.kernel.apply(&batch);
+        let result = match change_for(&self.applied, &delta) {
+            Change::None => Ok(()),
+            Change::Elements(ops) => {
+                let n = ops.len();
+                self.kernel
+                    .apply_elements(&ops)
+                    .inspect(|_| self.metrics.observe_elements(n))
+            }
+            Change::Replace => {
+                let mut next = self.applied.clone();
+                next.apply(&delta);
+                self.kernel
+                    .replace(&next)
+                    .inspect(|_| self.metrics.observe_replace())
+            }
+        };
         self.metrics
             .observe_transaction(started.elapsed(), result.is_ok());
         if let Err(err) = result {
-            let err = anyhow::Error::from(err);
-            self.health
-                .set_failed(format!("last commit failed: {err:#}"));
-            return Err(WireError::new(ErrorKind::Kernel, format!("{err:#}")));
+            let err = self.kernel_failed(err);
+            // The compiler moved ahead of the kernel: rebuild it from the state we keep.
+            self.compiler = Compiler::new(old, &self.node);
+            return Err(err);
         }
+        self.applied.apply(&delta);
+        self.attachments = attachments;
+        self.cluster = cluster;
         self.health.set_ready();
-        self.applied = desired;
-        self.attachments = next;
         self.metrics.set_attachments(self.attachments.len());
         Ok(())
+    }
+
+    /// The compiler gives dispatch entries only to pods a policy isolates; every local pod
+    /// also has `open` entries otherwise. Settle the entries of the addresses `touched`.
+    fn fix_open_entries(
+        &self,
+        delta: &mut RulesetDelta,
+        touched: &BTreeSet<IpAddr>,
+        local: &BTreeSet<IpAddr>,
+    ) {
+        for ip in touched {
+            for direction in [Direction::Ingress, Direction::Egress] {
+                let want = self
+                    .compiler
+                    .ruleset()
+                    .map(direction)
+                    .get(ip)
+                    .cloned()
+                    .or_else(|| local.contains(ip).then(|| OPEN_CHAIN.to_string()));
+                let have = self.applied.map(direction).get(ip).cloned();
+                let changes = match direction {
+                    Direction::Ingress => &mut delta.ingress,
+                    Direction::Egress => &mut delta.egress,
+                };
+                if want == have {
+                    changes.remove(ip);
+                } else {
+                    changes.insert(*ip, want);
+                }
+            }
+        }
+    }
+
+    fn kernel_failed(&self, err: crate::dataplane::DataplaneError) -> WireError {
+        let err = anyhow::Error::from(err);
+        self.health
+            .set_failed(format!("last commit failed: {err:#}"));
+        WireError::new(ErrorKind::Kernel, format!("{err:#}"))
     }
 }
 
@@ -259,6 +441,9 @@ fn validate(attachment: &Attachment) -> Result<(), WireError> {
     if attachment.ips.is_empty() {
         return bad("has no IP addresses");
     }
+    if attachment.pod.namespace.is_empty() || attachment.pod.name.is_empty() {
+        return bad("needs a pod namespace and name");
+    }
     Ok(())
 }
 
@@ -267,261 +452,4 @@ fn store_error(err: crate::store::StoreError) -> WireError {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::dataplane::RecordingKernel;
-    use podwall::wire::PodRef;
-    use std::sync::{Arc, Mutex};
-
-    /// A kernel the test can look into after handing it to `Core`.
-    #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<RecordingKernel>>);
-
-    impl Kernel for Shared {
-        fn apply(
-            &mut self,
-            batch: &crate::dataplane::Batch,
-        ) -> Result<(), crate::dataplane::DataplaneError> {
-            self.0.lock().unwrap().apply(batch)
-        }
-        fn dump_table(&mut self) -> Result<Option<Table>, crate::dataplane::DataplaneError> {
-            self.0.lock().unwrap().dump_table()
-        }
-        fn replace(&mut self, desired: &Table) -> Result<(), crate::dataplane::DataplaneError> {
-            self.0.lock().unwrap().replace(desired)
-        }
-    }
-
-    fn attachment(container: &str, ip: &str) -> Attachment {
-        Attachment {
-            id: AttachmentId {
-                container_id: container.into(),
-                ifname: "eth0".into(),
-            },
-            pod: PodRef {
-                namespace: "x".into(),
-                name: container.into(),
-                uid: None,
-            },
-            netns: format!("/run/netns/{container}"),
-            ips: vec![ip.parse().unwrap()],
-            host_interface: None,
-        }
-    }
-
-    fn core(dir: &std::path::Path) -> (Core, Shared) {
-        let kernel = Shared::default();
-        let core = Core::start(
-            Store::open(dir).unwrap(),
-            Box::new(kernel.clone()),
-            Arc::new(Metrics::default()),
-            Arc::new(Health::default()),
-        )
-        .unwrap();
-        (core, kernel)
-    }
-
-    #[test]
-    fn attach_adds_only_the_pods_chains_and_elements() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut core, kernel) = core(dir.path());
-        core.handle(Request::Attach {
-            attachment: attachment("a", "10.0.0.2"),
-        })
-        .unwrap();
-        let k = kernel.0.lock().unwrap();
-        let batch = k.batches.last().unwrap();
-        assert_eq!(batch.len(), 4, "two chains, two elements: {batch:?}");
-        let table = k.table.as_ref().unwrap();
-        let chain = table
-            .element(MapName::Ingress4, &"10.0.0.2".parse().unwrap())
-            .unwrap();
-        assert!(table.chains.contains_key(chain));
-    }
-
-    #[test]
-    fn detach_removes_what_attach_added() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut core, kernel) = core(dir.path());
-        core.handle(Request::Attach {
-            attachment: attachment("a", "10.0.0.2"),
-        })
-        .unwrap();
-        let reply = core
-            .handle(Request::Detach {
-                id: attachment("a", "10.0.0.2").id,
-            })
-            .unwrap();
-        assert_eq!(reply, Reply::Detached { existed: true });
-        assert_eq!(
-            kernel.0.lock().unwrap().table.as_ref(),
-            Some(&Table::base())
-        );
-        assert_eq!(
-            core.handle(Request::Detach {
-                id: attachment("a", "10.0.0.2").id
-            })
-            .unwrap(),
-            Reply::Detached { existed: false }
-        );
-    }
-
-    #[test]
-    fn check_notices_a_deleted_element() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut core, kernel) = core(dir.path());
-        core.handle(Request::Attach {
-            attachment: attachment("a", "10.0.0.2"),
-        })
-        .unwrap();
-        assert_eq!(
-            core.handle(Request::Check {
-                id: attachment("a", "10.0.0.2").id
-            }),
-            Ok(Reply::Checked)
-        );
-        kernel
-            .0
-            .lock()
-            .unwrap()
-            .table
-            .as_mut()
-            .unwrap()
-            .maps
-            .get_mut(&MapName::Egress4)
-            .unwrap()
-            .clear();
-        let err = core
-            .handle(Request::Check {
-                id: attachment("a", "10.0.0.2").id,
-            })
-            .unwrap_err();
-        assert_eq!(err.kind, ErrorKind::RulesMissing);
-        assert!(
-            err.message.contains("egress4 element 10.0.0.2"),
-            "{}",
-            err.message
-        );
-        let err = core
-            .handle(Request::Check {
-                id: attachment("zz", "10.0.0.9").id,
-            })
-            .unwrap_err();
-        assert_eq!(err.kind, ErrorKind::NotAttached);
-    }
-
-    #[test]
-    fn a_rejected_transaction_records_nothing_and_marks_health() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut core, kernel) = core(dir.path());
-        kernel.0.lock().unwrap().fail_next = Some("no memory".into());
-        let err = core
-            .handle(Request::Attach {
-                attachment: attachment("a", "10.0.0.2"),
-            })
-            .unwrap_err();
-        assert_eq!(err.kind, ErrorKind::Kernel);
-        assert!(!core.health.is_ready());
-        assert_eq!(core.store.attachments().unwrap().len(), 0);
-        core.handle(Request::Attach {
-            attachment: attachment("a", "10.0.0.2"),
-        })
-        .unwrap();
-        assert!(core.health.is_ready(), "a later success clears the failure");
-    }
-
-    #[test]
-    fn restart_restores_attachments_from_the_store() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let (mut core, _) = core(dir.path());
-            core.handle(Request::Attach {
-                attachment: attachment("a", "10.0.0.2"),
-            })
-            .unwrap();
-            core.handle(Request::Attach {
-                attachment: attachment("b", "10.0.0.3"),
-            })
-            .unwrap();
-        }
-        let (mut core, kernel) = core(dir.path());
-        let mut two = BTreeMap::new();
-        for a in [attachment("a", "10.0.0.2"), attachment("b", "10.0.0.3")] {
-            two.insert(a.id.clone(), a);
-        }
-        assert_eq!(
-            kernel.0.lock().unwrap().table.as_ref(),
-            Some(&desired_table(&two))
-        );
-        assert!(matches!(
-            core.handle(Request::Status),
-            Ok(Reply::Status {
-                ready: true,
-                attachments: 2,
-                ..
-            })
-        ));
-    }
-
-    #[test]
-    fn a_reused_address_moves_to_the_new_pod() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut core, _) = core(dir.path());
-        core.handle(Request::Attach {
-            attachment: attachment("old", "10.0.0.2"),
-        })
-        .unwrap();
-        core.handle(Request::Attach {
-            attachment: attachment("new", "10.0.0.2"),
-        })
-        .unwrap();
-        let stored = core.store.attachments().unwrap();
-        assert_eq!(
-            stored
-                .keys()
-                .map(|k| k.container_id.as_str())
-                .collect::<Vec<_>>(),
-            vec!["new"]
-        );
-    }
-
-    #[test]
-    fn gc_keeps_only_valid_attachments() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut core, _) = core(dir.path());
-        core.handle(Request::Attach {
-            attachment: attachment("a", "10.0.0.2"),
-        })
-        .unwrap();
-        core.handle(Request::Attach {
-            attachment: attachment("b", "10.0.0.3"),
-        })
-        .unwrap();
-        let reply = core
-            .handle(Request::Gc {
-                valid: vec![attachment("b", "10.0.0.3").id],
-            })
-            .unwrap();
-        assert_eq!(
-            reply,
-            Reply::Gc {
-                removed: vec![attachment("a", "10.0.0.2").id]
-            }
-        );
-        assert_eq!(core.attachments.len(), 1);
-    }
-
-    #[test]
-    fn attachment_without_addresses_is_a_bad_request() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut core, _) = core(dir.path());
-        let mut a = attachment("a", "10.0.0.2");
-        a.ips.clear();
-        assert_eq!(
-            core.handle(Request::Attach { attachment: a })
-                .unwrap_err()
-                .kind,
-            ErrorKind::BadRequest
-        );
-    }
-}
+mod tests;

@@ -15,4 +15,5 @@ pub mod metrics;
 pub mod server;
 pub mod sources;
 pub mod store;
+pub mod sync;
 pub mod sysctl;

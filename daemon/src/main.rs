@@ -11,8 +11,12 @@ use podwalld::core::Core;
 use podwalld::dataplane::nft::NftKernel;
 use podwalld::health::Health;
 use podwalld::metrics::Metrics;
+use podwalld::sources::manifests;
 use podwalld::store::Store;
-use podwalld::{explain, http, server};
+use podwalld::{explain, http, server, sync};
+
+/// How often the manifests directory is checked for changes.
+const MANIFESTS_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -101,7 +105,31 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     } else {
         info!(switched = ?switched, "turned br_netfilter on: bridged pod traffic passes the forward hook");
     }
+    // Taken before the first read, so that a change during it is seen by the watcher.
+    let start = config
+        .manifests
+        .as_deref()
+        .map(manifests::initial_fingerprint)
+        .unwrap_or_default();
+    let cluster = match &config.manifests {
+        Some(dir) => {
+            let loaded = manifests::load_dir(dir)?;
+            manifests::report(dir, &loaded);
+            if loaded.has_fatal_errors() {
+                let first = loaded
+                    .errors
+                    .iter()
+                    .find(|e| e.is_fatal())
+                    .expect("has_fatal_errors found one");
+                anyhow::bail!("manifests in {}: {first}", dir.display());
+            }
+            loaded
+        }
+        None => Default::default(),
+    };
     let core = Core::start(
+        config.node_name.clone(),
+        cluster.snapshot.clone(),
         store,
         Box::new(NftKernel::default()),
         metrics.clone(),
@@ -111,15 +139,36 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let socket =
         tokio::net::UnixListener::from_std(socket).context("registering the plugin socket")?;
-    let tasks = [
-        tokio::spawn(server::serve(socket, core, shutdown.clone())),
+    let mut tasks = vec![
+        tokio::spawn(server::serve(socket, core.clone(), shutdown.clone())),
         tokio::spawn(http::serve(
             health_listener,
             health,
             metrics,
             shutdown.clone(),
         )),
+        tokio::spawn(sync::reconcile_every(
+            config.sync_period,
+            core.clone(),
+            shutdown.clone(),
+        )),
     ];
+    if let Some(dir) = &config.manifests {
+        let (tx, rx) = tokio::sync::watch::channel(Arc::new(cluster));
+        tasks.push(tokio::spawn(manifests::watch(
+            dir.clone(),
+            MANIFESTS_POLL,
+            start,
+            tx,
+            shutdown.clone(),
+        )));
+        tasks.push(tokio::spawn(sync::follow_manifests(
+            dir.clone(),
+            rx,
+            core,
+            shutdown.clone(),
+        )));
+    }
     info!(node = %config.node_name, socket = %config.socket.display(), health = %config.health_addr, "podwalld serving");
     wait_for_signal().await?;
     // Rules stay in the kernel: pods keep their enforcement while the daemon is away.

@@ -86,6 +86,10 @@ pub struct Metrics {
     transactions: ResultCounter,
     transaction_seconds: Histogram,
     attachments: AtomicU64,
+    full_replaces: AtomicU64,
+    element_transactions: AtomicU64,
+    elements_changed: AtomicU64,
+    reconcile_repairs: AtomicU64,
 }
 
 impl Metrics {
@@ -97,6 +101,22 @@ impl Metrics {
     pub fn observe_transaction(&self, elapsed: Duration, ok: bool) {
         self.transactions.record(ok);
         self.transaction_seconds.observe(elapsed);
+    }
+
+    /// The whole table was swapped through `nft -f`.
+    pub fn observe_replace(&self) {
+        self.full_replaces.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An element-only transaction of `n` element changes went over netlink.
+    pub fn observe_elements(&self, n: usize) {
+        self.element_transactions.fetch_add(1, Ordering::Relaxed);
+        self.elements_changed.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// A reconcile found drift and repaired it.
+    pub fn count_repair(&self) {
+        self.reconcile_repairs.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn set_attachments(&self, n: usize) {
@@ -130,6 +150,34 @@ impl Metrics {
             "# HELP podwall_attachments Pods attached on this node.\n# TYPE podwall_attachments gauge\npodwall_attachments {}",
             self.attachments.load(Ordering::Relaxed)
         );
+        for (name, help, value) in [
+            (
+                "podwall_full_replaces_total",
+                "Whole-table swaps through nft -f.",
+                &self.full_replaces,
+            ),
+            (
+                "podwall_element_transactions_total",
+                "Element-only transactions over netlink.",
+                &self.element_transactions,
+            ),
+            (
+                "podwall_elements_changed_total",
+                "Set and map elements changed by element-only transactions.",
+                &self.elements_changed,
+            ),
+            (
+                "podwall_reconcile_repairs_total",
+                "Reconciles that found the kernel drifted and repaired it.",
+                &self.reconcile_repairs,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
         out
     }
 }

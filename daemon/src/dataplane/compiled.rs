@@ -11,7 +11,36 @@ use std::fmt::Write;
 use podwall_policy::ruleset::{PeerMatch, PortMatch, Rule as PolicyRule};
 use podwall_policy::{Direction, Family, Protocol, Ruleset, Set};
 
-use super::names::{FAMILY, FORWARD_CHAIN, TABLE};
+use super::names::{FAMILY, FORWARD_CHAIN, OPEN_CHAIN, TABLE};
+
+/// How the forward chain's rules read back from the kernel (see `Fingerprint`).
+pub const FORWARD_FINGERPRINT: [&str; 5] = [
+    "accept",
+    "vmap @egress4",
+    "vmap @egress6",
+    "vmap @ingress4",
+    "vmap @ingress6",
+];
+
+/// The compiled ruleset with every local pod address in both dispatch maps: those no policy
+/// isolates in a direction jump to the empty `open` chain. Entries for every local pod make
+/// the table say which pods this node enforces, and CHECK and reconcile can see them.
+pub fn with_open_entries(
+    mut ruleset: Ruleset,
+    local: impl IntoIterator<Item = std::net::IpAddr>,
+) -> Ruleset {
+    for ip in local {
+        ruleset
+            .ingress
+            .entry(ip)
+            .or_insert_with(|| OPEN_CHAIN.to_string());
+        ruleset
+            .egress
+            .entry(ip)
+            .or_insert_with(|| OPEN_CHAIN.to_string());
+    }
+    ruleset
+}
 
 /// The script that replaces the table with `ruleset`.
 pub fn render_ruleset(ruleset: &Ruleset) -> String {
@@ -46,6 +75,7 @@ pub fn render_ruleset(ruleset: &Ruleset) -> String {
          \t\tip saddr vmap @egress4\n\t\tip6 saddr vmap @egress6\n\
          \t\tip daddr vmap @ingress4\n\t\tip6 daddr vmap @ingress6\n\t}}"
     );
+    let _ = writeln!(out, "\tchain {OPEN_CHAIN} {{\n\t}}");
     for (name, chain) in &ruleset.chains {
         let _ = writeln!(out, "\tchain {name} {{");
         for rule in &chain.rules {
@@ -179,25 +209,29 @@ fn rule_text(direction: Direction, rule: &PolicyRule, ruleset: &Ruleset) -> Stri
             ));
         }
     }
-    // Object names are DNS labels, but manifests mode reads them unchecked: keep the comment
-    // to characters that cannot end the quoted string.
-    let origin: String = format!(
+    parts.push(format!("return comment \"{}\"", rule_comment(rule)));
+    parts.join(" ")
+}
+
+/// The comment that ties a kernel rule to its policy rule: `ns/name#index`. Object names are
+/// DNS labels, but manifests mode reads them unchecked: keep to characters that cannot end
+/// the quoted string.
+pub fn rule_comment(rule: &PolicyRule) -> String {
+    format!(
         "{}/{}#{}",
         rule.policy.namespace, rule.policy.name, rule.index
     )
     .chars()
     .filter(|c| c.is_ascii_alphanumeric() || "-./#_".contains(*c))
-    .collect();
-    parts.push(format!("return comment \"{origin}\""));
-    parts.join(" ")
+    .collect()
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use podwall_policy::manifests::load;
 
-    const WORLD: &str = "
+    pub(crate) const WORLD: &str = "
 apiVersion: v1
 kind: Namespace
 metadata: {name: shop, labels: {team: web}}
@@ -232,7 +266,14 @@ spec:
     fn compiled_world_renders_to_the_golden_script() {
         let loaded = load([("world.yaml", WORLD)]);
         assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
-        let ruleset = podwall_policy::compile(&loaded.snapshot, "n1");
+        let ruleset = with_open_entries(
+            podwall_policy::compile(&loaded.snapshot, "n1"),
+            [
+                "10.1.0.7".parse().unwrap(),
+                "fd00::7".parse().unwrap(),
+                "10.1.0.8".parse().unwrap(),
+            ],
+        );
         assert_eq!(
             render_ruleset(&ruleset),
             include_str!("testdata/compiled_world.nft")

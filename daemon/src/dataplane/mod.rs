@@ -1,242 +1,224 @@
-//! The kernel side: podwall's nftables table as plain data (`Table`), the pure difference
-//! between two tables (`plan` → `Batch`), and the narrow `Kernel` trait that commits a batch
-//! as one transaction and reads the table back.
+//! The kernel side: turns compiled rulesets and their deltas into nftables transactions, and
+//! reads the table back for checks and reconcile.
 //!
 //! Knows nftables, knows nothing of Kubernetes. `nft.rs` alone runs a program and
-//! `netlink.rs` alone opens a socket.
+//! `netlink.rs` alone opens a socket. Two ways into the kernel, both one transaction each:
+//! - a change of elements only (a pod attached, detached or relabelled, a peer appearing)
+//!   goes over netlink as set/map element messages, costing the same whatever the table's
+//!   size;
+//! - a change of structure (a new chain or set, a policy added or removed) swaps the whole
+//!   table with one `nft -f` script, which is fine for changes that are rare and bulky.
 
 pub mod compiled;
 pub mod names;
 pub mod netlink;
 pub mod nft;
-pub mod render;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-/// One of the four dispatch maps: which way traffic flows relative to the pod, and the
-/// address family of its key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum MapName {
-    Ingress4,
-    Egress4,
-    Ingress6,
-    Egress6,
-}
+use podwall_policy::ruleset::Element;
+use podwall_policy::{Direction, Family, Ruleset, RulesetDelta, Set};
 
-impl MapName {
-    pub const ALL: [MapName; 4] = [
-        MapName::Ingress4,
-        MapName::Egress4,
-        MapName::Ingress6,
-        MapName::Egress6,
-    ];
+pub use netlink::{ElementOp, Key};
 
-    pub fn ingress(addr: &IpAddr) -> Self {
-        if addr.is_ipv4() {
-            MapName::Ingress4
-        } else {
-            MapName::Ingress6
-        }
-    }
-
-    pub fn egress(addr: &IpAddr) -> Self {
-        if addr.is_ipv4() {
-            MapName::Egress4
-        } else {
-            MapName::Egress6
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MapName::Ingress4 => "ingress4",
-            MapName::Egress4 => "egress4",
-            MapName::Ingress6 => "ingress6",
-            MapName::Egress6 => "egress6",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|m| m.as_str() == name)
-    }
-
-    pub fn is_ipv4(self) -> bool {
-        matches!(self, MapName::Ingress4 | MapName::Egress4)
+/// The dispatch map of a direction and family.
+pub fn map_name(direction: Direction, family: Family) -> &'static str {
+    match (direction, family) {
+        (Direction::Ingress, Family::V4) => "ingress4",
+        (Direction::Egress, Family::V4) => "egress4",
+        (Direction::Ingress, Family::V6) => "ingress6",
+        (Direction::Egress, Family::V6) => "egress6",
     }
 }
 
-/// A statement in one of our chains. Typed, so that plans compare values, not text.
+/// What must change in the kernel to go from `applied` to `desired`: nothing, elements
+/// only, or the structure (then the whole table is swapped).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Rule {
-    /// Replies and related flows of connections that were allowed when they started.
-    AcceptEstablished,
-    /// Dispatch on the source (egress maps) or destination (ingress maps) address.
-    Dispatch(MapName),
-    /// End of a pod's egress chain with nothing against it: go on to the peer's ingress.
-    Return,
-    Accept,
-    /// A rule read back from the kernel that podwall would not have written (drift).
-    Unrecognized(String),
+pub enum Change {
+    None,
+    Elements(Vec<ElementOp>),
+    Replace,
 }
 
-/// Where a base chain hooks in; regular chains have none.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hook {
-    Forward,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Chain {
-    pub hook: Option<Hook>,
-    pub rules: Vec<Rule>,
-}
-
-/// The whole `inet podwall` table as we want it (or as we applied it).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Table {
-    pub chains: BTreeMap<String, Chain>,
-    /// Every dispatch map exists in every table; elements map an address to the chain to jump to.
-    pub maps: BTreeMap<MapName, BTreeMap<IpAddr, String>>,
-}
-
-impl Table {
-    /// The skeleton every table has: the maps and the forward base chain dispatching on them.
-    pub fn base() -> Self {
-        let mut rules = vec![Rule::AcceptEstablished];
-        rules.extend(
-            [
-                MapName::Egress4,
-                MapName::Egress6,
-                MapName::Ingress4,
-                MapName::Ingress6,
-            ]
-            .map(Rule::Dispatch),
-        );
-        let mut table = Table::default();
-        table.chains.insert(
-            names::FORWARD_CHAIN.to_string(),
-            Chain {
-                hook: Some(Hook::Forward),
-                rules,
-            },
-        );
-        for map in MapName::ALL {
-            table.maps.insert(map, BTreeMap::new());
-        }
-        table
+/// Classify a delta against the ruleset it applies to.
+pub fn change_for(applied: &Ruleset, delta: &RulesetDelta) -> Change {
+    if delta.is_empty() {
+        return Change::None;
     }
-
-    pub fn element(&self, map: MapName, addr: &IpAddr) -> Option<&str> {
-        self.maps
-            .get(&map)
-            .and_then(|m| m.get(addr))
-            .map(String::as_str)
+    let structural = !delta.sets_added.is_empty()
+        || !delta.sets_removed.is_empty()
+        || !delta.chains_set.is_empty()
+        || !delta.chains_removed.is_empty();
+    if structural {
+        return Change::Replace;
     }
-}
-
-/// One change to the table. A `Batch` of them is committed as one transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Op {
-    /// Create the table, its maps and its base chains (a no-op for what exists).
-    EnsureSkeleton(Box<Table>),
-    /// Create a chain, or replace the rules of an existing one.
-    SetChain {
-        name: String,
-        chain: Chain,
-    },
-    DeleteChain {
-        name: String,
-    },
-    AddElement {
-        map: MapName,
-        addr: IpAddr,
-        chain: String,
-    },
-    DeleteElement {
-        map: MapName,
-        addr: IpAddr,
-    },
-}
-
-/// Operations in an order the kernel accepts: chains before the elements that jump to them,
-/// elements before the chains they point at are deleted.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Batch {
-    pub ops: Vec<Op>,
-}
-
-impl Batch {
-    pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
-    }
-    pub fn len(&self) -> usize {
-        self.ops.len()
-    }
-}
-
-/// The smallest batch that turns `applied` into `desired`. `applied: None` means the kernel
-/// has no table of ours (first start, or someone deleted it).
-pub fn plan(applied: Option<&Table>, desired: &Table) -> Batch {
-    let mut ops = Vec::new();
-    let skeleton;
-    let applied = match applied {
-        Some(table) => table,
-        None => {
-            skeleton = skeleton_of(desired);
-            ops.push(Op::EnsureSkeleton(Box::new(skeleton.clone())));
-            &skeleton
-        }
-    };
-    // Element deletions and changes come first, so no element ever points at a missing chain.
-    for (map, elements) in &applied.maps {
-        for (addr, chain) in elements {
-            if desired.element(*map, addr) != Some(chain.as_str()) {
-                ops.push(Op::DeleteElement {
-                    map: *map,
-                    addr: *addr,
+    let mut deletes = Vec::new();
+    let mut adds = Vec::new();
+    for direction in [Direction::Ingress, Direction::Egress] {
+        for (ip, chain) in delta.map(direction) {
+            let set = map_name(direction, Family::of(ip)).to_string();
+            // A verdict map element cannot change its verdict in place: delete, then add.
+            if applied.map(direction).contains_key(ip) {
+                deletes.push(ElementOp::Delete {
+                    set: set.clone(),
+                    key: Key::Addr(*ip),
+                });
+            }
+            if let Some(chain) = chain {
+                adds.push(ElementOp::Add {
+                    set,
+                    key: Key::Addr(*ip),
+                    jump: Some(chain.clone()),
                 });
             }
         }
     }
-    for (name, chain) in &desired.chains {
-        if applied.chains.get(name) != Some(chain) {
-            ops.push(Op::SetChain {
-                name: name.clone(),
-                chain: chain.clone(),
-            });
-        }
+    for (set, elements) in &delta.elements_removed {
+        deletes.extend(elements.iter().map(|e| ElementOp::Delete {
+            set: set.clone(),
+            key: key(e),
+        }));
     }
-    for (map, elements) in &desired.maps {
-        for (addr, chain) in elements {
-            if applied.element(*map, addr) != Some(chain.as_str()) {
-                ops.push(Op::AddElement {
-                    map: *map,
-                    addr: *addr,
-                    chain: chain.clone(),
-                });
-            }
-        }
+    for (set, elements) in &delta.elements_added {
+        adds.extend(elements.iter().map(|e| ElementOp::Add {
+            set: set.clone(),
+            key: key(e),
+            jump: None,
+        }));
     }
-    for name in applied.chains.keys() {
-        if !desired.chains.contains_key(name) {
-            ops.push(Op::DeleteChain { name: name.clone() });
-        }
-    }
-    Batch { ops }
+    deletes.extend(adds);
+    Change::Elements(deletes)
 }
 
-/// The maps and base chains of a table, without pod chains or elements.
-fn skeleton_of(table: &Table) -> Table {
-    Table {
-        chains: table
+fn key(element: &Element) -> Key {
+    match element {
+        Element::Address(ip) => Key::Addr(*ip),
+        Element::AddressPort(ip, port) => Key::AddrPort(*ip, *port),
+    }
+}
+
+/// What a ruleset looks like from outside, as far as the kernel can tell it back: dispatch
+/// entries exactly, sets by element count (interval sets only by presence: the kernel may
+/// merge ranges), chains by their rules' comments or verdicts. Enough to notice a deleted
+/// table, a flushed chain, a missing element.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Fingerprint {
+    pub maps: BTreeMap<String, BTreeMap<IpAddr, String>>,
+    pub sets: BTreeMap<String, Option<usize>>,
+    pub chains: BTreeMap<String, Vec<String>>,
+}
+
+impl Fingerprint {
+    /// The fingerprint the table rendered from `ruleset` must have.
+    pub fn of(ruleset: &Ruleset) -> Self {
+        let mut maps: BTreeMap<String, BTreeMap<IpAddr, String>> = BTreeMap::new();
+        for direction in [Direction::Ingress, Direction::Egress] {
+            for family in Family::ALL {
+                maps.insert(map_name(direction, family).to_string(), BTreeMap::new());
+            }
+            for (ip, chain) in ruleset.map(direction) {
+                maps.get_mut(map_name(direction, Family::of(ip)))
+                    .expect("all maps inserted")
+                    .insert(*ip, chain.clone());
+            }
+        }
+        let sets = ruleset
+            .sets
+            .iter()
+            .map(|(name, set)| {
+                (
+                    name.clone(),
+                    if matches!(set, Set::Intervals { .. }) {
+                        None
+                    } else {
+                        Some(set.len())
+                    },
+                )
+            })
+            .collect();
+        let mut chains: BTreeMap<String, Vec<String>> = ruleset
             .chains
             .iter()
-            .filter(|(_, c)| c.hook.is_some())
-            .map(|(n, c)| (n.clone(), c.clone()))
-            .collect(),
-        maps: table.maps.keys().map(|m| (*m, BTreeMap::new())).collect(),
+            .map(|(name, chain)| {
+                let mut rules: Vec<String> =
+                    chain.rules.iter().map(compiled::rule_comment).collect();
+                rules.push("drop".to_string());
+                (name.clone(), rules)
+            })
+            .collect();
+        chains.insert(
+            names::FORWARD_CHAIN.to_string(),
+            compiled::FORWARD_FINGERPRINT
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        );
+        chains.insert(names::OPEN_CHAIN.to_string(), Vec::new());
+        Fingerprint { maps, sets, chains }
     }
+
+    /// What differs from `expected`, in words, for the log.
+    pub fn differences(&self, expected: &Fingerprint) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, entries) in &expected.maps {
+            let actual = self.maps.get(name);
+            let wrong = entries
+                .iter()
+                .filter(|(ip, chain)| actual.and_then(|m| m.get(ip)) != Some(chain))
+                .count();
+            let extra = actual.map_or(0, |m| {
+                m.keys().filter(|ip| !entries.contains_key(ip)).count()
+            });
+            if actual.is_none() {
+                out.push(format!("map {name} missing"));
+            } else if wrong + extra > 0 {
+                out.push(format!(
+                    "map {name}: {wrong} entries missing or wrong, {extra} extra"
+                ));
+            }
+        }
+        for (name, count) in &expected.sets {
+            match self.sets.get(name) {
+                None => out.push(format!("set {name} missing")),
+                Some(actual) if count.is_some() && actual != count => out.push(format!(
+                    "set {name}: {} elements, expected {}",
+                    actual.unwrap_or(0),
+                    count.unwrap_or(0)
+                )),
+                _ => {}
+            }
+        }
+        for (name, rules) in &expected.chains {
+            match self.chains.get(name) {
+                None => out.push(format!("chain {name} missing")),
+                Some(actual) if actual != rules => out.push(format!(
+                    "chain {name}: {} rules, expected {}",
+                    actual.len(),
+                    rules.len()
+                )),
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+/// The local pod addresses' dispatch entries, as `desired` has them, for CHECK.
+pub fn entries_of(ruleset: &Ruleset, ips: &[IpAddr]) -> Vec<(String, IpAddr, String)> {
+    let mut out = Vec::new();
+    for direction in [Direction::Ingress, Direction::Egress] {
+        for ip in ips {
+            if let Some(chain) = ruleset.map(direction).get(ip) {
+                out.push((
+                    map_name(direction, Family::of(ip)).to_string(),
+                    *ip,
+                    chain.clone(),
+                ));
+            }
+        }
+    }
+    out
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -244,8 +226,8 @@ pub enum DataplaneError {
     /// The kernel refused the whole transaction; nothing changed.
     #[error("nftables transaction rejected ({ops} operations): {detail}")]
     Rejected { ops: usize, detail: String },
-    /// `nft` could not be run at all.
-    #[error("cannot run {program}")]
+    /// `nft` or the netlink socket could not be used at all.
+    #[error("cannot use {program}")]
     Exec {
         program: String,
         #[source]
@@ -259,197 +241,178 @@ pub enum DataplaneError {
 /// The kernel, as far as podwall needs it. Production uses `nft::NftKernel`; tests use
 /// `RecordingKernel`.
 pub trait Kernel: Send {
-    /// Commit the batch as one transaction: all of it or nothing.
-    fn apply(&mut self, batch: &Batch) -> Result<(), DataplaneError>;
+    /// Swap the whole table for the one `ruleset` renders to, in one transaction, never
+    /// leaving a moment without rules.
+    fn replace(&mut self, ruleset: &Ruleset) -> Result<(), DataplaneError>;
+    /// Change elements of existing sets and maps, in one transaction.
+    fn apply_elements(&mut self, ops: &[ElementOp]) -> Result<(), DataplaneError>;
     /// Read our table back: `None` when it does not exist.
-    fn dump_table(&mut self) -> Result<Option<Table>, DataplaneError>;
-    /// Replace the whole table in one transaction (start-up, repair), never leaving a moment
-    /// without rules.
-    fn replace(&mut self, desired: &Table) -> Result<(), DataplaneError>;
+    fn dump(&mut self) -> Result<Option<Fingerprint>, DataplaneError>;
 }
 
-/// A kernel that keeps every batch and the resulting table in memory.
+/// One call a `RecordingKernel` received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    Replace,
+    Elements(Vec<ElementOp>),
+}
+
+/// A kernel that keeps every call and the resulting table in memory.
 #[derive(Debug, Default)]
 pub struct RecordingKernel {
-    pub batches: Vec<Batch>,
-    pub table: Option<Table>,
-    /// When set, the next `apply` fails with this detail and changes nothing.
+    pub calls: Vec<Call>,
+    pub table: Option<Ruleset>,
+    /// When set, the next call fails with this detail and changes nothing.
     pub fail_next: Option<String>,
 }
 
-impl Kernel for RecordingKernel {
-    fn apply(&mut self, batch: &Batch) -> Result<(), DataplaneError> {
-        if let Some(detail) = self.fail_next.take() {
-            return Err(DataplaneError::Rejected {
-                ops: batch.len(),
-                detail,
-            });
+impl RecordingKernel {
+    fn fail(&mut self, ops: usize) -> Result<(), DataplaneError> {
+        match self.fail_next.take() {
+            Some(detail) => Err(DataplaneError::Rejected { ops, detail }),
+            None => Ok(()),
         }
-        let mut table = self.table.clone().unwrap_or_default();
-        for op in &batch.ops {
-            match op {
-                Op::EnsureSkeleton(skeleton) => {
-                    for (name, chain) in &skeleton.chains {
-                        table
-                            .chains
-                            .entry(name.clone())
-                            .or_insert_with(|| chain.clone());
-                    }
-                    for map in skeleton.maps.keys() {
-                        table.maps.entry(*map).or_default();
-                    }
-                }
-                Op::SetChain { name, chain } => {
-                    table.chains.insert(name.clone(), chain.clone());
-                }
-                Op::DeleteChain { name } => {
-                    table.chains.remove(name);
-                }
-                Op::AddElement { map, addr, chain } => {
-                    table
-                        .maps
-                        .entry(*map)
-                        .or_default()
-                        .insert(*addr, chain.clone());
-                }
-                Op::DeleteElement { map, addr } => {
-                    table.maps.entry(*map).or_default().remove(addr);
-                }
+    }
+}
+
+impl Kernel for RecordingKernel {
+    fn replace(&mut self, ruleset: &Ruleset) -> Result<(), DataplaneError> {
+        self.fail(1)?;
+        self.table = Some(ruleset.clone());
+        self.calls.push(Call::Replace);
+        Ok(())
+    }
+
+    fn apply_elements(&mut self, ops: &[ElementOp]) -> Result<(), DataplaneError> {
+        self.fail(ops.len())?;
+        let table = self.table.get_or_insert_with(Ruleset::default);
+        for op in ops {
+            apply_op(table, op);
+        }
+        self.calls.push(Call::Elements(ops.to_vec()));
+        Ok(())
+    }
+
+    fn dump(&mut self) -> Result<Option<Fingerprint>, DataplaneError> {
+        Ok(self.table.as_ref().map(Fingerprint::of))
+    }
+}
+
+/// An element op applied to an in-memory ruleset, as the kernel would.
+fn apply_op(table: &mut Ruleset, op: &ElementOp) {
+    let maps: BTreeSet<&str> = ["ingress4", "ingress6", "egress4", "egress6"].into();
+    let (set, key) = match op {
+        ElementOp::Add { set, key, .. } | ElementOp::Delete { set, key } => (set.as_str(), *key),
+    };
+    if maps.contains(set) {
+        let Key::Addr(ip) = key else { return };
+        let map = if set.starts_with("ingress") {
+            &mut table.ingress
+        } else {
+            &mut table.egress
+        };
+        match op {
+            ElementOp::Add {
+                jump: Some(chain), ..
+            } => {
+                map.insert(ip, chain.clone());
+            }
+            _ => {
+                map.remove(&ip);
             }
         }
-        self.table = Some(table);
-        self.batches.push(batch.clone());
-        Ok(())
+        return;
     }
-
-    fn dump_table(&mut self) -> Result<Option<Table>, DataplaneError> {
-        Ok(self.table.clone())
-    }
-
-    fn replace(&mut self, desired: &Table) -> Result<(), DataplaneError> {
-        self.table = Some(desired.clone());
-        self.batches.push(plan(None, desired));
-        Ok(())
+    let element = match key {
+        Key::Addr(ip) => Element::Address(ip),
+        Key::AddrPort(ip, port) => Element::AddressPort(ip, port),
+    };
+    if let Some(s) = table.sets.get_mut(set) {
+        match op {
+            ElementOp::Add { .. } => s.insert(element),
+            ElementOp::Delete { .. } => s.remove(&element),
+        };
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
-    fn with_pod(mut table: Table, addr: &str, chain: &str) -> Table {
-        let addr: IpAddr = addr.parse().unwrap();
-        table.chains.insert(
-            format!("{chain}-in"),
-            Chain {
-                hook: None,
-                rules: vec![Rule::Accept],
+    fn ruleset_with(ip: &str, chain: &str, peers: &[&str]) -> Ruleset {
+        let mut rs = Ruleset::default();
+        rs.ingress.insert(ip.parse().unwrap(), chain.into());
+        rs.sets.insert(
+            "pods4_1".into(),
+            Set::Addresses {
+                family: Family::V4,
+                elements: peers
+                    .iter()
+                    .map(|p| p.parse().unwrap())
+                    .collect::<BTreeSet<_>>(),
             },
         );
-        table.chains.insert(
-            format!("{chain}-out"),
-            Chain {
-                hook: None,
-                rules: vec![Rule::Return],
-            },
-        );
-        table
-            .maps
-            .get_mut(&MapName::ingress(&addr))
-            .unwrap()
-            .insert(addr, format!("{chain}-in"));
-        table
-            .maps
-            .get_mut(&MapName::egress(&addr))
-            .unwrap()
-            .insert(addr, format!("{chain}-out"));
-        table
+        rs
     }
 
     #[test]
-    fn identical_tables_need_no_change() {
-        let t = with_pod(Table::base(), "10.0.0.2", "pod-a");
-        assert!(plan(Some(&t), &t).is_empty());
-    }
-
-    #[test]
-    fn adding_a_pod_adds_its_chains_before_the_elements_that_jump_to_them() {
-        let before = Table::base();
-        let after = with_pod(before.clone(), "10.0.0.2", "pod-a");
-        let ops = plan(Some(&before), &after).ops;
-        assert_eq!(ops.len(), 4, "{ops:?}");
-        let first_element = ops
-            .iter()
-            .position(|o| matches!(o, Op::AddElement { .. }))
-            .unwrap();
-        assert!(ops[..first_element]
-            .iter()
-            .all(|o| matches!(o, Op::SetChain { .. })));
-    }
-
-    #[test]
-    fn removing_a_pod_deletes_elements_before_chains() {
-        let before = with_pod(
-            with_pod(Table::base(), "10.0.0.2", "pod-a"),
-            "10.0.0.3",
-            "pod-b",
-        );
-        let after = with_pod(Table::base(), "10.0.0.3", "pod-b");
-        let ops = plan(Some(&before), &after).ops;
+    fn element_changes_go_over_the_element_path_deletes_first() {
+        let before = ruleset_with("10.0.0.2", "in_a", &["10.0.1.1"]);
+        let after = ruleset_with("10.0.0.2", "in_b", &["10.0.1.2"]);
+        let Change::Elements(ops) = change_for(&before, &before.diff(&after)) else {
+            panic!("element-only change")
+        };
         assert_eq!(
             ops,
             vec![
-                Op::DeleteElement {
-                    map: MapName::Ingress4,
-                    addr: "10.0.0.2".parse().unwrap()
+                ElementOp::Delete {
+                    set: "ingress4".into(),
+                    key: Key::Addr("10.0.0.2".parse().unwrap())
                 },
-                Op::DeleteElement {
-                    map: MapName::Egress4,
-                    addr: "10.0.0.2".parse().unwrap()
+                ElementOp::Delete {
+                    set: "pods4_1".into(),
+                    key: Key::Addr("10.0.1.1".parse().unwrap())
                 },
-                Op::DeleteChain {
-                    name: "pod-a-in".into()
+                ElementOp::Add {
+                    set: "ingress4".into(),
+                    key: Key::Addr("10.0.0.2".parse().unwrap()),
+                    jump: Some("in_b".into())
                 },
-                Op::DeleteChain {
-                    name: "pod-a-out".into()
+                ElementOp::Add {
+                    set: "pods4_1".into(),
+                    key: Key::Addr("10.0.1.2".parse().unwrap()),
+                    jump: None
                 },
             ]
         );
-    }
-
-    #[test]
-    fn a_missing_table_is_planned_from_scratch() {
-        let desired = with_pod(Table::base(), "fd00::2", "pod-a");
-        let batch = plan(None, &desired);
-        assert!(matches!(batch.ops[0], Op::EnsureSkeleton(_)));
-        let mut kernel = RecordingKernel::default();
-        kernel.apply(&batch).unwrap();
-        assert_eq!(kernel.table.as_ref(), Some(&desired));
-    }
-
-    #[test]
-    fn a_flushed_chain_is_refilled() {
-        let desired = with_pod(Table::base(), "10.0.0.2", "pod-a");
-        let mut drifted = desired.clone();
-        drifted.chains.get_mut("pod-a-in").unwrap().rules.clear();
-        assert_eq!(
-            plan(Some(&drifted), &desired).ops,
-            vec![Op::SetChain {
-                name: "pod-a-in".into(),
-                chain: desired.chains["pod-a-in"].clone()
-            }]
-        );
-    }
-
-    #[test]
-    fn a_rejected_batch_changes_nothing() {
         let mut kernel = RecordingKernel {
-            fail_next: Some("boom".into()),
+            table: Some(before),
             ..Default::default()
         };
-        let desired = Table::base();
-        assert!(kernel.apply(&plan(None, &desired)).is_err());
-        assert_eq!(kernel.table, None);
-        assert!(kernel.batches.is_empty());
+        kernel.apply_elements(&ops).unwrap();
+        assert_eq!(kernel.table, Some(after));
+    }
+
+    #[test]
+    fn a_new_set_needs_a_replace() {
+        let before = Ruleset::default();
+        let after = ruleset_with("10.0.0.2", "in_a", &[]);
+        assert_eq!(change_for(&before, &before.diff(&after)), Change::Replace);
+        assert_eq!(change_for(&after, &after.diff(&after)), Change::None);
+    }
+
+    #[test]
+    fn fingerprint_differences_name_what_drifted() {
+        let rs = ruleset_with("10.0.0.2", "in_a", &["10.0.1.1"]);
+        let expected = Fingerprint::of(&rs);
+        let mut drifted = expected.clone();
+        drifted.chains.remove("forward");
+        drifted.maps.get_mut("ingress4").unwrap().clear();
+        drifted.sets.insert("pods4_1".into(), Some(0));
+        let diff = drifted.differences(&expected);
+        assert_eq!(diff.len(), 3, "{diff:?}");
+        assert!(diff.iter().any(|d| d.contains("chain forward missing")));
+        assert!(expected.differences(&expected).is_empty());
     }
 }

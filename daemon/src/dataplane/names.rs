@@ -13,6 +13,9 @@ pub const FAMILY: &str = "inet";
 /// The base chain on the forward hook: pod↔pod traffic on the bridge arrives here through
 /// br_netfilter, routed pod traffic directly.
 pub const FORWARD_CHAIN: &str = "forward";
+/// Where the dispatch maps send a local pod that no policy isolates in that direction: an
+/// empty chain, so the packet goes on (to the peer's ingress check, then accept).
+pub const OPEN_CHAIN: &str = "open";
 
 /// Which side of a pod a chain guards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

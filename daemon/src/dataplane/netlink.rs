@@ -15,7 +15,7 @@ use std::time::Duration;
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 
 use super::names::TABLE;
-use super::{DataplaneError, MapName};
+use super::DataplaneError;
 
 // netlink / nfnetlink framing
 const NLM_F_REQUEST: u16 = 0x1;
@@ -44,18 +44,53 @@ const NFTA_VERDICT_CODE: u16 = 1;
 const NFTA_VERDICT_CHAIN: u16 = 2;
 const NFT_JUMP: i32 = -3;
 
-/// One element change in a dispatch map.
+/// The key of a set or map element, as the kernel stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Key {
+    /// `ipv4_addr` / `ipv6_addr`.
+    Addr(IpAddr),
+    /// `ipv4_addr . inet_service` (and v6): each field padded to 4 bytes, as nft concatenates.
+    AddrPort(IpAddr, u16),
+}
+
+impl Key {
+    fn bytes(&self) -> Vec<u8> {
+        let addr = |ip: &IpAddr| match ip {
+            IpAddr::V4(a) => a.octets().to_vec(),
+            IpAddr::V6(a) => a.octets().to_vec(),
+        };
+        match self {
+            Key::Addr(ip) => addr(ip),
+            Key::AddrPort(ip, port) => {
+                let mut bytes = addr(ip);
+                bytes.extend_from_slice(&port.to_be_bytes());
+                bytes.extend_from_slice(&[0, 0]);
+                bytes
+            }
+        }
+    }
+}
+
+/// One element change in a named set, or in a verdict map when `jump` is given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ElementOp {
     Add {
-        map: MapName,
-        addr: IpAddr,
-        chain: String,
+        set: String,
+        key: Key,
+        jump: Option<String>,
     },
     Delete {
-        map: MapName,
-        addr: IpAddr,
+        set: String,
+        key: Key,
     },
+}
+
+impl ElementOp {
+    fn set(&self) -> &str {
+        match self {
+            ElementOp::Add { set, .. } | ElementOp::Delete { set, .. } => set,
+        }
+    }
 }
 
 /// The datagram for a batch of element changes, and how many acknowledgements to expect.
@@ -76,17 +111,13 @@ pub fn encode(ops: &[ElementOp], first_seq: u32) -> (Vec<u8>, usize) {
     for group in ops.chunk_by(same_message) {
         seq += 1;
         acks += 1;
-        let (kind, flags, map) = match &group[0] {
-            ElementOp::Add { map, .. } => (
-                NFT_MSG_NEWSETELEM,
-                NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE,
-                *map,
-            ),
-            ElementOp::Delete { map, .. } => (NFT_MSG_DELSETELEM, NLM_F_REQUEST | NLM_F_ACK, *map),
+        let (kind, flags) = match &group[0] {
+            ElementOp::Add { .. } => (NFT_MSG_NEWSETELEM, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE),
+            ElementOp::Delete { .. } => (NFT_MSG_DELSETELEM, NLM_F_REQUEST | NLM_F_ACK),
         };
         let mut body = Vec::new();
         push_attr(&mut body, NFTA_SET_ELEM_LIST_TABLE, &c_string(TABLE));
-        push_attr(&mut body, NFTA_SET_ELEM_LIST_SET, &c_string(map.as_str()));
+        push_attr(&mut body, NFTA_SET_ELEM_LIST_SET, &c_string(group[0].set()));
         let mut elements = Vec::new();
         for op in group {
             push_attr(&mut elements, NFTA_LIST_ELEM | NLA_F_NESTED, &element(op));
@@ -120,27 +151,20 @@ pub fn encode(ops: &[ElementOp], first_seq: u32) -> (Vec<u8>, usize) {
 }
 
 fn same_message(a: &ElementOp, b: &ElementOp) -> bool {
-    match (a, b) {
-        (ElementOp::Add { map: x, .. }, ElementOp::Add { map: y, .. }) => x == y,
-        (ElementOp::Delete { map: x, .. }, ElementOp::Delete { map: y, .. }) => x == y,
-        _ => false,
-    }
+    let is_add = |op: &ElementOp| matches!(op, ElementOp::Add { .. });
+    is_add(a) == is_add(b) && a.set() == b.set()
 }
 
 fn element(op: &ElementOp) -> Vec<u8> {
-    let (addr, chain) = match op {
-        ElementOp::Add { addr, chain, .. } => (addr, Some(chain)),
-        ElementOp::Delete { addr, .. } => (addr, None),
+    let (key, jump) = match op {
+        ElementOp::Add { key, jump, .. } => (key, jump.as_ref()),
+        ElementOp::Delete { key, .. } => (key, None),
     };
-    let key_bytes = match addr {
-        IpAddr::V4(a) => a.octets().to_vec(),
-        IpAddr::V6(a) => a.octets().to_vec(),
-    };
-    let mut key = Vec::new();
-    push_attr(&mut key, NFTA_DATA_VALUE, &key_bytes);
+    let mut key_attr = Vec::new();
+    push_attr(&mut key_attr, NFTA_DATA_VALUE, &key.bytes());
     let mut elem = Vec::new();
-    push_attr(&mut elem, NFTA_SET_ELEM_KEY | NLA_F_NESTED, &key);
-    if let Some(chain) = chain {
+    push_attr(&mut elem, NFTA_SET_ELEM_KEY | NLA_F_NESTED, &key_attr);
+    if let Some(chain) = jump {
         let mut verdict = Vec::new();
         push_attr(&mut verdict, NFTA_VERDICT_CODE, &NFT_JUMP.to_be_bytes());
         push_attr(&mut verdict, NFTA_VERDICT_CHAIN, &c_string(chain));
@@ -276,17 +300,17 @@ impl ElementSocket {
 mod tests {
     use super::*;
 
-    fn add(map: MapName, addr: &str, chain: &str) -> ElementOp {
+    fn add(map: &str, addr: &str, chain: &str) -> ElementOp {
         ElementOp::Add {
-            map,
-            addr: addr.parse().unwrap(),
-            chain: chain.into(),
+            set: map.into(),
+            key: Key::Addr(addr.parse().unwrap()),
+            jump: Some(chain.into()),
         }
     }
 
     #[test]
     fn a_batch_is_framed_by_begin_and_end() {
-        let (bytes, acks) = encode(&[add(MapName::Ingress4, "10.0.0.2", "pod-1-in")], 7);
+        let (bytes, acks) = encode(&[add("ingress4", "10.0.0.2", "pod-1-in")], 7);
         assert_eq!(acks, 1);
         // BATCH_BEGIN: 20 bytes, type 0x10, seq 7, res_id = nftables subsystem (big-endian).
         assert_eq!(u32::from_ne_bytes(bytes[0..4].try_into().unwrap()), 20);
@@ -309,12 +333,12 @@ mod tests {
     #[test]
     fn consecutive_changes_to_one_map_share_a_message() {
         let ops = [
-            add(MapName::Ingress4, "10.0.0.2", "a"),
-            add(MapName::Ingress4, "10.0.0.3", "b"),
-            add(MapName::Egress4, "10.0.0.2", "c"),
+            add("ingress4", "10.0.0.2", "a"),
+            add("ingress4", "10.0.0.3", "b"),
+            add("egress4", "10.0.0.2", "c"),
             ElementOp::Delete {
-                map: MapName::Egress4,
-                addr: "10.0.0.9".parse().unwrap(),
+                set: "egress4".into(),
+                key: Key::Addr("10.0.0.9".parse().unwrap()),
             },
         ];
         assert_eq!(encode(&ops, 1).1, 3);
@@ -322,7 +346,7 @@ mod tests {
 
     #[test]
     fn the_element_message_carries_key_and_jump() {
-        let (bytes, _) = encode(&[add(MapName::Ingress6, "fd00::2", "pod-1-in")], 1);
+        let (bytes, _) = encode(&[add("ingress6", "fd00::2", "pod-1-in")], 1);
         let msg = &bytes[20..bytes.len() - 20];
         assert_eq!(
             u16::from_ne_bytes(msg[4..6].try_into().unwrap()),
@@ -336,6 +360,16 @@ mod tests {
         assert!(
             find(&(-3i32).to_be_bytes()),
             "verdict code NFT_JUMP, big-endian"
+        );
+    }
+
+    #[test]
+    fn concatenated_keys_pad_the_port_to_four_bytes() {
+        let key = Key::AddrPort("10.0.0.2".parse().unwrap(), 8080);
+        assert_eq!(key.bytes(), vec![10, 0, 0, 2, 0x1f, 0x90, 0, 0]);
+        assert_eq!(
+            Key::AddrPort("fd00::2".parse().unwrap(), 80).bytes().len(),
+            20
         );
     }
 

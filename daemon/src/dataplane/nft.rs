@@ -1,25 +1,23 @@
-//! `NftKernel`: commits batches with `nft -f -` (one script = one transaction) and reads the
-//! table back with `nft -j`, whose JSON is typed (no text parsing). `nft` is a separate GPL
-//! program, run, not linked.
-//!
-//! Every `nft` call pays for starting the program and its cache fetch (DESIGN.md: ~9 ms,
-//! growing with the ruleset), so batches of element changes skip it and go over netlink.
+//! `NftKernel`: swaps the table with `nft -f -` (one script = one transaction), changes
+//! elements over netlink, and reads the table back with `nft -j`, whose JSON is typed (no
+//! text parsing). `nft` is a separate GPL program, run, not linked.
 
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+use podwall_policy::Ruleset;
 use serde_json::Value;
 
+use super::compiled::render_ruleset;
 use super::names::{FAMILY, TABLE};
-use super::netlink::{ElementOp, ElementSocket};
-use super::render::{render, render_replace};
-use super::{Batch, DataplaneError, Hook, Kernel, MapName, Op, Rule, Table};
+use super::netlink::{ElementOp, ElementSocket, Key};
+use super::{DataplaneError, Fingerprint, Kernel};
 
-/// The production kernel, acting in the daemon's network namespace. Batches that only
-/// change map elements (the hot path once pods share chains) go over netlink; anything that
-/// creates or deletes chains goes through `nft -f`.
+/// The production kernel, acting in the calling thread's network namespace.
 pub struct NftKernel {
     program: PathBuf,
     elements: Option<ElementSocket>,
@@ -39,9 +37,10 @@ impl NftKernel {
         }
     }
 
-    /// Commit a batch through `nft -f`, whatever it holds (benchmarks compare the two paths).
-    pub fn apply_with_nft(&mut self, batch: &Batch) -> Result<(), DataplaneError> {
-        self.commit(&render(batch), batch.len())
+    /// Element changes through `nft -f` instead of netlink: the slow path, kept so that
+    /// benchmarks can put the two side by side.
+    pub fn apply_elements_with_nft(&mut self, ops: &[ElementOp]) -> Result<(), DataplaneError> {
+        self.commit(&render_elements(ops), ops.len())
     }
 
     /// Remove everything podwall put in the kernel: it is all in one table. Returns whether
@@ -52,24 +51,6 @@ impl NftKernel {
         }
         self.commit(&format!("delete table {FAMILY} {TABLE}\n"), 1)?;
         Ok(true)
-    }
-
-    // Listing a missing table is an error whose text we would have to parse; listing the
-    // tables first tells absence apart from failure.
-    fn table_exists(&self) -> Result<bool, DataplaneError> {
-        let (ok, tables, stderr) = self.run(&["-j", "list", "tables", FAMILY], None)?;
-        if !ok {
-            return Err(DataplaneError::Dump(stderr));
-        }
-        Ok(has_our_table(&parse_json(&tables)?))
-    }
-
-    fn apply_elements(&mut self, ops: &[ElementOp]) -> Result<(), DataplaneError> {
-        let socket = match &mut self.elements {
-            Some(socket) => socket,
-            None => self.elements.insert(ElementSocket::open()?),
-        };
-        socket.commit(ops)
     }
 
     fn run(
@@ -115,24 +96,35 @@ impl NftKernel {
             })
         }
     }
+
+    // Listing a missing table is an error whose text we would have to parse; listing the
+    // tables first tells absence apart from failure.
+    fn table_exists(&self) -> Result<bool, DataplaneError> {
+        let (ok, tables, stderr) = self.run(&["-j", "list", "tables", FAMILY], None)?;
+        if !ok {
+            return Err(DataplaneError::Dump(stderr));
+        }
+        let doc = parse_json(&tables)?;
+        let exists =
+            objects(&doc).any(|o| o["table"]["family"] == FAMILY && o["table"]["name"] == TABLE);
+        Ok(exists)
+    }
 }
 
 impl Kernel for NftKernel {
-    fn apply(&mut self, batch: &Batch) -> Result<(), DataplaneError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        match element_ops(batch) {
-            Some(ops) => self.apply_elements(&ops),
-            None => self.apply_with_nft(batch),
-        }
+    fn replace(&mut self, ruleset: &Ruleset) -> Result<(), DataplaneError> {
+        self.commit(&render_ruleset(ruleset), 1)
     }
 
-    fn replace(&mut self, desired: &Table) -> Result<(), DataplaneError> {
-        self.commit(&render_replace(desired), 1)
+    fn apply_elements(&mut self, ops: &[ElementOp]) -> Result<(), DataplaneError> {
+        let socket = match &mut self.elements {
+            Some(socket) => socket,
+            None => self.elements.insert(ElementSocket::open()?),
+        };
+        socket.commit(ops)
     }
 
-    fn dump_table(&mut self) -> Result<Option<Table>, DataplaneError> {
+    fn dump(&mut self) -> Result<Option<Fingerprint>, DataplaneError> {
         if !self.table_exists()? {
             return Ok(None);
         }
@@ -140,28 +132,54 @@ impl Kernel for NftKernel {
         if !ok {
             return Err(DataplaneError::Dump(stderr));
         }
-        table_from_json(&parse_json(&text)?).map(Some)
+        fingerprint_from_json(&parse_json(&text)?).map(Some)
     }
 }
 
-/// The batch as element changes, if that is all it holds.
-fn element_ops(batch: &Batch) -> Option<Vec<ElementOp>> {
-    batch
-        .ops
-        .iter()
-        .map(|op| match op {
-            Op::AddElement { map, addr, chain } => Some(ElementOp::Add {
-                map: *map,
-                addr: *addr,
-                chain: chain.clone(),
-            }),
-            Op::DeleteElement { map, addr } => Some(ElementOp::Delete {
-                map: *map,
-                addr: *addr,
-            }),
-            _ => None,
-        })
-        .collect()
+/// Element ops as an `nft -f` script.
+pub fn render_elements(ops: &[ElementOp]) -> String {
+    let mut out = String::new();
+    for op in ops {
+        let _ = match op {
+            ElementOp::Add {
+                set,
+                key,
+                jump: Some(chain),
+            } => {
+                writeln!(
+                    out,
+                    "add element {FAMILY} {TABLE} {set} {{ {} : jump {chain} }}",
+                    key_text(key)
+                )
+            }
+            ElementOp::Add {
+                set,
+                key,
+                jump: None,
+            } => {
+                writeln!(
+                    out,
+                    "add element {FAMILY} {TABLE} {set} {{ {} }}",
+                    key_text(key)
+                )
+            }
+            ElementOp::Delete { set, key } => {
+                writeln!(
+                    out,
+                    "delete element {FAMILY} {TABLE} {set} {{ {} }}",
+                    key_text(key)
+                )
+            }
+        };
+    }
+    out
+}
+
+fn key_text(key: &Key) -> String {
+    match key {
+        Key::Addr(ip) => ip.to_string(),
+        Key::AddrPort(ip, port) => format!("{ip} . {port}"),
+    }
 }
 
 fn parse_json(text: &str) -> Result<Value, DataplaneError> {
@@ -173,31 +191,19 @@ fn objects(doc: &Value) -> impl Iterator<Item = &Value> {
     doc["nftables"].as_array().into_iter().flatten()
 }
 
-fn has_our_table(doc: &Value) -> bool {
-    objects(doc).any(|o| o["table"]["family"] == FAMILY && o["table"]["name"] == TABLE)
-}
-
-/// The typed table from `nft -j list table inet podwall`.
-pub fn table_from_json(doc: &Value) -> Result<Table, DataplaneError> {
-    let mut table = Table::default();
+/// The fingerprint of the table as `nft -j list table inet podwall` prints it.
+pub fn fingerprint_from_json(doc: &Value) -> Result<Fingerprint, DataplaneError> {
+    let mut fp = Fingerprint::default();
     for obj in objects(doc) {
         if let Some(chain) = obj.get("chain") {
-            let name = str_field(chain, "name")?;
-            let hook = match chain.get("hook").and_then(Value::as_str) {
-                Some("forward") => Some(Hook::Forward),
-                Some(other) => {
-                    return Err(DataplaneError::Dump(format!(
-                        "chain {name} hooks {other}, not ours"
-                    )))
-                }
-                None => None,
-            };
-            table.chains.entry(name.to_string()).or_default().hook = hook;
+            fp.chains
+                .entry(str_field(chain, "name")?.to_string())
+                .or_default();
         } else if let Some(map) = obj.get("map") {
-            let Some(name) = MapName::from_name(str_field(map, "name")?) else {
-                continue;
-            };
-            let elements = table.maps.entry(name).or_default();
+            let entries: &mut BTreeMap<IpAddr, String> = fp
+                .maps
+                .entry(str_field(map, "name")?.to_string())
+                .or_default();
             for elem in map
                 .get("elem")
                 .and_then(Value::as_array)
@@ -205,19 +211,29 @@ pub fn table_from_json(doc: &Value) -> Result<Table, DataplaneError> {
                 .flatten()
             {
                 let (addr, chain) = map_element(elem)?;
-                elements.insert(addr, chain);
+                entries.insert(addr, chain);
             }
+        } else if let Some(set) = obj.get("set") {
+            let interval = set["flags"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|x| x == "interval"));
+            let count = set
+                .get("elem")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            fp.sets.insert(
+                str_field(set, "name")?.to_string(),
+                if interval { None } else { Some(count) },
+            );
         } else if let Some(rule) = obj.get("rule") {
             let chain = str_field(rule, "chain")?;
-            table
-                .chains
+            fp.chains
                 .entry(chain.to_string())
                 .or_default()
-                .rules
-                .push(rule_from_expr(&rule["expr"]));
+                .push(rule_fingerprint(rule));
         }
     }
-    Ok(table)
+    Ok(fp)
 }
 
 fn str_field<'a>(obj: &'a Value, key: &str) -> Result<&'a str, DataplaneError> {
@@ -226,7 +242,7 @@ fn str_field<'a>(obj: &'a Value, key: &str) -> Result<&'a str, DataplaneError> {
         .ok_or_else(|| DataplaneError::Dump(format!("object without {key}: {obj}")))
 }
 
-/// `["10.0.0.2", {"jump": {"target": "pod-…-in"}}]`
+/// `["10.0.0.2", {"jump": {"target": "in_…"}}]`
 fn map_element(elem: &Value) -> Result<(IpAddr, String), DataplaneError> {
     let bad = || DataplaneError::Dump(format!("unexpected map element {elem}"));
     let pair = elem.as_array().filter(|p| p.len() == 2).ok_or_else(bad)?;
@@ -238,80 +254,68 @@ fn map_element(elem: &Value) -> Result<(IpAddr, String), DataplaneError> {
     Ok((addr, chain.to_string()))
 }
 
-/// Recognise the few rule shapes podwall writes; anything else is drift.
-fn rule_from_expr(expr: &Value) -> Rule {
-    let unrecognized = || Rule::Unrecognized(expr.to_string());
-    let Some(stmts) = expr.as_array() else {
-        return unrecognized();
-    };
-    match stmts.as_slice() {
-        [one] if one.get("accept").is_some() => Rule::Accept,
-        [one] if one.get("return").is_some() => Rule::Return,
-        [m, verdict]
-            if verdict.get("accept").is_some()
-                && m["match"]["left"]["ct"]["key"] == "state"
-                && m["match"]["right"] == serde_json::json!(["established", "related"]) =>
-        {
-            Rule::AcceptEstablished
-        }
-        [one] if one.get("vmap").is_some() => {
-            let vmap = &one["vmap"];
-            let data = vmap["data"].as_str().unwrap_or("");
-            let field = vmap["key"]["payload"]["field"].as_str().unwrap_or("");
-            match MapName::from_name(data.trim_start_matches('@')) {
-                Some(map) if field == expected_field(map) => Rule::Dispatch(map),
-                _ => unrecognized(),
-            }
-        }
-        _ => unrecognized(),
+/// A rule's comment if it has one, else its final verdict (`vmap @map` for dispatch).
+fn rule_fingerprint(rule: &Value) -> String {
+    if let Some(comment) = rule.get("comment").and_then(Value::as_str) {
+        return comment.to_string();
     }
-}
-
-fn expected_field(map: MapName) -> &'static str {
-    match map {
-        MapName::Ingress4 | MapName::Ingress6 => "daddr",
-        MapName::Egress4 | MapName::Egress6 => "saddr",
+    let last = rule["expr"]
+        .as_array()
+        .and_then(|e| e.last())
+        .cloned()
+        .unwrap_or(Value::Null);
+    if let Some(vmap) = last.get("vmap") {
+        return format!("vmap {}", vmap["data"].as_str().unwrap_or("?"));
     }
+    last.as_object()
+        .and_then(|o| o.keys().next().cloned())
+        .unwrap_or_else(|| "?".to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataplane::Chain;
 
     #[test]
-    fn dump_json_becomes_the_table_we_rendered() {
-        // What nft 1.0.6 prints for a table holding one pod (trimmed to the fields we read).
-        let doc: Value = serde_json::from_str(include_str!("testdata/one_pod.json")).unwrap();
-        let table = table_from_json(&doc).unwrap();
-        let mut expected = Table::base();
-        expected.chains.insert(
-            "pod-1-in".into(),
-            Chain {
-                hook: None,
-                rules: vec![Rule::Accept],
+    fn element_script_names_set_key_and_verdict() {
+        let ops = [
+            ElementOp::Add {
+                set: "ingress4".into(),
+                key: Key::Addr("10.0.0.2".parse().unwrap()),
+                jump: Some("in_a".into()),
             },
+            ElementOp::Delete {
+                set: "port4_x".into(),
+                key: Key::AddrPort("10.0.0.3".parse().unwrap(), 80),
+            },
+        ];
+        assert_eq!(
+            render_elements(&ops),
+            "add element inet podwall ingress4 { 10.0.0.2 : jump in_a }\n\
+             delete element inet podwall port4_x { 10.0.0.3 . 80 }\n"
         );
-        expected
-            .maps
-            .get_mut(&MapName::Ingress4)
-            .unwrap()
-            .insert("10.0.0.2".parse().unwrap(), "pod-1-in".into());
-        assert_eq!(table, expected);
     }
 
     #[test]
-    fn foreign_rules_are_drift() {
-        let rule = rule_from_expr(
-            &serde_json::json!([{"counter": {"packets": 0, "bytes": 0}}, {"drop": null}]),
+    fn dump_json_reads_back_as_the_fingerprint_of_what_was_rendered() {
+        // What nft 1.0.6 prints after loading testdata/compiled_world.nft (handles removed).
+        let doc: Value =
+            serde_json::from_str(include_str!("testdata/compiled_world.json")).unwrap();
+        let loaded =
+            podwall_policy::manifests::load([("world.yaml", super::super::compiled::tests::WORLD)]);
+        let ruleset = crate::dataplane::compiled::with_open_entries(
+            podwall_policy::compile(&loaded.snapshot, "n1"),
+            [
+                "10.1.0.7".parse().unwrap(),
+                "fd00::7".parse().unwrap(),
+                "10.1.0.8".parse().unwrap(),
+            ],
         );
-        assert!(matches!(rule, Rule::Unrecognized(_)));
-        let swapped = rule_from_expr(
-            &serde_json::json!([{"vmap": {"key": {"payload": {"protocol": "ip", "field": "saddr"}}, "data": "@ingress4"}}]),
+        let fp = fingerprint_from_json(&doc).unwrap();
+        assert_eq!(
+            fp.differences(&Fingerprint::of(&ruleset)),
+            Vec::<String>::new()
         );
-        assert!(
-            matches!(swapped, Rule::Unrecognized(_)),
-            "a dispatch on the wrong field is not ours"
-        );
+        assert_eq!(fp, Fingerprint::of(&ruleset));
     }
 }

@@ -1,0 +1,406 @@
+use std::sync::Mutex;
+
+use podwall::wire::PodRef;
+use podwall_policy::manifests::load;
+
+use super::*;
+use crate::dataplane::{Call, DataplaneError, ElementOp, RecordingKernel};
+
+/// A kernel the test can look into after handing it to `Core`.
+#[derive(Clone, Default)]
+struct Shared(Arc<Mutex<RecordingKernel>>);
+
+impl Kernel for Shared {
+    fn replace(&mut self, ruleset: &Ruleset) -> Result<(), DataplaneError> {
+        self.0.lock().unwrap().replace(ruleset)
+    }
+    fn apply_elements(&mut self, ops: &[ElementOp]) -> Result<(), DataplaneError> {
+        self.0.lock().unwrap().apply_elements(ops)
+    }
+    fn dump(&mut self) -> Result<Option<Fingerprint>, DataplaneError> {
+        self.0.lock().unwrap().dump()
+    }
+}
+
+impl Shared {
+    fn last_call(&self) -> Call {
+        self.0
+            .lock()
+            .unwrap()
+            .calls
+            .last()
+            .cloned()
+            .expect("a call")
+    }
+    fn table(&self) -> Ruleset {
+        self.0.lock().unwrap().table.clone().expect("a table")
+    }
+}
+
+const NAMESPACES: &str = "
+apiVersion: v1
+kind: Namespace
+metadata: {name: x, labels: {team: web}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: y}
+";
+
+const DENY_X: &str = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny, namespace: x}
+spec: {podSelector: {}}
+";
+
+fn cluster(extra: &str) -> Snapshot {
+    let loaded = load([("ns.yaml", NAMESPACES), ("extra.yaml", extra)]);
+    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+    loaded.snapshot
+}
+
+fn attachment(ns: &str, name: &str, ip: &str) -> Attachment {
+    Attachment {
+        id: AttachmentId {
+            container_id: format!("c-{name}"),
+            ifname: "eth0".into(),
+        },
+        pod: PodRef {
+            namespace: ns.into(),
+            name: name.into(),
+            uid: None,
+        },
+        netns: format!("/run/netns/{name}"),
+        ips: vec![ip.parse().unwrap()],
+        host_interface: None,
+    }
+}
+
+fn attach(core: &mut Core, ns: &str, name: &str, ip: &str) {
+    core.handle(Request::Attach {
+        attachment: attachment(ns, name, ip),
+    })
+    .unwrap();
+}
+
+fn core_with(dir: &std::path::Path, cluster: Snapshot) -> (Core, Shared) {
+    let kernel = Shared::default();
+    let core = Core::start(
+        "n1".into(),
+        cluster,
+        Store::open(dir).unwrap(),
+        Box::new(kernel.clone()),
+        Arc::new(Metrics::default()),
+        Arc::new(Health::default()),
+    )
+    .unwrap();
+    (core, kernel)
+}
+
+/// The table a from-scratch compile of the core's state gives: the incremental path must
+/// always end there.
+fn full_compile(core: &Core) -> Ruleset {
+    let snap = merged(&core.cluster, &core.attachments, &core.node);
+    with_open_entries(
+        podwall_policy::compile(&snap, &core.node),
+        local_ips(&core.attachments),
+    )
+}
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+#[test]
+fn attaching_an_unisolated_pod_adds_two_open_elements_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut core, kernel) = core_with(dir.path(), cluster(""));
+    attach(&mut core, "y", "a", "10.0.0.2");
+    let Call::Elements(ops) = kernel.last_call() else {
+        panic!("element-only transaction")
+    };
+    assert_eq!(ops.len(), 2, "{ops:?}");
+    assert_eq!(
+        kernel
+            .table()
+            .ingress
+            .get(&ip("10.0.0.2"))
+            .map(String::as_str),
+        Some(OPEN_CHAIN)
+    );
+    assert_eq!(kernel.table(), full_compile(&core));
+}
+
+#[test]
+fn the_second_pod_of_an_isolated_group_costs_elements_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut core, kernel) = core_with(dir.path(), cluster(DENY_X));
+    attach(&mut core, "x", "a", "10.0.0.2");
+    assert_eq!(
+        kernel.last_call(),
+        Call::Replace,
+        "the group's chain is new"
+    );
+    attach(&mut core, "x", "b", "10.0.0.3");
+    assert!(matches!(kernel.last_call(), Call::Elements(_)));
+    let table = kernel.table();
+    assert_eq!(
+        table.ingress[&ip("10.0.0.2")],
+        table.ingress[&ip("10.0.0.3")],
+        "one shared chain"
+    );
+    assert_ne!(table.ingress[&ip("10.0.0.2")], OPEN_CHAIN);
+    assert_eq!(table, full_compile(&core));
+}
+
+#[test]
+fn detach_removes_the_pods_elements() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut core, kernel) = core_with(dir.path(), cluster(DENY_X));
+    attach(&mut core, "x", "a", "10.0.0.2");
+    attach(&mut core, "y", "b", "10.0.0.3");
+    let reply = core
+        .handle(Request::Detach {
+            id: attachment("y", "b", "10.0.0.3").id,
+        })
+        .unwrap();
+    assert_eq!(reply, Reply::Detached { existed: true });
+    let table = kernel.table();
+    assert!(
+        !table.ingress.contains_key(&ip("10.0.0.3")) && !table.egress.contains_key(&ip("10.0.0.3"))
+    );
+    assert_eq!(table, full_compile(&core));
+    let again = core
+        .handle(Request::Detach {
+            id: attachment("y", "b", "10.0.0.3").id,
+        })
+        .unwrap();
+    assert_eq!(again, Reply::Detached { existed: false });
+}
+
+#[test]
+fn a_label_change_from_the_source_is_an_element_change() {
+    let allow_web = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web, namespace: x}
+spec:
+  podSelector: {}
+  ingress: [{from: [{podSelector: {matchLabels: {role: web}}}]}]
+";
+    let peer = |role: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p, namespace: x, labels: {{role: {role}}}}}\n\
+             spec: {{nodeName: n2, containers: [{{name: c, image: i}}]}}\nstatus: {{phase: Running, podIPs: [{{ip: 10.0.9.9}}]}}\n"
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (mut core, kernel) = core_with(dir.path(), cluster(&format!("{allow_web}{}", peer("web"))));
+    attach(&mut core, "x", "a", "10.0.0.2");
+    core.set_cluster(cluster(&format!("{allow_web}{}", peer("db"))))
+        .unwrap();
+    let Call::Elements(ops) = kernel.last_call() else {
+        panic!("element-only transaction")
+    };
+    assert_eq!(ops.len(), 1, "the peer leaves one set: {ops:?}");
+    assert_eq!(kernel.table(), full_compile(&core));
+}
+
+#[test]
+fn a_new_policy_swaps_the_table_and_matches_a_full_compile() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut core, kernel) = core_with(dir.path(), cluster(""));
+    attach(&mut core, "x", "a", "10.0.0.2");
+    core.set_cluster(cluster(DENY_X)).unwrap();
+    assert_eq!(kernel.last_call(), Call::Replace);
+    assert_ne!(kernel.table().ingress[&ip("10.0.0.2")], OPEN_CHAIN);
+    core.set_cluster(cluster("")).unwrap();
+    assert_eq!(
+        kernel.table().ingress[&ip("10.0.0.2")],
+        OPEN_CHAIN,
+        "policy deleted: open again"
+    );
+    assert_eq!(kernel.table(), full_compile(&core));
+}
+
+#[test]
+fn check_notices_a_deleted_element() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut core, kernel) = core_with(dir.path(), cluster(""));
+    attach(&mut core, "x", "a", "10.0.0.2");
+    let id = attachment("x", "a", "10.0.0.2").id;
+    assert_eq!(
+        core.handle(Request::Check { id: id.clone() }),
+        Ok(Reply::Checked)
+    );
+    kernel
+        .0
+        .lock()
+        .unwrap()
+        .table
+        .as_mut()
+        .unwrap()
+        .egress
+        .clear();
+    let err = core.handle(Request::Check { id }).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::RulesMissing);
+    assert!(
+        err.message.contains("egress4 element 10.0.0.2"),
+        "{}",
+        err.message
+    );
+    let unknown = core
+        .handle(Request::Check {
+            id: attachment("x", "zz", "10.0.0.9").id,
+        })
+        .unwrap_err();
+    assert_eq!(unknown.kind, ErrorKind::NotAttached);
+}
+
+#[test]
+fn a_rejected_transaction_records_nothing_and_marks_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut core, kernel) = core_with(dir.path(), cluster(DENY_X));
+    kernel.0.lock().unwrap().fail_next = Some("no memory".into());
+    let err = core
+        .handle(Request::Attach {
+            attachment: attachment("x", "a", "10.0.0.2"),
+        })
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Kernel);
+    assert!(!core.health.is_ready());
+    assert!(core.store.attachments().unwrap().is_empty());
+    attach(&mut core, "x", "a", "10.0.0.2");
+    assert!(core.health.is_ready(), "a later success clears the failure");
+    assert_eq!(
+        kernel.table(),
+        full_compile(&core),
+        "the compiler was rebuilt after the failure"
+    );
+}
+
+#[test]
+fn restart_restores_attachments_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let expected = {
+        let (mut core, kernel) = core_with(dir.path(), cluster(DENY_X));
+        attach(&mut core, "x", "a", "10.0.0.2");
+        attach(&mut core, "y", "b", "10.0.0.3");
+        kernel.table()
+    };
+    let (mut core, kernel) = core_with(dir.path(), cluster(DENY_X));
+    assert_eq!(kernel.last_call(), Call::Replace);
+    assert_eq!(kernel.table(), expected);
+    assert!(matches!(
+        core.handle(Request::Status),
+        Ok(Reply::Status {
+            ready: true,
+            attachments: 2,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_reused_address_moves_to_the_new_pod() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut core, kernel) = core_with(dir.path(), cluster(DENY_X));
+    attach(&mut core, "x", "old", "10.0.0.2");
+    attach(&mut core, "y", "new", "10.0.0.2");
+    let stored = core.store.attachments().unwrap();
+    assert_eq!(
+        stored
+            .keys()
+            .map(|k| k.container_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["c-new"]
+    );
+    assert_eq!(
+        kernel.table().ingress[&ip("10.0.0.2")],
+        OPEN_CHAIN,
+        "y is not isolated"
+    );
+}
+
+#[test]
+fn gc_keeps_only_valid_attachments() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut core, kernel) = core_with(dir.path(), cluster(""));
+    attach(&mut core, "x", "a", "10.0.0.2");
+    attach(&mut core, "x", "b", "10.0.0.3");
+    let reply = core
+        .handle(Request::Gc {
+            valid: vec![attachment("x", "b", "10.0.0.3").id],
+        })
+        .unwrap();
+    assert_eq!(
+        reply,
+        Reply::Gc {
+            removed: vec![attachment("x", "a", "10.0.0.2").id]
+        }
+    );
+    assert!(!kernel.table().ingress.contains_key(&ip("10.0.0.2")));
+}
+
+#[test]
+fn reconcile_repairs_drift_and_leaves_a_good_table_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut core, kernel) = core_with(dir.path(), cluster(DENY_X));
+    attach(&mut core, "x", "a", "10.0.0.2");
+    let calls = kernel.0.lock().unwrap().calls.len();
+    assert!(core.reconcile().unwrap().is_empty());
+    assert_eq!(
+        kernel.0.lock().unwrap().calls.len(),
+        calls,
+        "no drift, no transaction"
+    );
+    kernel.0.lock().unwrap().table = None;
+    let drift = core.reconcile().unwrap();
+    assert_eq!(drift, vec!["table inet podwall missing".to_string()]);
+    assert_eq!(kernel.table(), full_compile(&core));
+    assert!(core
+        .metrics
+        .render()
+        .contains("podwall_reconcile_repairs_total 1\n"));
+}
+
+#[test]
+fn a_local_pod_takes_labels_from_the_source_and_addresses_from_cni() {
+    let pod = "
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: x, labels: {app: db}}
+spec: {nodeName: elsewhere, containers: [{name: c, image: i}]}
+status: {phase: Running, podIPs: [{ip: 10.9.9.9}]}
+";
+    let snap = merged(
+        &cluster(pod),
+        &[attachment("x", "a", "10.0.0.2")]
+            .into_iter()
+            .map(|a| (a.id.clone(), a))
+            .collect(),
+        "n1",
+    );
+    let merged_pod = &snap.pods[&PodKey {
+        namespace: "x".into(),
+        name: "a".into(),
+    }];
+    assert_eq!(merged_pod.ips, vec![ip("10.0.0.2")]);
+    assert_eq!(merged_pod.node.as_deref(), Some("n1"));
+    assert_eq!(merged_pod.labels.get("app").map(String::as_str), Some("db"));
+}
+
+#[test]
+fn attachment_without_addresses_is_a_bad_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut core, _) = core_with(dir.path(), cluster(""));
+    let mut a = attachment("x", "a", "10.0.0.2");
+    a.ips.clear();
+    assert_eq!(
+        core.handle(Request::Attach { attachment: a })
+            .unwrap_err()
+            .kind,
+        ErrorKind::BadRequest
+    );
+}
