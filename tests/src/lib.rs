@@ -6,20 +6,28 @@
 //! and by the `podwall-demo` binary. Every object the rig creates is named `pwt-<pid>-…` and
 //! removed when its owner is dropped, also when a test panics.
 //!
-//! Dependencies: the `podwall` library for the socket protocol, external programs (`ip`,
-//! `nft`, `go`, the Debian CNI plugins, `podwall`, `podwalld`), nothing of the daemon's code.
+//! Dependencies: the `podwall` library for the socket protocol, `podwall-policy` for the
+//! verdicts the tests expect (the evaluator over the same manifests the daemon reads),
+//! external programs (`ip`, `nft`, `go`, the Debian CNI plugins, `podwall`, `podwalld`).
 #![forbid(unsafe_code)]
 
 pub mod bins;
 pub mod cmd;
 pub mod cni;
+pub mod external;
+pub mod manifests;
+pub mod metrics;
 pub mod netns;
 pub mod nft;
 pub mod node;
 pub mod probe;
+pub mod reach;
 pub mod wait;
 
 pub use cni::{CniFailure, CniOutcome, Pod};
+pub use external::ExternalHost;
+pub use manifests::ManifestDir;
+pub use metrics::Metrics;
 pub use netns::{require_root, TestNetns};
 pub use node::{Node, NodeOptions};
 pub use wait::eventually;

@@ -21,6 +21,8 @@ use podwall::wire::{self, ClientError, Reply, Request};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
+use crate::manifests::ManifestDir;
+use crate::metrics::Metrics;
 use crate::netns::{self, next_id, TestNetns};
 use crate::{bins, cmd, nft};
 
@@ -42,6 +44,11 @@ pub struct NodeOptions {
     /// reaches the `inet` forward hook only with it on. `None` leaves the kernel's default,
     /// for tests that check the daemon turns it on.
     pub bridge_nf_call: Option<bool>,
+    /// Standalone mode: start the daemon with `--manifests <node dir>/manifests`, a
+    /// directory the test writes Namespace, Pod and NetworkPolicy manifests into.
+    pub manifests: bool,
+    /// `--sync-period` (e.g. `1s` for drift tests); `None` leaves the daemon's default.
+    pub sync_period: Option<String>,
 }
 
 impl Default for NodeOptions {
@@ -49,6 +56,8 @@ impl Default for NodeOptions {
         Self {
             dual_stack: false,
             bridge_nf_call: Some(true),
+            manifests: false,
+            sync_period: None,
         }
     }
 }
@@ -80,6 +89,19 @@ impl Node {
         node
     }
 
+    /// A standalone node (`--manifests`) with `options`, its daemon started and healthy.
+    pub fn standalone(label: &str, options: NodeOptions) -> Self {
+        let mut node = Self::with_options(
+            label,
+            NodeOptions {
+                manifests: true,
+                ..options
+            },
+        );
+        node.start_daemon();
+        node
+    }
+
     pub fn with_options(label: &str, options: NodeOptions) -> Self {
         netns::require_root();
         ensure_br_netfilter();
@@ -99,7 +121,7 @@ impl Node {
             .prefix(&format!("{}-", netns.name()))
             .tempdir()
             .expect("creating the node's temp dir");
-        for sub in ["state", "ipam", "cni-cache", "bin"] {
+        for sub in ["state", "ipam", "cni-cache", "bin", "manifests"] {
             fs::create_dir_all(dir.path().join(sub)).expect("creating the node's dirs");
         }
         std::os::unix::fs::symlink(bins::plugin(), dir.path().join("bin/podwall"))
@@ -157,6 +179,12 @@ impl Node {
         self.dir().join("state")
     }
 
+    /// The node's `--manifests` directory (it exists on every node; the daemon reads it only
+    /// when the node is standalone).
+    pub fn manifests(&self) -> ManifestDir {
+        ManifestDir::new(self.dir().join("manifests"))
+    }
+
     pub fn cni_cache_dir(&self) -> PathBuf {
         self.dir().join("cni-cache")
     }
@@ -197,7 +225,9 @@ impl Node {
         &self.conflist
     }
 
-    /// The `bridge` entry every conflist of this node shares.
+    /// The `bridge` entry every conflist of this node shares. `isDefaultGateway` (which
+    /// implies `isGateway`, as in the production conflist) gives pods a default route via
+    /// the bridge address, so they reach external hosts through the node.
     pub fn bridge_entry(&self) -> Value {
         let mut ranges = vec![json!([{ "subnet": self.subnet4() }])];
         if self.options.dual_stack {
@@ -206,7 +236,7 @@ impl Node {
         json!({
             "type": "bridge",
             "bridge": self.bridge,
-            "isGateway": true,
+            "isDefaultGateway": true,
             "ipMasq": false,
             "ipam": {
                 "type": "host-local",
@@ -287,6 +317,7 @@ impl Node {
             .arg(self.state_dir())
             .arg("--health-addr")
             .arg(HEALTH_ADDR)
+            .args(self.mode_args())
             .args(&self.daemon_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().context("sharing the daemon log")?)
@@ -301,6 +332,20 @@ impl Node {
             .with_context(|| format!("spawning {}", cmd::display(&cmd)))?;
         self.daemon = Some(child);
         Ok(())
+    }
+
+    /// The flags that follow from the node's options.
+    fn mode_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if self.options.manifests {
+            args.push("--manifests".to_string());
+            args.push(self.manifests().path().display().to_string());
+        }
+        if let Some(period) = &self.options.sync_period {
+            args.push("--sync-period".to_string());
+            args.push(period.clone());
+        }
+        args
     }
 
     /// Poll `/healthz` until it answers 200; fail early when the daemon exits.
@@ -325,14 +370,33 @@ impl Node {
 
     /// The status code of `GET /healthz`, asked inside the node namespace.
     pub fn healthz(&self) -> Result<u16> {
+        Ok(self.http_get("/healthz")?.0)
+    }
+
+    /// `GET /metrics`, parsed. Panics when the daemon does not answer 200.
+    pub fn metrics(&self) -> Metrics {
+        match self.http_get("/metrics") {
+            Ok((200, body)) => Metrics::parse(&body),
+            other => panic!(
+                "GET /metrics: {other:?}\n--- podwalld log ---\n{}",
+                self.daemon_log()
+            ),
+        }
+    }
+
+    /// `GET <path>` on the daemon's health address, inside the node namespace: the status
+    /// code and the body.
+    pub fn http_get(&self, path: &str) -> Result<(u16, String)> {
         let addr: SocketAddr = HEALTH_ADDR.parse().expect("a valid address");
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
         let response = self.netns.run_in(move || -> std::io::Result<String> {
             let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
             s.set_read_timeout(Some(Duration::from_secs(2)))?;
             s.set_write_timeout(Some(Duration::from_secs(2)))?;
-            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+            s.write_all(request.as_bytes())?;
             let mut text = String::new();
-            s.take(64 * 1024).read_to_string(&mut text)?;
+            s.take(4 * 1024 * 1024).read_to_string(&mut text)?;
             Ok(text)
         })?;
         let status = response
@@ -340,7 +404,11 @@ impl Node {
             .nth(1)
             .and_then(|c| c.parse().ok())
             .ok_or_else(|| anyhow!("not an HTTP response: {response:?}"))?;
-        Ok(status)
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Ok((status, body))
     }
 
     /// The daemon's pid while the rig has one running.
@@ -420,8 +488,9 @@ impl Node {
     }
 
     /// Check that `ip` is attached in the kernel: the table exists, the ingress and egress
-    /// maps of its family send `ip` to `pod-…` chains, and those chains exist. Returns the
-    /// chains. Panics with the whole table when not.
+    /// maps of its family send `ip` to a chain (a per-pod `pod-…` chain, or a chain shared by
+    /// pods with the same policies, `open` when none isolates it), and those chains exist.
+    /// Returns the chains. Panics with the whole table when not.
     pub fn expect_attached(&self, ip: std::net::IpAddr) -> Vec<String> {
         let rules = self
             .ruleset()
@@ -434,8 +503,8 @@ impl Node {
                 panic!("map {map} has no jump for {ip}:\n{}", self.ruleset_text())
             });
             assert!(
-                chain.starts_with("pod-") && rules.has_chain(chain),
-                "{map} sends {ip} to {chain:?}, which is not an existing pod- chain:\n{}",
+                rules.has_chain(chain),
+                "{map} sends {ip} to {chain:?}, which is not an existing chain:\n{}",
                 self.ruleset_text()
             );
             chains.push(chain.to_string());
@@ -443,7 +512,8 @@ impl Node {
         chains
     }
 
-    /// Check that nothing of `ip` is left: no map element for it and none of `chains`.
+    /// Check that nothing of `ip` is left: no map element for it, and none of `chains` that
+    /// belonged to it alone (`pod-…`); chains shared with other pods may stay.
     pub fn expect_detached(&self, ip: std::net::IpAddr, chains: &[String]) {
         let Some(rules) = self.ruleset() else { return };
         assert!(
@@ -451,7 +521,7 @@ impl Node {
             "{ip} is still in a pod map:\n{}",
             self.ruleset_text()
         );
-        for chain in chains {
+        for chain in chains.iter().filter(|c| c.starts_with("pod-")) {
             assert!(
                 !rules.has_chain(chain),
                 "chain {chain} of {ip} is still there:\n{}",

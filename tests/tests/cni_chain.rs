@@ -264,11 +264,17 @@ fn twenty_concurrent_adds_all_get_distinct_attachments() {
             .filter_map(|(k, _)| k.parse().ok())
             .collect();
         assert_eq!(keyed, ips, "{map} has exactly the pods' addresses");
-        let targets: BTreeSet<&str> = ips.iter().filter_map(|ip| rules.target(map, *ip)).collect();
-        assert_eq!(targets.len(), PODS, "{map}: one chain per pod");
-        assert!(targets
-            .iter()
-            .all(|c| c.starts_with("pod-") && rules.has_chain(c)));
+        // Each pod jumps to an existing chain: its own, or one shared by pods that the same
+        // policies select (here none: every pod is open).
+        for ip in &ips {
+            let chain = rules
+                .target(map, *ip)
+                .unwrap_or_else(|| panic!("{map} has no jump for {ip}"));
+            assert!(
+                rules.has_chain(chain),
+                "{map}: {ip} jumps to missing {chain}"
+            );
+        }
     }
     assert_eq!(node.status(), (true, PODS));
 

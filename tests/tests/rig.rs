@@ -2,7 +2,7 @@
 //! tests' failures say nothing about podwall.
 
 use podwall_tests::probe::{self, EchoServer, TcpConn, PROBE_TIMEOUT};
-use podwall_tests::{cni, Node, Pod, TestNetns};
+use podwall_tests::{cni, ExternalHost, Node, Pod, TestNetns};
 
 #[test]
 #[ignore = "needs root: creates network namespaces"]
@@ -63,4 +63,48 @@ fn netns_closure_runs_inside_and_the_caller_stays_outside() {
         1,
         "a fresh netns has only lo: {links}"
     );
+}
+
+#[test]
+#[ignore = "needs root: creates network namespaces"]
+fn external_hosts_and_pods_reach_each_other_through_the_node() {
+    let node = Node::new("rig-ext");
+    let list = node.write_conflist("bridge-only", &node.conflist_json("1.0.0", None));
+    let pod = Pod::new("rig-ext-a");
+    node.libcni("add", &list, &pod)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let inside = ExternalHost::attach(&node, "203.0.113.10");
+    let outside = ExternalHost::attach(&node, "198.51.100.10");
+    let at_pod = EchoServer::start(&pod.netns, 8080);
+    let at_inside = EchoServer::start(&inside.netns, 8080);
+    let _at_outside = EchoServer::start(&outside.netns, 8080);
+
+    for host in [&inside, &outside] {
+        assert!(
+            probe::tcp_connects(&pod.netns, host.addr(), 8080, PROBE_TIMEOUT),
+            "pod → {} through its default route via the node",
+            host.addr()
+        );
+        assert!(
+            probe::tcp_connects(&host.netns, pod.ip4(), at_pod.port(), PROBE_TIMEOUT),
+            "{} → pod through the node",
+            host.addr()
+        );
+        assert!(
+            probe::udp_reaches(&host.netns, pod.ip4(), at_pod.port(), PROBE_TIMEOUT),
+            "UDP {} → pod",
+            host.addr()
+        );
+        assert!(
+            probe::tcp_connects(&node.netns, host.addr(), 8080, PROBE_TIMEOUT),
+            "node → {}",
+            host.addr()
+        );
+    }
+    assert!(probe::tcp_connects(
+        &outside.netns,
+        inside.addr(),
+        at_inside.port(),
+        PROBE_TIMEOUT
+    ));
 }
