@@ -184,6 +184,14 @@ impl Node {
         self.libcni("add", self.conflist(), pod)
     }
 
+    /// ADD every pod through libcni, one after the other; panics on the first failure.
+    pub fn add_all(&self, pods: &[&Pod]) {
+        for pod in pods {
+            self.add(pod)
+                .unwrap_or_else(|e| panic!("ADD {}: {e}", pod.container_id));
+        }
+    }
+
     /// CHECK through libcni with the node's default conflist.
     pub fn check(&self, pod: &Pod) -> CniOutcome {
         self.libcni("check", self.conflist(), pod)

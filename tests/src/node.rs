@@ -89,8 +89,10 @@ impl Node {
         node
     }
 
-    /// A standalone node (`--manifests`) with `options`, its daemon started and healthy.
-    pub fn standalone(label: &str, options: NodeOptions) -> Self {
+    /// A standalone node (`--manifests`) with `options`: `files` are written into its
+    /// manifests directory before the daemon starts (so its first load has them), then the
+    /// daemon is started and waited for until healthy.
+    pub fn standalone(label: &str, options: NodeOptions, files: &[(&str, String)]) -> Self {
         let mut node = Self::with_options(
             label,
             NodeOptions {
@@ -98,6 +100,10 @@ impl Node {
                 ..options
             },
         );
+        let dir = node.manifests();
+        for (file, text) in files {
+            dir.write(file, text);
+        }
         node.start_daemon();
         node
     }

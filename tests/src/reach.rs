@@ -18,7 +18,7 @@ use crate::external::ExternalHost;
 use crate::manifests::ManifestDir;
 use crate::netns::TestNetns;
 use crate::node::Node;
-use crate::probe::{self, PROBE_TIMEOUT};
+use crate::probe::{self, EchoServer, PROBE_TIMEOUT};
 
 /// One end of a probed connection.
 #[derive(Clone)]
@@ -302,4 +302,14 @@ pub fn settles(
     want: bool,
 ) -> bool {
     crate::wait::eventually(deadline, || probe_once(from, to, protocol, port) == want)
+}
+
+/// Echo servers (TCP and UDP) on every port of `ports` in every peer but the node; they stop
+/// when the returned list is dropped.
+pub fn serve(peers: &[Peer], ports: &[u16]) -> Vec<EchoServer> {
+    peers
+        .iter()
+        .filter(|p| !p.is_node)
+        .flat_map(|p| ports.iter().map(|port| EchoServer::start(p.netns, *port)))
+        .collect()
 }
