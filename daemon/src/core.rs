@@ -13,12 +13,12 @@ use std::time::Instant;
 use anyhow::Context;
 use podwall::wire::{Attachment, AttachmentId, ErrorKind, Reply, Request, WireError};
 use podwall_policy::model::{Labels, Phase};
-use podwall_policy::{Compiler, Direction, Event, Pod, PodKey, Ruleset, RulesetDelta, Snapshot};
+use podwall_policy::{Compiler, Direction, Event, Pod, PodKey, RulesetDelta, Snapshot};
 use tracing::{info, warn};
 
 use crate::dataplane::compiled::with_open_entries;
 use crate::dataplane::names::OPEN_CHAIN;
-use crate::dataplane::{change_for, entries_of, Change, Fingerprint, Kernel};
+use crate::dataplane::{change_for, entries_of, Change, Desired, Fingerprint, Guard, Kernel};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -33,7 +33,7 @@ pub struct Core {
     /// Compiles `merged(cluster, attachments)` for this node.
     compiler: Compiler,
     /// What the kernel holds: the compiled ruleset plus `open` entries for unisolated pods.
-    applied: Ruleset,
+    applied: Desired,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
 }
@@ -85,6 +85,22 @@ fn pod_key(attachment: &Attachment) -> PodKey {
         namespace: attachment.pod.namespace.clone(),
         name: attachment.pod.name.clone(),
     }
+}
+
+/// Each attached pod's host-side veth may send only from the pod's addresses. A result
+/// that names no host interface leaves that pod unguarded (logged at attach).
+fn guard(attachments: &BTreeMap<AttachmentId, Attachment>) -> Guard {
+    let mut guard = Guard::default();
+    for attachment in attachments.values() {
+        if let Some(port) = &attachment.host_interface {
+            guard
+                .sources
+                .entry(port.clone())
+                .or_default()
+                .extend(attachment.ips.iter().copied());
+        }
+    }
+    guard
 }
 
 fn local_ips(attachments: &BTreeMap<AttachmentId, Attachment>) -> BTreeSet<IpAddr> {
@@ -150,15 +166,18 @@ impl Core {
     ) -> anyhow::Result<Self> {
         let attachments = store.attachments().context("loading attachments")?;
         let compiler = Compiler::new(merged(&cluster, &attachments, &node), &node);
-        let applied = with_open_entries(compiler.ruleset().clone(), local_ips(&attachments));
+        let applied = Desired {
+            ruleset: with_open_entries(compiler.ruleset().clone(), local_ips(&attachments)),
+            guard: guard(&attachments),
+        };
         kernel
             .replace(&applied)
             .context("programming the kernel at start")?;
         metrics.observe_replace();
         info!(
             attachments = attachments.len(),
-            chains = applied.chains.len(),
-            sets = applied.sets.len(),
+            chains = applied.ruleset.chains.len(),
+            sets = applied.ruleset.sets.len(),
             "programmed kernel"
         );
         metrics.set_attachments(attachments.len());
@@ -204,6 +223,9 @@ impl Core {
 
     fn attach(&mut self, attachment: Attachment) -> Result<Reply, WireError> {
         validate(&attachment)?;
+        if attachment.host_interface.is_none() {
+            warn!(pod = %attachment.pod, "the CNI result names no host interface: the pod's source addresses are not guarded");
+        }
         let mut next = self.attachments.clone();
         // An address still held by another attachment means that pod went away without a DEL
         // and its address was handed out again: the new pod owns it now.
@@ -225,7 +247,7 @@ impl Core {
             .put_attachment(&attachment)
             .map_err(store_error)?;
         info!(pod = %attachment.pod, container_id = %attachment.id.container_id, "attached");
-        let chains = entries_of(&self.applied, &attachment.ips)
+        let chains = entries_of(&self.applied.ruleset, &attachment.ips)
             .into_iter()
             .map(|(_, _, chain)| chain)
             .collect();
@@ -264,7 +286,7 @@ impl Core {
                 )
             })?;
         let mut missing = Vec::new();
-        for (map, ip, chain) in entries_of(&self.applied, &attachment.ips) {
+        for (map, ip, chain) in entries_of(&self.applied.ruleset, &attachment.ips) {
             if kernel.maps.get(&map).and_then(|m| m.get(&ip)) != Some(&chain) {
                 missing.push(format!("{map} element {ip}"));
             }
@@ -353,11 +375,12 @@ impl Core {
             }
             let desired = with_open_entries(self.compiler.ruleset().clone(), local.iter().copied());
             touched.clear();
-            self.applied.diff(&desired)
+            self.applied.ruleset.diff(&desired)
         };
         self.fix_open_entries(&mut delta, &touched, &local);
         let started = Instant::now();
-        let result = match change_for(&self.applied, &delta) {
+        let guard = guard(&attachments);
+        let result = match change_for(&self.applied, &delta, &guard) {
             Change::None => Ok(()),
             Change::Elements(ops) => {
                 let n = ops.len();
@@ -366,8 +389,11 @@ impl Core {
                     .inspect(|_| self.metrics.observe_elements(n))
             }
             Change::Replace => {
-                let mut next = self.applied.clone();
-                next.apply(&delta);
+                let mut next = Desired {
+                    ruleset: self.applied.ruleset.clone(),
+                    guard: guard.clone(),
+                };
+                next.ruleset.apply(&delta);
                 self.kernel
                     .replace(&next)
                     .inspect(|_| self.metrics.observe_replace())
@@ -381,7 +407,8 @@ impl Core {
             self.compiler = Compiler::new(old, &self.node);
             return Err(err);
         }
-        self.applied.apply(&delta);
+        self.applied.ruleset.apply(&delta);
+        self.applied.guard = guard;
         self.attachments = attachments;
         self.cluster = cluster;
         self.health.set_ready();
@@ -406,7 +433,7 @@ impl Core {
                     .get(ip)
                     .cloned()
                     .or_else(|| local.contains(ip).then(|| OPEN_CHAIN.to_string()));
-                let have = self.applied.map(direction).get(ip).cloned();
+                let have = self.applied.ruleset.map(direction).get(ip).cloned();
                 let changes = match direction {
                     Direction::Ingress => &mut delta.ingress,
                     Direction::Egress => &mut delta.egress,

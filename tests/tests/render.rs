@@ -1,11 +1,12 @@
-//! The compiled ruleset, rendered, is accepted by the real kernel: every policy feature's
-//! rule shape loads with `nft -f` into a fresh network namespace, and loading it again (the
+//! The compiled ruleset and the anti-spoofing guard, rendered, are accepted by the real
+//! kernel: every policy feature's rule shape loads with `nft -f` into a fresh network namespace, and loading it again (the
 //! daemon's atomic swap) works on a table that exists.
 
 use podwall_policy::manifests::load;
 use podwall_tests::netns::TestNetns;
 use podwall_tests::nft;
-use podwalld::dataplane::compiled::render_ruleset;
+use podwalld::dataplane::compiled::{render, with_open_entries};
+use podwalld::dataplane::{Desired, Guard};
 
 const WORLD: &str = "
 apiVersion: v1
@@ -68,7 +69,15 @@ fn every_rule_shape_the_compiler_makes_loads_into_the_kernel() {
         "an ingress and an egress chain: {:?}",
         ruleset.chains.keys()
     );
-    let script = render_ruleset(&ruleset);
+    let a: std::net::IpAddr = "10.9.0.2".parse().unwrap();
+    let a6: std::net::IpAddr = "fd00:9::2".parse().unwrap();
+    let mut guard = Guard::default();
+    guard.sources.insert("veth-a".into(), [a, a6].into());
+    let desired = Desired {
+        ruleset: with_open_entries(ruleset.clone(), [a, a6]),
+        guard,
+    };
+    let script = render(&desired);
 
     let node = TestNetns::new("render");
     let dir = tempfile::tempdir().unwrap();

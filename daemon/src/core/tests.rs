@@ -5,14 +5,15 @@ use podwall_policy::manifests::load;
 
 use super::*;
 use crate::dataplane::{Call, DataplaneError, ElementOp, RecordingKernel};
+use podwall_policy::Ruleset;
 
 /// A kernel the test can look into after handing it to `Core`.
 #[derive(Clone, Default)]
 struct Shared(Arc<Mutex<RecordingKernel>>);
 
 impl Kernel for Shared {
-    fn replace(&mut self, ruleset: &Ruleset) -> Result<(), DataplaneError> {
-        self.0.lock().unwrap().replace(ruleset)
+    fn replace(&mut self, desired: &Desired) -> Result<(), DataplaneError> {
+        self.0.lock().unwrap().replace(desired)
     }
     fn apply_elements(&mut self, ops: &[ElementOp]) -> Result<(), DataplaneError> {
         self.0.lock().unwrap().apply_elements(ops)
@@ -33,7 +34,16 @@ impl Shared {
             .expect("a call")
     }
     fn table(&self) -> Ruleset {
-        self.0.lock().unwrap().table.clone().expect("a table")
+        self.0
+            .lock()
+            .unwrap()
+            .table
+            .clone()
+            .expect("a table")
+            .ruleset
+    }
+    fn guard(&self) -> Guard {
+        self.0.lock().unwrap().table.clone().expect("a table").guard
     }
 }
 
@@ -73,7 +83,7 @@ fn attachment(ns: &str, name: &str, ip: &str) -> Attachment {
         },
         netns: format!("/run/netns/{name}"),
         ips: vec![ip.parse().unwrap()],
-        host_interface: None,
+        host_interface: Some(format!("veth-{name}")),
     }
 }
 
@@ -113,14 +123,22 @@ fn ip(text: &str) -> IpAddr {
 }
 
 #[test]
-fn attaching_an_unisolated_pod_adds_two_open_elements_only() {
+fn attaching_an_unisolated_pod_adds_open_and_guard_elements_only() {
     let dir = tempfile::tempdir().unwrap();
     let (mut core, kernel) = core_with(dir.path(), cluster(""));
     attach(&mut core, "y", "a", "10.0.0.2");
     let Call::Elements(ops) = kernel.last_call() else {
         panic!("element-only transaction")
     };
-    assert_eq!(ops.len(), 2, "{ops:?}");
+    let maps = ops
+        .iter()
+        .filter(|op| matches!(op, ElementOp::Add { jump: Some(_), .. }))
+        .count();
+    assert_eq!(
+        (maps, ops.len()),
+        (2, 4),
+        "ingress, egress, the veth and its address: {ops:?}"
+    );
     assert_eq!(
         kernel
             .table()
@@ -241,6 +259,7 @@ fn check_notices_a_deleted_element() {
         .table
         .as_mut()
         .unwrap()
+        .ruleset
         .egress
         .clear();
     let err = core.handle(Request::Check { id }).unwrap_err();
@@ -403,4 +422,28 @@ fn attachment_without_addresses_is_a_bad_request() {
             .kind,
         ErrorKind::BadRequest
     );
+}
+
+#[test]
+fn the_guard_follows_attachments_by_element_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut core, kernel) = core_with(dir.path(), cluster(""));
+    attach(&mut core, "x", "a", "10.0.0.2");
+    let Call::Elements(ops) = kernel.last_call() else {
+        panic!("element-only transaction")
+    };
+    assert!(
+        ops.iter()
+            .any(|op| matches!(op, ElementOp::Add { set, .. } if set == "sources4")),
+        "{ops:?}"
+    );
+    assert_eq!(
+        kernel.guard().sources["veth-a"],
+        BTreeSet::from([ip("10.0.0.2")])
+    );
+    core.handle(Request::Detach {
+        id: attachment("x", "a", "10.0.0.2").id,
+    })
+    .unwrap();
+    assert!(kernel.guard().sources.is_empty());
 }

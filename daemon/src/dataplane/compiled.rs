@@ -11,10 +11,15 @@ use std::fmt::Write;
 use podwall_policy::ruleset::{PeerMatch, PortMatch, Rule as PolicyRule};
 use podwall_policy::{Direction, Family, Protocol, Ruleset, Set};
 
-use super::names::{FAMILY, FORWARD_CHAIN, OPEN_CHAIN, TABLE};
+use super::names::{
+    FAMILY, FORWARD_CHAIN, GUARD_CHAIN, GUARD_FAMILY, GUARD_PORTS, GUARD_SOURCES4, GUARD_SOURCES6,
+    OPEN_CHAIN, TABLE,
+};
+use super::{Desired, Guard};
 
 /// How the forward chain's rules read back from the kernel (see `Fingerprint`).
-pub const FORWARD_FINGERPRINT: [&str; 5] = [
+pub const FORWARD_FINGERPRINT: [&str; 6] = [
+    "accept",
     "accept",
     "vmap @egress4",
     "vmap @egress6",
@@ -42,7 +47,71 @@ pub fn with_open_entries(
     ruleset
 }
 
-/// The script that replaces the table with `ruleset`.
+/// The script that replaces both tables with `desired`, as one transaction.
+pub fn render(desired: &Desired) -> String {
+    let mut out = render_guard(&desired.guard);
+    out.push_str(&render_ruleset(&desired.ruleset));
+    out
+}
+
+/// The `bridge podwall` table: frames from a guarded pod's veth must carry one of its own
+/// source addresses. IPv6 link-local and unspecified sources stay allowed: neighbour
+/// discovery and duplicate address detection use them.
+fn render_guard(guard: &Guard) -> String {
+    let mut out = String::new();
+    let fam = GUARD_FAMILY;
+    let _ = writeln!(
+        out,
+        "add table {fam} {TABLE}\ndelete table {fam} {TABLE}\ntable {fam} {TABLE} {{"
+    );
+    let ports: Vec<String> = guard
+        .sources
+        .keys()
+        .map(|p| format!("\"{}\"", ifname(p)))
+        .collect();
+    let sources = |v4: bool| -> Vec<String> {
+        guard
+            .sources
+            .iter()
+            .flat_map(|(p, ips)| {
+                ips.iter()
+                    .filter(move |ip| ip.is_ipv4() == v4)
+                    .map(move |ip| format!("\"{}\" . {ip}", ifname(p)))
+            })
+            .collect()
+    };
+    for (name, kind, elements) in [
+        (GUARD_PORTS, "ifname", ports),
+        (GUARD_SOURCES4, "ifname . ipv4_addr", sources(true)),
+        (GUARD_SOURCES6, "ifname . ipv6_addr", sources(false)),
+    ] {
+        let _ = write!(out, "\tset {name} {{\n\t\ttype {kind}\n");
+        if !elements.is_empty() {
+            let _ = writeln!(out, "\t\telements = {{ {} }}", elements.join(", "));
+        }
+        let _ = writeln!(out, "\t}}");
+    }
+    let _ = writeln!(
+        out,
+        "\tchain {GUARD_CHAIN} {{\n\t\ttype filter hook prerouting priority filter; policy accept;\n\
+         \t\tiifname @{GUARD_PORTS} ether type ip iifname . ip saddr != @{GUARD_SOURCES4} drop\n\
+         \t\tiifname @{GUARD_PORTS} ether type ip6 ip6 saddr != {{ ::, fe80::/10 }} iifname . ip6 saddr != @{GUARD_SOURCES6} drop\n\t}}\n}}"
+    );
+    out
+}
+
+/// Interface names come from the CNI result; keep them to what Linux allows in one.
+fn ifname(name: &str) -> String {
+    name.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "-_.@".contains(*c))
+        .take(15)
+        .collect()
+}
+
+/// How the guard chain's rules read back from the kernel.
+pub const GUARD_FINGERPRINT: [&str; 2] = ["drop", "drop"];
+
+/// The script that replaces the `inet podwall` table with `ruleset`.
 pub fn render_ruleset(ruleset: &Ruleset) -> String {
     let mut out = String::new();
     // Creating then deleting makes the delete valid whether or not the table exists; the
@@ -72,12 +141,15 @@ pub fn render_ruleset(ruleset: &Ruleset) -> String {
         out,
         "\tchain {FORWARD_CHAIN} {{\n\t\ttype filter hook forward priority filter; policy accept;\n\
          \t\tct state established,related accept\n\
+         \t\ticmpv6 type {{ nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, nd-redirect }} accept\n\
          \t\tip saddr vmap @egress4\n\t\tip6 saddr vmap @egress6\n\
          \t\tip daddr vmap @ingress4\n\t\tip6 daddr vmap @ingress6\n\t}}"
     );
     let _ = writeln!(out, "\tchain {OPEN_CHAIN} {{\n\t}}");
     for (name, chain) in &ruleset.chains {
-        let _ = writeln!(out, "\tchain {name} {{");
+        // A pod's chain sees only packets that start a flow (the forward chain accepted the
+        // established ones); an invalid one has no flow to belong to.
+        let _ = writeln!(out, "\tchain {name} {{\n\t\tct state invalid drop");
         for rule in &chain.rules {
             let _ = writeln!(out, "\t\t{}", rule_text(chain.direction, rule, ruleset));
         }
@@ -231,7 +303,7 @@ pub(crate) mod tests {
     use super::*;
     use podwall_policy::manifests::load;
 
-    pub(crate) const WORLD: &str = "
+    const WORLD: &str = "
 apiVersion: v1
 kind: Namespace
 metadata: {name: shop, labels: {team: web}}
@@ -262,22 +334,38 @@ spec:
     ports: [{port: 80, endPort: 90, protocol: UDP}]
 ";
 
-    #[test]
-    fn compiled_world_renders_to_the_golden_script() {
+    /// The world compiled for n1, whose pods db (10.1.0.7, fd00::7) and an unlabelled pod
+    /// (10.1.0.8) are attached, db's veth guarded.
+    pub(crate) fn world_desired() -> Desired {
         let loaded = load([("world.yaml", WORLD)]);
         assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
-        let ruleset = with_open_entries(
-            podwall_policy::compile(&loaded.snapshot, "n1"),
-            [
-                "10.1.0.7".parse().unwrap(),
-                "fd00::7".parse().unwrap(),
-                "10.1.0.8".parse().unwrap(),
-            ],
-        );
+        let local: [std::net::IpAddr; 3] = [
+            "10.1.0.7".parse().unwrap(),
+            "fd00::7".parse().unwrap(),
+            "10.1.0.8".parse().unwrap(),
+        ];
+        let mut guard = Guard::default();
+        guard
+            .sources
+            .insert("veth1234".into(), local[..2].iter().copied().collect());
+        Desired {
+            ruleset: with_open_entries(podwall_policy::compile(&loaded.snapshot, "n1"), local),
+            guard,
+        }
+    }
+
+    #[test]
+    fn compiled_world_renders_to_the_golden_script() {
         assert_eq!(
-            render_ruleset(&ruleset),
+            render(&world_desired()),
             include_str!("testdata/compiled_world.nft")
         );
+    }
+
+    #[test]
+    fn interface_names_are_kept_to_what_linux_allows() {
+        assert_eq!(ifname("veth\" ; drop ; \"x"), "vethdropx");
+        assert_eq!(ifname("a-very-long-interface-name"), "a-very-long-int");
     }
 
     #[test]

@@ -32,6 +32,71 @@ pub fn map_name(direction: Direction, family: Family) -> &'static str {
     }
 }
 
+/// Which addresses each pod's host-side veth may send from: the anti-spoofing guard. A pod
+/// whose veth is listed may send only from its own addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Guard {
+    pub sources: BTreeMap<String, BTreeSet<IpAddr>>,
+}
+
+impl Guard {
+    /// The element changes from `self` to `new`, as (deletes, adds).
+    fn ops_to(&self, new: &Guard) -> (Vec<ElementOp>, Vec<ElementOp>) {
+        let (mut deletes, mut adds) = (Vec::new(), Vec::new());
+        for (port, ips) in &self.sources {
+            let kept = new.sources.get(port);
+            if kept.is_none() {
+                deletes.push(ElementOp::Delete {
+                    set: names::GUARD_PORTS.into(),
+                    key: Key::IfName(port.clone()),
+                });
+            }
+            for ip in ips
+                .iter()
+                .filter(|ip| !kept.is_some_and(|k| k.contains(ip)))
+            {
+                deletes.push(ElementOp::Delete {
+                    set: guard_set(ip).into(),
+                    key: Key::IfNameAddr(port.clone(), *ip),
+                });
+            }
+        }
+        for (port, ips) in &new.sources {
+            let had = self.sources.get(port);
+            if had.is_none() {
+                adds.push(ElementOp::Add {
+                    set: names::GUARD_PORTS.into(),
+                    key: Key::IfName(port.clone()),
+                    jump: None,
+                });
+            }
+            for ip in ips.iter().filter(|ip| !had.is_some_and(|h| h.contains(ip))) {
+                adds.push(ElementOp::Add {
+                    set: guard_set(ip).into(),
+                    key: Key::IfNameAddr(port.clone(), *ip),
+                    jump: None,
+                });
+            }
+        }
+        (deletes, adds)
+    }
+}
+
+fn guard_set(ip: &IpAddr) -> &'static str {
+    if ip.is_ipv4() {
+        names::GUARD_SOURCES4
+    } else {
+        names::GUARD_SOURCES6
+    }
+}
+
+/// Everything podwall keeps in the kernel: the compiled policy table and the guard.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Desired {
+    pub ruleset: Ruleset,
+    pub guard: Guard,
+}
+
 /// What must change in the kernel to go from `applied` to `desired`: nothing, elements
 /// only, or the structure (then the whole table is swapped).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,11 +106,13 @@ pub enum Change {
     Replace,
 }
 
-/// Classify a delta against the ruleset it applies to.
-pub fn change_for(applied: &Ruleset, delta: &RulesetDelta) -> Change {
-    if delta.is_empty() {
+/// Classify a delta (and a new guard) against what is applied.
+pub fn change_for(applied: &Desired, delta: &RulesetDelta, guard: &Guard) -> Change {
+    let (guard_deletes, guard_adds) = applied.guard.ops_to(guard);
+    if delta.is_empty() && guard_deletes.is_empty() && guard_adds.is_empty() {
         return Change::None;
     }
+    let applied = &applied.ruleset;
     let structural = !delta.sets_added.is_empty()
         || !delta.sets_removed.is_empty()
         || !delta.chains_set.is_empty()
@@ -53,8 +120,7 @@ pub fn change_for(applied: &Ruleset, delta: &RulesetDelta) -> Change {
     if structural {
         return Change::Replace;
     }
-    let mut deletes = Vec::new();
-    let mut adds = Vec::new();
+    let (mut deletes, mut adds) = (guard_deletes, guard_adds);
     for direction in [Direction::Ingress, Direction::Egress] {
         for (ip, chain) in delta.map(direction) {
             let set = map_name(direction, Family::of(ip)).to_string();
@@ -92,6 +158,7 @@ pub fn change_for(applied: &Ruleset, delta: &RulesetDelta) -> Change {
 }
 
 fn key(element: &Element) -> Key {
+    // (Interval sets never change by element: the compiler replaces them whole.)
     match element {
         Element::Address(ip) => Key::Addr(*ip),
         Element::AddressPort(ip, port) => Key::AddrPort(*ip, *port),
@@ -110,8 +177,9 @@ pub struct Fingerprint {
 }
 
 impl Fingerprint {
-    /// The fingerprint the table rendered from `ruleset` must have.
-    pub fn of(ruleset: &Ruleset) -> Self {
+    /// The fingerprint the tables rendered from `desired` must have.
+    pub fn of(desired: &Desired) -> Self {
+        let ruleset = &desired.ruleset;
         let mut maps: BTreeMap<String, BTreeMap<IpAddr, String>> = BTreeMap::new();
         for direction in [Direction::Ingress, Direction::Egress] {
             for family in Family::ALL {
@@ -123,7 +191,7 @@ impl Fingerprint {
                     .insert(*ip, chain.clone());
             }
         }
-        let sets = ruleset
+        let mut sets: BTreeMap<String, Option<usize>> = ruleset
             .sets
             .iter()
             .map(|(name, set)| {
@@ -141,8 +209,9 @@ impl Fingerprint {
             .chains
             .iter()
             .map(|(name, chain)| {
-                let mut rules: Vec<String> =
-                    chain.rules.iter().map(compiled::rule_comment).collect();
+                // `ct state invalid drop`, the policy rules, the final drop.
+                let mut rules = vec!["drop".to_string()];
+                rules.extend(chain.rules.iter().map(compiled::rule_comment));
                 rules.push("drop".to_string());
                 (name.clone(), rules)
             })
@@ -155,6 +224,26 @@ impl Fingerprint {
                 .collect(),
         );
         chains.insert(names::OPEN_CHAIN.to_string(), Vec::new());
+        chains.insert(
+            names::GUARD_CHAIN.to_string(),
+            compiled::GUARD_FINGERPRINT
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        );
+        let guard = &desired.guard.sources;
+        sets.insert(names::GUARD_PORTS.to_string(), Some(guard.len()));
+        for (name, v4) in [
+            (names::GUARD_SOURCES4, true),
+            (names::GUARD_SOURCES6, false),
+        ] {
+            let count = guard
+                .values()
+                .flatten()
+                .filter(|ip| ip.is_ipv4() == v4)
+                .count();
+            sets.insert(name.to_string(), Some(count));
+        }
         Fingerprint { maps, sets, chains }
     }
 
@@ -241,9 +330,9 @@ pub enum DataplaneError {
 /// The kernel, as far as podwall needs it. Production uses `nft::NftKernel`; tests use
 /// `RecordingKernel`.
 pub trait Kernel: Send {
-    /// Swap the whole table for the one `ruleset` renders to, in one transaction, never
-    /// leaving a moment without rules.
-    fn replace(&mut self, ruleset: &Ruleset) -> Result<(), DataplaneError>;
+    /// Swap our tables for the ones `desired` renders to, in one transaction, never leaving
+    /// a moment without rules.
+    fn replace(&mut self, desired: &Desired) -> Result<(), DataplaneError>;
     /// Change elements of existing sets and maps, in one transaction.
     fn apply_elements(&mut self, ops: &[ElementOp]) -> Result<(), DataplaneError>;
     /// Read our table back: `None` when it does not exist.
@@ -261,7 +350,7 @@ pub enum Call {
 #[derive(Debug, Default)]
 pub struct RecordingKernel {
     pub calls: Vec<Call>,
-    pub table: Option<Ruleset>,
+    pub table: Option<Desired>,
     /// When set, the next call fails with this detail and changes nothing.
     pub fail_next: Option<String>,
 }
@@ -276,16 +365,16 @@ impl RecordingKernel {
 }
 
 impl Kernel for RecordingKernel {
-    fn replace(&mut self, ruleset: &Ruleset) -> Result<(), DataplaneError> {
+    fn replace(&mut self, desired: &Desired) -> Result<(), DataplaneError> {
         self.fail(1)?;
-        self.table = Some(ruleset.clone());
+        self.table = Some(desired.clone());
         self.calls.push(Call::Replace);
         Ok(())
     }
 
     fn apply_elements(&mut self, ops: &[ElementOp]) -> Result<(), DataplaneError> {
         self.fail(ops.len())?;
-        let table = self.table.get_or_insert_with(Ruleset::default);
+        let table = self.table.get_or_insert_with(Desired::default);
         for op in ops {
             apply_op(table, op);
         }
@@ -298,40 +387,63 @@ impl Kernel for RecordingKernel {
     }
 }
 
-/// An element op applied to an in-memory ruleset, as the kernel would.
-fn apply_op(table: &mut Ruleset, op: &ElementOp) {
-    let maps: BTreeSet<&str> = ["ingress4", "ingress6", "egress4", "egress6"].into();
-    let (set, key) = match op {
-        ElementOp::Add { set, key, .. } | ElementOp::Delete { set, key } => (set.as_str(), *key),
+/// An element op applied to the in-memory tables, as the kernel would.
+fn apply_op(table: &mut Desired, op: &ElementOp) {
+    let (set, key, add) = match op {
+        ElementOp::Add { set, key, .. } => (set.as_str(), key, true),
+        ElementOp::Delete { set, key } => (set.as_str(), key, false),
     };
-    if maps.contains(set) {
-        let Key::Addr(ip) = key else { return };
-        let map = if set.starts_with("ingress") {
-            &mut table.ingress
-        } else {
-            &mut table.egress
-        };
-        match op {
-            ElementOp::Add {
-                jump: Some(chain), ..
-            } => {
-                map.insert(ip, chain.clone());
-            }
-            _ => {
-                map.remove(&ip);
+    match key {
+        Key::IfName(port) => {
+            if add {
+                table.guard.sources.entry(port.clone()).or_default();
+            } else {
+                table.guard.sources.remove(port);
             }
         }
-        return;
-    }
-    let element = match key {
-        Key::Addr(ip) => Element::Address(ip),
-        Key::AddrPort(ip, port) => Element::AddressPort(ip, port),
-    };
-    if let Some(s) = table.sets.get_mut(set) {
-        match op {
-            ElementOp::Add { .. } => s.insert(element),
-            ElementOp::Delete { .. } => s.remove(&element),
-        };
+        Key::IfNameAddr(port, ip) => {
+            if add {
+                table
+                    .guard
+                    .sources
+                    .entry(port.clone())
+                    .or_default()
+                    .insert(*ip);
+            } else if let Some(ips) = table.guard.sources.get_mut(port) {
+                ips.remove(ip);
+            }
+        }
+        Key::Addr(ip) if set.starts_with("ingress") || set.starts_with("egress") => {
+            let map = if set.starts_with("ingress") {
+                &mut table.ruleset.ingress
+            } else {
+                &mut table.ruleset.egress
+            };
+            match op {
+                ElementOp::Add {
+                    jump: Some(chain), ..
+                } => {
+                    map.insert(*ip, chain.clone());
+                }
+                _ => {
+                    map.remove(ip);
+                }
+            }
+        }
+        Key::Addr(_) | Key::AddrPort(..) => {
+            let element = match key {
+                Key::AddrPort(ip, port) => Element::AddressPort(*ip, *port),
+                Key::Addr(ip) => Element::Address(*ip),
+                _ => unreachable!("matched above"),
+            };
+            if let Some(s) = table.ruleset.sets.get_mut(set) {
+                if add {
+                    s.insert(element);
+                } else {
+                    s.remove(&element);
+                }
+            }
+        }
     }
 }
 
@@ -356,56 +468,92 @@ mod tests {
         rs
     }
 
+    fn desired(ruleset: Ruleset) -> Desired {
+        Desired {
+            ruleset,
+            guard: Guard::default(),
+        }
+    }
+
     #[test]
     fn element_changes_go_over_the_element_path_deletes_first() {
         let before = ruleset_with("10.0.0.2", "in_a", &["10.0.1.1"]);
         let after = ruleset_with("10.0.0.2", "in_b", &["10.0.1.2"]);
-        let Change::Elements(ops) = change_for(&before, &before.diff(&after)) else {
+        let applied = desired(before.clone());
+        let Change::Elements(ops) = change_for(&applied, &before.diff(&after), &Guard::default())
+        else {
             panic!("element-only change")
         };
+        let addr = |ip: &str| Key::Addr(ip.parse().unwrap());
         assert_eq!(
             ops,
             vec![
                 ElementOp::Delete {
                     set: "ingress4".into(),
-                    key: Key::Addr("10.0.0.2".parse().unwrap())
+                    key: addr("10.0.0.2")
                 },
                 ElementOp::Delete {
                     set: "pods4_1".into(),
-                    key: Key::Addr("10.0.1.1".parse().unwrap())
+                    key: addr("10.0.1.1")
                 },
                 ElementOp::Add {
                     set: "ingress4".into(),
-                    key: Key::Addr("10.0.0.2".parse().unwrap()),
+                    key: addr("10.0.0.2"),
                     jump: Some("in_b".into())
                 },
                 ElementOp::Add {
                     set: "pods4_1".into(),
-                    key: Key::Addr("10.0.1.2".parse().unwrap()),
+                    key: addr("10.0.1.2"),
                     jump: None
                 },
             ]
         );
         let mut kernel = RecordingKernel {
-            table: Some(before),
+            table: Some(applied),
             ..Default::default()
         };
         kernel.apply_elements(&ops).unwrap();
-        assert_eq!(kernel.table, Some(after));
+        assert_eq!(kernel.table, Some(desired(after)));
+    }
+
+    #[test]
+    fn a_guard_change_alone_is_an_element_change() {
+        let mut guard = Guard::default();
+        guard
+            .sources
+            .insert("veth1".into(), ["10.0.0.2".parse().unwrap()].into());
+        let Change::Elements(ops) =
+            change_for(&Desired::default(), &RulesetDelta::default(), &guard)
+        else {
+            panic!("element-only change")
+        };
+        assert_eq!(ops.len(), 2, "the port and its address: {ops:?}");
+        let mut kernel = RecordingKernel {
+            table: Some(Desired::default()),
+            ..Default::default()
+        };
+        kernel.apply_elements(&ops).unwrap();
+        assert_eq!(kernel.table.unwrap().guard, guard);
     }
 
     #[test]
     fn a_new_set_needs_a_replace() {
         let before = Ruleset::default();
         let after = ruleset_with("10.0.0.2", "in_a", &[]);
-        assert_eq!(change_for(&before, &before.diff(&after)), Change::Replace);
-        assert_eq!(change_for(&after, &after.diff(&after)), Change::None);
+        let none = Guard::default();
+        assert_eq!(
+            change_for(&desired(before.clone()), &before.diff(&after), &none),
+            Change::Replace
+        );
+        assert_eq!(
+            change_for(&desired(after.clone()), &after.diff(&after), &none),
+            Change::None
+        );
     }
 
     #[test]
     fn fingerprint_differences_name_what_drifted() {
-        let rs = ruleset_with("10.0.0.2", "in_a", &["10.0.1.1"]);
-        let expected = Fingerprint::of(&rs);
+        let expected = Fingerprint::of(&desired(ruleset_with("10.0.0.2", "in_a", &["10.0.1.1"])));
         let mut drifted = expected.clone();
         drifted.chains.remove("forward");
         drifted.maps.get_mut("ingress4").unwrap().clear();

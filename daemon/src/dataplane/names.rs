@@ -13,6 +13,16 @@ pub const FAMILY: &str = "inet";
 /// The base chain on the forward hook: pod↔pod traffic on the bridge arrives here through
 /// br_netfilter, routed pod traffic directly.
 pub const FORWARD_CHAIN: &str = "forward";
+/// The anti-spoofing guard lives in a `bridge` table of the same name: only the bridge family
+/// sees which bridge port (pod veth) a frame came in on.
+pub const GUARD_FAMILY: &str = "bridge";
+pub const GUARD_CHAIN: &str = "prerouting";
+/// Host-side veths of guarded pods.
+pub const GUARD_PORTS: &str = "ports";
+/// `veth . address` pairs a pod may send from.
+pub const GUARD_SOURCES4: &str = "sources4";
+pub const GUARD_SOURCES6: &str = "sources6";
+
 /// Where the dispatch maps send a local pod that no policy isolates in that direction: an
 /// empty chain, so the packet goes on (to the peer's ingress check, then accept).
 pub const OPEN_CHAIN: &str = "open";

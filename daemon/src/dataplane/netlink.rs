@@ -27,6 +27,9 @@ const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFPROTO_INET: u8 = 1;
+const NFPROTO_BRIDGE: u8 = 7;
+/// The kernel's `ifname` key type is IFNAMSIZ bytes, NUL-padded.
+const IFNAMSIZ: usize = 16;
 const AF_UNSPEC: u8 = 0;
 
 // nf_tables messages and attributes
@@ -45,12 +48,16 @@ const NFTA_VERDICT_CHAIN: u16 = 2;
 const NFT_JUMP: i32 = -3;
 
 /// The key of a set or map element, as the kernel stores it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Key {
     /// `ipv4_addr` / `ipv6_addr`.
     Addr(IpAddr),
     /// `ipv4_addr . inet_service` (and v6): each field padded to 4 bytes, as nft concatenates.
     AddrPort(IpAddr, u16),
+    /// `ifname`: a pod's host-side veth (anti-spoofing guard, bridge table).
+    IfName(String),
+    /// `ifname . ipv4_addr` (and v6): an address a pod's veth may send from.
+    IfNameAddr(String, IpAddr),
 }
 
 impl Key {
@@ -58,6 +65,11 @@ impl Key {
         let addr = |ip: &IpAddr| match ip {
             IpAddr::V4(a) => a.octets().to_vec(),
             IpAddr::V6(a) => a.octets().to_vec(),
+        };
+        let ifname = |name: &str| {
+            let mut bytes = name.as_bytes().to_vec();
+            bytes.resize(IFNAMSIZ, 0);
+            bytes
         };
         match self {
             Key::Addr(ip) => addr(ip),
@@ -67,6 +79,21 @@ impl Key {
                 bytes.extend_from_slice(&[0, 0]);
                 bytes
             }
+            Key::IfName(name) => ifname(name),
+            Key::IfNameAddr(name, ip) => {
+                let mut bytes = ifname(name);
+                bytes.extend(addr(ip));
+                bytes
+            }
+        }
+    }
+
+    /// Interface keys live in the `bridge` table, which sees the bridge port a frame came
+    /// in on; everything else in the `inet` table.
+    fn family(&self) -> u8 {
+        match self {
+            Key::IfName(_) | Key::IfNameAddr(..) => NFPROTO_BRIDGE,
+            Key::Addr(_) | Key::AddrPort(..) => NFPROTO_INET,
         }
     }
 }
@@ -89,6 +116,12 @@ impl ElementOp {
     fn set(&self) -> &str {
         match self {
             ElementOp::Add { set, .. } | ElementOp::Delete { set, .. } => set,
+        }
+    }
+
+    fn family(&self) -> u8 {
+        match self {
+            ElementOp::Add { key, .. } | ElementOp::Delete { key, .. } => key.family(),
         }
     }
 }
@@ -132,7 +165,7 @@ pub fn encode(ops: &[ElementOp], first_seq: u32) -> (Vec<u8>, usize) {
             (NFNL_SUBSYS_NFTABLES << 8) | kind,
             flags,
             seq,
-            NFPROTO_INET,
+            group[0].family(),
             0,
             &body,
         );
@@ -152,7 +185,7 @@ pub fn encode(ops: &[ElementOp], first_seq: u32) -> (Vec<u8>, usize) {
 
 fn same_message(a: &ElementOp, b: &ElementOp) -> bool {
     let is_add = |op: &ElementOp| matches!(op, ElementOp::Add { .. });
-    is_add(a) == is_add(b) && a.set() == b.set()
+    is_add(a) == is_add(b) && a.set() == b.set() && a.family() == b.family()
 }
 
 fn element(op: &ElementOp) -> Vec<u8> {
@@ -370,6 +403,26 @@ mod tests {
         assert_eq!(
             Key::AddrPort("fd00::2".parse().unwrap(), 80).bytes().len(),
             20
+        );
+    }
+
+    #[test]
+    fn interface_keys_are_nul_padded_and_go_to_the_bridge_table() {
+        let key = Key::IfNameAddr("veth1".into(), "10.0.0.2".parse().unwrap());
+        let mut expected = b"veth1".to_vec();
+        expected.resize(16, 0);
+        expected.extend([10, 0, 0, 2]);
+        assert_eq!(key.bytes(), expected);
+        let op = ElementOp::Add {
+            set: "ports".into(),
+            key: Key::IfName("veth1".into()),
+            jump: None,
+        };
+        let (bytes, _) = encode(&[op], 1);
+        assert_eq!(
+            bytes[20 + 16],
+            NFPROTO_BRIDGE,
+            "nfgenmsg family of the element message"
         );
     }
 

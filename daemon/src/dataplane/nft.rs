@@ -9,13 +9,12 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use podwall_policy::Ruleset;
 use serde_json::Value;
 
-use super::compiled::render_ruleset;
-use super::names::{FAMILY, TABLE};
+use super::compiled::render;
+use super::names::{FAMILY, GUARD_FAMILY, TABLE};
 use super::netlink::{ElementOp, ElementSocket, Key};
-use super::{DataplaneError, Fingerprint, Kernel};
+use super::{DataplaneError, Desired, Fingerprint, Kernel};
 
 /// The production kernel, acting in the calling thread's network namespace.
 pub struct NftKernel {
@@ -43,13 +42,19 @@ impl NftKernel {
         self.commit(&render_elements(ops), ops.len())
     }
 
-    /// Remove everything podwall put in the kernel: it is all in one table. Returns whether
-    /// there was a table to remove.
+    /// Remove everything podwall put in the kernel: its two tables. Returns whether there
+    /// was anything to remove.
     pub fn remove_table(&mut self) -> Result<bool, DataplaneError> {
-        if !self.table_exists()? {
+        let mut script = String::new();
+        for family in [FAMILY, GUARD_FAMILY] {
+            if self.table_exists(family)? {
+                script.push_str(&format!("delete table {family} {TABLE}\n"));
+            }
+        }
+        if script.is_empty() {
             return Ok(false);
         }
-        self.commit(&format!("delete table {FAMILY} {TABLE}\n"), 1)?;
+        self.commit(&script, 1)?;
         Ok(true)
     }
 
@@ -99,8 +104,8 @@ impl NftKernel {
 
     // Listing a missing table is an error whose text we would have to parse; listing the
     // tables first tells absence apart from failure.
-    fn table_exists(&self) -> Result<bool, DataplaneError> {
-        let (ok, tables, stderr) = self.run(&["-j", "list", "tables", FAMILY], None)?;
+    fn table_exists(&self, family: &str) -> Result<bool, DataplaneError> {
+        let (ok, tables, stderr) = self.run(&["-j", "list", "tables", family], None)?;
         if !ok {
             return Err(DataplaneError::Dump(stderr));
         }
@@ -112,8 +117,8 @@ impl NftKernel {
 }
 
 impl Kernel for NftKernel {
-    fn replace(&mut self, ruleset: &Ruleset) -> Result<(), DataplaneError> {
-        self.commit(&render_ruleset(ruleset), 1)
+    fn replace(&mut self, desired: &Desired) -> Result<(), DataplaneError> {
+        self.commit(&render(desired), 1)
     }
 
     fn apply_elements(&mut self, ops: &[ElementOp]) -> Result<(), DataplaneError> {
@@ -124,15 +129,26 @@ impl Kernel for NftKernel {
         socket.commit(ops)
     }
 
+    /// Both tables, read back into one fingerprint; `None` when the policy table is gone.
     fn dump(&mut self) -> Result<Option<Fingerprint>, DataplaneError> {
-        if !self.table_exists()? {
-            return Ok(None);
+        let mut fingerprint = Fingerprint::default();
+        for family in [FAMILY, GUARD_FAMILY] {
+            if !self.table_exists(family)? {
+                if family == FAMILY {
+                    return Ok(None);
+                }
+                continue;
+            }
+            let (ok, text, stderr) = self.run(&["-j", "list", "table", family, TABLE], None)?;
+            if !ok {
+                return Err(DataplaneError::Dump(stderr));
+            }
+            let part = fingerprint_from_json(&parse_json(&text)?)?;
+            fingerprint.maps.extend(part.maps);
+            fingerprint.sets.extend(part.sets);
+            fingerprint.chains.extend(part.chains);
         }
-        let (ok, text, stderr) = self.run(&["-j", "list", "table", FAMILY, TABLE], None)?;
-        if !ok {
-            return Err(DataplaneError::Dump(stderr));
-        }
-        fingerprint_from_json(&parse_json(&text)?).map(Some)
+        Ok(Some(fingerprint))
     }
 }
 
@@ -140,35 +156,26 @@ impl Kernel for NftKernel {
 pub fn render_elements(ops: &[ElementOp]) -> String {
     let mut out = String::new();
     for op in ops {
+        let (ElementOp::Add { set, key, .. } | ElementOp::Delete { set, key }) = op;
+        let family = match key {
+            Key::IfName(_) | Key::IfNameAddr(..) => GUARD_FAMILY,
+            Key::Addr(_) | Key::AddrPort(..) => FAMILY,
+        };
+        let key = key_text(key);
         let _ = match op {
             ElementOp::Add {
-                set,
-                key,
-                jump: Some(chain),
+                jump: Some(chain), ..
             } => {
                 writeln!(
                     out,
-                    "add element {FAMILY} {TABLE} {set} {{ {} : jump {chain} }}",
-                    key_text(key)
+                    "add element {family} {TABLE} {set} {{ {key} : jump {chain} }}"
                 )
             }
-            ElementOp::Add {
-                set,
-                key,
-                jump: None,
-            } => {
-                writeln!(
-                    out,
-                    "add element {FAMILY} {TABLE} {set} {{ {} }}",
-                    key_text(key)
-                )
+            ElementOp::Add { jump: None, .. } => {
+                writeln!(out, "add element {family} {TABLE} {set} {{ {key} }}")
             }
-            ElementOp::Delete { set, key } => {
-                writeln!(
-                    out,
-                    "delete element {FAMILY} {TABLE} {set} {{ {} }}",
-                    key_text(key)
-                )
+            ElementOp::Delete { .. } => {
+                writeln!(out, "delete element {family} {TABLE} {set} {{ {key} }}")
             }
         };
     }
@@ -179,6 +186,8 @@ fn key_text(key: &Key) -> String {
     match key {
         Key::Addr(ip) => ip.to_string(),
         Key::AddrPort(ip, port) => format!("{ip} . {port}"),
+        Key::IfName(name) => format!("\"{name}\""),
+        Key::IfNameAddr(name, ip) => format!("\"{name}\" . {ip}"),
     }
 }
 
@@ -298,24 +307,16 @@ mod tests {
 
     #[test]
     fn dump_json_reads_back_as_the_fingerprint_of_what_was_rendered() {
-        // What nft 1.0.6 prints after loading testdata/compiled_world.nft (handles removed).
+        // What nft 1.0.6 prints for both tables after loading testdata/compiled_world.nft
+        // (handles removed).
         let doc: Value =
             serde_json::from_str(include_str!("testdata/compiled_world.json")).unwrap();
-        let loaded =
-            podwall_policy::manifests::load([("world.yaml", super::super::compiled::tests::WORLD)]);
-        let ruleset = crate::dataplane::compiled::with_open_entries(
-            podwall_policy::compile(&loaded.snapshot, "n1"),
-            [
-                "10.1.0.7".parse().unwrap(),
-                "fd00::7".parse().unwrap(),
-                "10.1.0.8".parse().unwrap(),
-            ],
-        );
+        let desired = crate::dataplane::compiled::tests::world_desired();
         let fp = fingerprint_from_json(&doc).unwrap();
         assert_eq!(
-            fp.differences(&Fingerprint::of(&ruleset)),
+            fp.differences(&Fingerprint::of(&desired)),
             Vec::<String>::new()
         );
-        assert_eq!(fp, Fingerprint::of(&ruleset));
+        assert_eq!(fp, Fingerprint::of(&desired));
     }
 }
