@@ -111,20 +111,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .as_deref()
         .map(manifests::initial_fingerprint)
         .unwrap_or_default();
-    let cluster = match &config.manifests {
-        Some(dir) => {
-            let loaded = manifests::load_dir(dir)?;
-            manifests::report(dir, &loaded);
-            if loaded.has_fatal_errors() {
-                let first = loaded
-                    .errors
-                    .iter()
-                    .find(|e| e.is_fatal())
-                    .expect("has_fatal_errors found one");
-                anyhow::bail!("manifests in {}: {first}", dir.display());
-            }
-            loaded
-        }
+    let mut reader = config.manifests.clone().map(manifests::Reader::new);
+    let cluster = match &mut reader {
+        Some(reader) => reader.load()?,
         None => Default::default(),
     };
     let core = Core::start(
@@ -153,10 +142,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             shutdown.clone(),
         )),
     ];
-    if let Some(dir) = &config.manifests {
+    if let Some(reader) = reader {
+        let dir = reader.dir().to_path_buf();
         let (tx, rx) = tokio::sync::watch::channel(Arc::new(cluster));
         tasks.push(tokio::spawn(manifests::watch(
-            dir.clone(),
+            reader,
             MANIFESTS_POLL,
             start,
             tx,

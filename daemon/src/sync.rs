@@ -16,8 +16,8 @@ fn lock(core: &Mutex<Core>) -> std::sync::MutexGuard<'_, Core> {
     core.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Feed every new manifests load to the core. A load with unreadable documents is not
-/// applied: a policy may be missing from it, and enforcing without it would fail open.
+/// Feed every new manifests load to the core (the reader already kept the last readable
+/// version of any file that broke).
 pub async fn follow_manifests(
     dir: PathBuf,
     mut updates: watch::Receiver<Arc<Loaded>>,
@@ -30,10 +30,6 @@ pub async fn follow_manifests(
             changed = updates.changed() => if changed.is_err() { return },
         }
         let loaded = updates.borrow_and_update().clone();
-        if loaded.has_fatal_errors() {
-            warn!(dir = %dir.display(), "some manifests cannot be read; keeping the rules of the last good load");
-            continue;
-        }
         let core = core.clone();
         let snapshot = loaded.snapshot.clone();
         let result = tokio::task::spawn_blocking(move || lock(&core).set_cluster(snapshot))

@@ -4,6 +4,7 @@
 //! notices changes by polling names, sizes and modification times, which works the same on
 //! every filesystem (ConfigMap volumes swap a symlink, which inotify watches easily miss).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -12,7 +13,7 @@ use anyhow::Context;
 use podwall_policy::manifests::{load, Loaded};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// The files of `dir` that can hold manifests, as `(file name, text)`, in name order.
 pub fn read_dir(dir: &Path) -> anyhow::Result<Vec<(String, String)>> {
@@ -54,6 +55,55 @@ pub fn load_dir(dir: &Path) -> anyhow::Result<Loaded> {
     ))
 }
 
+/// Reads the directory again and again, keeping for each file its last version that could
+/// be read whole: a file broken mid-edit keeps enforcing what it said before, and the other
+/// files' changes still apply. A file that was never readable contributes the documents
+/// before its first unreadable one, and is reported.
+pub struct Reader {
+    dir: PathBuf,
+    last_good: BTreeMap<String, String>,
+}
+
+impl Reader {
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            last_good: BTreeMap::new(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn load(&mut self) -> anyhow::Result<Loaded> {
+        let mut files = read_dir(&self.dir)?;
+        let mut kept = Vec::new();
+        for (name, text) in &mut files {
+            if load([(name.as_str(), text.as_str())]).has_fatal_errors() {
+                if let Some(good) = self.last_good.get(name.as_str()) {
+                    kept.push(name.clone());
+                    *text = good.clone();
+                }
+            } else {
+                self.last_good.insert(name.clone(), text.clone());
+            }
+        }
+        self.last_good
+            .retain(|name, _| files.iter().any(|(n, _)| n == name));
+        let loaded = load(
+            files
+                .iter()
+                .map(|(name, text)| (name.as_str(), text.as_str())),
+        );
+        report(&self.dir, &loaded);
+        for name in kept {
+            warn!(dir = %self.dir.display(), file = %name, "file cannot be read; enforcing its last readable version");
+        }
+        Ok(loaded)
+    }
+}
+
 /// What changes when a file is written, added or removed.
 type Fingerprint = Vec<(String, u64, Option<SystemTime>)>;
 
@@ -77,17 +127,21 @@ fn fingerprint(dir: &Path) -> std::io::Result<Fingerprint> {
 /// Log what was wrong with the manifests, once per load.
 pub fn report(dir: &Path, loaded: &Loaded) {
     for error in &loaded.errors {
-        warn!(dir = %dir.display(), error = %error, "manifest problem");
+        if error.is_fatal() {
+            error!(dir = %dir.display(), error = %error, "manifest cannot be read; what it says is not enforced");
+        } else {
+            warn!(dir = %dir.display(), error = %error, "manifest problem");
+        }
     }
     for skipped in &loaded.skipped {
         info!(dir = %dir.display(), object = %skipped, "skipped manifest of an unused kind");
     }
 }
 
-/// Poll `dir` every `period` and publish a new `Loaded` whenever its files change. The first
-/// load is the caller's (it decides what a missing directory means at start).
+/// Poll the reader's directory every `period` and publish a new `Loaded` whenever its
+/// files change. The first load is the caller's.
 pub async fn watch(
-    dir: PathBuf,
+    mut reader: Reader,
     period: Duration,
     mut last: Fingerprint,
     tx: watch::Sender<Arc<Loaded>>,
@@ -98,27 +152,27 @@ pub async fn watch(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(period) => {}
         }
-        let now = match fingerprint(&dir) {
+        let dir = reader.dir().display().to_string();
+        let now = match fingerprint(reader.dir()) {
             Ok(now) => now,
             Err(err) => {
-                warn!(dir = %dir.display(), error = %err, "cannot list manifests directory; keeping the last good state");
+                warn!(dir = %dir, error = %err, "cannot list manifests directory; keeping the last good state");
                 continue;
             }
         };
         if now == last {
             continue;
         }
-        match load_dir(&dir) {
+        match reader.load() {
             Ok(loaded) => {
-                report(&dir, &loaded);
-                info!(dir = %dir.display(), pods = loaded.snapshot.pods.len(), policies = loaded.snapshot.policies.len(), "manifests changed");
+                info!(dir = %dir, pods = loaded.snapshot.pods.len(), policies = loaded.snapshot.policies.len(), "manifests changed");
                 last = now;
                 if tx.send(Arc::new(loaded)).is_err() {
                     return;
                 }
             }
             Err(err) => {
-                warn!(dir = %dir.display(), error = format!("{err:#}"), "cannot read manifests; keeping the last good state")
+                warn!(dir = %dir, error = format!("{err:#}"), "cannot read manifests; keeping the last good state")
             }
         }
     }
@@ -156,6 +210,45 @@ mod tests {
     }
 
     #[test]
+    fn a_file_broken_later_keeps_its_last_readable_version_and_others_still_apply() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("policy.yaml"), POLICY).unwrap();
+        let mut reader = Reader::new(dir.path().to_path_buf());
+        assert_eq!(reader.load().unwrap().snapshot.policies.len(), 1);
+        std::fs::write(dir.path().join("policy.yaml"), "kind: [unclosed").unwrap();
+        std::fs::write(dir.path().join("ns.yaml"), NS).unwrap();
+        let loaded = reader.load().unwrap();
+        assert_eq!(
+            loaded.snapshot.policies.len(),
+            1,
+            "the broken file still enforces its policy"
+        );
+        assert!(
+            loaded.snapshot.namespaces.contains_key("shop"),
+            "the new file applies"
+        );
+        std::fs::remove_file(dir.path().join("policy.yaml")).unwrap();
+        assert!(
+            reader.load().unwrap().snapshot.policies.is_empty(),
+            "a removed file is forgotten"
+        );
+    }
+
+    #[test]
+    fn a_file_never_readable_is_reported_and_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("bad.yaml"), "kind: [unclosed").unwrap();
+        std::fs::write(dir.path().join("policy.yaml"), POLICY).unwrap();
+        let loaded = Reader::new(dir.path().to_path_buf()).load().unwrap();
+        assert!(loaded.has_fatal_errors());
+        assert!(loaded
+            .errors
+            .iter()
+            .any(|e| e.to_string().contains("bad.yaml")));
+        assert_eq!(loaded.snapshot.policies.len(), 1);
+    }
+
+    #[test]
     fn a_missing_directory_is_an_error_naming_it() {
         let err = load_dir(Path::new("/nonexistent/podwall-manifests")).unwrap_err();
         assert!(format!("{err:#}").contains("/nonexistent/podwall-manifests"));
@@ -168,7 +261,7 @@ mod tests {
         let (tx, mut rx) = watch::channel(Arc::new(load_dir(dir.path()).unwrap()));
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(watch(
-            dir.path().to_path_buf(),
+            Reader::new(dir.path().to_path_buf()),
             Duration::from_millis(10),
             initial_fingerprint(dir.path()),
             tx,
