@@ -30,6 +30,9 @@ pub struct Ruleset {
     pub maps: BTreeMap<String, Vec<(String, String)>>,
     /// Set name → element keys as text, sorted.
     pub sets: BTreeMap<String, Vec<String>>,
+    /// Chain name → its rules in order, each as the JSON of its expressions (handles left
+    /// out, so a rule put back compares equal to the original).
+    pub rules: BTreeMap<String, Vec<String>>,
 }
 
 impl Ruleset {
@@ -42,6 +45,13 @@ impl Ruleset {
                 rules
                     .chains
                     .extend(chain["name"].as_str().map(str::to_string));
+            } else if let Some(rule) = item.get("rule") {
+                let chain = rule["chain"].as_str().unwrap_or_default().to_string();
+                rules
+                    .rules
+                    .entry(chain)
+                    .or_default()
+                    .push(rule["expr"].to_string());
             } else if let Some(map) = item.get("map") {
                 let name = map["name"].as_str().unwrap_or_default().to_string();
                 let mut elems: Vec<_> = map["elem"]
@@ -77,6 +87,11 @@ impl Ruleset {
             .map(String::as_str)
             .filter(|c| c.starts_with("pod-"))
             .collect()
+    }
+
+    /// The rules of a chain (empty when it has none or does not exist).
+    pub fn chain_rules(&self, name: &str) -> &[String] {
+        self.rules.get(name).map(Vec::as_slice).unwrap_or_default()
     }
 
     pub fn has_chain(&self, name: &str) -> bool {
@@ -201,6 +216,7 @@ mod tests {
       {"table": {"family": "inet", "name": "podwall", "handle": 1}},
       {"chain": {"family": "inet", "table": "podwall", "name": "forward", "handle": 1, "type": "filter", "hook": "forward", "prio": 0, "policy": "accept"}},
       {"chain": {"family": "inet", "table": "podwall", "name": "pod-abc", "handle": 2}},
+      {"rule": {"family": "inet", "table": "podwall", "chain": "pod-abc", "handle": 9, "expr": [{"drop": null}]}},
       {"map": {"family": "inet", "name": "ingress4", "table": "podwall", "type": "ipv4_addr", "handle": 3, "map": "verdict",
                "elem": [["10.200.1.2", {"jump": {"target": "pod-abc"}}], [{"elem": {"val": "10.200.1.3", "comment": "x"}}, {"accept": null}]]}},
       {"map": {"family": "inet", "name": "egress4", "table": "podwall", "type": "ipv4_addr", "handle": 4, "map": "verdict"}},
@@ -223,6 +239,8 @@ mod tests {
         assert!(r.map("egress4").is_empty());
         assert!(r.map("nope").is_empty());
         assert_eq!(r.sets["peers"], vec!["10.0.0.0/8", "192.168.1.1"]);
+        assert_eq!(r.chain_rules("pod-abc"), [r#"[{"drop":null}]"#]);
+        assert!(r.chain_rules("forward").is_empty());
         assert!(r.mentions(ip));
     }
 }
