@@ -23,6 +23,12 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
+/// Which pods a transition can have changed.
+enum Scope {
+    Pods(Vec<PodKey>),
+    Everything,
+}
+
 pub struct Core {
     node: String,
     store: Store,
@@ -59,25 +65,38 @@ fn local_pods(
     attachments: &BTreeMap<AttachmentId, Attachment>,
     node: &str,
 ) -> BTreeMap<PodKey, Pod> {
-    let mut pods: BTreeMap<PodKey, Pod> = BTreeMap::new();
-    for attachment in attachments.values() {
-        let key = pod_key(attachment);
-        let pod = pods.entry(key.clone()).or_insert_with(|| {
-            let mut pod = cluster
-                .pods
-                .get(&key)
-                .cloned()
-                .unwrap_or_else(|| Pod::new(key, Labels::new(), Vec::new()));
-            pod.node = Some(node.to_string());
-            pod.ips.clear();
-            pod.phase = Phase::Active;
-            pod.host_network = false;
-            pod
-        });
-        // Two attachments of one pod (two interfaces) give it both sets of addresses.
-        pod.ips.extend(attachment.ips.iter().copied());
+    let keys: BTreeSet<PodKey> = attachments.values().map(pod_key).collect();
+    keys.into_iter()
+        .filter_map(|key| local_pod(cluster, attachments, &key, node).map(|pod| (key, pod)))
+        .collect()
+}
+
+/// Pod `key` as attached here: the source's labels and ports, the attachments' addresses (two
+/// attachments of one pod, two interfaces, give it both). `None` if it is not attached.
+fn local_pod(
+    cluster: &Snapshot,
+    attachments: &BTreeMap<AttachmentId, Attachment>,
+    key: &PodKey,
+    node: &str,
+) -> Option<Pod> {
+    let ips: Vec<IpAddr> = attachments
+        .values()
+        .filter(|a| pod_key(a) == *key)
+        .flat_map(|a| a.ips.iter().copied())
+        .collect();
+    if ips.is_empty() {
+        return None;
     }
-    pods
+    let mut pod = cluster
+        .pods
+        .get(key)
+        .cloned()
+        .unwrap_or_else(|| Pod::new(key.clone(), Labels::new(), Vec::new()));
+    pod.node = Some(node.to_string());
+    pod.ips = ips;
+    pod.phase = Phase::Active;
+    pod.host_network = false;
+    Some(pod)
 }
 
 fn pod_key(attachment: &Attachment) -> PodKey {
@@ -218,7 +237,7 @@ impl Core {
     /// The source reported a new state of the cluster.
     pub fn set_cluster(&mut self, cluster: Snapshot) -> Result<(), WireError> {
         let attachments = self.attachments.clone();
-        self.transition(attachments, cluster)
+        self.transition(attachments, Some(cluster), Scope::Everything)
     }
 
     fn attach(&mut self, attachment: Attachment) -> Result<Reply, WireError> {
@@ -238,8 +257,13 @@ impl Core {
             warn!(pod = %next[id].pod, container_id = %id.container_id, "address reused; dropping stale attachment");
             next.remove(id);
         }
+        let mut pods: Vec<PodKey> = stale
+            .iter()
+            .map(|id| pod_key(&self.attachments[id]))
+            .collect();
+        pods.push(pod_key(&attachment));
         next.insert(attachment.id.clone(), attachment.clone());
-        self.transition(next, self.cluster.clone())?;
+        self.transition(next, None, Scope::Pods(pods))?;
         for id in &stale {
             self.store.remove_attachment(id).map_err(store_error)?;
         }
@@ -262,7 +286,7 @@ impl Core {
         };
         let mut next = self.attachments.clone();
         next.remove(id);
-        self.transition(next, self.cluster.clone())?;
+        self.transition(next, None, Scope::Pods(vec![pod_key(&attachment)]))?;
         self.store.remove_attachment(id).map_err(store_error)?;
         info!(pod = %attachment.pod, container_id = %id.container_id, "detached");
         Ok(Reply::Detached { existed: true })
@@ -320,7 +344,11 @@ impl Core {
             .filter(|(id, _)| valid.contains(id))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        self.transition(next, self.cluster.clone())?;
+        let pods = removed
+            .iter()
+            .map(|id| pod_key(&self.attachments[id]))
+            .collect();
+        self.transition(next, None, Scope::Pods(pods))?;
         for id in &removed {
             self.store.remove_attachment(id).map_err(store_error)?;
         }
@@ -349,16 +377,52 @@ impl Core {
         Ok(drift)
     }
 
-    /// Move to a new state: compile, commit to the kernel, and only then keep it.
+    /// The compiler event that brings pod `key` in line with `attachments`, if any.
+    fn pod_event(
+        &self,
+        key: &PodKey,
+        attachments: &BTreeMap<AttachmentId, Attachment>,
+    ) -> Option<Event> {
+        let want = local_pod(&self.cluster, attachments, key, &self.node).or_else(|| {
+            self.cluster
+                .pods
+                .get(key)
+                .filter(|p| p.node.as_deref() != Some(self.node.as_str()))
+                .cloned()
+        });
+        match (want, self.compiler.snapshot().pods.get(key)) {
+            (Some(pod), Some(have)) if pod == *have => None,
+            (Some(pod), _) => Some(Event::Pod(pod)),
+            (None, Some(_)) => Some(Event::PodDeleted(key.clone())),
+            (None, None) => None,
+        }
+    }
+
+    /// Move to a new state — attachments, and the cluster when it changed — compile, commit
+    /// to the kernel, and only then keep it. `Scope::Pods` names the only pods that can have
+    /// changed, which keeps the attach path from comparing whole snapshots.
     fn transition(
         &mut self,
         attachments: BTreeMap<AttachmentId, Attachment>,
-        cluster: Snapshot,
+        cluster: Option<Snapshot>,
+        scope: Scope,
     ) -> Result<(), WireError> {
-        let old = merged(&self.cluster, &self.attachments, &self.node);
-        let new = merged(&cluster, &attachments, &self.node);
+        let events = match scope {
+            Scope::Pods(keys) => keys
+                .iter()
+                .filter_map(|key| self.pod_event(key, &attachments))
+                .collect(),
+            Scope::Everything => {
+                let old = merged(&self.cluster, &self.attachments, &self.node);
+                let new = merged(
+                    cluster.as_ref().unwrap_or(&self.cluster),
+                    &attachments,
+                    &self.node,
+                );
+                events_between(&old, &new)
+            }
+        };
         let local = local_ips(&attachments);
-        let events = events_between(&old, &new);
         let mut touched: BTreeSet<IpAddr> = local_ips(&self.attachments)
             .symmetric_difference(&local)
             .copied()
@@ -404,13 +468,18 @@ impl Core {
         if let Err(err) = result {
             let err = self.kernel_failed(err);
             // The compiler moved ahead of the kernel: rebuild it from the state we keep.
-            self.compiler = Compiler::new(old, &self.node);
+            self.compiler = Compiler::new(
+                merged(&self.cluster, &self.attachments, &self.node),
+                &self.node,
+            );
             return Err(err);
         }
         self.applied.ruleset.apply(&delta);
         self.applied.guard = guard;
         self.attachments = attachments;
-        self.cluster = cluster;
+        if let Some(cluster) = cluster {
+            self.cluster = cluster;
+        }
         self.health.set_ready();
         self.metrics.set_attachments(self.attachments.len());
         Ok(())
