@@ -11,6 +11,7 @@
 //! external programs (`ip`, `nft`, `go`, the Debian CNI plugins, `podwall`, `podwalld`).
 #![forbid(unsafe_code)]
 
+pub mod apiserver;
 pub mod bins;
 pub mod cmd;
 pub mod cni;

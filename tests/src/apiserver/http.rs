@@ -1,0 +1,481 @@
+//! The HTTP/1.1 side: accept connections, authenticate the bearer token, resolve the request,
+//! apply the test's RBAC denials, and answer lists, gets, watches (chunked newline-delimited
+//! JSON), discovery and Event writes the way the real API server does.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::events::{merge_patch, PostedEvent};
+use super::kind::Kind;
+use super::route::{self, ApiRequest, Target};
+use super::selector::{FieldSelector, LabelSelector};
+use super::status::{details, qualified, ApiError};
+use super::store::{meta_str, typed, Filter, ListQuery, Store, WatchMsg};
+
+pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// Everything the connections share with the control interface.
+#[derive(Debug)]
+pub struct Shared {
+    pub store: Mutex<Store>,
+    pub requests: Mutex<Vec<ApiRequest>>,
+    /// (verb, resource) pairs answered with 403; `*` matches any.
+    pub denied: Mutex<Vec<(String, String)>>,
+    pub events: Mutex<Vec<PostedEvent>>,
+    pub token: String,
+    pub user: String,
+}
+
+/// Lock a mutex, also after a panic elsewhere: a failed test must not hide behind poison.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Accept connections until `stop`; each connection is dropped (closed without goodbye) when
+/// `stop` fires, which is what a crashed or unreachable API server looks like to a client.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok((socket, _)) = accepted else {
+            // Out of file descriptors and the like: try again rather than go deaf.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let (shared, stop) = (shared.clone(), stop.clone());
+        tracker.spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(handle(&shared, req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(socket), service);
+            tokio::select! {
+                _ = conn => {}
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
+}
+
+async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+    let method = req.method().as_str().to_string();
+    let uri = req.uri().to_string();
+    let path = req.uri().path().to_string();
+    let query = route::parse_query(req.uri().query().unwrap_or(""));
+    let authorized = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == format!("Bearer {}", shared.token));
+    let mut record = match route::parse_path(&path) {
+        Target::NonResource(_) => ApiRequest {
+            verb: method.to_lowercase(),
+            group: String::new(),
+            version: String::new(),
+            resource: String::new(),
+            subresource: None,
+            namespace: None,
+            name: None,
+            uri,
+            status: 0,
+        },
+        Target::Resource {
+            group,
+            version,
+            resource,
+            namespace,
+            name,
+            subresource,
+        } => ApiRequest {
+            verb: route::verb(&method, name.is_some(), &query),
+            group,
+            version,
+            resource,
+            subresource,
+            namespace,
+            name,
+            uri,
+            status: 0,
+        },
+    };
+    let response = if !authorized {
+        error(&ApiError::new(401, "Unauthorized", "Unauthorized"))
+    } else if let Some(forbidden) = forbidden(shared, &record) {
+        error(&forbidden)
+    } else if !record.is_resource() {
+        discovery(&path)
+    } else {
+        let body = match req.into_body().collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => return error(&ApiError::bad_request(format!("reading body: {e}"))),
+        };
+        resource(shared, &record, &query, &body).unwrap_or_else(|e| error(&e))
+    };
+    record.status = response.status().as_u16();
+    lock(&shared.requests).push(record);
+    response
+}
+
+/// The 403 the real authorizer gives when the test denied this verb on this resource.
+fn forbidden(shared: &Shared, r: &ApiRequest) -> Option<ApiError> {
+    let resource = r.rbac_resource();
+    let denied = lock(&shared.denied).iter().any(|(verb, res)| {
+        (verb == "*" || *verb == r.verb)
+            && r.is_resource()
+            && (res == "*" || *res == resource || *res == qualified(&resource, &r.group))
+    });
+    if !denied {
+        return None;
+    }
+    let what = match &r.name {
+        Some(name) => format!("{} \"{name}\"", qualified(&r.resource, &r.group)),
+        None => qualified(&r.resource, &r.group),
+    };
+    let scope = match &r.namespace {
+        Some(ns) => format!("in the namespace \"{ns}\""),
+        None => "at the cluster scope".to_string(),
+    };
+    let message = format!(
+        "{what} is forbidden: User \"{}\" cannot {} resource \"{resource}\" in API group \"{}\" {scope}",
+        shared.user, r.verb, r.group
+    );
+    Some(
+        ApiError::new(403, "Forbidden", message).with_details(details(
+            &r.resource,
+            &r.group,
+            r.name.as_deref(),
+        )),
+    )
+}
+
+fn resource(
+    shared: &Shared,
+    r: &ApiRequest,
+    query: &BTreeMap<String, String>,
+    body: &Bytes,
+) -> Result<Response<Body>, ApiError> {
+    if r.resource == "events"
+        && matches!(r.group.as_str(), "" | "events.k8s.io")
+        && r.version == "v1"
+    {
+        return event(shared, r, body);
+    }
+    let kind = Kind::from_resource(&r.group, &r.resource)
+        .filter(|_| r.version == "v1")
+        .filter(|k| k.namespaced() || r.namespace.is_none())
+        .ok_or_else(|| {
+            ApiError::new(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            )
+        })?;
+    if r.subresource.is_some() || !matches!(r.verb.as_str(), "get" | "list" | "watch") {
+        return Err(method_not_allowed());
+    }
+    let mut filter = Filter {
+        namespace: r.namespace.clone(),
+        labels: LabelSelector::parse(query.get("labelSelector").map_or("", String::as_str))
+            .map_err(ApiError::bad_request)?,
+        fields: FieldSelector::parse(query.get("fieldSelector").map_or("", String::as_str), kind)
+            .map_err(ApiError::bad_request)?,
+    };
+    match (r.verb.as_str(), &r.name) {
+        ("get", Some(name)) => {
+            let ns = r.namespace.as_deref().unwrap_or("");
+            let obj = lock(&shared.store).get(kind, ns, name);
+            match obj {
+                Some(obj) if kind.namespaced() == r.namespace.is_some() => {
+                    Ok(json_response(200, &typed(kind, obj)))
+                }
+                _ => Err(ApiError::not_found(kind.plural(), kind.group(), name)),
+            }
+        }
+        ("watch", name) => {
+            if let Some(name) = name {
+                // The old form of watching one object: `…/pods/web?watch=true`.
+                filter.fields = FieldSelector::parse(&format!("metadata.name={name}"), kind)
+                    .expect("metadata.name is a field of every kind");
+            }
+            let bookmarks = query
+                .get("allowWatchBookmarks")
+                .is_some_and(|v| v == "true");
+            let timeout = match query.get("timeoutSeconds") {
+                Some(t) => Some(Duration::from_secs(t.parse().map_err(|_| {
+                    ApiError::bad_request(format!("invalid timeoutSeconds {t:?}"))
+                })?)),
+                None => None,
+            };
+            let rv = query.get("resourceVersion").map(String::as_str);
+            let rx = lock(&shared.store).watch(kind, filter, rv, bookmarks)?;
+            Ok(watch_response(rx, timeout))
+        }
+        _ => {
+            let q = ListQuery {
+                resource_version: query.get("resourceVersion").cloned(),
+                resource_version_match: query.get("resourceVersionMatch").cloned(),
+                limit: match query.get("limit") {
+                    Some(l) => Some(
+                        l.parse()
+                            .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
+                    ),
+                    None => None,
+                },
+                continue_token: query.get("continue").cloned().filter(|c| !c.is_empty()),
+            };
+            let page = lock(&shared.store).list(kind, &filter, &q)?;
+            let mut metadata = json!({"resourceVersion": page.resource_version.to_string()});
+            if let Some(token) = page.continue_token {
+                metadata["continue"] = json!(token);
+            }
+            if let Some(remaining) = page.remaining {
+                metadata["remainingItemCount"] = json!(remaining);
+            }
+            Ok(json_response(
+                200,
+                &json!({
+                    "kind": format!("{}List", kind.name()),
+                    "apiVersion": kind.api_version(),
+                    "metadata": metadata,
+                    "items": page.items,
+                }),
+            ))
+        }
+    }
+}
+
+/// Create, patch or list Events; they are recorded, not watched.
+fn event(shared: &Shared, r: &ApiRequest, body: &Bytes) -> Result<Response<Body>, ApiError> {
+    let api_version = if r.group.is_empty() {
+        "v1".to_string()
+    } else {
+        format!("{}/v1", r.group)
+    };
+    let Some(namespace) = r.namespace.clone() else {
+        return match r.verb.as_str() {
+            "list" => Ok(event_list(shared, &api_version, None)),
+            _ => Err(method_not_allowed()),
+        };
+    };
+    let parse = || -> Result<Value, ApiError> {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("decoding Event: {e}")))
+    };
+    let mut events = lock(&shared.events);
+    let latest = |events: &[PostedEvent], name: &str| {
+        events
+            .iter()
+            .rev()
+            .find(|e| e.api_version == api_version && e.namespace == namespace && e.name() == name)
+            .map(|e| e.object.clone())
+    };
+    let (code, object) = match (r.verb.as_str(), &r.name) {
+        ("create", None) => {
+            let mut obj = parse()?;
+            let valid = if r.group.is_empty() {
+                serde_json::from_value::<k8s_openapi::api::core::v1::Event>(obj.clone()).map(drop)
+            } else {
+                serde_json::from_value::<k8s_openapi::api::events::v1::Event>(obj.clone()).map(drop)
+            };
+            valid.map_err(|e| ApiError::bad_request(format!("decoding Event: {e}")))?;
+            let ns = meta_str(&obj, "namespace");
+            if !ns.is_empty() && ns != namespace {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+            if !obj.get("metadata").is_some_and(Value::is_object) {
+                obj["metadata"] = json!({});
+            }
+            if meta_str(&obj, "name").is_empty() {
+                let prefix = meta_str(&obj, "generateName").to_string();
+                obj["metadata"]["name"] = json!(format!("{prefix}{:05x}", events.len() + 1));
+            }
+            let name = meta_str(&obj, "name").to_string();
+            if latest(&events, &name).is_some() {
+                return Err(ApiError::already_exists("events", &r.group, &name));
+            }
+            obj["metadata"]["namespace"] = json!(namespace);
+            obj["apiVersion"] = json!(api_version);
+            obj["kind"] = json!("Event");
+            (201, obj)
+        }
+        ("patch", Some(name)) => {
+            let mut obj = latest(&events, name)
+                .ok_or_else(|| ApiError::not_found("events", &r.group, name))?;
+            merge_patch(&mut obj, &parse()?);
+            (200, obj)
+        }
+        ("get", Some(name)) => {
+            let obj = latest(&events, name)
+                .ok_or_else(|| ApiError::not_found("events", &r.group, name))?;
+            return Ok(json_response(200, &obj));
+        }
+        ("list", None) => {
+            drop(events);
+            return Ok(event_list(shared, &api_version, Some(&namespace)));
+        }
+        _ => return Err(method_not_allowed()),
+    };
+    let mut object = object;
+    // Events live in etcd too: each write takes a version from the same counter.
+    let rv = lock(&shared.store).bump();
+    object["metadata"]["resourceVersion"] = json!(rv.to_string());
+    if object["metadata"].get("uid").is_none() {
+        object["metadata"]["uid"] = json!(format!("00000000-0000-4000-9000-{rv:012x}"));
+    }
+    events.push(PostedEvent {
+        api_version,
+        verb: r.verb.clone(),
+        namespace,
+        object: object.clone(),
+    });
+    Ok(json_response(code, &object))
+}
+
+fn event_list(shared: &Shared, api_version: &str, namespace: Option<&str>) -> Response<Body> {
+    let mut latest: BTreeMap<(String, String), Value> = BTreeMap::new();
+    for e in lock(&shared.events).iter() {
+        if e.api_version == api_version && namespace.is_none_or(|ns| ns == e.namespace) {
+            latest.insert(
+                (e.namespace.clone(), e.name().to_string()),
+                e.object.clone(),
+            );
+        }
+    }
+    let rv = lock(&shared.store).resource_version();
+    json_response(
+        200,
+        &json!({"kind": "EventList", "apiVersion": api_version,
+                "metadata": {"resourceVersion": rv.to_string()},
+                "items": latest.into_values().collect::<Vec<_>>()}),
+    )
+}
+
+fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        405,
+        "MethodNotAllowed",
+        "the server does not allow this method on the requested resource",
+    )
+}
+
+/// Discovery documents for the groups this server serves, enough for kube-rs's `Discovery`
+/// and for clients that check the server version.
+fn discovery(path: &str) -> Response<Body> {
+    let resource = |name: &str, kind: &str, namespaced: bool, verbs: &[&str]| json!({"name": name, "singularName": "", "namespaced": namespaced, "kind": kind, "verbs": verbs});
+    let read = ["get", "list", "watch"];
+    let write = ["create", "get", "list", "patch"];
+    let body = match path.trim_end_matches('/') {
+        "/version" => json!({
+            "major": "1", "minor": "33", "gitVersion": "v1.33.0", "gitCommit": "podwall-test",
+            "gitTreeState": "clean", "buildDate": "2025-04-23T00:00:00Z", "goVersion": "go1.24.0",
+            "compiler": "gc", "platform": "linux/amd64"
+        }),
+        "/api" => json!({"kind": "APIVersions", "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]}),
+        "/api/v1" => json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1",
+            "resources": [resource("pods", "Pod", true, &read),
+                          resource("namespaces", "Namespace", false, &read),
+                          resource("events", "Event", true, &write)]}),
+        "/apis" => {
+            let group = |name: &str| {
+                let gv = json!({"groupVersion": format!("{name}/v1"), "version": "v1"});
+                json!({"name": name, "versions": [gv], "preferredVersion": gv})
+            };
+            json!({"kind": "APIGroupList", "apiVersion": "v1",
+                   "groups": [group("networking.k8s.io"), group("events.k8s.io")]})
+        }
+        "/apis/networking.k8s.io/v1" => json!({"kind": "APIResourceList", "apiVersion": "v1",
+            "groupVersion": "networking.k8s.io/v1",
+            "resources": [resource("networkpolicies", "NetworkPolicy", true, &read)]}),
+        "/apis/events.k8s.io/v1" => json!({"kind": "APIResourceList", "apiVersion": "v1",
+            "groupVersion": "events.k8s.io/v1",
+            "resources": [resource("events", "Event", true, &write)]}),
+        "/healthz" | "/livez" | "/readyz" => {
+            return Response::new(full(Bytes::from_static(b"ok")));
+        }
+        _ => {
+            return error(&ApiError::new(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ))
+        }
+    };
+    json_response(200, &body)
+}
+
+/// A watch: events as newline-delimited JSON in a chunked body. The body ends cleanly after
+/// `timeout` (as `timeoutSeconds` asks) or after a 410 ERROR; a `Cut` ends it with an error,
+/// which makes hyper drop the connection without the final chunk.
+fn watch_response(
+    rx: tokio::sync::mpsc::UnboundedReceiver<WatchMsg>,
+    timeout: Option<Duration>,
+) -> Response<Body> {
+    let frames = futures::stream::unfold((rx, false), |(mut rx, cut)| async move {
+        if cut {
+            return None;
+        }
+        match rx.recv().await? {
+            WatchMsg::Line(line) => Some((Ok(Frame::data(line)), (rx, false))),
+            WatchMsg::Cut => Some((
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "watch dropped by the test",
+                )),
+                (rx, true),
+            )),
+        }
+    });
+    let frames = match timeout {
+        Some(t) => frames.take_until(tokio::time::sleep(t)).boxed(),
+        None => frames.boxed(),
+    };
+    Response::builder()
+        .status(200)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(BodyExt::boxed_unsync(StreamBody::new(frames)))
+        .expect("a response with a static header builds")
+}
+
+fn full(bytes: Bytes) -> Body {
+    Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+fn json_response(code: u16, body: &Value) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(full(Bytes::from(
+            serde_json::to_vec(body).expect("a JSON value serializes"),
+        )))
+        .expect("a response with a valid status builds")
+}
+
+fn error(e: &ApiError) -> Response<Body> {
+    json_response(e.code, &e.to_status())
+}

@@ -1,0 +1,538 @@
+//! A Kubernetes API server for tests: the real list/watch protocol over plain HTTP/1.1, so
+//! the daemon runs with a kubeconfig pointing here and takes the same code path as in a
+//! cluster (kube-rs client, watcher, reflector).
+//!
+//! Served: Pods, Namespaces and NetworkPolicies (`networking.k8s.io/v1`) with list
+//! (`resourceVersion`, `resourceVersionMatch`, `limit`/`continue` from a frozen snapshot,
+//! `labelSelector`, `fieldSelector`), get, and watch (chunked newline-delimited JSON with
+//! ADDED/MODIFIED/DELETED replayed from a bounded history, BOOKMARK events, and an ERROR event
+//! carrying a 410 `Expired` Status for a version older than the history); Events
+//! (`core/v1` and `events.k8s.io/v1`) can be created and patched and are recorded; discovery
+//! (`/api`, `/apis`, `/version`). Every request must carry the kubeconfig's bearer token.
+//!
+//! Tests change the world through the Rust control interface ([`ApiServer::create`],
+//! [`ApiServer::apply_yaml`], …), which assigns versions and uids like etcd, and break it on
+//! purpose: [`ApiServer::compact`], [`ApiServer::drop_watches`], [`ApiServer::stop`] /
+//! [`ApiServer::restart`], [`ApiServer::deny`]. [`ApiServer::requests`] logs every call as the
+//! authorizer sees it, for checking a ClusterRole.
+//!
+//! The server runs on its own thread with a current-thread tokio runtime, so it works the same
+//! from plain and from async tests. It needs no root, except [`ApiServer::start_in`], which
+//! listens inside a test network namespace.
+//!
+//! Not modelled: admission (a Pod may name a namespace that does not exist), deleting a
+//! Namespace does not delete what is in it, graceful deletion, writes to Pods, Namespaces and
+//! NetworkPolicies over HTTP (405), protobuf, HTTP/2 and TLS.
+
+mod events;
+mod http;
+mod kind;
+mod route;
+mod selector;
+mod status;
+mod store;
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use events::{EventSubject, PostedEvent};
+pub use kind::Kind;
+pub use route::ApiRequest;
+pub use status::ApiError;
+
+use crate::netns::TestNetns;
+use http::{lock, Shared};
+use store::{Store, WriteMode};
+
+/// The service account the 403 messages name, the one install/ gives the daemon.
+pub const DEFAULT_USER: &str = "system:serviceaccount:kube-system:podwall";
+
+/// The bearer token written into the kubeconfig and required on every request.
+pub const DEFAULT_TOKEN: &str = "pwt-apiserver-token";
+
+/// One permission a request needed, in ClusterRole terms.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Permission {
+    /// API group, "" for core.
+    pub group: String,
+    /// `resource` or `resource/subresource`.
+    pub resource: String,
+    pub verb: String,
+}
+
+/// Settings for [`ApiServer`]; [`ApiServer::start`] uses the defaults.
+#[derive(Debug, Clone)]
+pub struct ApiServerBuilder {
+    addr: SocketAddr,
+    history_limit: usize,
+    bookmark_interval: Duration,
+    token: String,
+    user: String,
+}
+
+impl Default for ApiServerBuilder {
+    fn default() -> Self {
+        ApiServerBuilder {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            history_limit: 1000,
+            bookmark_interval: Duration::from_secs(1),
+            token: DEFAULT_TOKEN.to_string(),
+            user: DEFAULT_USER.to_string(),
+        }
+    }
+}
+
+impl ApiServerBuilder {
+    /// Where to listen; port 0 picks a free one (kept across `restart`).
+    pub fn addr(mut self, addr: SocketAddr) -> Self {
+        self.addr = addr;
+        self
+    }
+
+    /// How many changes watches can replay; a watch from before them gets 410.
+    pub fn history_limit(mut self, changes: usize) -> Self {
+        self.history_limit = changes;
+        self
+    }
+
+    /// How often watches that allow bookmarks get one (the real server: about a minute).
+    pub fn bookmark_interval(mut self, interval: Duration) -> Self {
+        self.bookmark_interval = interval;
+        self
+    }
+
+    /// The user that 403 messages name.
+    pub fn user(mut self, user: &str) -> Self {
+        self.user = user.to_string();
+        self
+    }
+
+    /// Listen on this process's network namespace.
+    pub fn start(self) -> ApiServer {
+        ApiServer::launch(self, None)
+    }
+
+    /// Listen inside `netns` (default address: that namespace's 127.0.0.1), for a daemon that
+    /// runs there. Needs root, like every netns test.
+    pub fn start_in(self, netns: &TestNetns) -> ApiServer {
+        let file = File::open(netns.path())
+            .unwrap_or_else(|e| panic!("opening {}: {e}", netns.path().display()));
+        ApiServer::launch(self, Some(file))
+    }
+}
+
+/// The currently open listener and its connections.
+struct Running {
+    stop: CancellationToken,
+    tracker: TaskTracker,
+}
+
+/// A test API server; stops and frees its port on drop.
+pub struct ApiServer {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    netns: Option<File>,
+    runtime: tokio::runtime::Handle,
+    running: Mutex<Option<Running>>,
+    shutdown: CancellationToken,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for ApiServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiServer")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiServer {
+    /// Settings other than the defaults.
+    pub fn builder() -> ApiServerBuilder {
+        ApiServerBuilder::default()
+    }
+
+    /// On 127.0.0.1, a free port, default settings.
+    pub fn start() -> ApiServer {
+        Self::builder().start()
+    }
+
+    /// Inside `netns`, on its 127.0.0.1. Needs root.
+    pub fn start_in(netns: &TestNetns) -> ApiServer {
+        Self::builder().start_in(netns)
+    }
+
+    fn launch(opts: ApiServerBuilder, netns: Option<File>) -> ApiServer {
+        let shared = Arc::new(Shared {
+            store: Mutex::new(Store::new(opts.history_limit)),
+            requests: Mutex::new(Vec::new()),
+            denied: Mutex::new(Vec::new()),
+            events: Mutex::new(Vec::new()),
+            token: opts.token.clone(),
+            user: opts.user.clone(),
+        });
+        let shutdown = CancellationToken::new();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (bookmarks, interval, stop) =
+            (shared.clone(), opts.bookmark_interval, shutdown.clone());
+        let thread = std::thread::Builder::new()
+            .name("test-apiserver".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("building the test API server's runtime");
+                tx.send(rt.handle().clone())
+                    .expect("the starter waits for the handle");
+                rt.block_on(async move {
+                    let mut tick = tokio::time::interval(interval);
+                    loop {
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = tick.tick() => lock(&bookmarks.store).bookmark_all(),
+                        }
+                    }
+                });
+            })
+            .expect("spawning the test API server thread");
+        let runtime = rx
+            .recv()
+            .expect("the server thread sends its runtime handle");
+        let mut server = ApiServer {
+            shared,
+            addr: opts.addr,
+            netns,
+            runtime,
+            running: Mutex::new(None),
+            shutdown,
+            thread: Some(thread),
+        };
+        let listener = server.bind(opts.addr);
+        server.addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
+        server.serve(listener);
+        server
+    }
+
+    /// Bind `addr` here or, for `start_in`, on a thread that entered the test's namespace.
+    fn bind(&self, addr: SocketAddr) -> TcpListener {
+        let bind = move || {
+            let l = TcpListener::bind(addr)
+                .unwrap_or_else(|e| panic!("test API server: binding {addr}: {e}"));
+            l.set_nonblocking(true)
+                .expect("making the listener non-blocking");
+            l
+        };
+        match &self.netns {
+            None => bind(),
+            Some(file) => {
+                let file = file.try_clone().expect("duplicating the netns handle");
+                std::thread::spawn(move || {
+                    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                        .unwrap_or_else(|e| panic!("test API server: entering netns: {e}"));
+                    bind()
+                })
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))
+            }
+        }
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let (stop, tracker) = (CancellationToken::new(), TaskTracker::new());
+        let (shared, s, t) = (self.shared.clone(), stop.clone(), tracker.clone());
+        // The accept loop is tracked too, so `stop` returns only after the listener is gone.
+        tracker.spawn_on(
+            async move {
+                let listener = tokio::net::TcpListener::from_std(listener)
+                    .expect("registering the listener with the runtime");
+                http::serve(listener, shared, s, t).await;
+            },
+            &self.runtime,
+        );
+        *lock(&self.running) = Some(Running { stop, tracker });
+    }
+
+    /// Where clients connect.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`, the kubeconfig's cluster server.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The bearer token clients must send.
+    pub fn token(&self) -> &str {
+        &self.shared.token
+    }
+
+    /// Write `dir/kubeconfig` (cluster `server: http://…`, a token user, one context that is
+    /// current) and return its path, for `--kubeconfig` or `KUBECONFIG`.
+    pub fn kubeconfig(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("kubeconfig");
+        let text = format!(
+            "apiVersion: v1\n\
+             kind: Config\n\
+             clusters:\n\
+             - name: pwt-apiserver\n  cluster:\n    server: {url}\n\
+             users:\n\
+             - name: podwall\n  user:\n    token: {token}\n\
+             contexts:\n\
+             - name: pwt-apiserver\n  context:\n    cluster: pwt-apiserver\n    user: podwall\n    namespace: default\n\
+             current-context: pwt-apiserver\n",
+            url = self.url(),
+            token = self.shared.token,
+        );
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        path
+    }
+
+    // ----- the world -----
+
+    /// Create an object (`Pod`, `Namespace`, `NetworkPolicy`); returns it as stored, with
+    /// uid and resourceVersion. A namespaced object without a namespace goes to `default`.
+    pub fn create<K: TypedObject>(&self, obj: &K) -> Result<K, ApiError> {
+        self.write_typed(obj, WriteMode::Create)
+    }
+
+    /// Replace an existing object. A resourceVersion on `obj` must be the current one
+    /// (409 Conflict otherwise); without one the update is unconditional.
+    pub fn update<K: TypedObject>(&self, obj: &K) -> Result<K, ApiError> {
+        self.write_typed(obj, WriteMode::Update)
+    }
+
+    /// Create or replace, whatever the resourceVersion.
+    pub fn apply<K: TypedObject>(&self, obj: &K) -> Result<K, ApiError> {
+        self.write_typed(obj, WriteMode::Apply)
+    }
+
+    /// Delete; `namespace` is ignored for Namespaces. Returns the object's last state.
+    pub fn delete<K: TypedObject>(&self, namespace: &str, name: &str) -> Result<K, ApiError> {
+        let obj = lock(&self.shared.store).delete(kind_of::<K>()?, namespace, name)?;
+        from_value(obj)
+    }
+
+    /// The object as stored now.
+    pub fn get<K: TypedObject>(&self, namespace: &str, name: &str) -> Option<K> {
+        let obj = lock(&self.shared.store).get(kind_of::<K>().ok()?, namespace, name)?;
+        from_value(obj).ok()
+    }
+
+    /// Create every object in a YAML stream (documents separated by `---`); stops at the
+    /// first error.
+    pub fn create_yaml(&self, yaml: &str) -> Result<Vec<Value>, ApiError> {
+        self.write_yaml(yaml, WriteMode::Create)
+    }
+
+    /// Update every object in a YAML stream.
+    pub fn update_yaml(&self, yaml: &str) -> Result<Vec<Value>, ApiError> {
+        self.write_yaml(yaml, WriteMode::Update)
+    }
+
+    /// Create or replace every object in a YAML stream.
+    pub fn apply_yaml(&self, yaml: &str) -> Result<Vec<Value>, ApiError> {
+        self.write_yaml(yaml, WriteMode::Apply)
+    }
+
+    /// Delete every object a YAML stream names (by kind, namespace and name).
+    pub fn delete_yaml(&self, yaml: &str) -> Result<Vec<Value>, ApiError> {
+        let mut deleted = Vec::new();
+        for doc in yaml_documents(yaml)? {
+            let kind =
+                Kind::of_object(&doc).ok_or_else(|| ApiError::bad_request("unsupported kind"))?;
+            let ns = store::meta_str(&doc, "namespace");
+            let ns = if ns.is_empty() { "default" } else { ns };
+            deleted.push(lock(&self.shared.store).delete(
+                kind,
+                ns,
+                store::meta_str(&doc, "name"),
+            )?);
+        }
+        Ok(deleted)
+    }
+
+    fn write_typed<K: TypedObject>(&self, obj: &K, mode: WriteMode) -> Result<K, ApiError> {
+        kind_of::<K>()?;
+        let value = serde_json::to_value(obj).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        from_value(lock(&self.shared.store).write(value, mode)?)
+    }
+
+    fn write_yaml(&self, yaml: &str, mode: WriteMode) -> Result<Vec<Value>, ApiError> {
+        let mut written = Vec::new();
+        for doc in yaml_documents(yaml)? {
+            written.push(lock(&self.shared.store).write(doc, mode)?);
+        }
+        Ok(written)
+    }
+
+    /// The latest resourceVersion handed out.
+    pub fn resource_version(&self) -> u64 {
+        lock(&self.shared.store).resource_version()
+    }
+
+    // ----- breaking things -----
+
+    /// Forget the change history: every resourceVersion handed out so far becomes too old, so
+    /// the next watch from one of them gets a 410 `Expired` ERROR event (the client must
+    /// relist), and continue tokens expire. Open watches keep running.
+    pub fn compact(&self) {
+        lock(&self.shared.store).compact();
+    }
+
+    /// Cut every open watch connection abruptly (no final chunk), as a network failure or an
+    /// API server restart does. Clients re-watch from the last version they saw.
+    pub fn drop_watches(&self) {
+        lock(&self.shared.store).cut_watches();
+    }
+
+    /// Watches with a client still connected; poll this to know a watcher is established.
+    pub fn open_watches(&self) -> usize {
+        lock(&self.shared.store).open_watches()
+    }
+
+    /// Send a BOOKMARK to every watch that allows them, now.
+    pub fn bookmark(&self) {
+        lock(&self.shared.store).bookmark_all();
+    }
+
+    /// Close the port and every connection: clients get "connection refused" until
+    /// [`restart`](Self::restart). The objects stay. Returns once the port is closed.
+    pub fn stop(&self) {
+        let Some(running) = lock(&self.running).take() else {
+            return;
+        };
+        running.stop.cancel();
+        running.tracker.close();
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.runtime.spawn(async move {
+            running.tracker.wait().await;
+            let _ = tx.send(());
+        });
+        // A blocking wait is fine even from an async test: the server has its own thread.
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("the test API server closes its connections within 5 s");
+    }
+
+    /// Listen again on the same address after [`stop`](Self::stop); a no-op when running.
+    pub fn restart(&self) {
+        if lock(&self.running).is_some() {
+            return;
+        }
+        let listener = self.bind(self.addr);
+        self.serve(listener);
+    }
+
+    /// Whether the port is open (false between `stop` and `restart`).
+    pub fn is_running(&self) -> bool {
+        lock(&self.running).is_some()
+    }
+
+    /// Answer `verb` on `resource` with 403 Forbidden, like RBAC without that rule. `resource`
+    /// is the plural name (`pods`, `pods/status`), optionally with its group
+    /// (`events.events.k8s.io` denies only the new Events API); `*` matches any verb or
+    /// resource.
+    pub fn deny(&self, verb: &str, resource: &str) {
+        lock(&self.shared.denied).push((verb.to_string(), resource.to_string()));
+    }
+
+    /// Take back a [`deny`](Self::deny) with the same arguments.
+    pub fn allow(&self, verb: &str, resource: &str) {
+        lock(&self.shared.denied).retain(|(v, r)| !(v == verb && r == resource));
+    }
+
+    /// Take back every denial.
+    pub fn allow_all(&self) {
+        lock(&self.shared.denied).clear();
+    }
+
+    // ----- what the client did -----
+
+    /// Every request so far, in the order they were answered (a watch when it started).
+    pub fn requests(&self) -> Vec<ApiRequest> {
+        lock(&self.shared.requests).clone()
+    }
+
+    pub fn clear_requests(&self) {
+        lock(&self.shared.requests).clear();
+    }
+
+    /// The distinct (group, resource, verb) the resource requests so far needed, denied ones
+    /// included: what the daemon's ClusterRole must grant.
+    pub fn permissions(&self) -> BTreeSet<Permission> {
+        lock(&self.shared.requests)
+            .iter()
+            .filter(|r| r.is_resource())
+            .map(|r| Permission {
+                group: r.group.clone(),
+                resource: r.rbac_resource(),
+                verb: r.verb.clone(),
+            })
+            .collect()
+    }
+
+    /// Every Event created or patched so far, in order.
+    pub fn events(&self) -> Vec<PostedEvent> {
+        lock(&self.shared.events).clone()
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        if let Some(running) = lock(&self.running).take() {
+            running.stop.cancel();
+        }
+        self.shutdown.cancel();
+        if let Some(thread) = self.thread.take() {
+            // Dropping the runtime at the end of the thread drops every connection.
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A k8s-openapi object type the control interface takes.
+pub trait TypedObject: k8s_openapi::Resource + Serialize + DeserializeOwned {}
+impl<K: k8s_openapi::Resource + Serialize + DeserializeOwned> TypedObject for K {}
+
+fn kind_of<K: TypedObject>() -> Result<Kind, ApiError> {
+    Kind::ALL
+        .into_iter()
+        .find(|k| k.api_version() == K::API_VERSION && k.name() == K::KIND)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "the test API server does not serve {}/{}",
+                K::API_VERSION,
+                K::KIND
+            ))
+        })
+}
+
+fn from_value<K: DeserializeOwned>(obj: Value) -> Result<K, ApiError> {
+    serde_json::from_value(obj).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// The documents of a YAML stream as JSON, skipping empty ones.
+fn yaml_documents(yaml: &str) -> Result<Vec<Value>, ApiError> {
+    let mut docs = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(yaml) {
+        let value = Value::deserialize(doc)
+            .map_err(|e| ApiError::bad_request(format!("reading YAML: {e}")))?;
+        if !value.is_null() {
+            docs.push(value);
+        }
+    }
+    Ok(docs)
+}
