@@ -41,6 +41,12 @@ pub struct DaemonArgs {
     /// Address of `GET /healthz` and `GET /metrics`.
     #[arg(long, default_value = "0.0.0.0:20244")]
     pub health_addr: String,
+    /// API server to watch, from this kubeconfig [default: the in-cluster config].
+    #[arg(long, env = "KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// How long to wait at start for the first complete list of every watched kind.
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    pub cache_sync_timeout: Duration,
     /// Standalone mode: read Namespace, Pod and NetworkPolicy manifests from DIR (re-read when
     /// files change) instead of watching an API server.
     #[arg(long, value_name = "DIR")]
@@ -80,6 +86,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub health_addr: SocketAddr,
     pub manifests: Option<PathBuf>,
+    pub kubeconfig: Option<PathBuf>,
+    pub cache_sync_timeout: Duration,
     pub sync_period: Duration,
 }
 
@@ -117,6 +125,8 @@ impl Config {
             state_dir: args.state_dir,
             health_addr,
             manifests: args.manifests,
+            kubeconfig: args.kubeconfig,
+            cache_sync_timeout: args.cache_sync_timeout,
             sync_period: args.sync_period,
         })
     }

@@ -234,6 +234,22 @@ impl Core {
         }
     }
 
+    /// Whether the source has told us about pod `key` (kube mode asks the API server directly
+    /// on attach when it has not).
+    pub fn knows_pod(&self, key: &PodKey) -> bool {
+        self.cluster.pods.contains_key(key)
+    }
+
+    /// A pod fetched directly, ahead of the watch: the attach that follows uses its labels.
+    pub fn learn_pod(&mut self, pod: Pod) {
+        self.cluster.pods.entry(pod.key.clone()).or_insert(pod);
+    }
+
+    /// Keep the cluster state in the store, for a restart while the API is unreachable.
+    pub fn persist_cluster(&self) -> Result<(), crate::store::StoreError> {
+        self.store.put_cluster(&self.cluster)
+    }
+
     /// The source reported a new state of the cluster.
     pub fn set_cluster(&mut self, cluster: Snapshot) -> Result<(), WireError> {
         let attachments = self.attachments.clone();

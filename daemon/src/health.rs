@@ -1,42 +1,68 @@
 //! The readiness latch behind `/healthz` and the plugin's STATUS: ready only once the kernel
-//! was programmed, and not while the last commit failed (a heartbeat would be green while
-//! every sync fails).
+//! was programmed, while the last commit and reconcile succeeded, and while every watched
+//! source has synced (a heartbeat would be green while every sync fails).
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 #[derive(Debug)]
+struct State {
+    kernel: Result<(), String>,
+    /// Each source that must be synced, by name (`pods`, `namespaces`, …).
+    sources: BTreeMap<&'static str, Result<(), String>>,
+}
+
+#[derive(Debug)]
 pub struct Health {
-    state: Mutex<Result<(), String>>,
+    state: Mutex<State>,
 }
 
 impl Default for Health {
     fn default() -> Self {
         Self {
-            state: Mutex::new(Err("starting: kernel not programmed yet".to_string())),
+            state: Mutex::new(State {
+                kernel: Err("starting: kernel not programmed yet".to_string()),
+                sources: BTreeMap::new(),
+            }),
         }
     }
 }
 
 impl Health {
+    /// The last kernel commit (or reconcile) succeeded.
     pub fn set_ready(&self) {
-        *self.lock() = Ok(());
+        self.lock().kernel = Ok(());
     }
 
+    /// The last kernel commit (or reconcile) failed.
     pub fn set_failed(&self, reason: String) {
-        *self.lock() = Err(reason);
+        self.lock().kernel = Err(reason);
+    }
+
+    /// A source's state: `Err` with the reason while it has not synced or is failing.
+    pub fn set_source(&self, name: &'static str, state: Result<(), String>) {
+        self.lock().sources.insert(name, state);
     }
 
     pub fn is_ready(&self) -> bool {
-        self.lock().is_ok()
+        self.reason().is_none()
     }
 
-    /// Why the daemon is not ready, if it is not.
+    /// Why the daemon is not ready, if it is not: every reason, `; `-separated.
     pub fn reason(&self) -> Option<String> {
-        self.lock().clone().err()
+        let state = self.lock();
+        let mut reasons: Vec<String> = state.kernel.clone().err().into_iter().collect();
+        reasons.extend(
+            state
+                .sources
+                .iter()
+                .filter_map(|(name, s)| s.as_ref().err().map(|e| format!("{name}: {e}"))),
+        );
+        (!reasons.is_empty()).then(|| reasons.join("; "))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Result<(), String>> {
-        // A panic while holding this lock cannot leave the Result half-written.
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the state half-written.
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -56,6 +82,17 @@ mod tests {
         health.set_failed("last commit failed: boom".into());
         assert_eq!(health.reason().as_deref(), Some("last commit failed: boom"));
         health.set_ready();
+        assert!(health.is_ready());
+    }
+
+    #[test]
+    fn every_source_must_be_synced() {
+        let health = Health::default();
+        health.set_ready();
+        health.set_source("pods", Err("not synced yet".into()));
+        health.set_source("namespaces", Ok(()));
+        assert_eq!(health.reason().as_deref(), Some("pods: not synced yet"));
+        health.set_source("pods", Ok(()));
         assert!(health.is_ready());
     }
 }

@@ -11,14 +11,14 @@ use podwalld::core::Core;
 use podwalld::dataplane::nft::NftKernel;
 use podwalld::health::Health;
 use podwalld::metrics::Metrics;
-use podwalld::sources::manifests;
+use podwalld::sources::{kube, manifests};
 use podwalld::store::Store;
 use podwalld::{explain, http, server, sync};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
 
 /// How often the manifests directory is checked for changes.
 const MANIFESTS_POLL: std::time::Duration = std::time::Duration::from_millis(250);
-use tokio_util::sync::CancellationToken;
-use tracing::info;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -97,7 +97,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let health_listener = tokio::net::TcpListener::bind(config.health_addr)
         .await
         .with_context(|| format!("binding health address {}", config.health_addr))?;
-    let socket = server::bind(&config.socket)?;
     let switched =
         podwalld::sysctl::ensure_bridge_netfilter(std::path::Path::new("/proc/sys/net/bridge"))?;
     if switched.is_empty() {
@@ -105,61 +104,94 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     } else {
         info!(switched = ?switched, "turned br_netfilter on: bridged pod traffic passes the forward hook");
     }
-    // Taken before the first read, so that a change during it is seen by the watcher.
-    let start = config
-        .manifests
-        .as_deref()
-        .map(manifests::initial_fingerprint)
-        .unwrap_or_default();
-    let mut reader = config.manifests.clone().map(manifests::Reader::new);
-    let cluster = match &mut reader {
-        Some(reader) => reader.load()?,
-        None => Default::default(),
+    let shutdown = CancellationToken::new();
+    let mut tasks = vec![tokio::spawn(http::serve(
+        health_listener,
+        health.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ))];
+
+    // The cluster comes from a manifests directory, or from the API server's watchers.
+    let (source, cluster, updates, lookup) = match &config.manifests {
+        Some(dir) => {
+            // Taken before the first read, so that a change during it is seen by the watcher.
+            let start = manifests::initial_fingerprint(dir);
+            let mut reader = manifests::Reader::new(dir.clone());
+            let cluster = Arc::new(reader.load()?.snapshot);
+            let (tx, rx) = tokio::sync::watch::channel(cluster.clone());
+            tasks.push(tokio::spawn(manifests::watch(
+                reader,
+                MANIFESTS_POLL,
+                start,
+                tx,
+                shutdown.clone(),
+            )));
+            ("manifests", cluster, rx, None)
+        }
+        None => {
+            let client = kube_client(config.kubeconfig.as_deref()).await?;
+            let stored = store
+                .cluster()
+                .context("reading the stored cluster state")?;
+            let (tx, mut rx) =
+                tokio::sync::watch::channel(Arc::new(stored.clone().unwrap_or_default()));
+            tasks.push(tokio::spawn(kube::run(
+                client.clone(),
+                kube::Cache::from_snapshot(stored.clone().unwrap_or_default()),
+                tx,
+                health.clone(),
+                metrics.clone(),
+                config.node_name.clone(),
+                shutdown.clone(),
+            )));
+            let cluster = match stored {
+                // Serve attachments and keep the rules right from the last-known state while
+                // the API server is (maybe) unreachable; health stays red until it syncs.
+                Some(stored) => {
+                    info!(
+                        pods = stored.pods.len(),
+                        policies = stored.policies.len(),
+                        "starting from the stored cluster state"
+                    );
+                    Arc::new(stored)
+                }
+                None => kube::wait_synced(&mut rx, &health, config.cache_sync_timeout).await?,
+            };
+            ("api", cluster, rx, Some(server::PodLookup::new(client)))
+        }
     };
+
+    let socket = server::bind(&config.socket)?;
     let core = Core::start(
         config.node_name.clone(),
-        cluster.snapshot.clone(),
+        (*cluster).clone(),
         store,
         Box::new(NftKernel::default()),
         metrics.clone(),
         health.clone(),
     )?;
     let core = Arc::new(Mutex::new(core));
-    let shutdown = CancellationToken::new();
     let socket =
         tokio::net::UnixListener::from_std(socket).context("registering the plugin socket")?;
-    let mut tasks = vec![
-        tokio::spawn(server::serve(socket, core.clone(), shutdown.clone())),
-        tokio::spawn(http::serve(
-            health_listener,
-            health,
-            metrics,
-            shutdown.clone(),
-        )),
-        tokio::spawn(sync::reconcile_every(
-            config.sync_period,
-            core.clone(),
-            shutdown.clone(),
-        )),
-    ];
-    if let Some(reader) = reader {
-        let dir = reader.dir().to_path_buf();
-        let (tx, rx) = tokio::sync::watch::channel(Arc::new(cluster));
-        tasks.push(tokio::spawn(manifests::watch(
-            reader,
-            MANIFESTS_POLL,
-            start,
-            tx,
-            shutdown.clone(),
-        )));
-        tasks.push(tokio::spawn(sync::follow_manifests(
-            dir.clone(),
-            rx,
-            core,
-            shutdown.clone(),
-        )));
-    }
-    info!(node = %config.node_name, socket = %config.socket.display(), health = %config.health_addr, "podwalld serving");
+    tasks.push(tokio::spawn(server::serve(
+        socket,
+        core.clone(),
+        lookup,
+        shutdown.clone(),
+    )));
+    tasks.push(tokio::spawn(sync::reconcile_every(
+        config.sync_period,
+        core.clone(),
+        shutdown.clone(),
+    )));
+    tasks.push(tokio::spawn(sync::follow_source(
+        source,
+        updates,
+        core,
+        shutdown.clone(),
+    )));
+    info!(node = %config.node_name, source, socket = %config.socket.display(), health = %config.health_addr, "podwalld serving");
     wait_for_signal().await?;
     // Rules stay in the kernel: pods keep their enforcement while the daemon is away.
     info!("shutting down; rules stay in place");
@@ -168,6 +200,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = task.await;
     }
     Ok(())
+}
+
+/// A client from `--kubeconfig`, or the in-cluster config when there is none.
+async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<::kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = ::kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            ::kube::Config::from_custom_kubeconfig(file, &Default::default())
+                .await
+                .with_context(|| format!("using kubeconfig {}", path.display()))?
+        }
+        None => ::kube::Config::incluster().context(
+            "no API server: not running in a pod; pass --kubeconfig FILE, or --manifests DIR for standalone mode",
+        )?,
+    };
+    ::kube::Client::try_from(config).context("creating the API client")
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

@@ -90,7 +90,13 @@ pub struct Metrics {
     element_transactions: AtomicU64,
     elements_changed: AtomicU64,
     reconcile_repairs: AtomicU64,
+    watch_restarts: AtomicU64,
+    /// Errors by kind, in the order of `ERROR_KINDS`.
+    errors: [AtomicU64; ERROR_KINDS.len()],
 }
+
+/// The `kind` label values of `podwall_errors_total`.
+pub const ERROR_KINDS: [&str; 4] = ["api", "kernel", "store", "request"];
 
 impl Metrics {
     pub fn observe_attach(&self, elapsed: Duration, ok: bool) {
@@ -117,6 +123,18 @@ impl Metrics {
     /// A reconcile found drift and repaired it.
     pub fn count_repair(&self) {
         self.reconcile_repairs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A watcher relisted (after a 410 Gone or a dropped watch).
+    pub fn count_watch_restart(&self) {
+        self.watch_restarts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An error of one of `ERROR_KINDS`.
+    pub fn count_error(&self, kind: &str) {
+        if let Some(i) = ERROR_KINDS.iter().position(|k| *k == kind) {
+            self.errors[i].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub fn set_attachments(&self, n: usize) {
@@ -167,6 +185,11 @@ impl Metrics {
                 &self.elements_changed,
             ),
             (
+                "podwall_watch_restarts_total",
+                "API watches that relisted.",
+                &self.watch_restarts,
+            ),
+            (
                 "podwall_reconcile_repairs_total",
                 "Reconciles that found the kernel drifted and repaired it.",
                 &self.reconcile_repairs,
@@ -176,6 +199,17 @@ impl Metrics {
                 out,
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
                 value.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP podwall_errors_total Errors by kind.\n# TYPE podwall_errors_total counter"
+        );
+        for (kind, count) in ERROR_KINDS.iter().zip(&self.errors) {
+            let _ = writeln!(
+                out,
+                "podwall_errors_total{{kind=\"{kind}\"}} {}",
+                count.load(Ordering::Relaxed)
             );
         }
         out

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use podwall::wire::{self, ErrorKind, ReplyFrame, WireError, MAX_FRAME};
+use podwall::wire::{self, ErrorKind, ReplyFrame, Request, WireError, MAX_FRAME};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
@@ -49,9 +49,45 @@ pub fn bind(path: &Path) -> anyhow::Result<std::os::unix::net::UnixListener> {
     Ok(listener)
 }
 
+/// Fetches a pod the watch cache has not seen yet, so that a pod attached right after it was
+/// created still gets its labels (kube mode).
+#[derive(Clone)]
+pub struct PodLookup {
+    client: kube::Client,
+}
+
+/// A direct GET must not hold an ADD for long: past this, the pod attaches with the labels
+/// the watch delivers moments later.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl PodLookup {
+    pub fn new(client: kube::Client) -> Self {
+        Self { client }
+    }
+
+    async fn get(&self, namespace: &str, name: &str) -> Option<podwall_policy::Pod> {
+        let api: kube::Api<k8s_openapi::api::core::v1::Pod> =
+            kube::Api::namespaced(self.client.clone(), namespace);
+        match tokio::time::timeout(LOOKUP_TIMEOUT, api.get_opt(name)).await {
+            Ok(Ok(Some(pod))) => Some(podwall_policy::Pod::from_api(&pod).0),
+            Ok(Ok(None)) => None,
+            Ok(Err(err)) => {
+                warn!(pod = %format!("{namespace}/{name}"), error = %err, "cannot get the pod; attaching with the labels known so far");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+}
+
 /// Serve until `shutdown` is cancelled. Each connection runs on its own task; requests reach
 /// `Core` one at a time.
-pub async fn serve(listener: UnixListener, core: Arc<Mutex<Core>>, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: UnixListener,
+    core: Arc<Mutex<Core>>,
+    lookup: Option<PodLookup>,
+    shutdown: CancellationToken,
+) {
     loop {
         let stream = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -64,12 +100,12 @@ pub async fn serve(listener: UnixListener, core: Arc<Mutex<Core>>, shutdown: Can
                 }
             },
         };
-        tokio::spawn(connection(stream, core.clone()));
+        tokio::spawn(connection(stream, core.clone(), lookup.clone()));
     }
 }
 
-async fn connection(mut stream: UnixStream, core: Arc<Mutex<Core>>) {
-    let reply = match answer(&mut stream, core).await {
+async fn connection(mut stream: UnixStream, core: Arc<Mutex<Core>>, lookup: Option<PodLookup>) {
+    let reply = match answer(&mut stream, core, lookup).await {
         Ok(reply) => reply,
         Err(err) => {
             debug!(error = %err.message, "refused request");
@@ -81,7 +117,11 @@ async fn connection(mut stream: UnixStream, core: Arc<Mutex<Core>>) {
     let _ = stream.shutdown().await;
 }
 
-async fn answer(stream: &mut UnixStream, core: Arc<Mutex<Core>>) -> Result<ReplyFrame, WireError> {
+async fn answer(
+    stream: &mut UnixStream,
+    core: Arc<Mutex<Core>>,
+    lookup: Option<PodLookup>,
+) -> Result<ReplyFrame, WireError> {
     let uid = stream
         .peer_cred()
         .map_err(|e| {
@@ -103,13 +143,26 @@ async fn answer(stream: &mut UnixStream, core: Arc<Mutex<Core>>) -> Result<Reply
     }
     let line = line?;
     let request = wire::decode_request(&line)?;
-    let outcome = tokio::task::spawn_blocking(move || {
-        let mut core = core.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        core.handle(request)
-    })
-    .await
-    .map_err(|e| WireError::new(ErrorKind::Internal, format!("request handler failed: {e}")))?;
+    if let (Some(lookup), Request::Attach { attachment }) = (&lookup, &request) {
+        let key = podwall_policy::PodKey {
+            namespace: attachment.pod.namespace.clone(),
+            name: attachment.pod.name.clone(),
+        };
+        let known = lock(&core).knows_pod(&key);
+        if !known {
+            if let Some(pod) = lookup.get(&key.namespace, &key.name).await {
+                lock(&core).learn_pod(pod);
+            }
+        }
+    }
+    let outcome = tokio::task::spawn_blocking(move || lock(&core).handle(request))
+        .await
+        .map_err(|e| WireError::new(ErrorKind::Internal, format!("request handler failed: {e}")))?;
     outcome.map(ReplyFrame::reply)
+}
+
+fn lock(core: &Mutex<Core>) -> std::sync::MutexGuard<'_, Core> {
+    core.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 async fn read_line(stream: &mut UnixStream) -> Result<Vec<u8>, WireError> {

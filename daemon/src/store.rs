@@ -19,6 +19,8 @@ pub enum StoreError {
     },
     #[error("state store i/o failed")]
     Io(#[from] sled::Error),
+    #[error("state store holds an unreadable cluster snapshot")]
+    CorruptCluster(#[source] serde_json::Error),
     #[error("state store holds an unreadable attachment under key {key:?}")]
     Corrupt {
         key: String,
@@ -29,10 +31,13 @@ pub enum StoreError {
 
 /// Tree names are part of the on-disk format.
 const ATTACHMENTS: &str = "attachments/v1";
+const CLUSTER: &str = "cluster/v1";
+const SNAPSHOT_KEY: &[u8] = b"snapshot";
 
 pub struct Store {
     db: sled::Db,
     attachments: sled::Tree,
+    cluster: sled::Tree,
 }
 
 impl Store {
@@ -42,7 +47,12 @@ impl Store {
             source,
         })?;
         let attachments = db.open_tree(ATTACHMENTS)?;
-        Ok(Self { db, attachments })
+        let cluster = db.open_tree(CLUSTER)?;
+        Ok(Self {
+            db,
+            attachments,
+            cluster,
+        })
     }
 
     /// Every recorded attachment. A record that cannot be read is an error, not skipped: a
@@ -73,6 +83,26 @@ impl Store {
         let existed = self.attachments.remove(key(id))?.is_some();
         self.db.flush()?;
         Ok(existed)
+    }
+}
+
+impl Store {
+    /// The last-known state of the cluster (API objects, converted), so that a restart
+    /// enforces it while the API server is unreachable.
+    pub fn cluster(&self) -> Result<Option<podwall_policy::Snapshot>, StoreError> {
+        match self.cluster.get(SNAPSHOT_KEY)? {
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(StoreError::CorruptCluster),
+            None => Ok(None),
+        }
+    }
+
+    pub fn put_cluster(&self, snapshot: &podwall_policy::Snapshot) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(snapshot).expect("snapshots serialise");
+        self.cluster.insert(SNAPSHOT_KEY, value)?;
+        self.db.flush()?;
+        Ok(())
     }
 }
 
@@ -144,6 +174,24 @@ mod tests {
             .unwrap();
         let err = store.attachments().unwrap_err();
         assert!(err.to_string().contains("c1"), "{err}");
+    }
+
+    #[test]
+    fn the_cluster_snapshot_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let loaded = podwall_policy::manifests::load([(
+            "ns.yaml",
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {team: web}}\n",
+        )]);
+        {
+            let store = Store::open(dir.path()).unwrap();
+            assert_eq!(store.cluster().unwrap(), None);
+            store.put_cluster(&loaded.snapshot).unwrap();
+        }
+        assert_eq!(
+            Store::open(dir.path()).unwrap().cluster().unwrap(),
+            Some(loaded.snapshot)
+        );
     }
 
     #[test]

@@ -1,11 +1,10 @@
 //! The daemon's background loops around `Core`: following the source's updates and the
 //! periodic reconcile. Each takes the lock only for one transaction.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use podwall_policy::manifests::Loaded;
+use podwall_policy::Snapshot;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, warn, Instrument};
@@ -16,31 +15,51 @@ fn lock(core: &Mutex<Core>) -> std::sync::MutexGuard<'_, Core> {
     core.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Feed every new manifests load to the core (the reader already kept the last readable
-/// version of any file that broke).
-pub async fn follow_manifests(
-    dir: PathBuf,
-    mut updates: watch::Receiver<Arc<Loaded>>,
+/// How often, at most, the cluster state is written to the store: a snapshot of a large
+/// cluster is megabytes, and a restart only needs a recent one.
+const PERSIST_EVERY: Duration = Duration::from_secs(5);
+
+/// Feed every new snapshot from a source (the manifests reader, the API watchers) to the
+/// core, and keep a recent one in the store.
+pub async fn follow_source(
+    name: &'static str,
+    mut updates: watch::Receiver<Arc<Snapshot>>,
     core: Arc<Mutex<Core>>,
     shutdown: CancellationToken,
 ) {
+    let mut persisted: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             changed = updates.changed() => if changed.is_err() { return },
         }
-        let loaded = updates.borrow_and_update().clone();
+        let snapshot = (*updates.borrow_and_update().clone()).clone();
+        let persist = persisted.is_none_or(|at| at.elapsed() >= PERSIST_EVERY);
         let core = core.clone();
-        let snapshot = loaded.snapshot.clone();
-        let result = tokio::task::spawn_blocking(move || lock(&core).set_cluster(snapshot))
-            .instrument(info_span!("manifests"))
-            .await;
-        match result {
-            Ok(Ok(())) => info!(dir = %dir.display(), "applied manifests"),
-            Ok(Err(err)) => {
-                warn!(error = %err.message, "applying manifests failed; will retry on the next change or reconcile")
+        let result = tokio::task::spawn_blocking(move || {
+            let mut core = lock(&core);
+            let applied = core.set_cluster(snapshot);
+            if persist {
+                if let Err(err) = core.persist_cluster() {
+                    warn!(
+                        error = format!("{:#}", anyhow::Error::from(err)),
+                        "cannot store the cluster state"
+                    );
+                }
             }
-            Err(err) => warn!(error = %err, "applying manifests panicked"),
+            applied
+        })
+        .instrument(info_span!("source", name))
+        .await;
+        if persist {
+            persisted = Some(Instant::now());
+        }
+        match result {
+            Ok(Ok(())) => info!(source = name, "applied cluster update"),
+            Ok(Err(err)) => {
+                warn!(source = name, error = %err.message, "applying cluster update failed; the reconcile retries")
+            }
+            Err(err) => warn!(source = name, error = %err, "applying cluster update panicked"),
         }
     }
 }

@@ -342,11 +342,12 @@ impl Node {
 
     /// The flags that follow from the node's options.
     fn mode_args(&self) -> Vec<String> {
-        let mut args = Vec::new();
-        if self.options.manifests {
-            args.push("--manifests".to_string());
-            args.push(self.manifests().path().display().to_string());
-        }
+        // Without a source the daemon would look for an API server; a node with no policies
+        // is a standalone node whose manifests directory is empty.
+        let mut args = vec![
+            "--manifests".to_string(),
+            self.manifests().path().display().to_string(),
+        ];
         if let Some(period) = &self.options.sync_period {
             args.push("--sync-period".to_string());
             args.push(period.clone());

@@ -138,13 +138,13 @@ pub fn report(dir: &Path, loaded: &Loaded) {
     }
 }
 
-/// Poll the reader's directory every `period` and publish a new `Loaded` whenever its
+/// Poll the reader's directory every `period` and publish a new snapshot whenever its
 /// files change. The first load is the caller's.
 pub async fn watch(
     mut reader: Reader,
     period: Duration,
     mut last: Fingerprint,
-    tx: watch::Sender<Arc<Loaded>>,
+    tx: watch::Sender<Arc<podwall_policy::Snapshot>>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -167,7 +167,7 @@ pub async fn watch(
             Ok(loaded) => {
                 info!(dir = %dir, pods = loaded.snapshot.pods.len(), policies = loaded.snapshot.policies.len(), "manifests changed");
                 last = now;
-                if tx.send(Arc::new(loaded)).is_err() {
+                if tx.send(Arc::new(loaded.snapshot)).is_err() {
                     return;
                 }
             }
@@ -258,7 +258,7 @@ mod tests {
     async fn a_changed_file_is_published() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("ns.yaml"), NS).unwrap();
-        let (tx, mut rx) = watch::channel(Arc::new(load_dir(dir.path()).unwrap()));
+        let (tx, mut rx) = watch::channel(Arc::new(load_dir(dir.path()).unwrap().snapshot));
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(watch(
             Reader::new(dir.path().to_path_buf()),
@@ -272,7 +272,7 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(rx.borrow().snapshot.policies.len(), 1);
+        assert_eq!(rx.borrow().policies.len(), 1);
         shutdown.cancel();
         task.await.unwrap();
     }

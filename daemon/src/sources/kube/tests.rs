@@ -1,0 +1,198 @@
+use super::*;
+
+fn pod(ns: &str, name: &str, labels: &[(&str, &str)], ip: &str) -> ApiPod {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "namespace": ns, "labels": labels.iter().cloned().collect::<BTreeMap<_, _>>()},
+        "spec": {"nodeName": "n2", "containers": [{"name": "c", "image": "i"}]},
+        "status": {"phase": "Running", "podIPs": [{"ip": ip}]},
+    }))
+    .unwrap()
+}
+
+fn namespace(name: &str) -> ApiNamespace {
+    serde_json::from_value(
+        serde_json::json!({"metadata": {"name": name, "labels": {"team": name}}}),
+    )
+    .unwrap()
+}
+
+fn policy(ns: &str, name: &str, cidr: &str) -> ApiPolicy {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "namespace": ns, "uid": format!("uid-{name}"), "resourceVersion": "7"},
+        "spec": {"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": cidr}}]}]},
+    }))
+    .unwrap()
+}
+
+/// Feed one complete list of each kind.
+fn synced(pods: Vec<ApiPod>) -> Cache {
+    let mut cache = Cache::default();
+    cache.apply(Update::Pod(Event::Init));
+    for p in pods {
+        cache.apply(Update::Pod(Event::InitApply(p)));
+    }
+    cache.apply(Update::Pod(Event::InitDone));
+    for update in [
+        Update::Namespace(Event::Init),
+        Update::Namespace(Event::InitApply(namespace("x"))),
+        Update::Namespace(Event::InitDone),
+        Update::Policy(Event::Init),
+        Update::Policy(Event::InitDone),
+    ] {
+        cache.apply(update);
+    }
+    cache
+}
+
+#[test]
+fn not_synced_until_every_kind_has_listed() {
+    let mut cache = Cache::default();
+    cache.apply(Update::Pod(Event::Init));
+    cache.apply(Update::Pod(Event::InitDone));
+    assert!(!cache.is_synced());
+    assert!(synced(vec![]).is_synced());
+}
+
+#[test]
+fn objects_of_a_relist_wait_until_it_is_complete() {
+    let mut cache = Cache::default();
+    cache.apply(Update::Pod(Event::Init));
+    cache.apply(Update::Pod(Event::InitApply(pod(
+        "x",
+        "a",
+        &[],
+        "10.0.0.2",
+    ))));
+    assert!(
+        cache.snapshot().pods.is_empty(),
+        "half a list is not the cluster"
+    );
+    let (changed, _) = cache.apply(Update::Pod(Event::InitDone));
+    assert!(changed);
+    assert_eq!(cache.snapshot().pods.len(), 1);
+}
+
+#[test]
+fn a_relist_with_the_same_objects_changes_nothing() {
+    let mut cache = synced(vec![pod("x", "a", &[("app", "web")], "10.0.0.2")]);
+    cache.apply(Update::Pod(Event::Init));
+    cache.apply(Update::Pod(Event::InitApply(pod(
+        "x",
+        "a",
+        &[("app", "web")],
+        "10.0.0.2",
+    ))));
+    let (changed, _) = cache.apply(Update::Pod(Event::InitDone));
+    assert!(!changed, "no churn after a 410 or a dropped watch");
+}
+
+#[test]
+fn a_relist_drops_what_was_deleted_while_the_watch_was_down() {
+    let mut cache = synced(vec![
+        pod("x", "a", &[], "10.0.0.2"),
+        pod("x", "b", &[], "10.0.0.3"),
+    ]);
+    cache.apply(Update::Pod(Event::Init));
+    cache.apply(Update::Pod(Event::InitApply(pod(
+        "x",
+        "a",
+        &[],
+        "10.0.0.2",
+    ))));
+    let (changed, _) = cache.apply(Update::Pod(Event::InitDone));
+    assert!(changed);
+    assert_eq!(
+        cache
+            .snapshot()
+            .pods
+            .keys()
+            .map(|k| k.name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["a"]
+    );
+}
+
+#[test]
+fn apply_and_delete_change_the_snapshot() {
+    let mut cache = synced(vec![]);
+    assert!(
+        cache
+            .apply(Update::Pod(Event::Apply(pod("x", "a", &[], "10.0.0.2"))))
+            .0
+    );
+    assert!(
+        !cache
+            .apply(Update::Pod(Event::Apply(pod("x", "a", &[], "10.0.0.2"))))
+            .0,
+        "same object again"
+    );
+    assert!(
+        cache
+            .apply(Update::Pod(Event::Apply(pod(
+                "x",
+                "a",
+                &[("app", "db")],
+                "10.0.0.2"
+            ))))
+            .0
+    );
+    assert_eq!(
+        cache
+            .snapshot()
+            .pods
+            .values()
+            .next()
+            .unwrap()
+            .labels
+            .get("app")
+            .map(String::as_str),
+        Some("db")
+    );
+    assert!(
+        cache
+            .apply(Update::Pod(Event::Delete(pod("x", "a", &[], "10.0.0.2"))))
+            .0
+    );
+    assert!(cache.snapshot().pods.is_empty());
+    assert!(
+        cache
+            .apply(Update::Namespace(Event::Delete(namespace("x"))))
+            .0
+    );
+}
+
+#[test]
+fn a_broken_policy_is_kept_as_its_fail_closed_stand_in_and_reported() {
+    let mut cache = synced(vec![]);
+    let (changed, broken) = cache.apply(Update::Policy(Event::Apply(policy(
+        "x",
+        "bad",
+        "10.0.0.0/33",
+    ))));
+    assert!(changed);
+    assert_eq!(broken.len(), 1);
+    assert!(
+        broken[0].errors[0].to_string().contains("10.0.0.0/33"),
+        "{}",
+        broken[0].errors[0]
+    );
+    let stand_in = cache.snapshot().policies.values().next().unwrap();
+    assert!(stand_in.broken);
+    let (_, fine) = cache.apply(Update::Policy(Event::Apply(policy(
+        "x",
+        "good",
+        "10.0.0.0/8",
+    ))));
+    assert!(fine.is_empty());
+}
+
+#[test]
+fn the_store_snapshot_is_the_starting_point() {
+    let cache = synced(vec![pod("x", "a", &[], "10.0.0.2")]);
+    let restarted = Cache::from_snapshot(cache.snapshot().clone());
+    assert_eq!(restarted.snapshot(), cache.snapshot());
+    assert!(
+        !restarted.is_synced(),
+        "a stored state is not a synced cache"
+    );
+}
