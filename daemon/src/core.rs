@@ -199,9 +199,8 @@ impl Core {
             sets = applied.ruleset.sets.len(),
             "programmed kernel"
         );
-        metrics.set_attachments(attachments.len());
         health.set_ready();
-        Ok(Self {
+        let core = Self {
             node,
             store,
             kernel,
@@ -211,10 +210,24 @@ impl Core {
             applied,
             metrics,
             health,
-        })
+        };
+        core.record_size();
+        Ok(core)
     }
 
     pub fn handle(&mut self, request: Request) -> Result<Reply, WireError> {
+        let result = self.serve(request);
+        if let Err(err) = &result {
+            self.metrics.count_error(match err.kind {
+                ErrorKind::Kernel => "kernel",
+                ErrorKind::Store => "store",
+                _ => "request",
+            });
+        }
+        result
+    }
+
+    fn serve(&mut self, request: Request) -> Result<Reply, WireError> {
         match request {
             Request::Attach { attachment } => {
                 let started = Instant::now();
@@ -252,8 +265,11 @@ impl Core {
 
     /// The source reported a new state of the cluster.
     pub fn set_cluster(&mut self, cluster: Snapshot) -> Result<(), WireError> {
+        let started = Instant::now();
         let attachments = self.attachments.clone();
-        self.transition(attachments, Some(cluster), Scope::Everything)
+        let result = self.transition(attachments, Some(cluster), Scope::Everything);
+        self.metrics.observe_sync(started.elapsed(), result.is_ok());
+        result
     }
 
     fn attach(&mut self, attachment: Attachment) -> Result<Reply, WireError> {
@@ -375,6 +391,13 @@ impl Core {
     /// Compare the kernel with what we applied and swap the table back in if anything
     /// drifted (a table deleted, a chain flushed, an element removed by hand).
     pub fn reconcile(&mut self) -> Result<Vec<String>, WireError> {
+        let started = Instant::now();
+        let result = self.repair_drift();
+        self.metrics.observe_sync(started.elapsed(), result.is_ok());
+        result
+    }
+
+    fn repair_drift(&mut self) -> Result<Vec<String>, WireError> {
         let expected = Fingerprint::of(&self.applied);
         let kernel = self.kernel.dump().map_err(|e| self.kernel_failed(e))?;
         let drift = match kernel {
@@ -497,8 +520,22 @@ impl Core {
             self.cluster = cluster;
         }
         self.health.set_ready();
-        self.metrics.set_attachments(self.attachments.len());
+        self.record_size();
         Ok(())
+    }
+
+    fn record_size(&self) {
+        let ruleset = &self.applied.ruleset;
+        let elements = ruleset
+            .sets
+            .values()
+            .map(podwall_policy::Set::len)
+            .sum::<usize>()
+            + ruleset.ingress.len()
+            + ruleset.egress.len();
+        self.metrics
+            .set_table_size(ruleset.chains.len(), ruleset.sets.len(), elements);
+        self.metrics.set_attachments(self.attachments.len());
     }
 
     /// The compiler gives dispatch entries only to pods a policy isolates; every local pod

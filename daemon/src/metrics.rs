@@ -93,6 +93,12 @@ pub struct Metrics {
     watch_restarts: AtomicU64,
     /// Errors by kind, in the order of `ERROR_KINDS`.
     errors: [AtomicU64; ERROR_KINDS.len()],
+    syncs: ResultCounter,
+    sync_seconds: Histogram,
+    /// What the kernel holds: chains, sets, set and map elements.
+    chains: AtomicU64,
+    sets: AtomicU64,
+    elements: AtomicU64,
 }
 
 /// The `kind` label values of `podwall_errors_total`.
@@ -137,6 +143,19 @@ impl Metrics {
         }
     }
 
+    /// A whole-cluster sync (a source update or a reconcile) took `elapsed`.
+    pub fn observe_sync(&self, elapsed: Duration, ok: bool) {
+        self.syncs.record(ok);
+        self.sync_seconds.observe(elapsed);
+    }
+
+    /// The size of what the kernel holds.
+    pub fn set_table_size(&self, chains: usize, sets: usize, elements: usize) {
+        self.chains.store(chains as u64, Ordering::Relaxed);
+        self.sets.store(sets as u64, Ordering::Relaxed);
+        self.elements.store(elements as u64, Ordering::Relaxed);
+    }
+
     pub fn set_attachments(&self, n: usize) {
         self.attachments.store(n as u64, Ordering::Relaxed);
     }
@@ -163,11 +182,40 @@ impl Metrics {
             "podwall_transaction_duration_seconds",
             "Time to commit one nftables transaction.",
         );
-        let _ = writeln!(
-            out,
-            "# HELP podwall_attachments Pods attached on this node.\n# TYPE podwall_attachments gauge\npodwall_attachments {}",
-            self.attachments.load(Ordering::Relaxed)
+        self.syncs.render(
+            &mut out,
+            "podwall_syncs_total",
+            "Whole-cluster syncs: source updates and reconciles.",
         );
+        self.sync_seconds.render(
+            &mut out,
+            "podwall_sync_duration_seconds",
+            "Time to apply a source update or run a reconcile.",
+        );
+        for (name, help, value) in [
+            (
+                "podwall_attachments",
+                "Pods attached on this node.",
+                &self.attachments,
+            ),
+            (
+                "podwall_chains",
+                "Policy chains in the kernel.",
+                &self.chains,
+            ),
+            ("podwall_sets", "Named sets in the kernel.", &self.sets),
+            (
+                "podwall_elements",
+                "Set and dispatch-map elements in the kernel.",
+                &self.elements,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
         for (name, help, value) in [
             (
                 "podwall_full_replaces_total",
@@ -219,6 +267,25 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_and_errors_are_exported_by_their_names() {
+        let m = Metrics::default();
+        m.set_table_size(3, 4, 50);
+        m.count_error("api");
+        m.count_error("nonsense");
+        let text = m.render();
+        assert!(
+            text.contains("podwall_chains 3\n")
+                && text.contains("podwall_sets 4\n")
+                && text.contains("podwall_elements 50\n")
+        );
+        assert!(
+            text.contains("podwall_errors_total{kind=\"api\"} 1\n"),
+            "{text}"
+        );
+        assert!(!text.contains("nonsense"), "labels come from a fixed set");
+    }
 
     #[test]
     fn histogram_buckets_are_cumulative() {
