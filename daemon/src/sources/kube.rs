@@ -308,7 +308,9 @@ pub async fn run(
             _ = shutdown.cancelled() => return,
             item = streams.next() => match item { Some(item) => item, None => return },
         };
-        let mut changed = false;
+        // The first complete list is published even when it is empty or equals the stored
+        // state: it is what start-up waits for.
+        let mut changed = !cache.is_synced();
         let mut broken = Vec::new();
         let mut handle = |(kind, item): (Kind, Result<Update, watcher::Error>),
                           cache: &mut Cache| match item {
