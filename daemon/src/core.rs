@@ -34,7 +34,8 @@ pub struct Core {
     store: Store,
     kernel: Box<dyn Kernel>,
     attachments: BTreeMap<AttachmentId, Attachment>,
-    /// The cluster as the source (manifests or API) reports it, without this node's pods.
+    /// The cluster as the source (manifests or API) reports it; what it says of this node's
+    /// pods counts only for attached ones (see `merged`).
     cluster: Snapshot,
     /// Compiles `merged(cluster, attachments)` for this node.
     compiler: Compiler,
