@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod apiserver;
+pub mod bench;
 pub mod bins;
 pub mod cmd;
 pub mod cni;
