@@ -13,7 +13,7 @@ use std::time::Instant;
 use anyhow::Context;
 use podwall::wire::{Attachment, AttachmentId, ErrorKind, Reply, Request, WireError};
 use podwall_policy::model::{Labels, Phase};
-use podwall_policy::{Compiler, Direction, Event, Pod, PodKey, RulesetDelta, Snapshot};
+use podwall_policy::{Compiler, Direction, Event, Pod, PodKey, Ruleset, RulesetDelta, Snapshot};
 use tracing::{info, warn};
 
 use crate::dataplane::compiled::with_open_entries;
@@ -23,10 +23,69 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
-/// Which pods a transition can have changed.
+/// What a transition can have changed.
 enum Scope {
+    /// These pods (attach, detach, GC).
     Pods(Vec<PodKey>),
+    /// These objects of the cluster, as a source reported them.
+    Changes(Vec<Event>),
+    /// Anything: compare whole snapshots.
     Everything,
+}
+
+/// How to put back what a `Scope::Changes` transition changed in `Core::cluster`.
+enum Undo {
+    Pod(PodKey, Option<Pod>),
+    Namespace(String, Option<podwall_policy::Namespace>),
+    Policy(podwall_policy::PolicyKey, Option<podwall_policy::Policy>),
+}
+
+/// The delta between `old` and `new` over the objects `deltas` touched: several compiler
+/// deltas become one transaction without comparing whole rulesets.
+fn touched_delta(old: &Ruleset, new: &Ruleset, deltas: &[RulesetDelta]) -> RulesetDelta {
+    let mut sets = BTreeSet::new();
+    let mut chains = BTreeSet::new();
+    let mut ingress: BTreeSet<IpAddr> = BTreeSet::new();
+    let mut egress: BTreeSet<IpAddr> = BTreeSet::new();
+    for d in deltas {
+        sets.extend(
+            d.sets_added
+                .keys()
+                .chain(&d.sets_removed)
+                .chain(d.elements_added.keys())
+                .chain(d.elements_removed.keys()),
+        );
+        chains.extend(d.chains_set.keys().chain(&d.chains_removed));
+        ingress.extend(d.ingress.keys());
+        egress.extend(d.egress.keys());
+    }
+    let part = |rs: &Ruleset| Ruleset {
+        sets: rs
+            .sets
+            .iter()
+            .filter(|(k, _)| sets.contains(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        chains: rs
+            .chains
+            .iter()
+            .filter(|(k, _)| chains.contains(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        ingress: rs
+            .ingress
+            .iter()
+            .filter(|(k, _)| ingress.contains(k))
+            .map(|(k, v)| (*k, v.clone()))
+            .collect(),
+        egress: rs
+            .egress
+            .iter()
+            .filter(|(k, _)| egress.contains(k))
+            .map(|(k, v)| (*k, v.clone()))
+            .collect(),
+    };
+    part(old).diff(&part(new))
 }
 
 pub struct Core {
@@ -264,6 +323,16 @@ impl Core {
         self.store.put_cluster(&self.cluster)
     }
 
+    /// The source reported changed objects (the API watchers' events): only they are
+    /// compared and compiled.
+    pub fn apply_changes(&mut self, changes: Vec<Event>) -> Result<(), WireError> {
+        let started = Instant::now();
+        let attachments = self.attachments.clone();
+        let result = self.transition(attachments, None, Scope::Changes(changes));
+        self.metrics.observe_sync(started.elapsed(), result.is_ok());
+        result
+    }
+
     /// The source reported a new state of the cluster.
     pub fn set_cluster(&mut self, cluster: Snapshot) -> Result<(), WireError> {
         let started = Instant::now();
@@ -447,11 +516,20 @@ impl Core {
         cluster: Option<Snapshot>,
         scope: Scope,
     ) -> Result<(), WireError> {
+        let mut undo = Vec::new();
         let events = match scope {
             Scope::Pods(keys) => keys
                 .iter()
                 .filter_map(|key| self.pod_event(key, &attachments))
                 .collect(),
+            Scope::Changes(changes) => {
+                let (mut events, pods) = self.record_changes(changes, &mut undo);
+                events.extend(
+                    pods.iter()
+                        .filter_map(|key| self.pod_event(key, &attachments)),
+                );
+                events
+            }
             Scope::Everything => {
                 let old = merged(&self.cluster, &self.attachments, &self.node);
                 let new = merged(
@@ -467,19 +545,18 @@ impl Core {
             .symmetric_difference(&local)
             .copied()
             .collect();
-        let mut delta = if events.len() == 1 {
-            // The hot path (one pod attached, detached or changed): the compiler's own delta,
-            // which touches only what the event affects.
-            let delta = self.compiler.apply(events[0].clone());
-            touched.extend(delta.ingress.keys().chain(delta.egress.keys()).copied());
-            delta
-        } else {
-            for event in events {
-                self.compiler.apply(event);
-            }
-            let desired = with_open_entries(self.compiler.ruleset().clone(), local.iter().copied());
-            touched.clear();
-            self.applied.ruleset.diff(&desired)
+        let mut deltas: Vec<RulesetDelta> = events
+            .into_iter()
+            .map(|event| self.compiler.apply(event))
+            .collect();
+        for d in &deltas {
+            touched.extend(d.ingress.keys().chain(d.egress.keys()).copied());
+        }
+        // One event (the hot path) is the compiler's own delta; several become one
+        // transaction over what they touched.
+        let mut delta = match deltas.len() {
+            1 => deltas.pop().expect("one delta"),
+            _ => touched_delta(&self.applied.ruleset, self.compiler.ruleset(), &deltas),
         };
         self.fix_open_entries(&mut delta, &touched, &local);
         let started = Instant::now();
@@ -507,6 +584,7 @@ impl Core {
             .observe_transaction(started.elapsed(), result.is_ok());
         if let Err(err) = result {
             let err = self.kernel_failed(err);
+            self.undo(undo);
             // The compiler moved ahead of the kernel: rebuild it from the state we keep.
             self.compiler = Compiler::new(
                 merged(&self.cluster, &self.attachments, &self.node),
@@ -537,6 +615,78 @@ impl Core {
         self.metrics
             .set_table_size(ruleset.chains.len(), ruleset.sets.len(), elements);
         self.metrics.set_attachments(self.attachments.len());
+    }
+
+    /// Put the source's changes into `cluster`, remembering what they replaced. Returns the
+    /// compiler events for namespaces and policies, and the pods to bring in line.
+    fn record_changes(
+        &mut self,
+        changes: Vec<Event>,
+        undo: &mut Vec<Undo>,
+    ) -> (Vec<Event>, BTreeSet<PodKey>) {
+        let mut events = Vec::new();
+        let mut pods = BTreeSet::new();
+        for change in changes {
+            match change {
+                Event::Pod(pod) => {
+                    pods.insert(pod.key.clone());
+                    undo.push(Undo::Pod(
+                        pod.key.clone(),
+                        self.cluster.pods.insert(pod.key.clone(), pod),
+                    ));
+                }
+                Event::PodDeleted(key) => {
+                    undo.push(Undo::Pod(key.clone(), self.cluster.pods.remove(&key)));
+                    pods.insert(key);
+                }
+                Event::Namespace(ns) => {
+                    undo.push(Undo::Namespace(
+                        ns.name.clone(),
+                        self.cluster.namespaces.insert(ns.name.clone(), ns.clone()),
+                    ));
+                    events.push(Event::Namespace(ns));
+                }
+                Event::NamespaceDeleted(name) => {
+                    undo.push(Undo::Namespace(
+                        name.clone(),
+                        self.cluster.namespaces.remove(&name),
+                    ));
+                    events.push(Event::NamespaceDeleted(name));
+                }
+                Event::Policy(policy) => {
+                    let key = policy.key.clone();
+                    undo.push(Undo::Policy(
+                        key.clone(),
+                        self.cluster.policies.insert(key, policy.clone()),
+                    ));
+                    events.push(Event::Policy(policy));
+                }
+                Event::PolicyDeleted(key) => {
+                    undo.push(Undo::Policy(
+                        key.clone(),
+                        self.cluster.policies.remove(&key),
+                    ));
+                    events.push(Event::PolicyDeleted(key));
+                }
+            }
+        }
+        (events, pods)
+    }
+
+    fn undo(&mut self, undo: Vec<Undo>) {
+        fn restore<K: Ord, V>(map: &mut BTreeMap<K, V>, key: K, old: Option<V>) {
+            match old {
+                Some(value) => map.insert(key, value),
+                None => map.remove(&key),
+            };
+        }
+        for step in undo.into_iter().rev() {
+            match step {
+                Undo::Pod(key, old) => restore(&mut self.cluster.pods, key, old),
+                Undo::Namespace(name, old) => restore(&mut self.cluster.namespaces, name, old),
+                Undo::Policy(key, old) => restore(&mut self.cluster.policies, key, old),
+            }
+        }
     }
 
     /// The compiler gives dispatch entries only to pods a policy isolates; every local pod

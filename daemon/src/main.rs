@@ -118,8 +118,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             // Taken before the first read, so that a change during it is seen by the watcher.
             let start = manifests::initial_fingerprint(dir);
             let mut reader = manifests::Reader::new(dir.clone());
-            let cluster = Arc::new(reader.load()?.snapshot);
-            let (tx, rx) = tokio::sync::watch::channel(cluster.clone());
+            let cluster = reader.load()?.snapshot;
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             tasks.push(tokio::spawn(manifests::watch(
                 reader,
                 MANIFESTS_POLL,
@@ -134,8 +134,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             let stored = store
                 .cluster()
                 .context("reading the stored cluster state")?;
-            let (tx, mut rx) =
-                tokio::sync::watch::channel(Arc::new(stored.clone().unwrap_or_default()));
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
             tasks.push(tokio::spawn(kube::run(
                 client.clone(),
                 kube::Cache::from_snapshot(stored.clone().unwrap_or_default()),
@@ -154,7 +153,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                         policies = stored.policies.len(),
                         "starting from the stored cluster state"
                     );
-                    Arc::new(stored)
+                    stored
                 }
                 None => kube::wait_synced(&mut rx, &health, config.cache_sync_timeout).await?,
             };
@@ -165,7 +164,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let socket = server::bind(&config.socket)?;
     let core = Core::start(
         config.node_name.clone(),
-        (*cluster).clone(),
+        cluster,
         store,
         Box::new(NftKernel::default()),
         metrics.clone(),

@@ -4,10 +4,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use podwall_policy::Snapshot;
-use tokio::sync::watch;
+use crate::sources::Update;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, info_span, warn, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::core::Core;
 
@@ -19,26 +19,30 @@ fn lock(core: &Mutex<Core>) -> std::sync::MutexGuard<'_, Core> {
 /// cluster is megabytes, and a restart only needs a recent one.
 const PERSIST_EVERY: Duration = Duration::from_secs(5);
 
-/// Feed every new snapshot from a source (the manifests reader, the API watchers) to the
-/// core, and keep a recent one in the store.
+/// Feed every update from a source (the manifests reader, the API watchers) to the core,
+/// in order, and keep a recent cluster state in the store. Updates that queued up while the
+/// core was busy are applied together: consecutive change batches become one transaction.
 pub async fn follow_source(
     name: &'static str,
-    mut updates: watch::Receiver<Arc<Snapshot>>,
+    mut updates: mpsc::UnboundedReceiver<Update>,
     core: Arc<Mutex<Core>>,
     shutdown: CancellationToken,
 ) {
     let mut persisted: Option<Instant> = None;
     loop {
-        tokio::select! {
+        let first = tokio::select! {
             _ = shutdown.cancelled() => return,
-            changed = updates.changed() => if changed.is_err() { return },
+            update = updates.recv() => match update { Some(update) => update, None => return },
+        };
+        let mut batch = vec![first];
+        while let Ok(update) = updates.try_recv() {
+            batch.push(update);
         }
-        let snapshot = (*updates.borrow_and_update().clone()).clone();
         let persist = persisted.is_none_or(|at| at.elapsed() >= PERSIST_EVERY);
         let core = core.clone();
         let result = tokio::task::spawn_blocking(move || {
             let mut core = lock(&core);
-            let applied = core.set_cluster(snapshot);
+            let applied = apply(&mut core, batch);
             if persist {
                 if let Err(err) = core.persist_cluster() {
                     warn!(
@@ -55,12 +59,31 @@ pub async fn follow_source(
             persisted = Some(Instant::now());
         }
         match result {
-            Ok(Ok(())) => info!(source = name, "applied cluster update"),
+            Ok(Ok(())) => debug!(source = name, "applied cluster update"),
             Ok(Err(err)) => {
                 warn!(source = name, error = %err.message, "applying cluster update failed; the reconcile retries")
             }
             Err(err) => warn!(source = name, error = %err, "applying cluster update panicked"),
         }
+    }
+}
+
+/// A whole snapshot replaces what came before it in the batch; changes after it are merged.
+fn apply(core: &mut Core, batch: Vec<Update>) -> Result<(), podwall::wire::WireError> {
+    let mut changes = Vec::new();
+    for update in batch {
+        match update {
+            Update::Snapshot(snapshot) => {
+                changes.clear();
+                core.set_cluster(snapshot)?;
+            }
+            Update::Changes(more) => changes.extend(more),
+        }
+    }
+    if changes.is_empty() {
+        Ok(())
+    } else {
+        core.apply_changes(changes)
     }
 }
 

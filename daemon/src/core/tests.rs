@@ -447,3 +447,65 @@ fn the_guard_follows_attachments_by_element_changes() {
     .unwrap();
     assert!(kernel.guard().sources.is_empty());
 }
+
+#[test]
+fn source_changes_compile_only_what_they_touch_and_match_a_full_compile() {
+    let allow_web = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web, namespace: x}
+spec:
+  podSelector: {}
+  ingress: [{from: [{podSelector: {matchLabels: {role: web}}}]}]
+";
+    let dir = tempfile::tempdir().unwrap();
+    let (mut core, kernel) = core_with(dir.path(), cluster(allow_web));
+    attach(&mut core, "x", "a", "10.0.0.2");
+    let peer = |role: &str| {
+        let mut pod = Pod::new(
+            PodKey {
+                namespace: "x".into(),
+                name: "p".into(),
+            },
+            [("role".to_string(), role.to_string())].into(),
+            vec![ip("10.0.9.9")],
+        );
+        pod.node = Some("n2".into());
+        pod
+    };
+    core.apply_changes(vec![Event::Pod(peer("web"))]).unwrap();
+    let Call::Elements(ops) = kernel.last_call() else {
+        panic!("element-only transaction")
+    };
+    assert_eq!(ops.len(), 1, "the peer joins one set: {ops:?}");
+    // Two changes in one batch are one transaction.
+    let calls = kernel.0.lock().unwrap().calls.len();
+    core.apply_changes(vec![Event::Pod(peer("db")), Event::Pod(peer("web"))])
+        .unwrap();
+    assert!(kernel.0.lock().unwrap().calls.len() <= calls + 1);
+    core.apply_changes(vec![Event::PodDeleted(peer("web").key)])
+        .unwrap();
+    assert_eq!(kernel.table(), full_compile(&core));
+}
+
+#[test]
+fn a_rejected_source_change_leaves_the_cluster_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut core, kernel) = core_with(dir.path(), cluster(""));
+    attach(&mut core, "x", "a", "10.0.0.2");
+    let before = core.cluster.clone();
+    kernel.0.lock().unwrap().fail_next = Some("no memory".into());
+    let deny = load([("p.yaml", DENY_X)])
+        .snapshot
+        .policies
+        .into_values()
+        .next()
+        .unwrap();
+    assert!(core
+        .apply_changes(vec![Event::Policy(deny.clone())])
+        .is_err());
+    assert_eq!(core.cluster, before, "the change is not kept");
+    core.apply_changes(vec![Event::Policy(deny)]).unwrap();
+    assert_eq!(kernel.table(), full_compile(&core));
+    assert_ne!(kernel.table().ingress[&ip("10.0.0.2")], OPEN_CHAIN);
+}

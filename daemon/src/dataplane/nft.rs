@@ -111,7 +111,7 @@ impl NftKernel {
         }
         let doc = parse_json(&tables)?;
         let exists =
-            objects(&doc).any(|o| o["table"]["family"] == FAMILY && o["table"]["name"] == TABLE);
+            objects(&doc).any(|o| o["table"]["family"] == family && o["table"]["name"] == TABLE);
         Ok(exists)
     }
 }

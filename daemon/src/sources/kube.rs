@@ -17,11 +17,11 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource};
 use podwall_policy::model::{ModelError, Namespace, ObjectKey, Pod, Policy};
-use podwall_policy::Snapshot;
-use tokio::sync::watch;
+use podwall_policy::{Event as Change, Snapshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::{Update as SourceUpdate, Updates};
 use crate::health::Health;
 use crate::metrics::Metrics;
 
@@ -100,9 +100,9 @@ impl Cache {
         self.synced.contains(&kind)
     }
 
-    /// Apply one event. Returns whether the snapshot changed, and the policies that
-    /// converted with errors.
-    pub fn apply(&mut self, update: Update) -> (bool, Vec<Broken>) {
+    /// Apply one watch event. Returns what changed in the snapshot, as compiler events, and
+    /// the policies that converted with errors.
+    pub fn apply(&mut self, update: Update) -> (Vec<Change>, Vec<Broken>) {
         match update {
             Update::Pod(event) => (self.pod(event), Vec::new()),
             Update::Namespace(event) => (self.namespace(event), Vec::new()),
@@ -110,7 +110,7 @@ impl Cache {
         }
     }
 
-    fn pod(&mut self, event: Event<ApiPod>) -> bool {
+    fn pod(&mut self, event: Event<ApiPod>) -> Vec<Change> {
         let convert = |api: &ApiPod| {
             let (pod, errors) = Pod::from_api(api);
             for error in errors {
@@ -121,7 +121,7 @@ impl Cache {
         match event {
             Event::Init => {
                 self.relists.insert(Kind::Pods, Relist::default());
-                false
+                Vec::new()
             }
             Event::InitApply(api) => {
                 let pod = convert(&api);
@@ -130,22 +130,31 @@ impl Cache {
                     .or_default()
                     .pods
                     .insert(pod.key.clone(), pod);
-                false
+                Vec::new()
             }
             Event::InitDone => {
                 let relist = self.relists.remove(&Kind::Pods).unwrap_or_default();
                 self.synced.insert(Kind::Pods);
-                replace(&mut self.snapshot.pods, relist.pods)
+                replace(
+                    &mut self.snapshot.pods,
+                    relist.pods,
+                    Change::Pod,
+                    Change::PodDeleted,
+                )
             }
             Event::Apply(api) => {
                 let pod = convert(&api);
-                self.snapshot.pods.insert(pod.key.clone(), pod.clone()) != Some(pod)
+                upsert(&mut self.snapshot.pods, pod.key.clone(), pod, Change::Pod)
             }
-            Event::Delete(api) => self.snapshot.pods.remove(&convert(&api).key).is_some(),
+            Event::Delete(api) => remove(
+                &mut self.snapshot.pods,
+                convert(&api).key,
+                Change::PodDeleted,
+            ),
         }
     }
 
-    fn namespace(&mut self, event: Event<ApiNamespace>) -> bool {
+    fn namespace(&mut self, event: Event<ApiNamespace>) -> Vec<Change> {
         let convert = |api: &ApiNamespace| match Namespace::from_api(api) {
             Ok(ns) => Some(ns),
             Err(error) => {
@@ -156,7 +165,7 @@ impl Cache {
         match event {
             Event::Init => {
                 self.relists.insert(Kind::Namespaces, Relist::default());
-                false
+                Vec::new()
             }
             Event::InitApply(api) => {
                 if let Some(ns) = convert(&api) {
@@ -166,28 +175,39 @@ impl Cache {
                         .namespaces
                         .insert(ns.name.clone(), ns);
                 }
-                false
+                Vec::new()
             }
             Event::InitDone => {
                 let relist = self.relists.remove(&Kind::Namespaces).unwrap_or_default();
                 self.synced.insert(Kind::Namespaces);
-                replace(&mut self.snapshot.namespaces, relist.namespaces)
+                replace(
+                    &mut self.snapshot.namespaces,
+                    relist.namespaces,
+                    Change::Namespace,
+                    Change::NamespaceDeleted,
+                )
             }
             Event::Apply(api) => match convert(&api) {
-                Some(ns) => {
-                    self.snapshot.namespaces.insert(ns.name.clone(), ns.clone()) != Some(ns)
-                }
-                None => false,
+                Some(ns) => upsert(
+                    &mut self.snapshot.namespaces,
+                    ns.name.clone(),
+                    ns,
+                    Change::Namespace,
+                ),
+                None => Vec::new(),
             },
-            Event::Delete(api) => api
-                .metadata
-                .name
-                .as_ref()
-                .is_some_and(|name| self.snapshot.namespaces.remove(name).is_some()),
+            Event::Delete(api) => match api.metadata.name {
+                Some(name) => remove(
+                    &mut self.snapshot.namespaces,
+                    name,
+                    Change::NamespaceDeleted,
+                ),
+                None => Vec::new(),
+            },
         }
     }
 
-    fn policy(&mut self, event: Event<ApiPolicy>) -> (bool, Vec<Broken>) {
+    fn policy(&mut self, event: Event<ApiPolicy>) -> (Vec<Change>, Vec<Broken>) {
         let mut broken = Vec::new();
         let mut convert = |api: ApiPolicy| {
             let (policy, errors) = Policy::from_api(&api);
@@ -199,11 +219,11 @@ impl Cache {
             }
             policy
         };
-        let changed = match event {
+        let changes = match event {
             Event::Init => {
                 self.relists
                     .insert(Kind::NetworkPolicies, Relist::default());
-                false
+                Vec::new()
             }
             Event::InitApply(api) => {
                 let policy = convert(api);
@@ -212,7 +232,7 @@ impl Cache {
                     .or_default()
                     .policies
                     .insert(policy.key.clone(), policy);
-                false
+                Vec::new()
             }
             Event::InitDone => {
                 let relist = self
@@ -220,29 +240,76 @@ impl Cache {
                     .remove(&Kind::NetworkPolicies)
                     .unwrap_or_default();
                 self.synced.insert(Kind::NetworkPolicies);
-                replace(&mut self.snapshot.policies, relist.policies)
+                replace(
+                    &mut self.snapshot.policies,
+                    relist.policies,
+                    Change::Policy,
+                    Change::PolicyDeleted,
+                )
             }
             Event::Apply(api) => {
                 let policy = convert(api);
-                self.snapshot
-                    .policies
-                    .insert(policy.key.clone(), policy.clone())
-                    != Some(policy)
+                upsert(
+                    &mut self.snapshot.policies,
+                    policy.key.clone(),
+                    policy,
+                    Change::Policy,
+                )
             }
             Event::Delete(api) => {
                 let (policy, _) = Policy::from_api(&api);
-                self.snapshot.policies.remove(&policy.key).is_some()
+                remove(
+                    &mut self.snapshot.policies,
+                    policy.key,
+                    Change::PolicyDeleted,
+                )
             }
         };
-        (changed, broken)
+        (changes, broken)
     }
 }
 
-/// Swap in a complete list; whether anything differed.
-fn replace<K: Ord, V: PartialEq>(current: &mut BTreeMap<K, V>, listed: BTreeMap<K, V>) -> bool {
-    let changed = *current != listed;
+/// Swap in a complete list; what differed, as changes (none after a relist of an unchanged
+/// cluster).
+fn replace<K: Ord + Clone, V: PartialEq + Clone>(
+    current: &mut BTreeMap<K, V>,
+    listed: BTreeMap<K, V>,
+    upserted: fn(V) -> Change,
+    deleted: fn(K) -> Change,
+) -> Vec<Change> {
+    let mut changes: Vec<Change> = listed
+        .iter()
+        .filter(|(k, v)| current.get(k) != Some(v))
+        .map(|(_, v)| upserted(v.clone()))
+        .collect();
+    changes.extend(
+        current
+            .keys()
+            .filter(|k| !listed.contains_key(k))
+            .cloned()
+            .map(deleted),
+    );
     *current = listed;
-    changed
+    changes
+}
+
+fn upsert<K: Ord, V: PartialEq + Clone>(
+    map: &mut BTreeMap<K, V>,
+    key: K,
+    value: V,
+    upserted: fn(V) -> Change,
+) -> Vec<Change> {
+    match map.insert(key, value.clone()) {
+        Some(old) if old == value => Vec::new(),
+        _ => vec![upserted(value)],
+    }
+}
+
+fn remove<K: Ord, V>(map: &mut BTreeMap<K, V>, key: K, deleted: fn(K) -> Change) -> Vec<Change> {
+    match map.remove(&key) {
+        Some(_) => vec![deleted(key)],
+        None => Vec::new(),
+    }
 }
 
 /// How long a burst of events may gather before the snapshot is published: long enough that
@@ -266,11 +333,12 @@ where
         .map(move |item| (kind, item.map(wrap)))
 }
 
-/// The watchers: publish the snapshot whenever it changed and every kind has synced.
+/// The watchers. Once every kind has listed, the whole snapshot is sent; after that, the
+/// changes of each batch.
 pub async fn run(
     client: Client,
     mut cache: Cache,
-    tx: watch::Sender<Arc<Snapshot>>,
+    tx: Updates,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
     node: String,
@@ -308,9 +376,8 @@ pub async fn run(
             _ = shutdown.cancelled() => return,
             item = streams.next() => match item { Some(item) => item, None => return },
         };
-        // The first complete list is published even when it is empty or equals the stored
-        // state: it is what start-up waits for.
-        let mut changed = !cache.is_synced();
+        let was_synced = cache.is_synced();
+        let mut changes = Vec::new();
         let mut broken = Vec::new();
         let mut handle = |(kind, item): (Kind, Result<Update, watcher::Error>),
                           cache: &mut Cache| match item {
@@ -326,7 +393,7 @@ pub async fn run(
                     info!(kind = kind.as_str(), "relisting");
                 }
                 let (c, b) = cache.apply(update);
-                changed |= c;
+                changes.extend(c);
                 broken.extend(b);
                 failing.remove(&kind);
                 if cache.is_kind_synced(kind) {
@@ -351,22 +418,34 @@ pub async fn run(
         for Broken { policy, errors } in broken {
             report_broken(&recorder, &mut reported, &policy, &errors).await;
         }
-        if changed && cache.is_synced() && tx.send(Arc::new(cache.snapshot().clone())).is_err() {
-            return;
+        // The first complete list is sent whole, even when it is empty or equals the stored
+        // state: start-up waits for it.
+        let update = match (was_synced, cache.is_synced()) {
+            (false, true) => Some(SourceUpdate::Snapshot(cache.snapshot().clone())),
+            (true, true) if !changes.is_empty() => Some(SourceUpdate::Changes(changes)),
+            _ => None,
+        };
+        if let Some(update) = update {
+            if tx.send(update).is_err() {
+                return;
+            }
         }
     }
 }
 
-/// Wait until every kind has synced, or fail when `timeout` passes first (with each kind's
-/// state in the message).
+/// Wait for the first complete list of every kind, or fail when `timeout` passes first
+/// (naming each kind's state).
 pub async fn wait_synced(
-    rx: &mut watch::Receiver<Arc<Snapshot>>,
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<SourceUpdate>,
     health: &Health,
     timeout: Duration,
-) -> anyhow::Result<Arc<Snapshot>> {
-    match tokio::time::timeout(timeout, rx.changed()).await {
-        Ok(Ok(())) => Ok(rx.borrow_and_update().clone()),
-        Ok(Err(_)) => anyhow::bail!("the API watchers stopped before they synced"),
+) -> anyhow::Result<Snapshot> {
+    match tokio::time::timeout(timeout, rx.recv()).await {
+        Ok(Some(SourceUpdate::Snapshot(snapshot))) => Ok(snapshot),
+        Ok(Some(SourceUpdate::Changes(_))) => {
+            anyhow::bail!("the API watchers sent changes before a complete list")
+        }
+        Ok(None) => anyhow::bail!("the API watchers stopped before they synced"),
         Err(_) => anyhow::bail!(
             "caches did not sync within {}s: {}",
             timeout.as_secs(),

@@ -6,12 +6,10 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use podwall_policy::manifests::{load, Loaded};
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -144,7 +142,7 @@ pub async fn watch(
     mut reader: Reader,
     period: Duration,
     mut last: Fingerprint,
-    tx: watch::Sender<Arc<podwall_policy::Snapshot>>,
+    tx: super::Updates,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -167,7 +165,7 @@ pub async fn watch(
             Ok(loaded) => {
                 info!(dir = %dir, pods = loaded.snapshot.pods.len(), policies = loaded.snapshot.policies.len(), "manifests changed");
                 last = now;
-                if tx.send(Arc::new(loaded.snapshot)).is_err() {
+                if tx.send(super::Update::Snapshot(loaded.snapshot)).is_err() {
                     return;
                 }
             }
@@ -258,7 +256,7 @@ mod tests {
     async fn a_changed_file_is_published() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("ns.yaml"), NS).unwrap();
-        let (tx, mut rx) = watch::channel(Arc::new(load_dir(dir.path()).unwrap().snapshot));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(watch(
             Reader::new(dir.path().to_path_buf()),
@@ -268,11 +266,14 @@ mod tests {
             shutdown.clone(),
         ));
         std::fs::write(dir.path().join("policy.yaml"), POLICY).unwrap();
-        tokio::time::timeout(Duration::from_secs(5), rx.changed())
+        let update = tokio::time::timeout(Duration::from_secs(5), rx.recv())
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(rx.borrow().policies.len(), 1);
+        let super::super::Update::Snapshot(snapshot) = update else {
+            panic!("a reload is a whole snapshot")
+        };
+        assert_eq!(snapshot.policies.len(), 1);
         shutdown.cancel();
         task.await.unwrap();
     }

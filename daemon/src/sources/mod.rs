@@ -3,3 +3,15 @@
 
 pub mod kube;
 pub mod manifests;
+
+/// What a source tells the core: a whole new state (a manifests reload, the first list of
+/// the API), or the objects that changed (the API's watch events), which the core compiles
+/// alone.
+#[derive(Debug, Clone)]
+pub enum Update {
+    Snapshot(podwall_policy::Snapshot),
+    Changes(Vec<podwall_policy::Event>),
+}
+
+/// Where a source sends its updates, in order.
+pub type Updates = tokio::sync::mpsc::UnboundedSender<Update>;

@@ -67,8 +67,11 @@ fn objects_of_a_relist_wait_until_it_is_complete() {
         cache.snapshot().pods.is_empty(),
         "half a list is not the cluster"
     );
-    let (changed, _) = cache.apply(Update::Pod(Event::InitDone));
-    assert!(changed);
+    let (changes, _) = cache.apply(Update::Pod(Event::InitDone));
+    assert!(
+        matches!(changes.as_slice(), [Change::Pod(p)] if p.key.name == "a"),
+        "{changes:?}"
+    );
     assert_eq!(cache.snapshot().pods.len(), 1);
 }
 
@@ -82,8 +85,11 @@ fn a_relist_with_the_same_objects_changes_nothing() {
         &[("app", "web")],
         "10.0.0.2",
     ))));
-    let (changed, _) = cache.apply(Update::Pod(Event::InitDone));
-    assert!(!changed, "no churn after a 410 or a dropped watch");
+    let (changes, _) = cache.apply(Update::Pod(Event::InitDone));
+    assert!(
+        changes.is_empty(),
+        "no churn after a 410 or a dropped watch: {changes:?}"
+    );
 }
 
 #[test]
@@ -99,8 +105,11 @@ fn a_relist_drops_what_was_deleted_while_the_watch_was_down() {
         &[],
         "10.0.0.2",
     ))));
-    let (changed, _) = cache.apply(Update::Pod(Event::InitDone));
-    assert!(changed);
+    let (changes, _) = cache.apply(Update::Pod(Event::InitDone));
+    assert!(
+        matches!(changes.as_slice(), [Change::PodDeleted(k)] if k.name == "b"),
+        "{changes:?}"
+    );
     assert_eq!(
         cache
             .snapshot()
@@ -115,26 +124,15 @@ fn a_relist_drops_what_was_deleted_while_the_watch_was_down() {
 #[test]
 fn apply_and_delete_change_the_snapshot() {
     let mut cache = synced(vec![]);
+    let apply = |cache: &mut Cache, p: ApiPod| cache.apply(Update::Pod(Event::Apply(p))).0;
+    assert_eq!(apply(&mut cache, pod("x", "a", &[], "10.0.0.2")).len(), 1);
     assert!(
-        cache
-            .apply(Update::Pod(Event::Apply(pod("x", "a", &[], "10.0.0.2"))))
-            .0
-    );
-    assert!(
-        !cache
-            .apply(Update::Pod(Event::Apply(pod("x", "a", &[], "10.0.0.2"))))
-            .0,
+        apply(&mut cache, pod("x", "a", &[], "10.0.0.2")).is_empty(),
         "same object again"
     );
-    assert!(
-        cache
-            .apply(Update::Pod(Event::Apply(pod(
-                "x",
-                "a",
-                &[("app", "db")],
-                "10.0.0.2"
-            ))))
-            .0
+    assert_eq!(
+        apply(&mut cache, pod("x", "a", &[("app", "db")], "10.0.0.2")).len(),
+        1
     );
     assert_eq!(
         cache
@@ -148,28 +146,26 @@ fn apply_and_delete_change_the_snapshot() {
             .map(String::as_str),
         Some("db")
     );
-    assert!(
-        cache
-            .apply(Update::Pod(Event::Delete(pod("x", "a", &[], "10.0.0.2"))))
-            .0
-    );
+    let deleted = cache
+        .apply(Update::Pod(Event::Delete(pod("x", "a", &[], "10.0.0.2"))))
+        .0;
+    assert!(matches!(deleted.as_slice(), [Change::PodDeleted(_)]));
     assert!(cache.snapshot().pods.is_empty());
-    assert!(
-        cache
-            .apply(Update::Namespace(Event::Delete(namespace("x"))))
-            .0
-    );
+    let gone = cache
+        .apply(Update::Namespace(Event::Delete(namespace("x"))))
+        .0;
+    assert!(matches!(gone.as_slice(), [Change::NamespaceDeleted(n)] if n == "x"));
 }
 
 #[test]
 fn a_broken_policy_is_kept_as_its_fail_closed_stand_in_and_reported() {
     let mut cache = synced(vec![]);
-    let (changed, broken) = cache.apply(Update::Policy(Event::Apply(policy(
+    let (changes, broken) = cache.apply(Update::Policy(Event::Apply(policy(
         "x",
         "bad",
         "10.0.0.0/33",
     ))));
-    assert!(changed);
+    assert_eq!(changes.len(), 1);
     assert_eq!(broken.len(), 1);
     assert!(
         broken[0].errors[0].to_string().contains("10.0.0.0/33"),
