@@ -2,10 +2,13 @@
 //!
 //! `wire` is the plugin↔daemon socket protocol; `cni` is the part of the CNI spec the plugin
 //! speaks. Neither does I/O beyond what a caller hands it, and neither depends on tokio, kube
-//! or sled, so the plugin stays a small static binary.
+//! or sled, so the plugin stays a small static binary. `install` is `podwall install` and
+//! `podwall uninstall`, which chain the plugin into a node's CNI config (pure planning, thin
+//! file I/O).
 #![forbid(unsafe_code)]
 
 pub mod cni;
+pub mod install;
 pub mod wire;
 
 /// Where the daemon listens unless told otherwise (contract: `socket`, `--socket`).

@@ -1,16 +1,24 @@
 //! `podwall`, the CNI plugin: reads the runtime's environment and stdin, asks `podwalld` to
 //! attach, detach or check the pod, and prints the result or a CNI error object on stdout.
 //! It logs to stderr only and has no async runtime.
+//!
+//! A runtime passes no arguments (the command is in `CNI_COMMAND`); `podwall install` and
+//! `podwall uninstall` are for the install-cni init container (see `podwall::install`).
 #![forbid(unsafe_code)]
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
 
 use podwall::cni::{self, code, CniError, Env, FailurePolicy, NetConf};
+use podwall::install;
 use podwall::wire::{self, AttachmentId, ClientError, ErrorKind, Reply, Request};
 use serde_json::Value;
 
 fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if !args.is_empty() && std::env::var_os("CNI_COMMAND").is_none() {
+        return install_command(&args);
+    }
     let outcome =
         Env::from_lookup(|k| std::env::var(k).ok()).and_then(|env| run(&env, &read_stdin()?));
     let mut out = std::io::stdout().lock();
@@ -25,6 +33,30 @@ fn main() -> ExitCode {
     // Nothing else can be reported if stdout is gone; the exit status still tells.
     let _ = writeln!(out, "{text}");
     status
+}
+
+/// `podwall install|uninstall …`: one line per change on stdout, one line on stderr and a
+/// non-zero status on failure (2 for usage).
+fn install_command(args: &[std::ffi::OsString]) -> ExitCode {
+    let command = match install::parse_args(args) {
+        Ok(command) => command,
+        Err(e) => {
+            eprintln!("podwall: {e}\n{}", install::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    match install::run(&command) {
+        Ok(lines) => {
+            for line in lines {
+                println!("podwall: {line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("podwall: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn read_stdin() -> Result<Vec<u8>, CniError> {
