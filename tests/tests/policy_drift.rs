@@ -7,7 +7,10 @@ use std::time::Duration;
 use podwall_policy::Protocol::Tcp;
 use podwall_tests::cmd::Output;
 use podwall_tests::manifests::{documents, namespace, PodManifest};
-use podwall_tests::metrics::RECONCILE_REPAIRS;
+use podwall_tests::metrics::{FULL_REPLACES, RECONCILE_REPAIRS};
+
+/// Reconciles and source updates, counted when they finish.
+const SYNCS: &str = "podwall_syncs_total";
 use podwall_tests::reach::{self, Peer};
 use podwall_tests::{eventually, nft, Node, NodeOptions, Pod};
 
@@ -133,5 +136,31 @@ fn chain_flushed_by_hand_is_restored_by_the_next_reconcile() {
         &a,
         &b,
         &["nft", "flush", "chain", nft::FAMILY, nft::TABLE, &chain],
+    );
+}
+
+#[test]
+#[ignore = "needs root: creates network namespaces"]
+fn an_untouched_table_is_not_repaired() {
+    let node = node();
+    let (a, b) = (
+        Pod::named("dn-a", "d", "a"),
+        Pod::named("dn-b", "other", "b"),
+    );
+    node.add_all(&[&a, &b]);
+    let start = node.metrics();
+    // Several reconciles run (one a second) and each finds both tables as applied.
+    let reconciled = eventually(REPAIR, || node.metrics().delta(&start, SYNCS) >= 3.0);
+    assert!(reconciled, "no reconcile ran within {REPAIR:?}");
+    let now = node.metrics();
+    assert_eq!(
+        now.delta(&start, RECONCILE_REPAIRS),
+        0.0,
+        "a reconcile saw drift in a healthy table"
+    );
+    assert_eq!(
+        now.delta(&start, FULL_REPLACES),
+        0.0,
+        "a reconcile swapped a healthy table"
     );
 }
