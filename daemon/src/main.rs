@@ -61,7 +61,7 @@ fn cleanup() -> anyhow::Result<ExitCode> {
     println!(
         "{}",
         if removed {
-            "removed table inet podwall"
+            "removed the podwall tables (inet, bridge)"
         } else {
             "no podwall table to remove"
         }
