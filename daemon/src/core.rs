@@ -13,11 +13,10 @@ use std::time::Instant;
 use anyhow::Context;
 use podwall::wire::{Attachment, AttachmentId, ErrorKind, Reply, Request, WireError};
 use podwall_policy::model::{Labels, Phase};
-use podwall_policy::{Compiler, Direction, Event, Pod, PodKey, Ruleset, RulesetDelta, Snapshot};
+use podwall_policy::{Compiler, Event, Pod, PodKey, Ruleset, RulesetDelta, Snapshot};
 use tracing::{info, warn};
 
-use crate::dataplane::compiled::with_open_entries;
-use crate::dataplane::names::OPEN_CHAIN;
+use crate::dataplane::compiled::{settle_open_entries, with_open_entries};
 use crate::dataplane::{change_for, entries_of, Change, Desired, Fingerprint, Guard, Kernel};
 use crate::health::Health;
 use crate::metrics::Metrics;
@@ -558,7 +557,13 @@ impl Core {
             1 => deltas.pop().expect("one delta"),
             _ => touched_delta(&self.applied.ruleset, self.compiler.ruleset(), &deltas),
         };
-        self.fix_open_entries(&mut delta, &touched, &local);
+        settle_open_entries(
+            &mut delta,
+            self.compiler.ruleset(),
+            &self.applied.ruleset,
+            &touched,
+            &local,
+        );
         let started = Instant::now();
         let guard = guard(&attachments);
         let result = match change_for(&self.applied, &delta, &guard) {
@@ -685,37 +690,6 @@ impl Core {
                 Undo::Pod(key, old) => restore(&mut self.cluster.pods, key, old),
                 Undo::Namespace(name, old) => restore(&mut self.cluster.namespaces, name, old),
                 Undo::Policy(key, old) => restore(&mut self.cluster.policies, key, old),
-            }
-        }
-    }
-
-    /// The compiler gives dispatch entries only to pods a policy isolates; every local pod
-    /// also has `open` entries otherwise. Settle the entries of the addresses `touched`.
-    fn fix_open_entries(
-        &self,
-        delta: &mut RulesetDelta,
-        touched: &BTreeSet<IpAddr>,
-        local: &BTreeSet<IpAddr>,
-    ) {
-        for ip in touched {
-            for direction in [Direction::Ingress, Direction::Egress] {
-                let want = self
-                    .compiler
-                    .ruleset()
-                    .map(direction)
-                    .get(ip)
-                    .cloned()
-                    .or_else(|| local.contains(ip).then(|| OPEN_CHAIN.to_string()));
-                let have = self.applied.ruleset.map(direction).get(ip).cloned();
-                let changes = match direction {
-                    Direction::Ingress => &mut delta.ingress,
-                    Direction::Egress => &mut delta.egress,
-                };
-                if want == have {
-                    changes.remove(ip);
-                } else {
-                    changes.insert(*ip, want);
-                }
             }
         }
     }

@@ -34,14 +34,12 @@ use podwall_policy::model::{
     ContainerPort, Labels, NamespaceScope, Peer, Peers, PortMatch, PortSpec, Rule,
 };
 use podwall_policy::{
-    Compiler, Direction, Event, IpBlock, Namespace, Pod, PodKey, Policy, PolicyKey, Protocol,
-    Requirement, Ruleset, RulesetDelta, Selector, Snapshot,
+    Compiler, Event, IpBlock, Namespace, Pod, PodKey, Policy, PolicyKey, Protocol, Requirement,
+    Ruleset, RulesetDelta, Selector, Snapshot,
 };
 use podwalld::core::Core;
-use podwalld::dataplane::compiled::{render, with_open_entries};
-use podwalld::dataplane::names::{
-    GUARD_CHAIN, GUARD_PORTS, GUARD_SOURCES4, GUARD_SOURCES6, OPEN_CHAIN,
-};
+use podwalld::dataplane::compiled::{render, settle_open_entries, with_open_entries};
+use podwalld::dataplane::names::{GUARD_CHAIN, GUARD_PORTS, GUARD_SOURCES4, GUARD_SOURCES6};
 use podwalld::dataplane::nft::NftKernel;
 use podwalld::dataplane::{change_for, Change, Desired, ElementOp, Fingerprint, Guard, Kernel};
 use podwalld::health::Health;
@@ -570,37 +568,17 @@ impl HotPath {
         }
         let mut delta = self.compiler.apply(event);
         touched.extend(delta.ingress.keys().chain(delta.egress.keys()).copied());
-        self.fix_open_entries(&mut delta, &touched);
+        settle_open_entries(
+            &mut delta,
+            self.compiler.ruleset(),
+            &self.applied.ruleset,
+            &touched,
+            &self.local,
+        );
         match change_for(&self.applied, &delta, &guard) {
             Change::Elements(ops) => Ok((ops, delta, guard)),
             Change::None => Ok((Vec::new(), delta, guard)),
             Change::Replace => bail!("the change is structural: not an element-only change"),
-        }
-    }
-
-    /// As `Core::fix_open_entries`: every local address has an entry in both maps, `open`
-    /// where no policy isolates it.
-    fn fix_open_entries(&self, delta: &mut RulesetDelta, touched: &BTreeSet<IpAddr>) {
-        for ip in touched {
-            for direction in [Direction::Ingress, Direction::Egress] {
-                let want = self
-                    .compiler
-                    .ruleset()
-                    .map(direction)
-                    .get(ip)
-                    .cloned()
-                    .or_else(|| self.local.contains(ip).then(|| OPEN_CHAIN.to_string()));
-                let have = self.applied.ruleset.map(direction).get(ip).cloned();
-                let changes = match direction {
-                    Direction::Ingress => &mut delta.ingress,
-                    Direction::Egress => &mut delta.egress,
-                };
-                if want == have {
-                    changes.remove(ip);
-                } else {
-                    changes.insert(*ip, want);
-                }
-            }
         }
     }
 

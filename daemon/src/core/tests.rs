@@ -4,6 +4,7 @@ use podwall::wire::PodRef;
 use podwall_policy::manifests::load;
 
 use super::*;
+use crate::dataplane::names::OPEN_CHAIN;
 use crate::dataplane::{Call, DataplaneError, ElementOp, RecordingKernel};
 use podwall_policy::Ruleset;
 

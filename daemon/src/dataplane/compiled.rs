@@ -47,6 +47,38 @@ pub fn with_open_entries(
     ruleset
 }
 
+/// Settle the dispatch entries of the addresses `touched` in a compiler delta: the compiler
+/// gives entries only to pods a policy isolates, and every local address (`local`) also has
+/// `open` entries otherwise. `compiled` is the compiler's ruleset after the delta, `applied`
+/// what the kernel holds before it.
+pub fn settle_open_entries(
+    delta: &mut podwall_policy::RulesetDelta,
+    compiled: &Ruleset,
+    applied: &Ruleset,
+    touched: &std::collections::BTreeSet<std::net::IpAddr>,
+    local: &std::collections::BTreeSet<std::net::IpAddr>,
+) {
+    for ip in touched {
+        for direction in [Direction::Ingress, Direction::Egress] {
+            let want = compiled
+                .map(direction)
+                .get(ip)
+                .cloned()
+                .or_else(|| local.contains(ip).then(|| OPEN_CHAIN.to_string()));
+            let have = applied.map(direction).get(ip).cloned();
+            let changes = match direction {
+                Direction::Ingress => &mut delta.ingress,
+                Direction::Egress => &mut delta.egress,
+            };
+            if want == have {
+                changes.remove(ip);
+            } else {
+                changes.insert(*ip, want);
+            }
+        }
+    }
+}
+
 /// The script that replaces both tables with `desired`, as one transaction.
 pub fn render(desired: &Desired) -> String {
     let mut out = render_guard(&desired.guard);
