@@ -86,20 +86,43 @@ impl Store {
     }
 }
 
+/// The snapshot as lists: its maps are keyed by structs, which JSON object keys cannot be.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredCluster {
+    namespaces: Vec<podwall_policy::Namespace>,
+    pods: Vec<podwall_policy::Pod>,
+    policies: Vec<podwall_policy::Policy>,
+}
+
 impl Store {
     /// The last-known state of the cluster (API objects, converted), so that a restart
     /// enforces it while the API server is unreachable.
     pub fn cluster(&self) -> Result<Option<podwall_policy::Snapshot>, StoreError> {
-        match self.cluster.get(SNAPSHOT_KEY)? {
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(StoreError::CorruptCluster),
-            None => Ok(None),
+        let Some(bytes) = self.cluster.get(SNAPSHOT_KEY)? else {
+            return Ok(None);
+        };
+        let stored: StoredCluster =
+            serde_json::from_slice(&bytes).map_err(StoreError::CorruptCluster)?;
+        let mut snapshot = podwall_policy::Snapshot::default();
+        for ns in stored.namespaces {
+            snapshot.upsert_namespace(ns);
         }
+        for pod in stored.pods {
+            snapshot.upsert_pod(pod);
+        }
+        for policy in stored.policies {
+            snapshot.upsert_policy(policy);
+        }
+        Ok(Some(snapshot))
     }
 
     pub fn put_cluster(&self, snapshot: &podwall_policy::Snapshot) -> Result<(), StoreError> {
-        let value = serde_json::to_vec(snapshot).expect("snapshots serialise");
+        let stored = StoredCluster {
+            namespaces: snapshot.namespaces.values().cloned().collect(),
+            pods: snapshot.pods.values().cloned().collect(),
+            policies: snapshot.policies.values().cloned().collect(),
+        };
+        let value = serde_json::to_vec(&stored).expect("pods, namespaces and policies serialise");
         self.cluster.insert(SNAPSHOT_KEY, value)?;
         self.db.flush()?;
         Ok(())
@@ -180,9 +203,19 @@ mod tests {
     fn the_cluster_snapshot_survives_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let loaded = podwall_policy::manifests::load([(
-            "ns.yaml",
-            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {team: web}}\n",
+            "world.yaml",
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {team: web}}\n---\n\
+             apiVersion: v1\nkind: Pod\nmetadata: {name: db, namespace: shop, labels: {app: db}}\n\
+             spec: {nodeName: n2, containers: [{name: c, image: i, ports: [{containerPort: 5432, name: pg}]}]}\n\
+             status: {phase: Running, podIPs: [{ip: 10.0.0.7}]}\n---\n\
+             apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: shop}\n\
+             spec: {podSelector: {}, ingress: [{ports: [{port: pg}]}]}\n",
         )]);
+        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+        assert_eq!(
+            (loaded.snapshot.pods.len(), loaded.snapshot.policies.len()),
+            (1, 1)
+        );
         {
             let store = Store::open(dir.path()).unwrap();
             assert_eq!(store.cluster().unwrap(), None);
