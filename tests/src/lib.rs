@@ -14,6 +14,7 @@
 pub mod apiserver;
 pub mod bench;
 pub mod bins;
+pub mod cluster;
 pub mod cmd;
 pub mod cni;
 pub mod external;
@@ -27,6 +28,7 @@ pub mod rbac;
 pub mod reach;
 pub mod wait;
 
+pub use cluster::Cluster;
 pub use cni::{CniFailure, CniOutcome, Pod};
 pub use external::ExternalHost;
 pub use manifests::ManifestDir;

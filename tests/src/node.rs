@@ -49,6 +49,11 @@ pub struct NodeOptions {
     pub manifests: bool,
     /// `--sync-period` (e.g. `1s` for drift tests); `None` leaves the daemon's default.
     pub sync_period: Option<String>,
+    /// Kubernetes mode: start the daemon with `--kubeconfig <file>` (and no `--manifests`),
+    /// watching the API server the file names. Wins over `manifests`.
+    pub kubeconfig: Option<PathBuf>,
+    /// `--cache-sync-timeout` (e.g. `2s`); `None` leaves the daemon's default.
+    pub cache_sync_timeout: Option<String>,
 }
 
 impl Default for NodeOptions {
@@ -58,6 +63,8 @@ impl Default for NodeOptions {
             bridge_nf_call: Some(true),
             manifests: false,
             sync_period: None,
+            kubeconfig: None,
+            cache_sync_timeout: None,
         }
     }
 }
@@ -166,6 +173,16 @@ impl Node {
                 .set_sysctl("net.bridge.bridge-nf-call-ip6tables", v)
                 .expect("bridge-nf-call-ip6tables");
         }
+    }
+
+    /// Switch the node to Kubernetes mode for the daemon's next start: `--kubeconfig <path>`.
+    pub fn set_kubeconfig(&mut self, path: PathBuf) {
+        self.options.kubeconfig = Some(path);
+    }
+
+    /// The node's options, as its daemon will be started with them.
+    pub fn options(&self) -> &NodeOptions {
+        &self.options
     }
 
     /// The node name given to the daemon (`--node-name`).
@@ -343,11 +360,18 @@ impl Node {
     /// The flags that follow from the node's options.
     fn mode_args(&self) -> Vec<String> {
         // Without a source the daemon would look for an API server; a node with no policies
-        // is a standalone node whose manifests directory is empty.
-        let mut args = vec![
-            "--manifests".to_string(),
-            self.manifests().path().display().to_string(),
-        ];
+        // and no kubeconfig is a standalone node whose manifests directory is empty.
+        let mut args = match &self.options.kubeconfig {
+            Some(kubeconfig) => vec!["--kubeconfig".to_string(), kubeconfig.display().to_string()],
+            None => vec![
+                "--manifests".to_string(),
+                self.manifests().path().display().to_string(),
+            ],
+        };
+        if let Some(timeout) = &self.options.cache_sync_timeout {
+            args.push("--cache-sync-timeout".to_string());
+            args.push(timeout.clone());
+        }
         if let Some(period) = &self.options.sync_period {
             args.push("--sync-period".to_string());
             args.push(period.clone());

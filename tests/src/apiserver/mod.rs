@@ -332,6 +332,11 @@ impl ApiServer {
         from_value(obj).ok()
     }
 
+    /// Every object of `kind` as stored now, in namespace/name order, as JSON.
+    pub fn list(&self, kind: Kind) -> Vec<Value> {
+        lock(&self.shared.store).objects(kind)
+    }
+
     /// Create every object in a YAML stream (documents separated by `---`); stops at the
     /// first error.
     pub fn create_yaml(&self, yaml: &str) -> Result<Vec<Value>, ApiError> {

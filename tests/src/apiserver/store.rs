@@ -476,6 +476,11 @@ impl Store {
         }
     }
 
+    /// Every object of `kind` as it is now, in namespace/name order.
+    pub fn objects(&self, kind: Kind) -> Vec<Value> {
+        self.current(kind, &Filter::default())
+    }
+
     /// The matching objects as they are now, in namespace/name order.
     fn current(&self, kind: Kind, filter: &Filter) -> Vec<Value> {
         self.objects
