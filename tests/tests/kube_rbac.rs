@@ -1,0 +1,98 @@
+//! Issue 5: what the daemon asks of the API server. A 403 on listing pods shows on
+//! `/healthz` at once, naming the resource; once allowed, the daemon syncs. And the calls a
+//! daemon makes through start, sync, an attach of a pod the API does not know (a direct GET)
+//! and a broken policy (an Event, then a patch for its repeat) are exactly the permissions
+//! of `podwall_tests::rbac::DAEMON_PERMISSIONS`, the list the ClusterRole is checked against.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use podwall_tests::manifests::namespace;
+use podwall_tests::rbac::DAEMON_PERMISSIONS;
+use podwall_tests::{eventually, Cluster, Pod};
+
+#[test]
+#[ignore = "needs root: creates network namespaces"]
+fn forbidden_pod_list_turns_healthz_red_naming_pods_until_allowed() {
+    let mut cluster = Cluster::new("rbac", 1);
+    cluster.api.deny("list", "pods");
+    let node = &mut cluster.nodes[0];
+    node.spawn_daemon().expect("spawning podwalld");
+    let mut last = None;
+    let red = eventually(Duration::from_secs(10), || {
+        last = node.http_get("/healthz").ok();
+        last.as_ref().is_some_and(|(code, body)| {
+            *code == 503 && body.contains("pods") && body.contains("forbidden")
+        })
+    });
+    assert!(red, "/healthz: {last:?}\n{}", node.daemon_log());
+    cluster.api.allow_all();
+    let node = &mut cluster.nodes[0];
+    let healthy = node.wait_healthy(Duration::from_secs(30));
+    assert!(healthy.is_ok(), "{healthy:?}\n{}", node.daemon_log());
+}
+
+#[test]
+#[ignore = "needs root: creates network namespaces"]
+fn daemon_uses_exactly_the_permissions_of_its_cluster_role_list() {
+    let cluster = Cluster::started("perms", 1);
+    cluster.apply(&namespace("shop", &[]));
+    // Attached without a Pod object: the daemon asks the API server for it directly.
+    let ghost = Pod::named("perm-ghost", "shop", "ghost");
+    cluster
+        .node(0)
+        .add(&ghost)
+        .unwrap_or_else(|e| panic!("ADD of a pod the API does not know: {e}"));
+    let broken = |note: &str| {
+        format!(
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+             metadata: {{name: broken, namespace: shop, annotations: {{note: {note}}}}}\n\
+             spec:\n  podSelector: {{}}\n  ingress:\n  - from: [{{ipBlock: {{cidr: 10.0.0.0/33}}}}]\n"
+        )
+    };
+    cluster.apply(&broken("first"));
+    let verbs = |cluster: &Cluster| -> BTreeSet<String> {
+        cluster
+            .api
+            .events()
+            .iter()
+            .filter(|e| e.reason() == "InvalidNetworkPolicy")
+            .map(|e| e.verb.clone())
+            .collect()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || verbs(&cluster)
+            .contains("create")),
+        "the broken policy got its Event: {:?}",
+        cluster.api.events()
+    );
+    // A new version of the same broken policy repeats the Event: a patch of its series.
+    cluster.apply(&broken("second"));
+    assert!(
+        eventually(Duration::from_secs(10), || verbs(&cluster)
+            .contains("patch")),
+        "the repeat patched the Event: {:?}",
+        cluster.api.events()
+    );
+
+    let used: BTreeSet<(String, String, String)> = cluster
+        .api
+        .permissions()
+        .into_iter()
+        .map(|p| (p.group, p.resource, p.verb))
+        .collect();
+    let listed: BTreeSet<(String, String, String)> = DAEMON_PERMISSIONS
+        .iter()
+        .map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string()))
+        .collect();
+    let unlisted: Vec<_> = used.difference(&listed).collect();
+    let unused: Vec<_> = listed.difference(&used).collect();
+    assert!(
+        unlisted.is_empty(),
+        "the daemon made calls DAEMON_PERMISSIONS does not grant: {unlisted:?}"
+    );
+    assert!(
+        unused.is_empty(),
+        "DAEMON_PERMISSIONS grants what the daemon never used: {unused:?}"
+    );
+}
