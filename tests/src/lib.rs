@@ -24,6 +24,7 @@ pub mod netns;
 pub mod nft;
 pub mod node;
 pub mod probe;
+pub mod propagation;
 pub mod rbac;
 pub mod reach;
 pub mod wait;

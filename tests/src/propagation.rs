@@ -1,0 +1,353 @@
+//! The propagation benchmark (issue 5): how long an API change takes to be enforced. A
+//! kube-mode node watches the test API server, which holds 100, 1k or 10k pods (nearly all
+//! of them on other nodes, with addresses; a few attached to the node for real), and a
+//! prober connects to a local pod every ~2 ms. Each sample is the time from the control call
+//! that changes the API server's state until the prober first sees the new verdict:
+//! - `peer label`: a remote peer pod's label flips, which adds it to or removes it from the
+//!   peers a local pod's policy admits (an element change in the kernel);
+//! - `policy add/del`: a policy that isolates a local pod is created or deleted (a change of
+//!   the table's structure).
+//!
+//! The remote peer is a host behind the node at a documentation address, reported by a Pod
+//! object of another node; the local pods are attached through the real CNI chain. A
+//! benchmark, not a test: [`run`] returns figures and asserts nothing about them. The
+//! `bench-propagation` binary prints them; `tests/tests/bench_propagation_smoke.rs` runs a
+//! tiny world to check that the benchmark itself works. Needs root.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::apiserver::ApiServer;
+use crate::cluster::Cluster;
+use crate::cni::Pod;
+use crate::external::ExternalHost;
+use crate::manifests::{documents, namespace, PodManifest};
+use crate::probe::EchoServer;
+
+/// The remote peer's address (RFC 5737), behind the node.
+const PEER_ADDR: &str = "198.51.100.7";
+/// Each probe's connect timeout: a dropped SYN costs this.
+const ATTEMPT: Duration = Duration::from_millis(3);
+/// Probes start this often (an attempt that is accepted takes well under a millisecond).
+const CADENCE: Duration = Duration::from_millis(2);
+/// A change that has not shown by then counts as lost and fails the run.
+const GIVE_UP: Duration = Duration::from_secs(30);
+/// Local pods attached besides the two targets, each selected by a policy whose peers are
+/// a share of the remote pods (so the table has large peer sets, as in a real cluster).
+const LOCAL_EXTRA: usize = 3;
+/// Remote pods per namespace.
+const PER_NAMESPACE: usize = 100;
+/// Distinct `app` labels among the remote pods.
+const APPS: usize = 20;
+
+/// What to build and how often to change it.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Pods in the API server, one world each.
+    pub sizes: Vec<usize>,
+    /// Changes measured per size and kind (half of them allow, half deny).
+    pub changes: usize,
+}
+
+impl Options {
+    /// The figures of docs/benchmarks.md: 100, 1k and 10k pods, 20 changes of each kind.
+    pub fn full() -> Self {
+        Options {
+            sizes: vec![100, 1_000, 10_000],
+            changes: 20,
+        }
+    }
+
+    /// A tiny world, to check that the benchmark works.
+    pub fn smoke() -> Self {
+        Options {
+            sizes: vec![20],
+            changes: 4,
+        }
+    }
+}
+
+/// What was changed in the API server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    PeerLabel,
+    Policy,
+}
+
+impl Change {
+    pub const ALL: [Change; 2] = [Change::PeerLabel, Change::Policy];
+
+    fn name(self) -> &'static str {
+        match self {
+            Change::PeerLabel => "peer label",
+            Change::Policy => "policy add/del",
+        }
+    }
+}
+
+/// The samples of one (size, change).
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub pods: usize,
+    pub change: Change,
+    pub samples: Vec<Duration>,
+}
+
+impl Row {
+    /// The `q` quantile (nearest rank) of the samples.
+    pub fn quantile(&self, q: f64) -> Duration {
+        let mut s = self.samples.clone();
+        s.sort();
+        if s.is_empty() {
+            return Duration::ZERO;
+        }
+        let rank = ((q * s.len() as f64).ceil() as usize).clamp(1, s.len());
+        s[rank - 1]
+    }
+}
+
+/// One world's start-up: how long the daemon took from its start to a healthy `/healthz`.
+#[derive(Debug, Clone)]
+pub struct World {
+    pub pods: usize,
+    pub sync: Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub worlds: Vec<World>,
+    pub rows: Vec<Row>,
+}
+
+impl Report {
+    pub fn row(&self, pods: usize, change: Change) -> Option<&Row> {
+        self.rows
+            .iter()
+            .find(|r| r.pods == pods && r.change == change)
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1000.0);
+        writeln!(
+            f,
+            "API change -> enforced (prober every ~2 ms), milliseconds"
+        )?;
+        writeln!(
+            f,
+            "{:>7}  {:<15} {:>4} {:>8} {:>8} {:>8}",
+            "pods", "change", "n", "p50", "p99", "max"
+        )?;
+        for row in &self.rows {
+            writeln!(
+                f,
+                "{:>7}  {:<15} {:>4} {:>8} {:>8} {:>8}",
+                row.pods,
+                row.change.name(),
+                row.samples.len(),
+                ms(row.quantile(0.5)),
+                ms(row.quantile(0.99)),
+                ms(row.quantile(1.0)),
+            )?;
+        }
+        for w in &self.worlds {
+            writeln!(
+                f,
+                "{:>7} pods: daemon start to healthy in {} ms",
+                w.pods,
+                ms(w.sync)
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Build each world and measure it.
+pub fn run(options: &Options) -> Result<Report> {
+    let mut report = Report::default();
+    for &pods in &options.sizes {
+        let (world, rows) = measure_world(pods, options.changes)
+            .with_context(|| format!("world of {pods} pods"))?;
+        report.worlds.push(world);
+        report.rows.extend(rows);
+    }
+    Ok(report)
+}
+
+fn remote_ip(i: usize) -> IpAddr {
+    // 10.250.0.0/16: no node of the rig uses it; nothing is ever sent there.
+    IpAddr::V4(Ipv4Addr::new(10, 250, (i / 250) as u8, (i % 250 + 1) as u8))
+}
+
+fn policy(name: &str, selects: &str, spec_ingress: &str) -> String {
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: {name}, namespace: bench}}\n\
+         spec:\n  podSelector: {{matchLabels: {{app: {selects}}}}}\n  policyTypes: [Ingress]\n{spec_ingress}"
+    )
+}
+
+fn peer_yaml(role: &str) -> String {
+    let ip: IpAddr = PEER_ADDR.parse().expect("a valid address");
+    PodManifest::new("bench", "peer")
+        .labels(&[("role", role)])
+        .remote("pwt-remote-0", &[ip])
+        .yaml()
+}
+
+fn measure_world(pods: usize, changes: usize) -> Result<(World, Vec<Row>)> {
+    let locals = 2 + LOCAL_EXTRA;
+    if pods < locals + 1 {
+        bail!("a world needs at least {} pods", locals + 1);
+    }
+    let remotes = pods - locals - 1;
+    let mut cluster = Cluster::new(&format!("prop{pods}"), 1);
+
+    // The world, in the API server before the daemon starts (its first list has it all).
+    let mut docs = vec![namespace("bench", &[])];
+    for n in 0..remotes.div_ceil(PER_NAMESPACE) {
+        docs.push(namespace(&format!("r{n}"), &[("tier", "remote")]));
+    }
+    for i in 0..remotes {
+        let app = format!("app{}", i % APPS);
+        docs.push(
+            PodManifest::new(&format!("r{}", i / PER_NAMESPACE), &format!("p{i}"))
+                .labels(&[("app", &app)])
+                .remote(&format!("pwt-remote-{}", i % 50), &[remote_ip(i)])
+                .yaml(),
+        );
+    }
+    docs.push(peer_yaml("stranger"));
+    let mut local_names = vec!["target".to_string(), "target2".to_string()];
+    for k in 0..LOCAL_EXTRA {
+        local_names.push(format!("local{k}"));
+        docs.push(policy(
+            &format!("local{k}"),
+            &format!("local{k}"),
+            &format!(
+                "  ingress:\n  - from: [{{namespaceSelector: {{matchLabels: {{tier: remote}}}}, podSelector: {{matchLabels: {{app: app{k}}}}}}}]\n"
+            ),
+        ));
+    }
+    for name in &local_names {
+        docs.push(cluster.pod_yaml(0, "bench", name, &[("app", name)], &[]));
+    }
+    docs.push(policy(
+        "target",
+        "target",
+        "  ingress:\n  - from: [{podSelector: {matchLabels: {role: client}}}]\n",
+    ));
+    for chunk in docs.chunks(500) {
+        cluster.apply(&documents(chunk));
+    }
+
+    let node = &mut cluster.nodes[0];
+    let started = Instant::now();
+    node.spawn_daemon().context("starting podwalld")?;
+    node.wait_healthy(Duration::from_secs(120))
+        .with_context(|| format!("podwalld did not sync:\n{}", node.daemon_log()))?;
+    let sync = started.elapsed();
+
+    let local: Vec<Pod> = local_names
+        .iter()
+        .map(|n| Pod::named(&format!("prop-{n}"), "bench", n))
+        .collect();
+    let servers: Vec<EchoServer> = local[..2]
+        .iter()
+        .map(|p| EchoServer::start(&p.netns, 80))
+        .collect();
+    for pod in &local {
+        cluster.attach(0, pod);
+    }
+    let host = ExternalHost::attach(cluster.node(0), PEER_ADDR);
+    let targets = [
+        SocketAddr::new(local[0].ip4(), 80),
+        SocketAddr::new(local[1].ip4(), 80),
+    ];
+    let api = &cluster.api;
+    let rows = host.netns.run_in(|| -> Result<Vec<Row>> {
+        // Both targets start as the changes leave them: target denies the stranger,
+        // target2 is open.
+        settle(targets[0], false)?;
+        settle(targets[1], true)?;
+        let mut rows = Vec::new();
+        for change in Change::ALL {
+            let mut samples = Vec::new();
+            for i in 0..changes {
+                let (target, want) = match change {
+                    Change::PeerLabel => {
+                        let allow = i % 2 == 0;
+                        let yaml = peer_yaml(if allow { "client" } else { "stranger" });
+                        (targets[0], apply_timed(api, &yaml, allow))
+                    }
+                    Change::Policy => {
+                        let isolate = policy(
+                            "isolate2",
+                            "target2",
+                            "  ingress:\n  - from: [{podSelector: {matchLabels: {role: nobody}}}]\n",
+                        );
+                        let allow = i % 2 == 1;
+                        let t0 = Instant::now();
+                        if allow {
+                            api.delete_yaml(&isolate)
+                        } else {
+                            api.apply_yaml(&isolate)
+                        }
+                        .map_err(|e| anyhow::anyhow!("changing the API server: {e:?}"))?;
+                        (targets[1], (t0, allow))
+                    }
+                };
+                let (t0, allow) = want;
+                samples.push(wait_for(target, allow, t0).with_context(|| {
+                    format!("{} change {i} (want allowed={allow})", change.name())
+                })?);
+            }
+            rows.push(Row {
+                pods,
+                change,
+                samples,
+            });
+        }
+        Ok(rows)
+    })?;
+    drop(servers);
+    Ok((World { pods, sync }, rows))
+}
+
+fn apply_timed(api: &ApiServer, yaml: &str, allow: bool) -> (Instant, bool) {
+    let t0 = Instant::now();
+    api.apply_yaml(yaml)
+        .unwrap_or_else(|e| panic!("changing the API server: {e:?}"));
+    (t0, allow)
+}
+
+/// One probe: does a TCP connection to `target` open within `ATTEMPT`?
+fn connects(target: SocketAddr) -> bool {
+    TcpStream::connect_timeout(&target, ATTEMPT).is_ok()
+}
+
+/// Probe every `CADENCE` until the verdict is `allow`; the time since `t0`.
+fn wait_for(target: SocketAddr, allow: bool, t0: Instant) -> Result<Duration> {
+    loop {
+        let attempt = Instant::now();
+        if connects(target) == allow {
+            return Ok(t0.elapsed());
+        }
+        if t0.elapsed() > GIVE_UP {
+            bail!("the verdict did not change within {GIVE_UP:?}");
+        }
+        if let Some(rest) = CADENCE.checked_sub(attempt.elapsed()) {
+            std::thread::sleep(rest);
+        }
+    }
+}
+
+/// Wait for the starting verdict (the world's first program).
+fn settle(target: SocketAddr, allow: bool) -> Result<()> {
+    wait_for(target, allow, Instant::now())
+        .map(|_| ())
+        .with_context(|| format!("{target} never became allowed={allow}"))
+}
