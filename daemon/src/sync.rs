@@ -2,7 +2,7 @@
 //! periodic reconcile. Each takes the lock only for one transaction.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::sources::Update;
 use tokio::sync::mpsc;
@@ -28,21 +28,30 @@ pub async fn follow_source(
     core: Arc<Mutex<Core>>,
     shutdown: CancellationToken,
 ) {
-    let mut persisted: Option<Instant> = None;
+    // Updates since the last write to the store; written once PERSIST_EVERY has passed,
+    // also when no further update comes to trigger it.
+    let mut dirty = false;
+    let mut next_persist = tokio::time::Instant::now();
     loop {
         let first = tokio::select! {
             _ = shutdown.cancelled() => return,
-            update = updates.recv() => match update { Some(update) => update, None => return },
+            _ = tokio::time::sleep_until(next_persist), if dirty => None,
+            update = updates.recv() => match update { Some(update) => Some(update), None => return },
         };
-        let mut batch = vec![first];
+        let mut batch: Vec<Update> = first.into_iter().collect();
         while let Ok(update) = updates.try_recv() {
             batch.push(update);
         }
-        let persist = persisted.is_none_or(|at| at.elapsed() >= PERSIST_EVERY);
+        dirty |= !batch.is_empty();
+        let persist = dirty && tokio::time::Instant::now() >= next_persist;
         let core = core.clone();
         let result = tokio::task::spawn_blocking(move || {
             let mut core = lock(&core);
-            let applied = apply(&mut core, batch);
+            let applied = if batch.is_empty() {
+                Ok(())
+            } else {
+                apply(&mut core, batch)
+            };
             if persist {
                 if let Err(err) = core.persist_cluster() {
                     warn!(
@@ -56,7 +65,8 @@ pub async fn follow_source(
         .instrument(info_span!("source", name))
         .await;
         if persist {
-            persisted = Some(Instant::now());
+            dirty = false;
+            next_persist = tokio::time::Instant::now() + PERSIST_EVERY;
         }
         match result {
             Ok(Ok(())) => debug!(source = name, "applied cluster update"),
