@@ -30,12 +30,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use podwall::wire::{Attachment, AttachmentId, PodRef, Reply, Request};
-use podwall_policy::model::{
-    ContainerPort, Labels, NamespaceScope, Peer, Peers, PortMatch, PortSpec, Rule,
-};
+use podwall_policy::model::{ContainerPort, Labels};
 use podwall_policy::{
-    Compiler, Event, IpBlock, Namespace, Pod, PodKey, Policy, PolicyKey, Protocol, Requirement,
-    Ruleset, RulesetDelta, Selector, Snapshot,
+    synthetic, Compiler, Event, Namespace, Pod, PodKey, Protocol, Ruleset, RulesetDelta, Snapshot,
 };
 use podwalld::core::Core;
 use podwalld::dataplane::compiled::{render, settle_open_entries, with_open_entries};
@@ -384,94 +381,6 @@ fn mover(moved: bool) -> Pod {
     pod
 }
 
-/// The five policy shapes of the compile benchmark: same-namespace pods on a port, every pod
-/// of labelled namespaces on a named port, an ipBlock with an except, egress to a tier
-/// anywhere on two ports, any source on a UDP range.
-fn policy(ns: usize, j: usize) -> Policy {
-    let namespace = ns_name(ns);
-    let app = |k: usize| Selector::from_labels([("app", format!("app{k}").as_str())]);
-    let tcp = |p: u16| PortMatch {
-        protocol: Protocol::Tcp,
-        port: PortSpec::Range { first: p, last: p },
-    };
-    let only = |peer: Peer| Peers::Only(vec![peer]);
-    let (ingress, egress) = match j % 5 {
-        0 => (
-            vec![Rule {
-                peers: only(Peer::Pods {
-                    namespaces: NamespaceScope::Named(namespace.clone()),
-                    pods: app((j + 1) % 20),
-                }),
-                ports: vec![tcp(80)],
-            }],
-            vec![],
-        ),
-        1 => (
-            vec![Rule {
-                peers: only(Peer::Pods {
-                    namespaces: NamespaceScope::Matching(Selector::from_labels([(
-                        "team",
-                        format!("team{}", ns % 10).as_str(),
-                    )])),
-                    pods: Selector::everything(),
-                }),
-                ports: vec![PortMatch {
-                    protocol: Protocol::Tcp,
-                    port: PortSpec::Named("http".into()),
-                }],
-            }],
-            vec![],
-        ),
-        2 => (
-            vec![Rule {
-                peers: only(Peer::Block(IpBlock::new(
-                    format!("10.{}.0.0/16", ns % 4).parse().expect("valid cidr"),
-                    vec![format!("10.{}.{}.0/24", ns % 4, j % 256)
-                        .parse()
-                        .expect("valid cidr")],
-                ))),
-                ports: vec![],
-            }],
-            vec![],
-        ),
-        3 => (
-            vec![],
-            vec![Rule {
-                peers: only(Peer::Pods {
-                    namespaces: NamespaceScope::Matching(Selector::everything()),
-                    pods: Selector::new([Requirement::In {
-                        key: "tier".into(),
-                        values: BTreeSet::from(["t1".to_string()]),
-                    }]),
-                }),
-                ports: vec![tcp(5432), tcp(6379)],
-            }],
-        ),
-        _ => (
-            vec![Rule {
-                peers: Peers::Any,
-                ports: vec![PortMatch {
-                    protocol: Protocol::Udp,
-                    port: PortSpec::Range {
-                        first: 5000,
-                        last: 5100,
-                    },
-                }],
-            }],
-            vec![],
-        ),
-    };
-    Policy {
-        key: PolicyKey::new(namespace, format!("policy{j}")),
-        pod_selector: app(j % 10),
-        isolates_ingress: !ingress.is_empty(),
-        isolates_egress: !egress.is_empty(),
-        ingress,
-        egress,
-        broken: false,
-    }
-}
-
 /// The cluster: namespaces, policies, local pods, `peers` remote pods and the mover. The
 /// new pod is not in it yet.
 fn world(options: &Options, peers: usize) -> Snapshot {
@@ -482,7 +391,7 @@ fn world(options: &Options, peers: usize) -> Snapshot {
             labels(&[("team", format!("team{}", ns % 10))]),
         ));
         for j in 0..options.policies_per_namespace {
-            snap.upsert_policy(policy(ns, j));
+            snap.upsert_policy(synthetic::policy(ns, j, 10));
         }
     }
     for i in 0..options.local_pods {

@@ -4,17 +4,11 @@
 //!
 //! Run with `cargo bench -p podwall-policy`.
 
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use podwall_policy::model::{
-    ContainerPort, Labels, NamespaceScope, Peer, Peers, PortMatch, PortSpec, Rule,
-};
-use podwall_policy::{
-    Compiler, Event, IpBlock, Namespace, Pod, PodKey, Policy, PolicyKey, Protocol, Requirement,
-    Selector, Snapshot,
-};
+use podwall_policy::model::{ContainerPort, Labels, PortMatch, PortSpec};
+use podwall_policy::{synthetic, Compiler, Event, Namespace, Pod, PodKey, Protocol, Snapshot};
 
 const NAMESPACES: usize = 100;
 const PODS_PER_NAMESPACE: usize = 100;
@@ -55,88 +49,6 @@ fn pod(ns: usize, i: usize) -> Pod {
     pod
 }
 
-fn policy(ns: usize, j: usize) -> Policy {
-    let namespace = format!("ns{ns}");
-    let app = |k: usize| Selector::from_labels([("app", format!("app{k}").as_str())]);
-    let tcp = |p: u16| PortMatch {
-        protocol: Protocol::Tcp,
-        port: PortSpec::Range { first: p, last: p },
-    };
-    let (ingress, egress) = match j % 5 {
-        0 => (
-            vec![Rule {
-                peers: Peers::Only(vec![Peer::Pods {
-                    namespaces: NamespaceScope::Named(namespace.clone()),
-                    pods: app((j + 1) % 20),
-                }]),
-                ports: vec![tcp(80)],
-            }],
-            vec![],
-        ),
-        1 => (
-            vec![Rule {
-                peers: Peers::Only(vec![Peer::Pods {
-                    namespaces: NamespaceScope::Matching(Selector::from_labels([(
-                        "team",
-                        format!("team{}", ns % 10).as_str(),
-                    )])),
-                    pods: Selector::everything(),
-                }]),
-                ports: vec![PortMatch {
-                    protocol: Protocol::Tcp,
-                    port: PortSpec::Named("http".into()),
-                }],
-            }],
-            vec![],
-        ),
-        2 => (
-            vec![Rule {
-                peers: Peers::Only(vec![Peer::Block(IpBlock::new(
-                    format!("10.{}.0.0/16", ns % 4).parse().expect("cidr"),
-                    vec![format!("10.{}.{}.0/24", ns % 4, j).parse().expect("cidr")],
-                ))]),
-                ports: vec![],
-            }],
-            vec![],
-        ),
-        3 => (
-            vec![],
-            vec![Rule {
-                peers: Peers::Only(vec![Peer::Pods {
-                    namespaces: NamespaceScope::Matching(Selector::everything()),
-                    pods: Selector::new([Requirement::In {
-                        key: "tier".into(),
-                        values: BTreeSet::from(["t1".to_string()]),
-                    }]),
-                }]),
-                ports: vec![tcp(5432), tcp(6379)],
-            }],
-        ),
-        _ => (
-            vec![Rule {
-                peers: Peers::Any,
-                ports: vec![PortMatch {
-                    protocol: Protocol::Udp,
-                    port: PortSpec::Range {
-                        first: 5000,
-                        last: 5100,
-                    },
-                }],
-            }],
-            vec![],
-        ),
-    };
-    Policy {
-        key: PolicyKey::new(namespace, format!("policy{j}")),
-        pod_selector: app(j % 20),
-        isolates_ingress: !ingress.is_empty(),
-        isolates_egress: !egress.is_empty(),
-        ingress,
-        egress,
-        broken: false,
-    }
-}
-
 fn world() -> Snapshot {
     let mut snap = Snapshot::default();
     for ns in 0..NAMESPACES {
@@ -148,7 +60,7 @@ fn world() -> Snapshot {
             snap.upsert_pod(pod(ns, i));
         }
         for j in 0..POLICIES_PER_NAMESPACE {
-            snap.upsert_policy(policy(ns, j));
+            snap.upsert_policy(synthetic::policy(ns, j, 20));
         }
     }
     snap
@@ -233,9 +145,9 @@ fn main() {
     );
 
     let start = Instant::now();
-    let delta = compiler.apply(Event::Policy(policy(0, 1)));
+    let delta = compiler.apply(Event::Policy(synthetic::policy(0, 1, 20)));
     let _ = delta;
-    let mut changed = policy(0, 0);
+    let mut changed = synthetic::policy(0, 0, 20);
     changed.ingress[0].ports.push(PortMatch {
         protocol: Protocol::Tcp,
         port: PortSpec::Range {
