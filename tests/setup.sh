@@ -15,6 +15,7 @@ packages=(
     util-linux                    # setpriv, for the non-root socket peer
     kmod                          # modprobe br_netfilter
     ca-certificates
+    iptables ipset iperf3         # the kube-router-shaped baseline and the per-packet figures
 )
 
 missing=()
