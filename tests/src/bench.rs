@@ -219,7 +219,7 @@ pub struct Machine {
 }
 
 impl Machine {
-    fn probe() -> Machine {
+    pub fn probe() -> Machine {
         let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
         let cpu = std::fs::read_to_string("/proc/cpuinfo")
             .ok()

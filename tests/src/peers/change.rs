@@ -1,0 +1,256 @@
+//! Change → enforced: how long after a change the prober sees the new verdict, on the
+//! podwall node (the change is an API write; `podwalld` watches it) and on the
+//! kube-router-shaped node (the change triggers a full resync of the world, started at
+//! once: the baseline pays no watch latency, which favours it).
+//!
+//! The prober is a remote pod behind each node, connecting to the target pod every ~2 ms.
+//! Every change is undone by the next, so each cycle leaves the world as it found it, and
+//! the two nodes take their turns in alternating order.
+
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use super::pair::{Op, Pair};
+use super::process;
+use super::stats::{order, Samples};
+use super::world::{allow_prober_policy, probe_namespace_yaml, prober_yaml, TARGET_PORT};
+use crate::probe::EchoServer;
+
+/// Each probe's connect timeout: a dropped SYN costs this.
+const ATTEMPT: Duration = Duration::from_millis(3);
+/// Probes start this often.
+const CADENCE: Duration = Duration::from_millis(2);
+/// A change not seen by then fails the run.
+const GIVE_UP: Duration = Duration::from_secs(60);
+
+/// What was changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    PolicyAdd,
+    PolicyDelete,
+    PodLabel,
+    NamespaceLabel,
+    NewPeer,
+    PeerGone,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 6] = [
+        Kind::PolicyAdd,
+        Kind::PolicyDelete,
+        Kind::PodLabel,
+        Kind::NamespaceLabel,
+        Kind::NewPeer,
+        Kind::PeerGone,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::PolicyAdd => "policy add",
+            Kind::PolicyDelete => "policy delete",
+            Kind::PodLabel => "pod label",
+            Kind::NamespaceLabel => "namespace label",
+            Kind::NewPeer => "new peer pod",
+            Kind::PeerGone => "peer pod deleted",
+        }
+    }
+}
+
+/// One step of a cycle: a change, and the verdict it leads to (`None`: not timed, the
+/// verdict stays).
+struct Step {
+    op: Op,
+    timed: Option<(Kind, bool)>,
+}
+
+/// The cycles, each leaving the world as it began: the prober denied.
+fn cycles() -> Vec<Vec<Step>> {
+    let step = |op, kind, allow| Step {
+        op,
+        timed: Some((kind, allow)),
+    };
+    let quiet = |op| Step { op, timed: None };
+    vec![
+        vec![
+            step(Op::Apply(allow_prober_policy()), Kind::PolicyAdd, true),
+            step(Op::Delete(allow_prober_policy()), Kind::PolicyDelete, false),
+        ],
+        vec![
+            step(Op::Apply(prober_yaml("client")), Kind::PodLabel, true),
+            step(Op::Apply(prober_yaml("stranger")), Kind::PodLabel, false),
+        ],
+        vec![
+            step(
+                Op::Apply(probe_namespace_yaml(true)),
+                Kind::NamespaceLabel,
+                true,
+            ),
+            step(
+                Op::Apply(probe_namespace_yaml(false)),
+                Kind::NamespaceLabel,
+                false,
+            ),
+        ],
+        vec![
+            quiet(Op::Delete(prober_yaml("stranger"))),
+            step(Op::Apply(prober_yaml("client")), Kind::NewPeer, true),
+            step(Op::Delete(prober_yaml("client")), Kind::PeerGone, false),
+            quiet(Op::Apply(prober_yaml("stranger"))),
+        ],
+    ]
+}
+
+/// The samples and costs of one enforcer for one kind of change.
+#[derive(Debug, Clone, Default)]
+pub struct Side {
+    pub latency: Samples,
+    /// CPU spent on these changes: podwalld's, or the resyncs' (generator + restores).
+    pub cpu: Duration,
+    /// The largest resident set seen: podwalld's, or the restore commands'.
+    pub rss_kib: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub kind: Kind,
+    pub podwall: Side,
+    pub kuberouter: Side,
+}
+
+/// Run `rounds` rounds of every cycle on both nodes of `pair`.
+pub fn measure(pair: &mut Pair, rounds: usize) -> Result<Vec<Row>> {
+    let pw_target = SocketAddr::new(pair.pw_pods[0].ip4(), TARGET_PORT);
+    let kr_target = SocketAddr::new(pair.kr_pods[0].ip4(), TARGET_PORT);
+    let _servers = [
+        EchoServer::start(&pair.pw_pods[0].netns, TARGET_PORT),
+        EchoServer::start(&pair.kr_pods[0].netns, TARGET_PORT),
+    ];
+    let mut rows: Vec<Row> = Kind::ALL
+        .iter()
+        .map(|&kind| Row {
+            kind,
+            podwall: Side::default(),
+            kuberouter: Side::default(),
+        })
+        .collect();
+    pair.pw_prober
+        .netns
+        .run_in(|| wait_for(pw_target, false, Instant::now()))
+        .context("the podwall node's target never denied the prober")?;
+    pair.kr_prober
+        .netns
+        .run_in(|| wait_for(kr_target, false, Instant::now()))
+        .context("the kube-router node's target never denied the prober")?;
+    let mut open = None;
+    for round in 0..rounds {
+        for cycle in cycles() {
+            for side in order(2, round) {
+                for step in &cycle {
+                    if side == 0 {
+                        podwall_step(pair, pw_target, step, &mut rows, &mut open)?;
+                    } else {
+                        kuberouter_step(pair, kr_target, step, &mut rows)?;
+                    }
+                }
+            }
+        }
+    }
+    // The last change's trailing work.
+    std::thread::sleep(Duration::from_millis(200));
+    close(pair, &mut open, &mut rows)?;
+    Ok(rows)
+}
+
+/// A timed podwall change whose CPU is still being counted: podwalld's CPU from the
+/// change until its next change, so that work done after the verdict shows counts too
+/// (`/proc` counts in 10 ms ticks, too coarse to read around one change).
+type Open = Option<(Kind, process::Usage)>;
+
+fn close(pair: &Pair, open: &mut Open, rows: &mut [Row]) -> Result<process::Usage> {
+    let now = pair.pw_usage()?;
+    if let Some((kind, before)) = open.take() {
+        let side = &mut row(rows, kind).podwall;
+        side.cpu += now.cpu.saturating_sub(before.cpu);
+        side.rss_kib = side.rss_kib.max(now.rss_kib);
+    }
+    Ok(now)
+}
+
+fn row(rows: &mut [Row], kind: Kind) -> &mut Row {
+    rows.iter_mut()
+        .find(|r| r.kind == kind)
+        .expect("a row per kind")
+}
+
+fn podwall_step(
+    pair: &Pair,
+    target: SocketAddr,
+    step: &Step,
+    rows: &mut [Row],
+    open: &mut Open,
+) -> Result<()> {
+    let before = close(pair, open, rows)?;
+    let t0 = Instant::now();
+    pair.pw_apply(&step.op)?;
+    let Some((kind, allow)) = step.timed else {
+        // Let the daemon take the untimed change in before the next one is timed.
+        std::thread::sleep(Duration::from_millis(50));
+        return Ok(());
+    };
+    let took = pair
+        .pw_prober
+        .netns
+        .run_in(|| wait_for(target, allow, t0))
+        .with_context(|| format!("podwall: {} (want allowed={allow})", kind.name()))?;
+    row(rows, kind).podwall.latency.push(took);
+    *open = Some((kind, before));
+    Ok(())
+}
+
+fn kuberouter_step(
+    pair: &mut Pair,
+    target: SocketAddr,
+    step: &Step,
+    rows: &mut [Row],
+) -> Result<()> {
+    let t0 = Instant::now();
+    pair.kr_apply(&step.op);
+    let Some((kind, allow)) = step.timed else {
+        // kube-router would resync for this change too; untimed, the snapshot is enough.
+        return Ok(());
+    };
+    let resync = pair.resync()?;
+    let took = pair
+        .kr_prober
+        .netns
+        .run_in(|| wait_for(target, allow, t0))
+        .with_context(|| format!("kube-router shape: {} (want allowed={allow})", kind.name()))?;
+    let side = &mut row(rows, kind).kuberouter;
+    side.latency.push(took);
+    side.cpu += resync.cpu();
+    side.rss_kib = side.rss_kib.max(resync.apply.max_rss_kib);
+    Ok(())
+}
+
+/// One probe: does a TCP connection to `target` open within `ATTEMPT`?
+fn connects(target: SocketAddr) -> bool {
+    TcpStream::connect_timeout(&target, ATTEMPT).is_ok()
+}
+
+/// Probe every `CADENCE` until the verdict is `allow`; the time since `t0`.
+fn wait_for(target: SocketAddr, allow: bool, t0: Instant) -> Result<Duration> {
+    loop {
+        let attempt = Instant::now();
+        if connects(target) == allow {
+            return Ok(t0.elapsed());
+        }
+        if t0.elapsed() > GIVE_UP {
+            bail!("the verdict did not change within {GIVE_UP:?}");
+        }
+        if let Some(rest) = CADENCE.checked_sub(attempt.elapsed()) {
+            std::thread::sleep(rest);
+        }
+    }
+}

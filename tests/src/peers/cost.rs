@@ -1,0 +1,67 @@
+//! Programming cost of a full sync, side by side on one world:
+//! - podwall: `podwalld` restarted with its state (attachments and the stored cluster), until
+//!   healthy: it lists the API server, compiles, and replaces its table in one transaction.
+//!   CPU and peak memory are the daemon's own, up to that point.
+//! - kube-router shape, cold: its chains and sets removed, then a full resync (what a
+//!   restarted kube-router does).
+//! - kube-router shape, warm: a full resync over what is loaded (what each of its periodic
+//!   and event-driven syncs does).
+
+use std::time::Duration;
+
+use anyhow::Result;
+
+use super::pair::Pair;
+use super::stats::{order, Samples};
+use crate::kuberouter;
+
+#[derive(Debug, Clone, Default)]
+pub struct Side {
+    pub wall: Samples,
+    pub cpu: Samples,
+    pub peak_rss_kib: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Row {
+    pub podwall: Side,
+    pub cold: Side,
+    pub warm: Side,
+}
+
+pub fn measure(pair: &mut Pair, rounds: usize) -> Result<Row> {
+    let mut row = Row::default();
+    for round in 0..rounds {
+        for i in order(2, round) {
+            if i == 0 {
+                let (took, usage) = pair.pw_restart()?;
+                row.podwall.wall.push(took);
+                row.podwall.cpu.push(usage.cpu);
+                row.podwall.peak_rss_kib = row.podwall.peak_rss_kib.max(usage.peak_rss_kib);
+            } else {
+                kuberouter::clear(&pair.kr.netns)?;
+                let cold = pair.resync()?;
+                record(
+                    &mut row.cold,
+                    cold.wall(),
+                    cold.cpu(),
+                    cold.apply.max_rss_kib,
+                );
+                let warm = pair.resync()?;
+                record(
+                    &mut row.warm,
+                    warm.wall(),
+                    warm.cpu(),
+                    warm.apply.max_rss_kib,
+                );
+            }
+        }
+    }
+    Ok(row)
+}
+
+fn record(side: &mut Side, wall: Duration, cpu: Duration, rss: u64) {
+    side.wall.push(wall);
+    side.cpu.push(cpu);
+    side.peak_rss_kib = side.peak_rss_kib.max(rss);
+}

@@ -1,0 +1,83 @@
+//! Daemon footprint: `podwalld`'s resident memory and CPU at idle, in Kubernetes mode, with
+//! 1k, 10k and 100k pods in the cluster (world L's policies; a few pods of the node
+//! attached, so the node has chains and peer sets to keep).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use super::process;
+use super::world::{Spec, L};
+use crate::cluster::Cluster;
+use crate::cni::Pod;
+use crate::manifests::documents;
+
+/// Pods of the node attached in each footprint world.
+const ATTACHED: usize = 10;
+
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub cluster_pods: usize,
+    /// Daemon start to healthy.
+    pub sync: Duration,
+    /// Resident set after the idle window, and the largest one the process had.
+    pub rss_kib: u64,
+    pub peak_rss_kib: u64,
+    /// CPU over the idle window, as a share of one core.
+    pub idle_cpu: f64,
+}
+
+/// One world per size: load it, wait `settle`, then watch the daemon for `idle`.
+pub fn measure(sizes: &[usize], settle: Duration, idle: Duration) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for &pods in sizes {
+        rows.push(one(pods, settle, idle).with_context(|| format!("{pods} cluster pods"))?);
+    }
+    Ok(rows)
+}
+
+fn one(pods: usize, settle: Duration, idle: Duration) -> Result<Row> {
+    let spec = Spec::new(L, pods);
+    let mut cluster = Cluster::new(&format!("fp{pods}"), 1);
+    let node_name = cluster.node(0).name().to_string();
+    let mut docs = spec.cluster_docs();
+    docs.extend((0..ATTACHED).map(|i| spec.local_pod_yaml(i, &node_name)));
+    for chunk in docs.chunks(1000) {
+        cluster
+            .api
+            .apply_yaml(&documents(chunk))
+            .map_err(|e| anyhow::anyhow!("loading the API server: {e:?}"))?;
+    }
+    let node = &mut cluster.nodes[0];
+    let started = Instant::now();
+    node.spawn_daemon().context("starting podwalld")?;
+    node.wait_healthy(Duration::from_secs(600))
+        .with_context(|| format!("podwalld did not sync:\n{}", node.daemon_log()))?;
+    let sync = started.elapsed();
+    let local: Vec<Pod> = (0..ATTACHED)
+        .map(|i| {
+            let (ns, name, _) = spec.local_pod(i);
+            Pod::named(&format!("fp{i}"), &ns, &name)
+        })
+        .collect();
+    for pod in &local {
+        cluster.attach(0, pod);
+    }
+    std::thread::sleep(settle);
+    let pid = cluster
+        .node(0)
+        .daemon_pid()
+        .context("podwalld is not running")?;
+    let before = process::usage(pid)?;
+    let t0 = Instant::now();
+    std::thread::sleep(idle);
+    let after = process::usage(pid)?;
+    let idle_cpu = after.cpu.saturating_sub(before.cpu).as_secs_f64() / t0.elapsed().as_secs_f64();
+    Ok(Row {
+        cluster_pods: pods,
+        sync,
+        rss_kib: after.rss_kib,
+        peak_rss_kib: after.peak_rss_kib,
+        idle_cpu,
+    })
+}

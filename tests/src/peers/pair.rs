@@ -1,0 +1,236 @@
+//! One world loaded twice, side by side: a podwall node (`podwalld` in Kubernetes mode,
+//! watching the test API server that holds the world) and a kube-router-shaped node (the
+//! same world as iptables chains and ipsets, programmed by a full resync), each with the
+//! world's local pods attached through the real CNI chain and a prober host behind it.
+//!
+//! The kube-router side has no daemon of its own: [`Pair::resync`] is its controller, which
+//! regenerates everything from the snapshot and applies it with `ipset restore` and
+//! `iptables-restore`, as kube-router's full sync does. Changes reach it as the same YAML
+//! the API server gets ([`Pair::kr_apply`]), so both sides always enforce one world.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use podwall_policy::Snapshot;
+
+use super::process;
+use super::world::{self, Spec, PROBER_ADDR};
+use crate::cluster::Cluster;
+use crate::cni::{result_ips, Pod};
+use crate::external::ExternalHost;
+use crate::kuberouter::{self, Cost};
+use crate::manifests::documents;
+use crate::node::{Node, NodeOptions};
+
+/// How long a world's daemon may take to list and program it.
+const SYNC_DEADLINE: Duration = Duration::from_secs(300);
+
+/// What one kube-router-shaped resync cost.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Resync {
+    /// Generating the scripts, in-process.
+    pub generate: Duration,
+    pub generate_cpu: Duration,
+    /// `ipset restore` + `iptables-restore`.
+    pub apply: Cost,
+}
+
+impl Resync {
+    pub fn wall(&self) -> Duration {
+        self.generate + self.apply.wall
+    }
+
+    pub fn cpu(&self) -> Duration {
+        self.generate_cpu + self.apply.cpu
+    }
+}
+
+pub struct Pair {
+    pub spec: Spec,
+    /// The API server and the podwall node (`cluster.nodes[0]`).
+    pub cluster: Cluster,
+    /// World pod `i` on the podwall node.
+    pub pw_pods: Vec<Pod>,
+    pub pw_prober: ExternalHost,
+    /// Daemon start to healthy, with the world in the API server (the first full sync).
+    pub pw_first_sync: Duration,
+    pub kr: Node,
+    /// The kube-router node's conflist: bridge alone (the enforcer is not in the chain).
+    pub kr_conflist: PathBuf,
+    pub kr_pods: Vec<Pod>,
+    pub kr_prober: ExternalHost,
+    /// What the kube-router-shaped controller believes the cluster holds.
+    pub kr_snapshot: Snapshot,
+}
+
+impl Pair {
+    pub fn build(spec: Spec) -> Result<Pair> {
+        let label = spec.label().replace('/', "-").to_lowercase();
+        let mut cluster = Cluster::new(&format!("peer-{label}"), 1);
+        let pw_name = cluster.node(0).name().to_string();
+        let mut docs = spec.cluster_docs();
+        docs.extend((0..spec.size.local).map(|i| spec.local_pod_yaml(i, &pw_name)));
+        for chunk in docs.chunks(500) {
+            cluster
+                .api
+                .apply_yaml(&documents(chunk))
+                .map_err(|e| anyhow::anyhow!("loading the world into the API server: {e:?}"))?;
+        }
+        let node = &mut cluster.nodes[0];
+        let started = Instant::now();
+        node.spawn_daemon().context("starting podwalld")?;
+        node.wait_healthy(SYNC_DEADLINE)
+            .with_context(|| format!("podwalld did not sync:\n{}", node.daemon_log()))?;
+        let pw_first_sync = started.elapsed();
+
+        let pw_pods = local_pods(&spec, "pw");
+        for pod in &pw_pods {
+            cluster.attach(0, pod);
+        }
+        let pw_prober = ExternalHost::attach(cluster.node(0), PROBER_ADDR);
+
+        let kr = Node::with_options(&format!("kr-{label}"), NodeOptions::default());
+        let kr_conflist = kr.write_conflist("bridge", &kr.conflist_json("1.0.0", None));
+        let kr_pods = local_pods(&spec, "kr");
+        let mut ips = Vec::new();
+        for pod in &kr_pods {
+            let result = kr.libcni("add", &kr_conflist, pod).map_err(|e| {
+                anyhow::anyhow!("ADD {} on the kube-router node: {e}", pod.container_id)
+            })?;
+            ips.push(first_v4(&result_ips(&result)).context("no IPv4 address from bridge")?);
+        }
+        let kr_snapshot = spec.snapshot(kr.name(), &ips);
+        let kr_prober = ExternalHost::attach(&kr, PROBER_ADDR);
+        let mut pair = Pair {
+            spec,
+            cluster,
+            pw_pods,
+            pw_prober,
+            pw_first_sync,
+            kr,
+            kr_conflist,
+            kr_pods,
+            kr_prober,
+            kr_snapshot,
+        };
+        pair.resync().context("the kube-router node's first sync")?;
+        Ok(pair)
+    }
+
+    pub fn pw(&self) -> &Node {
+        self.cluster.node(0)
+    }
+
+    /// The podwall daemon's pid.
+    pub fn pw_pid(&self) -> Result<u32> {
+        self.pw().daemon_pid().context("podwalld is not running")
+    }
+
+    pub fn pw_usage(&self) -> Result<process::Usage> {
+        process::usage(self.pw_pid()?)
+    }
+
+    /// The kube-router-shaped full sync: everything regenerated from the snapshot, applied
+    /// with `ipset restore` and `iptables-restore`.
+    pub fn resync(&mut self) -> Result<Resync> {
+        resync(&self.kr, &self.kr_snapshot)
+    }
+
+    /// A change as YAML: to the API server (podwall's side), timed by the caller.
+    pub fn pw_apply(&self, op: &Op) -> Result<()> {
+        let api = &self.cluster.api;
+        match op {
+            Op::Apply(yaml) => api.apply_yaml(yaml),
+            Op::Delete(yaml) => api.delete_yaml(yaml),
+        }
+        .map(|_| ())
+        .map_err(|e| anyhow::anyhow!("changing the API server: {e:?}"))
+    }
+
+    /// The same change to the kube-router side's snapshot (no resync yet).
+    pub fn kr_apply(&mut self, op: &Op) {
+        apply_to(&mut self.kr_snapshot, op);
+    }
+
+    /// Restart podwalld (with its state: attachments and stored cluster) and wait until it
+    /// is healthy again; returns the time it took and the daemon's usage at that point.
+    pub fn pw_restart(&mut self) -> Result<(Duration, process::Usage)> {
+        let node = &mut self.cluster.nodes[0];
+        node.stop_daemon();
+        let started = Instant::now();
+        node.spawn_daemon().context("restarting podwalld")?;
+        node.wait_healthy(SYNC_DEADLINE)
+            .with_context(|| format!("podwalld did not sync again:\n{}", node.daemon_log()))?;
+        let took = started.elapsed();
+        let pid = node.daemon_pid().context("podwalld is not running")?;
+        Ok((took, process::usage(pid)?))
+    }
+}
+
+/// A change, as the YAML a user would `kubectl apply` or `kubectl delete`.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Apply(String),
+    Delete(String),
+}
+
+/// Apply `op` to a snapshot as the API server applies it to its store.
+pub fn apply_to(snap: &mut Snapshot, op: &Op) {
+    match op {
+        Op::Apply(yaml) => {
+            let loaded = world::load(yaml);
+            for (_, ns) in loaded.namespaces {
+                snap.upsert_namespace(ns);
+            }
+            for (_, pod) in loaded.pods {
+                snap.upsert_pod(pod);
+            }
+            for (_, policy) in loaded.policies {
+                snap.upsert_policy(policy);
+            }
+        }
+        Op::Delete(yaml) => {
+            let loaded = world::load(yaml);
+            for name in loaded.namespaces.keys() {
+                snap.namespaces.remove(name);
+            }
+            for key in loaded.pods.keys() {
+                snap.pods.remove(key);
+            }
+            for key in loaded.policies.keys() {
+                snap.policies.remove(key);
+            }
+        }
+    }
+}
+
+/// A kube-router-shaped full sync of `snap` into `node`.
+pub fn resync(node: &Node, snap: &Snapshot) -> Result<Resync> {
+    let cpu0 = process::thread_cpu();
+    let t0 = Instant::now();
+    let scripts = kuberouter::generate(snap, node.name());
+    let generate = t0.elapsed();
+    let generate_cpu = process::thread_cpu().saturating_sub(cpu0);
+    let apply =
+        kuberouter::apply(&node.netns, &scripts).context("applying the kube-router shape")?;
+    Ok(Resync {
+        generate,
+        generate_cpu,
+        apply,
+    })
+}
+
+fn local_pods(spec: &Spec, side: &str) -> Vec<Pod> {
+    (0..spec.size.local)
+        .map(|i| {
+            let (ns, name, _) = spec.local_pod(i);
+            Pod::named(&format!("{side}{i}"), &ns, &name)
+        })
+        .collect()
+}
+
+pub fn first_v4(ips: &[IpAddr]) -> Option<IpAddr> {
+    ips.iter().copied().find(IpAddr::is_ipv4)
+}

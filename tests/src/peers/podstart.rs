@@ -1,0 +1,195 @@
+//! Pod start: CNI ADD and DEL through libcni (the runner a container runtime embeds), one
+//! pod after another and 8 at once, for three chains on three nodes side by side:
+//! - `bridge`: bridge + host-local alone, no enforcement;
+//! - `bridge+podwall`: the podwall node of a world, its daemon up with the world loaded;
+//! - `bridge+firewall`: Debian's `firewall` plugin chained after bridge (iptables backend),
+//!   the stock way to add filtering to a chain.
+//!
+//! Every timing is one whole `pwt-cnitool` run, so it includes the runner's own start
+//! (the same for the three).
+
+use std::path::{Path, PathBuf};
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Result};
+use serde_json::json;
+
+use super::pair::Pair;
+use super::stats::{order, Samples};
+use crate::cni::Pod;
+use crate::manifests::PodManifest;
+use crate::node::{Node, NodeOptions};
+
+/// Pods started at once in the parallel runs.
+pub const PARALLEL: usize = 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chain {
+    Bridge,
+    Podwall,
+    Firewall,
+}
+
+impl Chain {
+    pub const ALL: [Chain; 3] = [Chain::Bridge, Chain::Podwall, Chain::Firewall];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Chain::Bridge => "bridge",
+            Chain::Podwall => "bridge+podwall",
+            Chain::Firewall => "bridge+firewall",
+        }
+    }
+}
+
+/// ADD and DEL samples of one chain, sequential and parallel.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub chain: Chain,
+    pub add: Samples,
+    pub del: Samples,
+    pub add_parallel: Samples,
+    pub del_parallel: Samples,
+}
+
+/// The two nodes besides the world's podwall node.
+pub struct Baselines {
+    bridge: Node,
+    bridge_conflist: PathBuf,
+    firewall: Node,
+    firewall_conflist: PathBuf,
+}
+
+impl Baselines {
+    pub fn new() -> Self {
+        let bridge = Node::with_options("start-bridge", NodeOptions::default());
+        let bridge_conflist = bridge.write_conflist("bridge", &bridge.conflist_json("1.0.0", None));
+        let firewall = Node::with_options("start-fw", NodeOptions::default());
+        let firewall_conflist = firewall.write_conflist(
+            "firewall",
+            &firewall.conflist_json(
+                "1.0.0",
+                Some(json!({"type": "firewall", "backend": "iptables"})),
+            ),
+        );
+        Baselines {
+            bridge,
+            bridge_conflist,
+            firewall,
+            firewall_conflist,
+        }
+    }
+}
+
+impl Default for Baselines {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `rounds` rounds of `sequential` pods one by one and [`PARALLEL`] pods at once, per chain.
+pub fn measure(
+    pair: &Pair,
+    baselines: &Baselines,
+    rounds: usize,
+    sequential: usize,
+) -> Result<Vec<Row>> {
+    // The podwall pods are new replicas of the world's workloads: their objects exist before
+    // the ADD, as kubelet only starts pods the API server has scheduled.
+    let slots = sequential.max(PARALLEL);
+    let pw_name = pair.pw().name().to_string();
+    let mut names = Vec::new();
+    for k in 0..slots {
+        let (ns, labels) = pair.spec.replica(k);
+        let labels: Vec<(&str, &str)> = labels
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let name = format!("start-{k}");
+        let yaml = PodManifest::new(&ns, &name)
+            .labels(&labels)
+            .ports(&[("http", 8080, "TCP")])
+            .remote(&pw_name, &[])
+            .yaml();
+        pair.cluster
+            .api
+            .apply_yaml(&yaml)
+            .map_err(|e| anyhow!("creating {ns}/{name}: {e:?}"))?;
+        names.push((ns, name));
+    }
+    let mut rows: Vec<Row> = Chain::ALL
+        .iter()
+        .map(|&chain| Row {
+            chain,
+            add: Samples::default(),
+            del: Samples::default(),
+            add_parallel: Samples::default(),
+            del_parallel: Samples::default(),
+        })
+        .collect();
+    for round in 0..rounds {
+        for i in order(Chain::ALL.len(), round) {
+            let chain = Chain::ALL[i];
+            let (node, conflist) = match chain {
+                Chain::Bridge => (&baselines.bridge, baselines.bridge_conflist.as_path()),
+                Chain::Podwall => (pair.pw(), pair.pw().conflist()),
+                Chain::Firewall => (&baselines.firewall, baselines.firewall_conflist.as_path()),
+            };
+            let row = &mut rows[i];
+            let pods = new_pods(&names[..sequential], round, "s");
+            for pod in &pods {
+                row.add.push(timed(node, "add", conflist, pod)?);
+            }
+            for pod in &pods {
+                row.del.push(timed(node, "del", conflist, pod)?);
+            }
+            let pods = new_pods(&names[..PARALLEL], round, "p");
+            let (adds, dels) = parallel(node, conflist, &pods)?;
+            row.add_parallel.0.extend(adds);
+            row.del_parallel.0.extend(dels);
+        }
+    }
+    Ok(rows)
+}
+
+fn new_pods(names: &[(String, String)], round: usize, tag: &str) -> Vec<Pod> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(k, (ns, name))| Pod::named(&format!("st{tag}{round}-{k}"), ns, name))
+        .collect()
+}
+
+fn timed(node: &Node, op: &str, conflist: &Path, pod: &Pod) -> Result<Duration> {
+    let t0 = Instant::now();
+    node.libcni(op, conflist, pod)
+        .map_err(|e| anyhow!("{op} {} on {}: {e}", pod.container_id, node.name()))?;
+    Ok(t0.elapsed())
+}
+
+/// ADD all `pods` at once, then DEL them all at once.
+fn parallel(node: &Node, conflist: &Path, pods: &[Pod]) -> Result<(Vec<Duration>, Vec<Duration>)> {
+    let run = |op: &'static str| -> Result<Vec<Duration>> {
+        let barrier = Barrier::new(pods.len());
+        std::thread::scope(|s| {
+            let handles: Vec<_> = pods
+                .iter()
+                .map(|pod| {
+                    let barrier = &barrier;
+                    s.spawn(move || {
+                        barrier.wait();
+                        timed(node, op, conflist, pod)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a CNI thread panicked"))
+                .collect()
+        })
+    };
+    let adds = run("add")?;
+    let dels = run("del")?;
+    Ok((adds, dels))
+}
