@@ -55,6 +55,7 @@ use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -860,6 +861,7 @@ fn measured(ns: &TestNetns, argv: &[&str], stdin: &str) -> Result<Ran> {
         let mut input = child.stdin.take().expect("stdin was piped above");
         let mut stdout = child.stdout.take().expect("stdout was piped above");
         let mut stderr = child.stderr.take().expect("stderr was piped above");
+        let done = AtomicBool::new(false);
         let (reaped, out, err) = std::thread::scope(|s| {
             // Feeding and draining on their own threads, so that neither side blocks on a
             // full pipe; dropping `input` is the end of the script.
@@ -876,14 +878,18 @@ fn measured(ns: &TestNetns, argv: &[&str], stdin: &str) -> Result<Ran> {
                 let _ = stderr.read_to_string(&mut text);
                 text
             });
-            let reaped = child::wait(child.id(), LOAD_TIMEOUT);
+            let pid = child.id();
+            let done = &done;
+            let peak = s.spawn(move || peak_rss_kib(pid, program, done));
+            let reaped = child::wait(pid, LOAD_TIMEOUT);
+            done.store(true, Ordering::Relaxed);
             (
-                reaped,
+                reaped.map(|r| (r, peak.join().unwrap_or(0))),
                 out.join().unwrap_or_default(),
                 err.join().unwrap_or_default(),
             )
         });
-        let reaped = reaped.with_context(|| format!("waiting for `{command}`"))?;
+        let (reaped, peak) = reaped.with_context(|| format!("waiting for `{command}`"))?;
         let wall = start.elapsed();
         if reaped.timed_out {
             bail!("`{command}` did not finish within {LOAD_TIMEOUT:?}; killed");
@@ -896,12 +902,46 @@ fn measured(ns: &TestNetns, argv: &[&str], stdin: &str) -> Result<Ran> {
             cost: Cost {
                 wall,
                 cpu: reaped.cpu,
-                max_rss_kib: reaped.max_rss_kib,
+                max_rss_kib: peak,
             },
         })
     };
     ns.run_in(run)
         .with_context(|| format!("in netns {}", ns.name()))
+}
+
+/// The child's peak resident set, sampled from `/proc/<pid>/status` every millisecond until
+/// `done`. `wait4`'s `ru_maxrss` cannot be used for it: a child's maximum includes the
+/// memory of the process it was forked from (this benchmark, holding whole worlds) up to its
+/// `exec`. Samples from before the `exec` (while the process still has the parent's name)
+/// are skipped; a peak reached in the last millisecond of the run can be missed.
+fn peak_rss_kib(pid: u32, program: &str, done: &AtomicBool) -> u64 {
+    // The kernel keeps 15 bytes of a program's name.
+    let name: String = program
+        .rsplit('/')
+        .next()
+        .unwrap_or(program)
+        .chars()
+        .take(15)
+        .collect();
+    let mut peak = 0;
+    while !done.load(Ordering::Relaxed) {
+        if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            let field = |key: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(key))
+                    .map(|v| v.trim().to_string())
+            };
+            if field("Name:").as_deref() == Some(name.as_str()) {
+                let kib = field("VmHWM:")
+                    .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()));
+                peak = peak.max(kib.unwrap_or(0));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    peak
 }
 
 /// Reaping one child with its own resource usage. `getrusage(RUSAGE_CHILDREN)` adds up every
@@ -930,7 +970,6 @@ mod child {
         pub timed_out: bool,
         /// User plus system CPU.
         pub cpu: Duration,
-        pub max_rss_kib: u64,
     }
 
     /// Wait for child `pid` (killing it after `timeout`) and reap it.
@@ -964,8 +1003,6 @@ mod child {
             status: ExitStatus::from_raw(status),
             timed_out: timed_out.load(Ordering::Relaxed),
             cpu: time(usage.ru_utime) + time(usage.ru_stime),
-            // Linux reports it in KiB.
-            max_rss_kib: usage.ru_maxrss.max(0) as u64,
         })
     }
 

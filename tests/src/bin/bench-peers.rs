@@ -14,10 +14,13 @@ use std::process::ExitCode;
 use podwall_tests::peers::world::Spec;
 use podwall_tests::peers::{self, Options};
 
-const USAGE: &str = "usage: bench-peers [--smoke] [--worlds S/1k,L/10k,...] [--rounds N] [--change-rounds N]   (as root)
+const USAGE: &str =
+    "usage: bench-peers [--smoke] [--worlds S/1k,L/10k,...|none] [--footprint N,N,...|none]
+                   [--rounds N] [--change-rounds N]   (as root)
 
 --worlds   the worlds to build (default: S, M and L, each with 1k and 10k remote pods); pod
-           start runs only in S/1k and L/10k, isolation in M/1k, per packet in L/10k, when built";
+           start runs only in S/1k and L/10k, isolation in M/1k, per packet in L/10k, when built
+--footprint  cluster pods of the idle-footprint worlds (default: 1000,10000,100000)";
 
 fn main() -> ExitCode {
     let mut options = Options::full();
@@ -26,15 +29,29 @@ fn main() -> ExitCode {
         match arg.as_str() {
             "--smoke" => options = Options::smoke(),
             "--worlds" => {
-                let worlds: Option<Vec<Spec>> = args
-                    .next()
-                    .map(|s| s.split(',').map(|w| Spec::parse(w.trim())).collect())
-                    .unwrap_or(None);
+                let worlds: Option<Vec<Spec>> = match args.next().as_deref() {
+                    Some("none") => Some(Vec::new()),
+                    Some(list) => list.split(',').map(|w| Spec::parse(w.trim())).collect(),
+                    None => None,
+                };
                 match worlds {
-                    Some(worlds) if !worlds.is_empty() => options.worlds = worlds,
-                    _ => {
-                        return usage("--worlds needs a list like S/1k,L/10k (sizes S, M, L, tiny)")
+                    Some(worlds) => options.worlds = worlds,
+                    None => {
+                        return usage(
+                            "--worlds needs a list like S/1k,L/10k (sizes S, M, L, tiny) or none",
+                        )
                     }
+                }
+            }
+            "--footprint" => {
+                let sizes: Option<Vec<usize>> = match args.next().as_deref() {
+                    Some("none") => Some(Vec::new()),
+                    Some(list) => list.split(',').map(|n| n.trim().parse().ok()).collect(),
+                    None => None,
+                };
+                match sizes {
+                    Some(sizes) => options.footprint.0 = sizes,
+                    None => return usage("--footprint needs a list of pod counts or none"),
                 }
             }
             "--rounds" => match args.next().and_then(|n| n.parse().ok()) {

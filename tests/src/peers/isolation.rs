@@ -198,6 +198,21 @@ fn start_one(
     let accepted = listener.stop();
     node.libcni("del", conflist, &pod)
         .map_err(|e| anyhow!("DEL {}: {e}", pod.container_id))?;
+    // host-local hands the address out again a few hundred starts later; a neighbour entry
+    // left for it would send the next pod's first packets to this pod's gone MAC (for seconds
+    // of ARP DELAY), which would look like enforcement on both nodes.
+    node.netns
+        .exec(&[
+            "ip",
+            "neigh",
+            "flush",
+            "to",
+            &ip.to_string(),
+            "dev",
+            node.bridge(),
+        ])
+        .and_then(crate::cmd::Output::ok)
+        .context("forgetting the pod's neighbour entry")?;
     if let Some(c) = controller {
         let _ = c.send(Event::Gone { key });
     }

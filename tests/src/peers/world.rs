@@ -237,17 +237,17 @@ impl Spec {
     pub fn snapshot(&self, node: &str, local_ips: &[IpAddr]) -> Snapshot {
         let mut docs = self.cluster_docs();
         for (i, ip) in local_ips.iter().enumerate() {
-            docs.push(self.local_pod_manifest(i, node).remote(node, &[*ip]).yaml());
+            docs.push(self.local_pod_manifest(i).remote(node, &[*ip]).yaml());
         }
         load(&documents(&docs))
     }
 
     /// Pod `i`'s object on `node` before it has an address (what kubelet is given).
     pub fn local_pod_yaml(&self, i: usize, node: &str) -> String {
-        self.local_pod_manifest(i, node).remote(node, &[]).yaml()
+        self.local_pod_manifest(i).remote(node, &[]).yaml()
     }
 
-    fn local_pod_manifest(&self, i: usize, _node: &str) -> PodManifest {
+    fn local_pod_manifest(&self, i: usize) -> PodManifest {
         let (ns, name, labels) = self.local_pod(i);
         let labels: Vec<(&str, &str)> = labels
             .iter()
