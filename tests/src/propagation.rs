@@ -329,8 +329,9 @@ fn connects(target: SocketAddr) -> bool {
     TcpStream::connect_timeout(&target, ATTEMPT).is_ok()
 }
 
-/// Probe every `CADENCE` until the verdict is `allow`; the time since `t0`.
-fn wait_for(target: SocketAddr, allow: bool, t0: Instant) -> Result<Duration> {
+/// Probe every `CADENCE` until the verdict is `allow`; the time since `t0`. The peer
+/// benchmark's change prober too.
+pub fn wait_for(target: SocketAddr, allow: bool, t0: Instant) -> Result<Duration> {
     loop {
         let attempt = Instant::now();
         if connects(target) == allow {

@@ -7,23 +7,17 @@
 //! Every change is undone by the next, so each cycle leaves the world as it found it, and
 //! the two nodes take their turns in alternating order.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use super::pair::{Op, Pair};
 use super::process;
 use super::stats::{order, Samples};
 use super::world::{allow_prober_policy, probe_namespace_yaml, prober_yaml, TARGET_PORT};
 use crate::probe::EchoServer;
-
-/// Each probe's connect timeout: a dropped SYN costs this.
-const ATTEMPT: Duration = Duration::from_millis(3);
-/// Probes start this often.
-const CADENCE: Duration = Duration::from_millis(2);
-/// A change not seen by then fails the run.
-const GIVE_UP: Duration = Duration::from_secs(60);
+use crate::propagation::wait_for;
 
 /// What was changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,25 +226,4 @@ fn kuberouter_step(
     side.cpu += resync.cpu();
     side.rss_kib = side.rss_kib.max(resync.apply.max_rss_kib);
     Ok(())
-}
-
-/// One probe: does a TCP connection to `target` open within `ATTEMPT`?
-fn connects(target: SocketAddr) -> bool {
-    TcpStream::connect_timeout(&target, ATTEMPT).is_ok()
-}
-
-/// Probe every `CADENCE` until the verdict is `allow`; the time since `t0`.
-fn wait_for(target: SocketAddr, allow: bool, t0: Instant) -> Result<Duration> {
-    loop {
-        let attempt = Instant::now();
-        if connects(target) == allow {
-            return Ok(t0.elapsed());
-        }
-        if t0.elapsed() > GIVE_UP {
-            bail!("the verdict did not change within {GIVE_UP:?}");
-        }
-        if let Some(rest) = CADENCE.checked_sub(attempt.elapsed()) {
-            std::thread::sleep(rest);
-        }
-    }
 }

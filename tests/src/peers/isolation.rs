@@ -9,7 +9,7 @@
 //!   the starts that queue up meanwhile, as kube-router's sync loop does. Until the resync
 //!   that includes the pod is applied, nothing filters its traffic.
 //!
-//! [`PARALLEL`] pods start at once on each node, the two nodes one after the other.
+//! [`PARALLEL`] pods start at once on each node; the nodes take turns over the rounds.
 
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -25,7 +25,7 @@ use podwall_policy::{Pod as PolicyPod, PodKey, Snapshot};
 
 use super::pair::{first_v4, resync, Pair};
 use super::podstart::PARALLEL;
-use super::stats::Samples;
+use super::stats::{order, Samples};
 use super::world::{ISOLATED_NAMESPACE, TARGET_PORT};
 use crate::cni::{result_ips, Pod};
 use crate::external::ExternalHost;
@@ -52,8 +52,25 @@ pub struct Leaks {
     pub add: Samples,
 }
 
-/// `starts` pod starts on each node of `pair`, probing each for `window`.
-pub fn measure(pair: &Pair, starts: usize, window: Duration) -> Result<(Leaks, Leaks)> {
+impl Leaks {
+    fn merge(&mut self, other: &Leaks) {
+        self.starts += other.starts;
+        self.connections += other.connections;
+        self.pods += other.pods;
+        self.probes += other.probes;
+        self.exposed.extend(&other.exposed);
+        self.add.extend(&other.add);
+    }
+}
+
+/// `starts` pod starts on each node of `pair`, probing each for `window`, in `rounds`
+/// rounds that alternate the nodes.
+pub fn measure(
+    pair: &Pair,
+    starts: usize,
+    window: Duration,
+    rounds: usize,
+) -> Result<(Leaks, Leaks)> {
     let pw_name = pair.pw().name().to_string();
     for k in 0..PARALLEL {
         let yaml = PodManifest::new(ISOLATED_NAMESPACE, &slot(k))
@@ -64,7 +81,29 @@ pub fn measure(pair: &Pair, starts: usize, window: Duration) -> Result<(Leaks, L
             .apply_yaml(&yaml)
             .map_err(|e| anyhow!("creating pod {}: {e:?}", slot(k)))?;
     }
-    let podwall = run(
+    let (mut podwall, mut kuberouter) = (Leaks::default(), Leaks::default());
+    let rounds = rounds.max(1);
+    for round in 0..rounds {
+        // The last round takes what does not divide evenly.
+        let n = starts / rounds
+            + if round == rounds - 1 {
+                starts % rounds
+            } else {
+                0
+            };
+        for side in order(2, round) {
+            if side == 0 {
+                podwall.merge(&run_podwall(pair, n, window).context("podwall")?);
+            } else {
+                kuberouter.merge(&run_kuberouter(pair, n, window).context("kube-router shape")?);
+            }
+        }
+    }
+    Ok((podwall, kuberouter))
+}
+
+fn run_podwall(pair: &Pair, starts: usize, window: Duration) -> Result<Leaks> {
+    run(
         pair.pw(),
         pair.pw().conflist(),
         &pair.pw_prober,
@@ -72,10 +111,12 @@ pub fn measure(pair: &Pair, starts: usize, window: Duration) -> Result<(Leaks, L
         window,
         None,
     )
-    .context("podwall")?;
+}
+
+fn run_kuberouter(pair: &Pair, starts: usize, window: Duration) -> Result<Leaks> {
     let (tx, rx) = mpsc::channel();
     let snapshot = pair.kr_snapshot.clone();
-    let (kuberouter, exposed) = std::thread::scope(|s| {
+    let (leaks, exposed) = std::thread::scope(|s| {
         let controller = s.spawn(|| controller_loop(&pair.kr, snapshot, rx));
         // `run` drops the last sender when it returns, which ends the controller's loop.
         let leaks = run(
@@ -91,9 +132,9 @@ pub fn measure(pair: &Pair, starts: usize, window: Duration) -> Result<(Leaks, L
             .map_err(|_| anyhow!("the kube-router-shaped controller panicked"));
         (leaks, exposed)
     });
-    let mut kuberouter = kuberouter.context("kube-router shape")?;
-    kuberouter.exposed = exposed??;
-    Ok((podwall, kuberouter))
+    let mut leaks = leaks?;
+    leaks.exposed = exposed??;
+    Ok(leaks)
 }
 
 fn slot(k: usize) -> String {

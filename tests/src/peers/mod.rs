@@ -162,7 +162,7 @@ pub fn run(options: &Options) -> Result<Report> {
         if let Some((iso, starts, window)) = options.isolation {
             if iso == spec {
                 say(&format!("world {label}: isolation, {starts} pod starts"));
-                let (pw, kr) = isolation::measure(&pair, starts, window)
+                let (pw, kr) = isolation::measure(&pair, starts, window, options.rounds)
                     .with_context(|| format!("isolation in {label}"))?;
                 report.isolation = Some((spec, pw, kr));
             }
