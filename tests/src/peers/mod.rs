@@ -34,7 +34,8 @@ use world::Spec;
 #[derive(Debug, Clone)]
 pub struct Options {
     pub worlds: Vec<Spec>,
-    /// Rounds of every interleaved comparison (pod start, programming cost, per packet).
+    /// Rounds of every interleaved comparison (pod start, isolation, programming cost, per
+    /// packet).
     pub rounds: usize,
     /// The worlds pod start is measured in (the chains' cost hardly depends on the world,
     /// so the smallest and the largest).
