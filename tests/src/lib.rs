@@ -17,6 +17,7 @@
 pub mod apiserver;
 pub mod bench;
 pub mod bins;
+pub mod cli;
 pub mod cluster;
 pub mod cmd;
 pub mod cni;
@@ -32,6 +33,7 @@ pub mod probe;
 pub mod propagation;
 pub mod rbac;
 pub mod reach;
+pub mod stats;
 pub mod wait;
 
 pub use cluster::Cluster;

@@ -99,13 +99,7 @@ pub struct Row {
 impl Row {
     /// The `q` quantile (nearest rank) of the samples.
     pub fn quantile(&self, q: f64) -> Duration {
-        let mut s = self.samples.clone();
-        s.sort();
-        if s.is_empty() {
-            return Duration::ZERO;
-        }
-        let rank = ((q * s.len() as f64).ceil() as usize).clamp(1, s.len());
-        s[rank - 1]
+        crate::stats::quantile(&self.samples, q)
     }
 }
 

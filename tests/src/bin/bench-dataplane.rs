@@ -11,38 +11,31 @@
 use std::process::ExitCode;
 
 use podwall_tests::bench::{self, Options};
+use podwall_tests::cli;
+
+const PROGRAM: &str = "bench-dataplane";
+const USAGE: &str = "usage: bench-dataplane [--smoke] [--rounds N]   (as root)";
 
 fn main() -> ExitCode {
     let mut options = Options::full();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--smoke" => options = Options::smoke(),
-            "--rounds" => match args.next().and_then(|n| n.parse().ok()) {
-                Some(n) if n > 0 => options.rounds = n,
-                _ => return usage("--rounds needs a positive number"),
-            },
+        let parsed = match arg.as_str() {
+            "--smoke" => {
+                options = Options::smoke();
+                Ok(())
+            }
+            "--rounds" => cli::positive("--rounds", args.next()).map(|n| options.rounds = n),
             "-h" | "--help" => {
-                println!("usage: bench-dataplane [--smoke] [--rounds N]   (as root)");
+                println!("{USAGE}");
                 return ExitCode::SUCCESS;
             }
-            other => return usage(&format!("unknown argument {other}")),
+            other => Err(format!("unknown argument {other}")),
+        };
+        if let Err(message) = parsed {
+            return cli::usage_error(PROGRAM, USAGE, &message);
         }
     }
     podwall_tests::require_root();
-    match bench::run(&options) {
-        Ok(report) => {
-            print!("{report}");
-            ExitCode::SUCCESS
-        }
-        Err(err) => {
-            eprintln!("bench-dataplane: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn usage(message: &str) -> ExitCode {
-    eprintln!("bench-dataplane: {message}\nusage: bench-dataplane [--smoke] [--rounds N]");
-    ExitCode::from(2)
+    cli::finish(PROGRAM, bench::run(&options))
 }

@@ -4,16 +4,18 @@
 //! cost against the kube-router shape; the daemon's idle footprint. Needs root.
 //!
 //! ```text
-//! bash tests/bench.sh                 # setup, then the full run (under 20 minutes on 2 cores)
+//! bash tests/bench.sh                 # setup, then the full run (14–17 min on 2 cores after the builds)
 //! bash tests/bench.sh --smoke         # a tiny world, one round of everything
 //! ```
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
+use podwall_tests::cli;
 use podwall_tests::peers::world::Spec;
 use podwall_tests::peers::{self, Options};
 
+const PROGRAM: &str = "bench-peers";
 const USAGE: &str =
     "usage: bench-peers [--smoke] [--worlds S/1k,L/10k,...|none] [--footprint N,N,...|none]
                    [--rounds N] [--change-rounds N]   (as root)
@@ -26,63 +28,37 @@ fn main() -> ExitCode {
     let mut options = Options::full();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--smoke" => options = Options::smoke(),
-            "--worlds" => {
-                let worlds: Option<Vec<Spec>> = match args.next().as_deref() {
-                    Some("none") => Some(Vec::new()),
-                    Some(list) => list.split(',').map(|w| Spec::parse(w.trim())).collect(),
-                    None => None,
-                };
-                match worlds {
-                    Some(worlds) => options.worlds = worlds,
-                    None => {
-                        return usage(
-                            "--worlds needs a list like S/1k,L/10k (sizes S, M, L, tiny) or none",
-                        )
-                    }
-                }
+        let parsed = match arg.as_str() {
+            "--smoke" => {
+                options = Options::smoke();
+                Ok(())
             }
-            "--footprint" => {
-                let sizes: Option<Vec<usize>> = match args.next().as_deref() {
-                    Some("none") => Some(Vec::new()),
-                    Some(list) => list.split(',').map(|n| n.trim().parse().ok()).collect(),
-                    None => None,
-                };
-                match sizes {
-                    Some(sizes) => options.footprint.0 = sizes,
-                    None => return usage("--footprint needs a list of pod counts or none"),
-                }
+            "--worlds" => cli::list(
+                "--worlds",
+                args.next(),
+                "worlds like S/1k,L/10k (sizes S, M, L, tiny)",
+                true,
+                Spec::parse,
+            )
+            .map(|worlds| options.worlds = worlds),
+            "--footprint" => cli::list("--footprint", args.next(), "pod counts", true, |n| {
+                n.parse().ok()
+            })
+            .map(|sizes| options.footprint.0 = sizes),
+            "--rounds" => cli::positive("--rounds", args.next()).map(|n| options.rounds = n),
+            "--change-rounds" => {
+                cli::positive("--change-rounds", args.next()).map(|n| options.change_rounds = n)
             }
-            "--rounds" => match args.next().and_then(|n| n.parse().ok()) {
-                Some(n) if n > 0 => options.rounds = n,
-                _ => return usage("--rounds needs a positive number"),
-            },
-            "--change-rounds" => match args.next().and_then(|n| n.parse().ok()) {
-                Some(n) if n > 0 => options.change_rounds = n,
-                _ => return usage("--change-rounds needs a positive number"),
-            },
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;
             }
-            other => return usage(&format!("unknown argument {other}")),
+            other => Err(format!("unknown argument {other}")),
+        };
+        if let Err(message) = parsed {
+            return cli::usage_error(PROGRAM, USAGE, &message);
         }
     }
     podwall_tests::require_root();
-    match peers::run(&options) {
-        Ok(report) => {
-            print!("{report}");
-            ExitCode::SUCCESS
-        }
-        Err(err) => {
-            eprintln!("bench-peers: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn usage(message: &str) -> ExitCode {
-    eprintln!("bench-peers: {message}\n{USAGE}");
-    ExitCode::from(2)
+    cli::finish(PROGRAM, peers::run(&options))
 }

@@ -12,8 +12,10 @@
 
 use std::process::ExitCode;
 
+use podwall_tests::cli;
 use podwall_tests::propagation::{self, Options};
 
+const PROGRAM: &str = "bench-propagation";
 const USAGE: &str =
     "usage: bench-propagation [--smoke] [--sizes N,N,...] [--changes N]   (as root)";
 
@@ -21,43 +23,24 @@ fn main() -> ExitCode {
     let mut options = Options::full();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--smoke" => options = Options::smoke(),
-            "--sizes" => {
-                let sizes: Option<Vec<usize>> = args
-                    .next()
-                    .map(|s| s.split(',').map(|n| n.trim().parse().ok()).collect())
-                    .unwrap_or(None);
-                match sizes {
-                    Some(sizes) if !sizes.is_empty() => options.sizes = sizes,
-                    _ => return usage("--sizes needs a comma-separated list of numbers"),
-                }
+        let parsed = match arg.as_str() {
+            "--smoke" => {
+                options = Options::smoke();
+                Ok(())
             }
-            "--changes" => match args.next().and_then(|n| n.parse().ok()) {
-                Some(n) if n > 0 => options.changes = n,
-                _ => return usage("--changes needs a positive number"),
-            },
+            "--sizes" => cli::list("--sizes", args.next(), "numbers", false, |n| n.parse().ok())
+                .map(|sizes| options.sizes = sizes),
+            "--changes" => cli::positive("--changes", args.next()).map(|n| options.changes = n),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;
             }
-            other => return usage(&format!("unknown argument {other}")),
+            other => Err(format!("unknown argument {other}")),
+        };
+        if let Err(message) = parsed {
+            return cli::usage_error(PROGRAM, USAGE, &message);
         }
     }
     podwall_tests::require_root();
-    match propagation::run(&options) {
-        Ok(report) => {
-            print!("{report}");
-            ExitCode::SUCCESS
-        }
-        Err(err) => {
-            eprintln!("bench-propagation: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn usage(message: &str) -> ExitCode {
-    eprintln!("bench-propagation: {message}\n{USAGE}");
-    ExitCode::from(2)
+    cli::finish(PROGRAM, propagation::run(&options))
 }

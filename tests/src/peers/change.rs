@@ -14,10 +14,10 @@ use anyhow::{Context, Result};
 
 use super::pair::{Op, Pair};
 use super::process;
-use super::stats::{order, Samples};
 use super::world::{allow_prober_policy, probe_namespace_yaml, prober_yaml, TARGET_PORT};
 use crate::probe::EchoServer;
 use crate::propagation::wait_for;
+use crate::stats::{order, Samples};
 
 /// What was changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,8 +12,8 @@ use std::time::Duration;
 use anyhow::Result;
 
 use super::pair::Pair;
-use super::stats::{order, Samples};
 use crate::kuberouter;
+use crate::stats::{order, Samples};
 
 #[derive(Debug, Clone, Default)]
 pub struct Side {

@@ -25,12 +25,12 @@ use podwall_policy::{Pod as PolicyPod, PodKey, Snapshot};
 
 use super::pair::{first_v4, resync, Pair};
 use super::podstart::PARALLEL;
-use super::stats::{order, Samples};
 use super::world::{ISOLATED_NAMESPACE, TARGET_PORT};
 use crate::cni::{result_ips, Pod};
 use crate::external::ExternalHost;
 use crate::manifests::PodManifest;
 use crate::node::Node;
+use crate::stats::{order, Samples};
 
 /// Each probe's connect timeout.
 const ATTEMPT: Duration = Duration::from_millis(2);

@@ -18,12 +18,12 @@ use nix::sys::socket::{setsockopt, sockopt};
 use serde_json::Value;
 
 use super::pair::{first_v4, Op, Pair};
-use super::stats::{order, Samples};
 use super::world::TARGET_PORT;
 use crate::cni::{result_ips, Pod};
 use crate::manifests::PodManifest;
 use crate::netns::TestNetns;
 use crate::node::{Node, NodeOptions};
+use crate::stats::{order, Samples};
 
 /// The client pod's object: admitted by the target's `probe-by-label` policy.
 const CLIENT: (&str, &str) = ("probe", "client");

@@ -16,10 +16,10 @@ use anyhow::{anyhow, Result};
 use serde_json::json;
 
 use super::pair::Pair;
-use super::stats::{order, Samples};
 use crate::cni::Pod;
 use crate::manifests::PodManifest;
 use crate::node::{Node, NodeOptions};
+use crate::stats::{order, Samples};
 
 /// Pods started at once in the parallel runs.
 pub const PARALLEL: usize = 8;

@@ -3,8 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::stats::{dratio, ms, ratio, Samples};
 use super::{change, podstart, Report};
+use crate::stats::{dratio, ms, ratio, Samples};
 
 fn median(values: &[f64]) -> f64 {
     let mut v = values.to_vec();

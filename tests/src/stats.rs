@@ -1,4 +1,4 @@
-//! Samples and the figures tables print of them.
+//! Samples and the figures the benchmarks' tables print of them.
 
 use std::time::Duration;
 
@@ -21,13 +21,7 @@ impl Samples {
 
     /// The `q` quantile by nearest rank (p99 of fewer than 100 samples is their maximum).
     pub fn quantile(&self, q: f64) -> Duration {
-        let mut s = self.0.clone();
-        s.sort();
-        if s.is_empty() {
-            return Duration::ZERO;
-        }
-        let rank = ((q * s.len() as f64).ceil() as usize).clamp(1, s.len());
-        s[rank - 1]
+        quantile(&self.0, q)
     }
 
     pub fn p50(&self) -> Duration {
@@ -41,6 +35,17 @@ impl Samples {
     pub fn extend(&mut self, other: &Samples) {
         self.0.extend_from_slice(&other.0);
     }
+}
+
+/// The `q` quantile of `samples` by nearest rank; zero when there are none.
+pub fn quantile(samples: &[Duration], q: f64) -> Duration {
+    let mut s = samples.to_vec();
+    s.sort();
+    if s.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((q * s.len() as f64).ceil() as usize).clamp(1, s.len());
+    s[rank - 1]
 }
 
 /// Milliseconds with a precision that suits the magnitude.
