@@ -3,8 +3,8 @@
 //! 10k remote peer pods and 1k policies in the table; and what a full rebuild costs.
 //!
 //! A benchmark, not a test: [`run`] returns figures and asserts nothing about them. The
-//! `bench-dataplane` binary prints them; `tests/tests/bench_smoke.rs` runs a tiny world to
-//! check that the benchmark itself still works. Needs root: every world is loaded into a
+//! `bench-dataplane` binary prints them; `tests/tests/integration/bench_smoke.rs` runs a tiny
+//! world to check that the benchmark itself still works. Needs root: every world is loaded into a
 //! throw-away network namespace of its own.
 //!
 //! Three ways to make the same change. The first two are measured interleaved, in rotating

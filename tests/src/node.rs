@@ -54,6 +54,8 @@ pub struct NodeOptions {
     pub kubeconfig: Option<PathBuf>,
     /// `--cache-sync-timeout` (e.g. `2s`); `None` leaves the daemon's default.
     pub cache_sync_timeout: Option<String>,
+    /// What to run as the daemon (a confining wrapper, say); `None` runs `bins::daemon()`.
+    pub daemon: Option<PathBuf>,
 }
 
 impl Default for NodeOptions {
@@ -65,6 +67,7 @@ impl Default for NodeOptions {
             sync_period: None,
             kubeconfig: None,
             cache_sync_timeout: None,
+            daemon: None,
         }
     }
 }
@@ -331,7 +334,8 @@ impl Node {
             .append(true)
             .open(self.daemon_log_path())
             .context("opening the daemon log")?;
-        let mut cmd = self.netns.command(bins::daemon());
+        let daemon = self.options.daemon.clone().unwrap_or_else(bins::daemon);
+        let mut cmd = self.netns.command(daemon);
         cmd.arg("--node-name")
             .arg(&self.name)
             .arg("--socket")

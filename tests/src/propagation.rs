@@ -11,8 +11,8 @@
 //! The remote peer is a host behind the node at a documentation address, reported by a Pod
 //! object of another node; the local pods are attached through the real CNI chain. A
 //! benchmark, not a test: [`run`] returns figures and asserts nothing about them. The
-//! `bench-propagation` binary prints them; `tests/tests/bench_propagation_smoke.rs` runs a
-//! tiny world to check that the benchmark itself works. Needs root.
+//! `bench-propagation` binary prints them; `tests/tests/integration/bench_propagation_smoke.rs`
+//! runs a tiny world to check that the benchmark itself works. Needs root.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};

@@ -1,6 +1,6 @@
 //! A compiled [`Ruleset`] → the `nft -f` script that swaps the whole `inet podwall` table
 //! in one transaction. Pure, with golden tests; loading the output into a real kernel is a
-//! root test (`tests/tests/render.rs`).
+//! root test (`tests/tests/integration/render.rs`).
 //!
 //! Shape (docs/design.md): every chain the compiler made is reached by `jump` from a dispatch
 //! map; a rule that allows renders as `return`, so that traffic that passes a pod's egress

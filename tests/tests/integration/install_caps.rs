@@ -1,9 +1,7 @@
 //! Issue 6: the DaemonSet gives `podwalld` CAP_NET_ADMIN and nothing else, with no privilege
 //! escalation and `/proc/sys` read-only, as the runtime mounts it in an unprivileged container.
 //! This runs a real daemon confined the same way and checks that pods attach and are enforced.
-//!
-//! Its own test binary: the confinement is a wrapper the rig runs through `PODWALLD`, which is
-//! process-wide, so no other test may share the process.
+//! The confinement is a wrapper the rig runs as the daemon (`NodeOptions::daemon`).
 
 use std::os::unix::fs::PermissionsExt;
 
@@ -37,9 +35,6 @@ fn daemon_with_only_net_admin_and_read_only_proc_sys_attaches_and_enforces() {
         .prefix("pwt-caps-")
         .tempdir()
         .unwrap();
-    // Set before any node exists and read by the rig when it starts the daemon; this binary
-    // has no other test.
-    std::env::set_var("PODWALLD", confined_daemon(dir.path()));
     let world = documents(&[
         namespace("web", &[]),
         namespace("other", &[]),
@@ -47,7 +42,14 @@ fn daemon_with_only_net_admin_and_read_only_proc_sys_attaches_and_enforces() {
         PodManifest::new("other", "c").yaml(),
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: web}\nspec: {podSelector: {}, policyTypes: [Ingress]}\n".to_string(),
     ]);
-    let node = Node::standalone("caps", NodeOptions::default(), &[("world.yaml", world)]);
+    let node = Node::standalone(
+        "caps",
+        NodeOptions {
+            daemon: Some(confined_daemon(dir.path())),
+            ..NodeOptions::default()
+        },
+        &[("world.yaml", world)],
+    );
     let a = Pod::named("caps-a", "web", "a");
     let c = Pod::named("caps-c", "other", "c");
     node.add_all(&[&a, &c]);

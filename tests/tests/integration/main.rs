@@ -1,0 +1,36 @@
+//! podwall's integration tests, in one binary. The root tests (`#[ignore]`d, run by
+//! `tests/run.sh` with `--ignored`) build throw-away nodes and pods in network namespaces; the
+//! others check the rig and the renderer without root.
+//!
+//! One binary rather than one per file: each links the daemon, kube and the test API server,
+//! so thirty of them took minutes of linking and gigabytes of disk.
+
+mod apiserver;
+mod bench_peers_smoke;
+mod bench_propagation_smoke;
+mod bench_smoke;
+mod cleanup;
+mod cni_chain;
+mod daemon_restart;
+mod install;
+mod install_caps;
+mod kube_attach;
+mod kube_broken;
+mod kube_e2e;
+mod kube_rbac;
+mod kube_relist;
+mod kube_restart;
+mod kube_sync;
+mod kuberouter;
+mod policy_attach;
+mod policy_drift;
+mod policy_incremental;
+mod policy_ipblock;
+mod policy_ipv6;
+mod policy_isolation;
+mod policy_ports;
+mod policy_selectors;
+mod policy_spoofing;
+mod render;
+mod rig;
+mod socket;
