@@ -37,6 +37,15 @@ fi
 
 source tests/cargo-env.sh
 
+# A clean build of the daemon, the plugin and the tests takes about 3 GB; a disk that fills
+# up shows only as a linker crash (SIGBUS), so say so first.
+target=${CARGO_TARGET_DIR:-target}
+mkdir -p "$target"
+free_mib=$(df -Pm "$target" | awk 'NR == 2 {print $4}')
+if ((free_mib < 4096)); then
+    echo "setup.sh: warning: only ${free_mib} MiB free for $target; a clean build needs about 3 GB" >&2
+fi
+
 echo "setup.sh: building podwalld (release)"
 cargo build --release -p podwalld
 # crt-static in a config file would also apply to proc-macros and break them, so the
@@ -45,6 +54,5 @@ echo "setup.sh: building the static podwall plugin"
 RUSTFLAGS='-C target-feature=+crt-static' \
     cargo build --release --target x86_64-unknown-linux-gnu -p podwall
 
-target=${CARGO_TARGET_DIR:-target}
 echo "setup.sh: daemon: $target/release/podwalld"
 echo "setup.sh: plugin: $target/x86_64-unknown-linux-gnu/release/podwall"
