@@ -263,12 +263,14 @@ struct PodAddrs<'a> {
     ips: Vec<Ipv4Addr>,
 }
 
-/// The snapshot, indexed once for the generator.
+/// The snapshot, indexed once for the generator as kube-router's informers index it: a
+/// peer's pods are looked up namespace by namespace, never by scanning the cluster.
 struct World<'a> {
     snap: &'a Snapshot,
     /// Policed pods with an IPv4 address, by key.
     pods: Vec<PodAddrs<'a>>,
-    namespace_labels: BTreeMap<&'a str, Labels>,
+    /// Each namespace's labels and its pods (indices into `pods`).
+    namespaces: BTreeMap<&'a str, (Labels, Vec<usize>)>,
 }
 
 /// One entry of a rule's `ports`, as iptables matches it.
@@ -292,28 +294,48 @@ impl<'a> World<'a> {
             })
             .filter(|p| !p.ips.is_empty())
             .collect();
-        let namespaces: BTreeSet<&str> =
-            pods.iter().map(|p| p.pod.key.namespace.as_str()).collect();
-        let namespace_labels = namespaces
-            .into_iter()
-            .map(|ns| (ns, snap.namespace_labels(ns)))
-            .collect();
+        let mut namespaces: BTreeMap<&str, (Labels, Vec<usize>)> = BTreeMap::new();
+        for (i, p) in pods.iter().enumerate() {
+            let ns = p.pod.key.namespace.as_str();
+            namespaces
+                .entry(ns)
+                .or_insert_with(|| (snap.namespace_labels(ns), Vec::new()))
+                .1
+                .push(i);
+        }
         World {
             snap,
             pods,
-            namespace_labels,
+            namespaces,
+        }
+    }
+
+    /// The pods of namespace `ns` that `selector` selects.
+    fn pods_in(&self, ns: &str, selector: &'a Selector) -> impl Iterator<Item = &PodAddrs<'a>> {
+        let members = self.namespaces.get(ns).map_or(&[][..], |(_, m)| m);
+        members
+            .iter()
+            .map(|&i| &self.pods[i])
+            .filter(move |p| selector.matches(&p.pod.labels))
+    }
+
+    /// The pods a selector peer selects: its namespaces first, then their pods.
+    fn peer_pods(&self, namespaces: &NamespaceScope, pods: &'a Selector) -> Vec<&PodAddrs<'a>> {
+        match namespaces {
+            NamespaceScope::Named(ns) => self.pods_in(ns, pods).collect(),
+            NamespaceScope::Matching(selector) => self
+                .namespaces
+                .iter()
+                .filter(|(_, (labels, _))| selector.matches(labels))
+                .flat_map(|(ns, _)| self.pods_in(ns, pods))
+                .collect(),
         }
     }
 
     /// The chains of `policy`, one per direction it isolates, and their sets.
     fn policy_chains(&self, policy: &Policy, fw: &mut Firewall) {
         let targets: Vec<&PodAddrs> = self
-            .pods
-            .iter()
-            .filter(|p| {
-                p.pod.key.namespace == policy.key.namespace
-                    && policy.pod_selector.matches(&p.pod.labels)
-            })
+            .pods_in(&policy.key.namespace, &policy.pod_selector)
             .collect();
         for direction in [Direction::Ingress, Direction::Egress] {
             if !policy.isolates(direction) {
@@ -418,11 +440,9 @@ impl<'a> World<'a> {
             })
             .collect();
         let mut sets = Vec::new();
-        let selected = self.pods.iter().filter(|p| {
-            selectors
-                .iter()
-                .any(|(namespaces, pods)| self.selects(namespaces, pods, p.pod))
-        });
+        let selected = selectors
+            .iter()
+            .flat_map(|(namespaces, pods)| self.peer_pods(namespaces, pods));
         let entries = addresses(selected);
         if !entries.is_empty() {
             let name = rule_set(prefix, key, direction, index, "pod", 0);
@@ -500,18 +520,6 @@ impl<'a> World<'a> {
             }
         }
         terms
-    }
-
-    /// Whether a selector peer (`namespaces` and `pods`) selects `pod`.
-    fn selects(&self, namespaces: &NamespaceScope, pods: &Selector, pod: &Pod) -> bool {
-        let namespace_ok = match namespaces {
-            NamespaceScope::Named(ns) => pod.key.namespace == *ns,
-            NamespaceScope::Matching(selector) => self
-                .namespace_labels
-                .get(pod.key.namespace.as_str())
-                .is_some_and(|labels| selector.matches(labels)),
-        };
-        namespace_ok && pods.matches(&pod.labels)
     }
 
     /// The policies of the pod's namespace that isolate it in `direction`.
