@@ -12,9 +12,8 @@ if [[ $(id -u) -ne 0 ]]; then
     exit 1
 fi
 
-bash tests/setup.sh >&2
+bash tests/setup.sh bench-peers >&2
 source tests/cargo-env.sh
-cargo build --release -p podwall-tests --bin bench-peers >&2
 # The daemon's debug log would be part of what is measured.
 export RUST_LOG=${RUST_LOG:-info}
 target=${CARGO_TARGET_DIR:-target}

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Prepare a machine for podwall's root tests and demo: install the Debian packages they
 # use, then build the release daemon and the static CNI plugin. Safe to run again.
+# Arguments name release binaries of podwall-tests to build with the daemon (bench.sh:
+# its benchmark), in the same cargo run so that they compile side by side.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,8 +48,13 @@ if ((free_mib < 4096)); then
     echo "setup.sh: warning: only ${free_mib} MiB free for $target; a clean build needs about 3 GB" >&2
 fi
 
-echo "setup.sh: building podwalld (release)"
-cargo build --release -p podwalld
+echo "setup.sh: building podwalld${1:+ and $*} (release)"
+build=(-p podwalld --bin podwalld)
+if (($#)); then
+    build+=(-p podwall-tests)
+    for bin in "$@"; do build+=(--bin "$bin"); done
+fi
+cargo build --release "${build[@]}"
 # crt-static in a config file would also apply to proc-macros and break them, so the
 # plugin is built alone with an explicit target.
 echo "setup.sh: building the static podwall plugin"

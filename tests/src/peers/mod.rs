@@ -69,17 +69,17 @@ impl Options {
             isolation: Some((
                 Spec::new(world::M, 1_000),
                 1_000,
-                Duration::from_millis(200),
+                Duration::from_millis(100),
             )),
             packet: Some((
                 Spec::new(world::L, 10_000),
-                Duration::from_secs(2),
+                Duration::from_secs(1),
                 Duration::from_secs(1),
             )),
             footprint: (
                 vec![1_000, 10_000, 100_000],
                 Duration::from_secs(3),
-                Duration::from_secs(10),
+                Duration::from_secs(5),
             ),
         }
     }

@@ -85,22 +85,32 @@ impl Pair {
             .with_context(|| format!("podwalld did not sync:\n{}", node.daemon_log()))?;
         let pw_first_sync = started.elapsed();
 
-        let pw_pods = local_pods(&spec, "pw");
-        for pod in &pw_pods {
-            cluster.attach(0, pod);
-        }
-        let pw_prober = ExternalHost::attach(cluster.node(0), PROBER_ADDR);
-
         let kr = Node::with_options(&format!("kr-{label}"), NodeOptions::default());
         let kr_conflist = kr.write_conflist("bridge", &kr.conflist_json("1.0.0", None));
+        let pw_pods = local_pods(&spec, "pw");
         let kr_pods = local_pods(&spec, "kr");
-        let mut ips = Vec::new();
-        for pod in &kr_pods {
-            let result = kr.libcni("add", &kr_conflist, pod).map_err(|e| {
-                anyhow::anyhow!("ADD {} on the kube-router node: {e}", pod.container_id)
-            })?;
-            ips.push(first_v4(&result_ips(&result)).context("no IPv4 address from bridge")?);
-        }
+        // Both nodes' pods start side by side: building the world is not measured.
+        let ips = std::thread::scope(|s| {
+            let pw = s.spawn(|| {
+                for pod in &pw_pods {
+                    cluster.attach(0, pod);
+                }
+            });
+            let ips = kr_pods
+                .iter()
+                .map(|pod| {
+                    let result = kr.libcni("add", &kr_conflist, pod).map_err(|e| {
+                        anyhow::anyhow!("ADD {} on the kube-router node: {e}", pod.container_id)
+                    })?;
+                    first_v4(&result_ips(&result)).context("no IPv4 address from bridge")
+                })
+                .collect::<Result<Vec<_>>>();
+            if let Err(panic) = pw.join() {
+                std::panic::resume_unwind(panic);
+            }
+            ips
+        })?;
+        let pw_prober = ExternalHost::attach(cluster.node(0), PROBER_ADDR);
         let kr_snapshot = spec.snapshot(kr.name(), &ips);
         let kr_prober = ExternalHost::attach(&kr, PROBER_ADDR);
         let mut pair = Pair {
