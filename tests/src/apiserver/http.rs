@@ -254,12 +254,12 @@ fn resource(
             }
             Ok(json_response(
                 200,
-                &json!({
-                    "kind": format!("{}List", kind.name()),
-                    "apiVersion": kind.api_version(),
-                    "metadata": metadata,
-                    "items": page.items,
-                }),
+                &ListBody {
+                    kind: format!("{}List", kind.name()),
+                    api_version: kind.api_version(),
+                    metadata,
+                    items: page.items.iter().map(|obj| &**obj).collect(),
+                },
             ))
         }
     }
@@ -466,7 +466,18 @@ fn full(bytes: Bytes) -> Body {
         .boxed_unsync()
 }
 
-fn json_response(code: u16, body: &Value) -> Response<Body> {
+/// A list response, serialized straight from the stored objects (a `json!` body would copy
+/// each of them first).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ListBody<'a> {
+    kind: String,
+    api_version: &'a str,
+    metadata: Value,
+    items: Vec<&'a Value>,
+}
+
+fn json_response(code: u16, body: &impl serde::Serialize) -> Response<Body> {
     Response::builder()
         .status(code)
         .header(hyper::header::CONTENT_TYPE, "application/json")

@@ -55,7 +55,8 @@ pub struct ListQuery {
 #[derive(Debug, Clone)]
 pub struct ListPage {
     pub resource_version: u64,
-    pub items: Vec<Value>,
+    /// Shared with the store: a list of a big cluster copies no object.
+    pub items: Vec<Arc<Value>>,
     pub continue_token: Option<String>,
     pub remaining: Option<usize>,
 }
@@ -77,8 +78,8 @@ pub enum WriteMode {
 struct Change {
     rv: u64,
     kind: Kind,
-    before: Option<Value>,
-    after: Option<Value>,
+    before: Option<Arc<Value>>,
+    after: Option<Arc<Value>>,
 }
 
 #[derive(Debug)]
@@ -94,7 +95,7 @@ struct Watcher {
 #[derive(Debug)]
 struct Snapshot {
     resource_version: u64,
-    items: Vec<Value>,
+    items: Vec<Arc<Value>>,
 }
 
 /// How many list snapshots are kept for `continue` tokens; older tokens get 410.
@@ -108,7 +109,7 @@ pub struct Store {
     floor: u64,
     history: VecDeque<Change>,
     history_limit: usize,
-    objects: BTreeMap<Kind, BTreeMap<(String, String), Value>>,
+    objects: BTreeMap<Kind, BTreeMap<(String, String), Arc<Value>>>,
     watchers: Vec<Watcher>,
     snapshots: BTreeMap<u64, Arc<Snapshot>>,
     next_id: u64,
@@ -145,7 +146,7 @@ impl Store {
         self.objects
             .get(&kind)?
             .get(&(ns.to_string(), name.to_string()))
-            .cloned()
+            .map(|obj| Value::clone(obj))
     }
 
     /// Create, update or apply `obj` (a full object with apiVersion and kind) and return it
@@ -229,13 +230,14 @@ impl Store {
                 obj["metadata"]["generation"] = json!(generation + u64::from(spec_changed));
                 // Like the real server, an update that changes nothing is not a new version.
                 obj["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
-                if &obj == old {
+                if obj == **old {
                     return Ok(obj);
                 }
             }
         }
         obj["metadata"]["resourceVersion"] = json!(new_rv.to_string());
         self.rv = new_rv;
+        let obj = Arc::new(obj);
         self.objects
             .entry(kind)
             .or_default()
@@ -246,7 +248,7 @@ impl Store {
             before,
             after: Some(obj.clone()),
         });
-        Ok(obj)
+        Ok(Arc::unwrap_or_clone(obj))
     }
 
     /// Delete an object; the DELETED event carries its last state at the deletion's version.
@@ -264,7 +266,7 @@ impl Store {
             before: Some(before.clone()),
             after: None,
         });
-        Ok(with_rv(before, rv))
+        Ok(with_rv(Value::clone(&before), rv))
     }
 
     fn uid(&mut self) -> String {
@@ -488,12 +490,12 @@ impl Store {
             .into_iter()
             .flat_map(|m| m.values())
             .filter(|o| filter.matches(o))
-            .cloned()
+            .map(|o| Value::clone(o))
             .collect()
     }
 
     /// The matching objects as they were at version `at`, by undoing the later changes.
-    fn state_at(&self, kind: Kind, filter: &Filter, at: u64) -> Result<Vec<Value>, ApiError> {
+    fn state_at(&self, kind: Kind, filter: &Filter, at: u64) -> Result<Vec<Arc<Value>>, ApiError> {
         if at > self.rv {
             return Err(too_large(at, self.rv));
         }
@@ -503,11 +505,25 @@ impl Store {
                 self.floor
             )));
         }
-        let mut objects = self.objects.get(&kind).cloned().unwrap_or_default();
-        for change in self.history.iter().rev().take_while(|c| c.rv > at) {
-            if change.kind != kind {
-                continue;
-            }
+        let later: Vec<&Change> = self
+            .history
+            .iter()
+            .rev()
+            .take_while(|c| c.rv > at)
+            .filter(|c| c.kind == kind)
+            .collect();
+        let now = self.objects.get(&kind);
+        if later.is_empty() {
+            // The usual list, of the latest version: no copy of the kind's map.
+            return Ok(now
+                .into_iter()
+                .flat_map(|m| m.values())
+                .filter(|o| filter.matches(o))
+                .cloned()
+                .collect());
+        }
+        let mut objects = now.cloned().unwrap_or_default();
+        for change in later {
             let obj = change.before.as_ref().or(change.after.as_ref());
             let obj = obj.expect("a change has an object before or after");
             let key = (
@@ -532,12 +548,15 @@ fn event_for(filter: &Filter, change: &Change) -> Option<Bytes> {
     let was = change.before.as_ref().is_some_and(|o| filter.matches(o));
     let is = change.after.as_ref().is_some_and(|o| filter.matches(o));
     let (kind, obj) = match (was, is, &change.after) {
-        (false, true, Some(after)) => ("ADDED", after.clone()),
-        (true, true, Some(after)) => ("MODIFIED", after.clone()),
+        (false, true, Some(after)) => ("ADDED", Value::clone(after)),
+        (true, true, Some(after)) => ("MODIFIED", Value::clone(after)),
         // Gone or no longer selected: the last state that matched, at this change's version.
         (true, false, _) => (
             "DELETED",
-            with_rv(change.before.clone().expect("was matching"), change.rv),
+            with_rv(
+                Value::clone(change.before.as_ref().expect("was matching")),
+                change.rv,
+            ),
         ),
         _ => return None,
     };
