@@ -4,7 +4,7 @@
 //! cost against the kube-router shape; the daemon's idle footprint. Needs root.
 //!
 //! ```text
-//! bash tests/bench.sh                 # setup, then the full run (about 19 min on 2 cores, fresh)
+//! bash tests/bench.sh                 # setup, then the full run (about 16 min on 2 cores, fresh)
 //! bash tests/bench.sh --smoke         # a tiny world, one round of everything
 //! ```
 #![forbid(unsafe_code)]
