@@ -75,16 +75,22 @@ fn daemon_uses_exactly_the_permissions_of_its_cluster_role_list() {
         cluster.api.events()
     );
 
-    let used: BTreeSet<(String, String, String)> = cluster
-        .api
-        .permissions()
-        .into_iter()
-        .map(|p| (p.group, p.resource, p.verb))
-        .collect();
+    let used = |cluster: &Cluster| -> BTreeSet<(String, String, String)> {
+        cluster
+            .api
+            .permissions()
+            .into_iter()
+            .map(|p| (p.group, p.resource, p.verb))
+            .collect()
+    };
     let listed: BTreeSet<(String, String, String)> = DAEMON_PERMISSIONS
         .iter()
         .map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string()))
         .collect();
+    // A request is logged once its response is built, a moment after the Event it wrote
+    // is stored: wait for the log to catch up before comparing.
+    eventually(Duration::from_secs(10), || used(&cluster) == listed);
+    let used = used(&cluster);
     let unlisted: Vec<_> = used.difference(&listed).collect();
     let unused: Vec<_> = listed.difference(&used).collect();
     assert!(
