@@ -37,14 +37,40 @@ pub fn list<T>(
     }
 }
 
+/// A benchmark binary's whole run. `flag` handles each argument the binary knows, reading
+/// any value from the rest, and answers `None` for one it does not; `-h`/`--help`, unknown
+/// arguments and bad values are handled here. Then, as root, `run` and print its report.
+pub fn main<O, R: Display>(
+    program: &str,
+    usage: &str,
+    mut options: O,
+    mut flag: impl FnMut(&mut O, &str, &mut dyn Iterator<Item = String>) -> Option<Result<(), String>>,
+    run: impl FnOnce(&O) -> anyhow::Result<R>,
+) -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "-h" || arg == "--help" {
+            println!("{usage}");
+            return ExitCode::SUCCESS;
+        }
+        let parsed = flag(&mut options, &arg, &mut args)
+            .unwrap_or_else(|| Err(format!("unknown argument {arg}")));
+        if let Err(message) = parsed {
+            return usage_error(program, usage, &message);
+        }
+    }
+    crate::require_root();
+    finish(program, run(&options))
+}
+
 /// Exit for a bad argument: `message`, then the usage text.
-pub fn usage_error(program: &str, usage: &str, message: &str) -> ExitCode {
+fn usage_error(program: &str, usage: &str, message: &str) -> ExitCode {
     eprintln!("{program}: {message}\n{usage}");
     ExitCode::from(2)
 }
 
 /// Print a run's report, or say what failed.
-pub fn finish<R: Display>(program: &str, result: anyhow::Result<R>) -> ExitCode {
+fn finish<R: Display>(program: &str, result: anyhow::Result<R>) -> ExitCode {
     match result {
         Ok(report) => {
             print!("{report}");

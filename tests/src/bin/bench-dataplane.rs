@@ -17,25 +17,20 @@ const PROGRAM: &str = "bench-dataplane";
 const USAGE: &str = "usage: bench-dataplane [--smoke] [--rounds N]   (as root)";
 
 fn main() -> ExitCode {
-    let mut options = Options::full();
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let parsed = match arg.as_str() {
-            "--smoke" => {
-                options = Options::smoke();
-                Ok(())
-            }
-            "--rounds" => cli::positive("--rounds", args.next()).map(|n| options.rounds = n),
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            other => Err(format!("unknown argument {other}")),
-        };
-        if let Err(message) = parsed {
-            return cli::usage_error(PROGRAM, USAGE, &message);
-        }
-    }
-    podwall_tests::require_root();
-    cli::finish(PROGRAM, bench::run(&options))
+    cli::main(
+        PROGRAM,
+        USAGE,
+        Options::full(),
+        |options, arg, args| {
+            Some(match arg {
+                "--smoke" => {
+                    *options = Options::smoke();
+                    Ok(())
+                }
+                "--rounds" => cli::positive(arg, args.next()).map(|n| options.rounds = n),
+                _ => return None,
+            })
+        },
+        bench::run,
+    )
 }

@@ -25,40 +25,35 @@ const USAGE: &str =
 --footprint  cluster pods of the idle-footprint worlds (default: 1000,10000,100000)";
 
 fn main() -> ExitCode {
-    let mut options = Options::full();
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let parsed = match arg.as_str() {
-            "--smoke" => {
-                options = Options::smoke();
-                Ok(())
-            }
-            "--worlds" => cli::list(
-                "--worlds",
-                args.next(),
-                "worlds like S/1k,L/10k (sizes S, M, L, tiny)",
-                true,
-                Spec::parse,
-            )
-            .map(|worlds| options.worlds = worlds),
-            "--footprint" => cli::list("--footprint", args.next(), "pod counts", true, |n| {
-                n.parse().ok()
+    cli::main(
+        PROGRAM,
+        USAGE,
+        Options::full(),
+        |options, arg, args| {
+            Some(match arg {
+                "--smoke" => {
+                    *options = Options::smoke();
+                    Ok(())
+                }
+                "--worlds" => cli::list(
+                    arg,
+                    args.next(),
+                    "worlds like S/1k,L/10k (sizes S, M, L, tiny)",
+                    true,
+                    Spec::parse,
+                )
+                .map(|worlds| options.worlds = worlds),
+                "--footprint" => {
+                    cli::list(arg, args.next(), "pod counts", true, |n| n.parse().ok())
+                        .map(|sizes| options.footprint.0 = sizes)
+                }
+                "--rounds" => cli::positive(arg, args.next()).map(|n| options.rounds = n),
+                "--change-rounds" => {
+                    cli::positive(arg, args.next()).map(|n| options.change_rounds = n)
+                }
+                _ => return None,
             })
-            .map(|sizes| options.footprint.0 = sizes),
-            "--rounds" => cli::positive("--rounds", args.next()).map(|n| options.rounds = n),
-            "--change-rounds" => {
-                cli::positive("--change-rounds", args.next()).map(|n| options.change_rounds = n)
-            }
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            other => Err(format!("unknown argument {other}")),
-        };
-        if let Err(message) = parsed {
-            return cli::usage_error(PROGRAM, USAGE, &message);
-        }
-    }
-    podwall_tests::require_root();
-    cli::finish(PROGRAM, peers::run(&options))
+        },
+        peers::run,
+    )
 }

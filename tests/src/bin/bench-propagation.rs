@@ -20,27 +20,22 @@ const USAGE: &str =
     "usage: bench-propagation [--smoke] [--sizes N,N,...] [--changes N]   (as root)";
 
 fn main() -> ExitCode {
-    let mut options = Options::full();
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let parsed = match arg.as_str() {
-            "--smoke" => {
-                options = Options::smoke();
-                Ok(())
-            }
-            "--sizes" => cli::list("--sizes", args.next(), "numbers", false, |n| n.parse().ok())
-                .map(|sizes| options.sizes = sizes),
-            "--changes" => cli::positive("--changes", args.next()).map(|n| options.changes = n),
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            other => Err(format!("unknown argument {other}")),
-        };
-        if let Err(message) = parsed {
-            return cli::usage_error(PROGRAM, USAGE, &message);
-        }
-    }
-    podwall_tests::require_root();
-    cli::finish(PROGRAM, propagation::run(&options))
+    cli::main(
+        PROGRAM,
+        USAGE,
+        Options::full(),
+        |options, arg, args| {
+            Some(match arg {
+                "--smoke" => {
+                    *options = Options::smoke();
+                    Ok(())
+                }
+                "--sizes" => cli::list(arg, args.next(), "numbers", false, |n| n.parse().ok())
+                    .map(|sizes| options.sizes = sizes),
+                "--changes" => cli::positive(arg, args.next()).map(|n| options.changes = n),
+                _ => return None,
+            })
+        },
+        propagation::run,
+    )
 }
