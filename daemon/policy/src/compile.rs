@@ -10,6 +10,9 @@
 //!   label change re-checks that namespace's pods against namespaceSelector peers only.
 //! - named ports have one `addr . port` set per (name, protocol, family), holding every pod
 //!   that declares the name, so that a pod event changes a few elements.
+//! - the elements of both kinds of set are counted by holder: two pods can hold one address
+//!   (a reused address whose old pod's delete is late), and the element must stay until the
+//!   last of them leaves the set.
 //! - a policy event recompiles that policy and regroups the local pods of its namespace.
 //!
 //! Every change goes through a journal, from which [`Compiler::apply`] returns the
@@ -117,6 +120,9 @@ pub struct Compiler {
     peers_by_labels: BTreeSet<PeerKey>,
     blocks: BTreeMap<IpBlock, usize>,
     named: BTreeMap<(String, Protocol), usize>,
+    /// How many pods hold each element of the pod-address and named-port sets; a set is
+    /// here exactly while it exists, and its elements are the keys.
+    holders: BTreeMap<SetName, BTreeMap<Element, usize>>,
     compiled: BTreeMap<PolicyKey, Compiled>,
     chain_refs: BTreeMap<ChainName, usize>,
     local: BTreeMap<PodKey, Attachment>,
@@ -138,6 +144,7 @@ impl Compiler {
             peers_by_labels: BTreeSet::new(),
             blocks: BTreeMap::new(),
             named: BTreeMap::new(),
+            holders: BTreeMap::new(),
             compiled: BTreeMap::new(),
             chain_refs: BTreeMap::new(),
             local: BTreeMap::new(),
@@ -371,24 +378,22 @@ impl Compiler {
             .get(key)
             .filter(|p| peer_matches(&self.snap, peer, p))
             .cloned();
-        let state = self.peers.get_mut(peer).expect("indexed peers exist");
-        let was = state.members.contains(key);
+        // Callers take peers from the indexes, which list only peers that exist.
+        let Some(state) = self.peers.get_mut(peer) else {
+            return;
+        };
+        let was = state.members.remove(key);
+        if now.is_some() {
+            state.members.insert(key.clone());
+        }
         let sets = state.sets.clone();
         if was {
-            state.members.remove(key);
             for ip in old.map(|p| p.ips.as_slice()).unwrap_or_default() {
                 self.elem_remove(&sets[fam_index(Family::of(ip))], Element::Address(*ip));
             }
         }
-        if let Some(pod) = now {
-            self.peers
-                .get_mut(peer)
-                .expect("indexed peers exist")
-                .members
-                .insert(key.clone());
-            for ip in &pod.ips {
-                self.elem_add(&sets[fam_index(Family::of(ip))], Element::Address(*ip));
-            }
+        for ip in now.iter().flat_map(|p| &p.ips) {
+            self.elem_add(&sets[fam_index(Family::of(ip))], Element::Address(*ip));
         }
     }
 
@@ -400,18 +405,16 @@ impl Compiler {
             };
             // A name resolves to its first declaration, as in `Pod::named_port`, even if the
             // pod (against validation) declares it twice.
-            let declared: BTreeSet<(&String, Protocol)> = pod
-                .ports
-                .iter()
-                .filter_map(|cp| cp.name.as_ref().map(|n| (n, cp.protocol)))
-                .collect();
-            for (name, protocol) in declared {
+            let mut declared: BTreeMap<(&String, Protocol), u16> = BTreeMap::new();
+            for cp in &pod.ports {
+                if let Some(name) = &cp.name {
+                    declared.entry((name, cp.protocol)).or_insert(cp.port);
+                }
+            }
+            for ((name, protocol), port) in declared {
                 if !self.named.contains_key(&(name.clone(), protocol)) {
                     continue;
                 }
-                let port = pod
-                    .named_port(name, protocol)
-                    .expect("the name is declared");
                 for ip in &pod.ips {
                     let set = named_set(name, protocol, Family::of(ip));
                     let elem = Element::AddressPort(*ip, port);
@@ -430,10 +433,11 @@ impl Compiler {
             state.refs += 1;
             return state.sets.clone();
         }
-        let canonical = serde_json::to_string(peer).expect("peers serialise");
+        let canonical = serde_json::to_string(peer)
+            .expect("a peer is enums, strings and sets of strings, which JSON always encodes");
         let sets = Family::ALL.map(|f| names::peer_set(&canonical, f));
         let mut members = BTreeSet::new();
-        let mut elements = [BTreeSet::new(), BTreeSet::new()];
+        let mut held = [BTreeMap::new(), BTreeMap::new()];
         let namespaces: Vec<String> = match &peer.0 {
             NamespaceScope::Named(ns) => vec![ns.clone()],
             NamespaceScope::Matching(sel) => self
@@ -448,16 +452,21 @@ impl Compiler {
                 if pod.is_policed() && peer.1.matches(&pod.labels) {
                     members.insert(pod.key.clone());
                     for ip in &pod.ips {
-                        elements[fam_index(Family::of(ip))].insert(*ip);
+                        *held[fam_index(Family::of(ip))].entry(*ip).or_insert(0) += 1;
                     }
                 }
             }
         }
-        for (family, elements) in Family::ALL.into_iter().zip(elements) {
-            self.set_create(
-                sets[fam_index(family)].clone(),
-                Set::Addresses { family, elements },
-            );
+        for (family, held) in Family::ALL.into_iter().zip(held) {
+            let set = Set::Addresses {
+                family,
+                elements: held.keys().copied().collect(),
+            };
+            let held = held
+                .into_iter()
+                .map(|(ip, n)| (Element::Address(ip), n))
+                .collect();
+            self.counted_set_create(sets[fam_index(family)].clone(), set, held);
         }
         match &peer.0 {
             NamespaceScope::Named(ns) => {
@@ -503,23 +512,27 @@ impl Compiler {
         let refs = self.named.entry(key).or_insert(0);
         *refs += 1;
         if *refs == 1 {
-            let mut elements = [BTreeSet::new(), BTreeSet::new()];
+            let mut held = [BTreeMap::new(), BTreeMap::new()];
             for pod in self.snap.pods.values().filter(|p| p.is_policed()) {
                 if let Some(port) = pod.named_port(name, protocol) {
                     for ip in &pod.ips {
-                        elements[fam_index(Family::of(ip))].insert((*ip, port));
+                        *held[fam_index(Family::of(ip))]
+                            .entry((*ip, port))
+                            .or_insert(0) += 1;
                     }
                 }
             }
-            for (family, elements) in Family::ALL.into_iter().zip(elements) {
-                self.set_create(
-                    sets[fam_index(family)].clone(),
-                    Set::AddressPorts {
-                        family,
-                        protocol,
-                        elements,
-                    },
-                );
+            for (family, held) in Family::ALL.into_iter().zip(held) {
+                let set = Set::AddressPorts {
+                    family,
+                    protocol,
+                    elements: held.keys().copied().collect(),
+                };
+                let held = held
+                    .into_iter()
+                    .map(|((ip, port), n)| (Element::AddressPort(ip, port), n))
+                    .collect();
+                self.counted_set_create(sets[fam_index(family)].clone(), set, held);
             }
         }
         sets
@@ -711,6 +724,13 @@ impl Compiler {
         self.rs.sets.insert(name, set);
     }
 
+    /// Creates a set whose elements `elem_add` and `elem_remove` count by holder; `held`
+    /// counts the holders of each of `set`'s elements.
+    fn counted_set_create(&mut self, name: SetName, set: Set, held: BTreeMap<Element, usize>) {
+        self.set_create(name.clone(), set);
+        self.holders.insert(name, held);
+    }
+
     fn set_delete(&mut self, name: &SetName) {
         let existed = self.rs.sets.contains_key(name);
         self.journal
@@ -718,9 +738,19 @@ impl Compiler {
             .entry(name.clone())
             .or_insert(existed);
         self.rs.sets.remove(name);
+        self.holders.remove(name);
     }
 
+    /// One more holder of `elem`; the first puts it in the set.
     fn elem_add(&mut self, set: &SetName, elem: Element) {
+        let Some(held) = self.holders.get_mut(set) else {
+            return;
+        };
+        let count = held.entry(elem).or_insert(0);
+        *count += 1;
+        if *count > 1 {
+            return;
+        }
         let Some(s) = self.rs.sets.get_mut(set) else {
             return;
         };
@@ -736,7 +766,21 @@ impl Compiler {
         }
     }
 
+    /// One holder of `elem` fewer; the last takes it out of the set.
     fn elem_remove(&mut self, set: &SetName, elem: Element) {
+        let Some(held) = self.holders.get_mut(set) else {
+            return;
+        };
+        match held.get_mut(&elem) {
+            None => return,
+            Some(count) if *count > 1 => {
+                *count -= 1;
+                return;
+            }
+            Some(_) => {
+                held.remove(&elem);
+            }
+        }
         let Some(s) = self.rs.sets.get_mut(set) else {
             return;
         };
@@ -893,6 +937,7 @@ mod tests {
     use crate::interp::{forward, lookup, Lookup, Packet};
     use crate::manifests::load;
     use crate::model::Protocol::*;
+    use crate::model::{ContainerPort, Labels};
     use crate::testworld::{ip4, ip6, world, world_manifests};
 
     fn policy(ns: &str, name: &str, spec: &str) -> String {
@@ -1143,6 +1188,192 @@ status: {podIP: 10.0.2.20}
                 "{name}"
             );
         }
+    }
+
+    /// The address a stale pod and its successor both hold in the shared-address tests.
+    const REUSED: &str = "10.1.0.9";
+
+    /// Pod `ns/name` on `node` (not node-a) holding [`REUSED`].
+    fn holder(key: &str, node: &str, labels: &[(&str, &str)]) -> Pod {
+        let labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut pod = Pod::new(
+            PodKey::parse(key).unwrap(),
+            labels,
+            vec![REUSED.parse().unwrap()],
+        );
+        pod.node = Some(node.into());
+        pod
+    }
+
+    /// `holder` declaring TCP port `web` as `port`.
+    fn web_holder(key: &str, node: &str, port: u16) -> Pod {
+        let mut pod = holder(key, node, &[]);
+        pod.ports = vec![ContainerPort {
+            name: Some("web".into()),
+            port,
+            protocol: Tcp,
+        }];
+        pod
+    }
+
+    /// Applies `event`, checking that its delta replays and that the compiler ends where a
+    /// full compile of its snapshot does.
+    fn step(c: &mut Compiler, event: Event) {
+        let mut replay = c.ruleset().clone();
+        let delta = c.apply(event.clone());
+        replay.apply(&delta);
+        assert_eq!(&replay, c.ruleset(), "delta of {event:?} does not replay");
+        assert_eq!(
+            c.ruleset(),
+            &compile(c.snapshot(), c.node()),
+            "after {event:?}"
+        );
+    }
+
+    fn from_reused(c: &Compiler) -> bool {
+        let src = REUSED.parse().unwrap();
+        verdict(std::slice::from_ref(c.ruleset()), src, ip4("x/a"), Tcp, 80)
+    }
+
+    fn to_reused(c: &Compiler, port: u16) -> bool {
+        let dst = REUSED.parse().unwrap();
+        verdict(
+            std::slice::from_ref(c.ruleset()),
+            ip4("x/a"),
+            dst,
+            Tcp,
+            port,
+        )
+    }
+
+    fn from_clients() -> Compiler {
+        let snap = world(&policy(
+            "x",
+            "clients",
+            "podSelector: {matchLabels: {pod: a}}\ningress:\n- from: [{podSelector: {matchLabels: {role: client}}}]",
+        ));
+        Compiler::new(snap, "node-a")
+    }
+
+    #[test]
+    fn shared_address_stays_in_the_peer_set_until_its_last_holder_goes() {
+        for (first, second) in [("x/old", "x/new"), ("x/new", "x/old")] {
+            let mut c = from_clients();
+            step(
+                &mut c,
+                Event::Pod(holder("x/old", "node-b", &[("role", "client")])),
+            );
+            step(
+                &mut c,
+                Event::Pod(holder("x/new", "node-c", &[("role", "client")])),
+            );
+            assert!(from_reused(&c));
+            step(&mut c, Event::PodDeleted(PodKey::parse(first).unwrap()));
+            assert!(from_reused(&c), "{second} still holds {REUSED}");
+            step(&mut c, Event::PodDeleted(PodKey::parse(second).unwrap()));
+            assert!(!from_reused(&c));
+        }
+    }
+
+    #[test]
+    fn shared_address_stays_in_the_peer_set_while_a_holder_matches() {
+        let mut c = from_clients();
+        let client = [("role", "client")];
+        let server = [("role", "server")];
+        step(&mut c, Event::Pod(holder("x/old", "node-b", &client)));
+        step(&mut c, Event::Pod(holder("x/new", "node-c", &client)));
+        step(&mut c, Event::Pod(holder("x/old", "node-b", &server)));
+        assert!(from_reused(&c), "x/new still matches");
+        step(&mut c, Event::Pod(holder("x/new", "node-c", &server)));
+        assert!(!from_reused(&c));
+        step(&mut c, Event::Pod(holder("x/old", "node-b", &client)));
+        assert!(from_reused(&c));
+    }
+
+    #[test]
+    fn shared_address_stays_in_a_peer_set_built_with_both_holders() {
+        // Both holders are in the snapshot before the policy's set is made.
+        let mut snap = from_clients().snapshot().clone();
+        snap.upsert_pod(holder("x/old", "node-b", &[("role", "client")]));
+        snap.upsert_pod(holder("x/new", "node-c", &[("role", "client")]));
+        let mut c = Compiler::new(snap, "node-a");
+        step(&mut c, Event::PodDeleted(PodKey::new("x", "old")));
+        assert!(from_reused(&c), "x/new still holds {REUSED}");
+        step(&mut c, Event::PodDeleted(PodKey::new("x", "new")));
+        assert!(!from_reused(&c));
+    }
+
+    #[test]
+    fn shared_address_survives_a_namespace_relabel_while_a_holder_matches() {
+        let snap = world(&policy(
+            "x",
+            "teams",
+            "podSelector: {matchLabels: {pod: a}}\ningress:\n- from: [{namespaceSelector: {matchLabels: {team: t}}, podSelector: {matchLabels: {role: client}}}]",
+        ));
+        let team =
+            |name: &str| Namespace::new(name, [("team".to_string(), "t".to_string())].into());
+        let mut c = Compiler::new(snap, "node-a");
+        step(&mut c, Event::Namespace(team("y")));
+        step(&mut c, Event::Namespace(team("z")));
+        step(
+            &mut c,
+            Event::Pod(holder("y/old", "node-b", &[("role", "client")])),
+        );
+        step(
+            &mut c,
+            Event::Pod(holder("z/new", "node-c", &[("role", "client")])),
+        );
+        assert!(from_reused(&c));
+        step(&mut c, Event::Namespace(Namespace::new("y", Labels::new())));
+        assert!(from_reused(&c), "z/new is still in a team namespace");
+        step(&mut c, Event::Namespace(team("y")));
+        step(&mut c, Event::NamespaceDeleted("z".into()));
+        assert!(from_reused(&c), "y/old is back in a team namespace");
+        step(&mut c, Event::Namespace(Namespace::new("y", Labels::new())));
+        assert!(!from_reused(&c));
+    }
+
+    #[test]
+    fn shared_address_keeps_a_named_port_while_a_holder_declares_it() {
+        let snap = world(&policy(
+            "x",
+            "web",
+            "podSelector: {matchLabels: {pod: a}}\npolicyTypes: [Egress]\negress: [{ports: [{port: web}]}]",
+        ));
+        for (first, second) in [("x/old", "x/new"), ("x/new", "x/old")] {
+            let mut c = Compiler::new(snap.clone(), "node-a");
+            step(&mut c, Event::Pod(web_holder("x/old", "node-b", 8080)));
+            step(&mut c, Event::Pod(web_holder("x/new", "node-c", 8080)));
+            assert!(to_reused(&c, 8080));
+            step(&mut c, Event::PodDeleted(PodKey::parse(first).unwrap()));
+            assert!(to_reused(&c, 8080), "{second} still declares web");
+            step(&mut c, Event::PodDeleted(PodKey::parse(second).unwrap()));
+            assert!(!to_reused(&c, 8080));
+        }
+    }
+
+    #[test]
+    fn shared_address_named_port_follows_each_holders_number() {
+        let snap = world(&policy(
+            "x",
+            "web",
+            "podSelector: {matchLabels: {pod: a}}\npolicyTypes: [Egress]\negress: [{ports: [{port: web}]}]",
+        ));
+        let mut c = Compiler::new(snap, "node-a");
+        step(&mut c, Event::Pod(web_holder("x/old", "node-b", 8080)));
+        step(&mut c, Event::Pod(web_holder("x/new", "node-c", 8080)));
+        step(&mut c, Event::Pod(web_holder("x/new", "node-c", 9090)));
+        assert!(to_reused(&c, 8080), "x/old still declares web as 8080");
+        assert!(to_reused(&c, 9090));
+        step(&mut c, Event::PodDeleted(PodKey::new("x", "old")));
+        assert!(!to_reused(&c, 8080));
+        assert!(to_reused(&c, 9090));
+        step(&mut c, Event::Pod(web_holder("x/new", "node-c", 8080)));
+        assert!(to_reused(&c, 8080));
+        assert!(!to_reused(&c, 9090));
     }
 
     #[test]

@@ -243,6 +243,54 @@ fn world() -> impl Strategy<Value = Snapshot> {
         })
 }
 
+/// `world()` plus pods that hold another pod's addresses, as a reused address does while
+/// the old pod's delete is late: each twin runs on the other node than its original (a
+/// node's own pods never share an address: the daemon drops the stale attachment) and
+/// declares its own ports.
+fn world_with_twins() -> impl Strategy<Value = Snapshot> {
+    (
+        world(),
+        prop::collection::vec(
+            (
+                any::<prop::sample::Index>(),
+                prop::sample::select(NAMESPACES.to_vec()),
+                labels(),
+                prop::collection::vec(container_port(), 0..3),
+                prop::bool::weighted(0.1),
+            ),
+            1..4,
+        ),
+    )
+        .prop_map(|(mut snap, twins)| {
+            let originals: Vec<Pod> = snap.pods.values().cloned().collect();
+            let mut twinned = BTreeSet::new();
+            for (i, (index, ns, labels, ports, finished)) in twins.into_iter().enumerate() {
+                // One twin per address, or two twins would share it on one node.
+                if !twinned.insert(index.index(originals.len())) {
+                    continue;
+                }
+                let original = index.get(&originals);
+                let mut twin = Pod::new(
+                    PodKey::new(ns, format!("twin{i}")),
+                    labels,
+                    original.ips.clone(),
+                );
+                twin.node = NODES
+                    .iter()
+                    .find(|n| original.node.as_deref() != Some(**n))
+                    .map(|n| n.to_string());
+                twin.ports = ports;
+                twin.phase = if finished {
+                    Phase::Finished
+                } else {
+                    Phase::Active
+                };
+                snap.upsert_pod(twin);
+            }
+            snap
+        })
+}
+
 fn addresses(snap: &Snapshot) -> Vec<IpAddr> {
     let mut all: BTreeSet<IpAddr> = snap
         .pods
@@ -343,6 +391,32 @@ fn events(snap: &Snapshot, twist: u8) -> (Vec<Event>, Snapshot) {
     (events, end)
 }
 
+/// Feeds `events` to a compiler per node, checking that every delta replays, and that each
+/// ends with snapshot `end` and the ruleset a full compile of it gives; returns the rulesets.
+fn compile_incrementally(
+    events: Vec<Event>,
+    end: &Snapshot,
+) -> Result<Vec<Ruleset>, TestCaseError> {
+    let mut compilers: Vec<Compiler> = NODES
+        .iter()
+        .map(|n| Compiler::new(Snapshot::default(), n))
+        .collect();
+    for event in events {
+        for c in &mut compilers {
+            let mut replay = c.ruleset().clone();
+            let delta = c.apply(event.clone());
+            replay.apply(&delta);
+            prop_assert_eq!(&replay, c.ruleset(), "delta of {:?} does not replay", event);
+            prop_assert_eq!(replay.diff(c.ruleset()).is_empty(), true);
+        }
+    }
+    for c in &compilers {
+        prop_assert_eq!(c.snapshot(), end);
+        prop_assert_eq!(c.ruleset(), &compile(end, c.node()));
+    }
+    Ok(compilers.iter().map(|c| c.ruleset().clone()).collect())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
@@ -356,23 +430,38 @@ proptest! {
     #[test]
     fn incremental_compile_ends_where_a_full_compile_does(snap in world(), twist in any::<u8>()) {
         let (events, end) = events(&snap, twist);
-        let mut compilers: Vec<Compiler> = NODES.iter().map(|n| Compiler::new(Snapshot::default(), n)).collect();
-        for event in events {
-            for c in &mut compilers {
-                let mut replay = c.ruleset().clone();
-                let delta = c.apply(event.clone());
-                replay.apply(&delta);
-                prop_assert_eq!(&replay, c.ruleset(), "delta of {:?} does not replay", event);
-                prop_assert_eq!(replay.diff(c.ruleset()).is_empty(), true);
-            }
-        }
-        for c in &compilers {
-            prop_assert_eq!(c.snapshot(), &end);
-            prop_assert_eq!(c.ruleset(), &compile(&end, c.node()));
-        }
-        let rulesets: Vec<Ruleset> = compilers.iter().map(|c| c.ruleset().clone()).collect();
+        let rulesets = compile_incrementally(events, &end)?;
         let wrong = disagreements(&end, &rulesets);
         prop_assert!(wrong.is_empty(), "{} disagreements, first: {}", wrong.len(), wrong[0]);
+    }
+
+    // Not held to the evaluator: with an address held twice, `explain` judges the first pod
+    // by name, while a set holds the address for as long as any of its holders belongs.
+    #[test]
+    fn incremental_compile_with_reused_addresses_ends_where_a_full_compile_does(
+        snap in world_with_twins(),
+        twist in any::<u8>(),
+    ) {
+        let (mut events, mut end) = events(&snap, twist);
+        // Then the late deletes: one holder of each shared address goes, the old pods or
+        // (by the twist) the new ones, and the other must keep the address.
+        let twins = |p: &&Pod| p.key.name.starts_with("twin");
+        let doomed: Vec<PodKey> = end
+            .pods
+            .values()
+            .filter(|p| twins(p) == (twist & 16 == 16))
+            .filter(|p| {
+                end.pods
+                    .values()
+                    .any(|q| q.key != p.key && q.ips.iter().any(|ip| p.ips.contains(ip)))
+            })
+            .map(|p| p.key.clone())
+            .collect();
+        for key in doomed {
+            end.pods.remove(&key);
+            events.push(Event::PodDeleted(key));
+        }
+        compile_incrementally(events, &end)?;
     }
 }
 

@@ -30,6 +30,7 @@ mod policy_ipv6;
 mod policy_isolation;
 mod policy_ports;
 mod policy_selectors;
+mod policy_shared_ip;
 mod policy_spoofing;
 mod render;
 mod rig;
