@@ -3,7 +3,12 @@
 //! source updates turn into kernel transactions and store writes.
 //!
 //! `Core` is synchronous and owns its `Kernel` and `Store`; callers hold one lock around it,
-//! so transactions never interleave. Nothing is recorded unless the kernel took the change.
+//! so transactions never interleave.
+//!
+//! One rule for failure: the desired state (attachments, cluster, compiler) always follows
+//! what the node and the cluster say. A change the kernel refuses stays pending: `/healthz`
+//! is red and names it, and the whole desired state is swapped in again (with backoff, and
+//! at every reconcile) until the kernel takes it. Nothing is undone into forgetting.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -14,10 +19,12 @@ use anyhow::Context;
 use podwall::wire::{Attachment, AttachmentId, ErrorKind, Reply, Request, WireError};
 use podwall_policy::model::{Labels, Phase};
 use podwall_policy::{Compiler, Event, Pod, PodKey, Ruleset, RulesetDelta, Snapshot};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
-use crate::dataplane::compiled::{settle_open_entries, with_open_entries};
-use crate::dataplane::{change_for, entries_of, Change, Desired, Fingerprint, Guard, Kernel};
+use crate::dataplane::compiled::{settle_open_entries, with_open_entries, with_quarantine};
+use crate::dataplane::{
+    change_for, entries_of, Change, DataplaneError, Desired, Fingerprint, Guard, Kernel,
+};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -32,11 +39,36 @@ enum Scope {
     Everything,
 }
 
-/// How to put back what a `Scope::Changes` transition changed in `Core::cluster`.
-enum Undo {
-    Pod(PodKey, Option<Pod>),
-    Namespace(String, Option<podwall_policy::Namespace>),
-    Policy(podwall_policy::PolicyKey, Option<podwall_policy::Policy>),
+/// Changes of the desired state that the kernel has not taken yet.
+#[derive(Debug)]
+struct Pending {
+    /// When the oldest was first refused.
+    since: Instant,
+    changes: usize,
+    /// What the first few were, for `/healthz`.
+    first: Vec<String>,
+    /// The kernel's last refusal.
+    error: String,
+}
+
+/// How many changes `/healthz` names; the count says how many more there are.
+const NAMED_PENDING: usize = 3;
+
+impl Pending {
+    fn reason(&self) -> String {
+        let more = self.changes.saturating_sub(self.first.len());
+        let more = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        format!(
+            "{} change(s) not in the kernel yet ({}{more}), retrying: {}",
+            self.changes,
+            self.first.join(", "),
+            self.error
+        )
+    }
 }
 
 /// The delta between `old` and `new` over the objects `deltas` touched: several compiler
@@ -98,7 +130,13 @@ pub struct Core {
     /// Compiles `merged(cluster, attachments)` for this node.
     compiler: Compiler,
     /// What the kernel holds: the compiled ruleset plus `open` entries for unisolated pods.
+    /// While changes are pending, the last state the kernel took.
     applied: Desired,
+    pending: Option<Pending>,
+    /// Whether a local pod the source has not described is quarantined (the API server's
+    /// pods: its labels exist, we just do not know them) or has no labels (a manifests
+    /// directory, which describes every pod there is).
+    quarantine_unknown: bool,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
 }
@@ -238,40 +276,64 @@ impl Core {
         node: String,
         cluster: Snapshot,
         store: Store,
-        mut kernel: Box<dyn Kernel>,
+        kernel: Box<dyn Kernel>,
+        quarantine_unknown: bool,
         metrics: Arc<Metrics>,
         health: Arc<Health>,
     ) -> anyhow::Result<Self> {
-        let attachments = store.attachments().context("loading attachments")?;
+        let (attachments, unreadable) = store.attachments().context("loading attachments")?;
+        if !unreadable.is_empty() {
+            // Their pods run, but nothing says which they are or what addresses they hold:
+            // say so until the daemon restarts, by then the operator has been told.
+            for err in &unreadable {
+                error!(error = %error_chain(err), "discarded an unreadable attachment record: its pod is not enforced until it is attached again");
+                metrics.count_store_discard();
+            }
+            health.set_source(
+                "store",
+                Err(format!(
+                    "{} unreadable attachment record(s) discarded; their pods are not enforced until they are attached again (restart them)",
+                    unreadable.len()
+                )),
+            );
+        }
         let compiler = Compiler::new(merged(&cluster, &attachments, &node), &node);
-        let applied = Desired {
-            ruleset: with_open_entries(compiler.ruleset().clone(), local_ips(&attachments)),
-            guard: guard(&attachments),
-        };
-        kernel
-            .replace(&applied)
-            .context("programming the kernel at start")?;
-        metrics.observe_replace();
-        info!(
-            attachments = attachments.len(),
-            chains = applied.ruleset.chains.len(),
-            sets = applied.ruleset.sets.len(),
-            "programmed kernel"
-        );
-        health.set_ready();
-        let core = Self {
+        let mut core = Self {
             node,
             store,
             kernel,
             attachments,
             cluster,
             compiler,
-            applied,
+            applied: Desired::default(),
+            pending: None,
+            quarantine_unknown,
             metrics,
             health,
         };
-        core.record_size();
+        // A kernel that refuses the start state does not stop the daemon: ADDs keep being
+        // served (each retries the swap) and the retry loop keeps at it, with /healthz red.
+        match core.commit_desired() {
+            Ok(()) => {
+                info!(
+                    attachments = core.attachments.len(),
+                    chains = core.applied.ruleset.chains.len(),
+                    sets = core.applied.ruleset.sets.len(),
+                    "programmed kernel"
+                );
+                core.health.set_ready();
+            }
+            Err(err) => {
+                let err = core.refused("start-up state".to_string(), err);
+                error!(error = %err.message, "the kernel refused the start-up state; retrying");
+            }
+        }
         Ok(core)
+    }
+
+    /// Whether some change waits for the kernel.
+    pub fn is_pending(&self) -> bool {
+        self.pending.is_some()
     }
 
     pub fn handle(&mut self, request: Request) -> Result<Reply, WireError> {
@@ -327,7 +389,8 @@ impl Core {
     pub fn apply_changes(&mut self, changes: Vec<Event>) -> Result<(), WireError> {
         let started = Instant::now();
         let attachments = self.attachments.clone();
-        let result = self.transition(attachments, None, Scope::Changes(changes));
+        let what = describe(&changes);
+        let result = self.transition(attachments, None, Scope::Changes(changes), what);
         self.metrics.observe_sync(started.elapsed(), result.is_ok());
         result
     }
@@ -336,7 +399,8 @@ impl Core {
     pub fn set_cluster(&mut self, cluster: Snapshot) -> Result<(), WireError> {
         let started = Instant::now();
         let attachments = self.attachments.clone();
-        let result = self.transition(attachments, Some(cluster), Scope::Everything);
+        // The transition names the objects that differ.
+        let result = self.transition(attachments, Some(cluster), Scope::Everything, String::new());
         self.metrics.observe_sync(started.elapsed(), result.is_ok());
         result
     }
@@ -364,7 +428,8 @@ impl Core {
             .collect();
         pods.push(pod_key(&attachment));
         next.insert(attachment.id.clone(), attachment.clone());
-        self.transition(next, None, Scope::Pods(pods))?;
+        let what = format!("pod {} attached", attachment.pod);
+        self.transition(next, None, Scope::Pods(pods), what)?;
         for id in &stale {
             self.store.remove_attachment(id).map_err(store_error)?;
         }
@@ -387,7 +452,8 @@ impl Core {
         };
         let mut next = self.attachments.clone();
         next.remove(id);
-        self.transition(next, None, Scope::Pods(vec![pod_key(&attachment)]))?;
+        let what = format!("pod {} detached", attachment.pod);
+        self.transition(next, None, Scope::Pods(vec![pod_key(&attachment)]), what)?;
         self.store.remove_attachment(id).map_err(store_error)?;
         info!(pod = %attachment.pod, container_id = %id.container_id, "detached");
         Ok(Reply::Detached { existed: true })
@@ -449,7 +515,8 @@ impl Core {
             .iter()
             .map(|id| pod_key(&self.attachments[id]))
             .collect();
-        self.transition(next, None, Scope::Pods(pods))?;
+        let what = format!("{} attachment(s) garbage-collected", removed.len());
+        self.transition(next, None, Scope::Pods(pods), what)?;
         for id in &removed {
             self.store.remove_attachment(id).map_err(store_error)?;
         }
@@ -467,22 +534,123 @@ impl Core {
     }
 
     fn repair_drift(&mut self) -> Result<Vec<String>, WireError> {
+        if let Some(retried) = self.retry_pending() {
+            return retried.map(|()| Vec::new());
+        }
         let expected = Fingerprint::of(&self.applied);
-        let kernel = self.kernel.dump().map_err(|e| self.kernel_failed(e))?;
+        let kernel = match self.kernel.dump() {
+            Ok(kernel) => kernel,
+            Err(err) => return Err(self.refused("reading the kernel back".to_string(), err)),
+        };
         let drift = match kernel {
             None => vec!["table inet podwall missing".to_string()],
             Some(actual) => actual.differences(&expected),
         };
         if !drift.is_empty() {
             warn!(drift = ?drift, "kernel drifted from the applied rules; repairing");
-            self.kernel
-                .replace(&self.applied)
-                .map_err(|e| self.kernel_failed(e))?;
-            self.metrics.observe_replace();
+            if let Err(err) = self.commit_desired() {
+                return Err(self.refused("drift repair".to_string(), err));
+            }
             self.metrics.count_repair();
         }
         self.health.set_ready();
         Ok(drift)
+    }
+
+    /// Swap the whole desired state in again if changes are pending: `None` when none are.
+    pub fn retry_pending(&mut self) -> Option<Result<(), WireError>> {
+        self.pending.as_ref()?;
+        Some(match self.commit_desired() {
+            Ok(()) => {
+                self.landed();
+                Ok(())
+            }
+            Err(err) => {
+                let message = format!("{:#}", anyhow::Error::from(err));
+                if let Some(pending) = &mut self.pending {
+                    pending.error = message.clone();
+                    self.health.set_failed(pending.reason());
+                }
+                self.metrics.count_error("kernel");
+                Err(WireError::new(ErrorKind::Kernel, message))
+            }
+        })
+    }
+
+    /// The desired state: the compiled ruleset with `open` and `quarantine` entries, and the
+    /// guard.
+    fn desired(&self) -> Desired {
+        let ruleset = with_open_entries(
+            self.compiler.ruleset().clone(),
+            local_ips(&self.attachments),
+        );
+        Desired {
+            ruleset: with_quarantine(ruleset, &self.quarantined(&self.attachments)),
+            guard: guard(&self.attachments),
+        }
+    }
+
+    /// The addresses of attached pods whose labels are unknown: the source has not described
+    /// them (the watch lags, the API server is unreachable). They send and receive nothing
+    /// new until it does, so no policy that would select them is bypassed meanwhile.
+    fn quarantined(&self, attachments: &BTreeMap<AttachmentId, Attachment>) -> BTreeSet<IpAddr> {
+        if !self.quarantine_unknown {
+            return BTreeSet::new();
+        }
+        attachments
+            .values()
+            .filter(|a| !self.cluster.pods.contains_key(&pod_key(a)))
+            .flat_map(|a| a.ips.iter().copied())
+            .collect()
+    }
+
+    /// Put the whole desired state in the kernel in one swap: how a pending change lands,
+    /// whatever the kernel held before (a refused change, drift, an earlier daemon's rules).
+    fn commit_desired(&mut self) -> Result<(), DataplaneError> {
+        let desired = self.desired();
+        let started = Instant::now();
+        let result = self.kernel.replace(&desired);
+        self.metrics
+            .observe_transaction(started.elapsed(), result.is_ok());
+        result?;
+        self.metrics.observe_replace();
+        self.applied = desired;
+        self.record_size();
+        Ok(())
+    }
+
+    /// The kernel refused `what`: it stays in the desired state, pending, and is named in
+    /// `/healthz` until a retry lands it.
+    fn refused(&mut self, what: String, err: DataplaneError) -> WireError {
+        let message = format!("{:#}", anyhow::Error::from(err));
+        let pending = self.pending.get_or_insert_with(|| Pending {
+            since: Instant::now(),
+            changes: 0,
+            first: Vec::new(),
+            error: String::new(),
+        });
+        pending.changes += 1;
+        if pending.first.len() < NAMED_PENDING {
+            pending.first.push(what);
+        }
+        pending.error = message.clone();
+        self.metrics
+            .set_pending(Some((pending.changes, pending.since)));
+        self.health.set_failed(pending.reason());
+        WireError::new(ErrorKind::Kernel, message)
+    }
+
+    /// The kernel holds the desired state again.
+    fn landed(&mut self) {
+        if let Some(pending) = self.pending.take() {
+            info!(
+                changes = pending.changes,
+                after = ?pending.since.elapsed(),
+                "pending changes are in the kernel"
+            );
+        }
+        self.metrics.set_pending(None);
+        self.health.set_ready();
     }
 
     /// The compiler event that brings pod `key` in line with `attachments`, if any.
@@ -506,23 +674,25 @@ impl Core {
         }
     }
 
-    /// Move to a new state — attachments, and the cluster when it changed — compile, commit
-    /// to the kernel, and only then keep it. `Scope::Pods` names the only pods that can have
-    /// changed, which keeps the attach path from comparing whole snapshots.
+    /// Move to a new state — attachments, and the cluster when it changed — compile, and
+    /// commit to the kernel. The new state is kept whatever the kernel says (see the module
+    /// comment); `what` names the change if the kernel refuses it. `Scope::Pods` names the only
+    /// pods that can have changed, which keeps the attach path from comparing whole snapshots.
     fn transition(
         &mut self,
         attachments: BTreeMap<AttachmentId, Attachment>,
         cluster: Option<Snapshot>,
         scope: Scope,
+        mut what: String,
     ) -> Result<(), WireError> {
-        let mut undo = Vec::new();
+        let quarantined_before = self.quarantined(&self.attachments);
         let events = match scope {
             Scope::Pods(keys) => keys
                 .iter()
                 .filter_map(|key| self.pod_event(key, &attachments))
                 .collect(),
             Scope::Changes(changes) => {
-                let (mut events, pods) = self.record_changes(changes, &mut undo);
+                let (mut events, pods) = self.record_changes(changes);
                 events.extend(
                     pods.iter()
                         .filter_map(|key| self.pod_event(key, &attachments)),
@@ -536,7 +706,9 @@ impl Core {
                     &attachments,
                     &self.node,
                 );
-                events_between(&old, &new)
+                let events = events_between(&old, &new);
+                what = describe(&events);
+                events
             }
         };
         let local = local_ips(&attachments);
@@ -551,11 +723,32 @@ impl Core {
         for d in &deltas {
             touched.extend(d.ingress.keys().chain(d.egress.keys()).copied());
         }
+        let guard = guard(&attachments);
+        self.attachments = attachments;
+        if let Some(cluster) = cluster {
+            self.cluster = cluster;
+        }
+        let quarantined = self.quarantined(&self.attachments);
+        touched.extend(quarantined.symmetric_difference(&quarantined_before));
+        if self.pending.is_some() {
+            // The kernel is behind: a delta against what it last took would not describe
+            // the earlier refused changes, so the whole desired state goes in.
+            return match self.commit_desired() {
+                Ok(()) => {
+                    self.landed();
+                    Ok(())
+                }
+                Err(err) => Err(self.refused(what, err)),
+            };
+        }
         // One event (the hot path) is the compiler's own delta; several become one
         // transaction over what they touched.
-        let mut delta = match deltas.len() {
-            1 => deltas.pop().expect("one delta"),
-            _ => touched_delta(&self.applied.ruleset, self.compiler.ruleset(), &deltas),
+        let mut delta = match (deltas.pop(), deltas.is_empty()) {
+            (Some(only), true) => only,
+            (last, _) => {
+                deltas.extend(last);
+                touched_delta(&self.applied.ruleset, self.compiler.ruleset(), &deltas)
+            }
         };
         settle_open_entries(
             &mut delta,
@@ -563,9 +756,9 @@ impl Core {
             &self.applied.ruleset,
             &touched,
             &local,
+            &quarantined,
         );
         let started = Instant::now();
-        let guard = guard(&attachments);
         let result = match change_for(&self.applied, &delta, &guard) {
             Change::None => Ok(()),
             Change::Elements(ops) => {
@@ -588,21 +781,10 @@ impl Core {
         self.metrics
             .observe_transaction(started.elapsed(), result.is_ok());
         if let Err(err) = result {
-            let err = self.kernel_failed(err);
-            self.undo(undo);
-            // The compiler moved ahead of the kernel: rebuild it from the state we keep.
-            self.compiler = Compiler::new(
-                merged(&self.cluster, &self.attachments, &self.node),
-                &self.node,
-            );
-            return Err(err);
+            return Err(self.refused(what, err));
         }
         self.applied.ruleset.apply(&delta);
         self.applied.guard = guard;
-        self.attachments = attachments;
-        if let Some(cluster) = cluster {
-            self.cluster = cluster;
-        }
         self.health.set_ready();
         self.record_size();
         Ok(())
@@ -622,83 +804,59 @@ impl Core {
         self.metrics.set_attachments(self.attachments.len());
     }
 
-    /// Put the source's changes into `cluster`, remembering what they replaced. Returns the
-    /// compiler events for namespaces and policies, and the pods to bring in line.
-    fn record_changes(
-        &mut self,
-        changes: Vec<Event>,
-        undo: &mut Vec<Undo>,
-    ) -> (Vec<Event>, BTreeSet<PodKey>) {
+    /// Put the source's changes into `cluster`. Returns the compiler events for namespaces
+    /// and policies, and the pods to bring in line.
+    fn record_changes(&mut self, changes: Vec<Event>) -> (Vec<Event>, BTreeSet<PodKey>) {
         let mut events = Vec::new();
         let mut pods = BTreeSet::new();
         for change in changes {
             match change {
                 Event::Pod(pod) => {
                     pods.insert(pod.key.clone());
-                    undo.push(Undo::Pod(
-                        pod.key.clone(),
-                        self.cluster.pods.insert(pod.key.clone(), pod),
-                    ));
+                    self.cluster.pods.insert(pod.key.clone(), pod);
                 }
                 Event::PodDeleted(key) => {
-                    undo.push(Undo::Pod(key.clone(), self.cluster.pods.remove(&key)));
+                    self.cluster.pods.remove(&key);
                     pods.insert(key);
                 }
                 Event::Namespace(ns) => {
-                    undo.push(Undo::Namespace(
-                        ns.name.clone(),
-                        self.cluster.namespaces.insert(ns.name.clone(), ns.clone()),
-                    ));
+                    self.cluster.namespaces.insert(ns.name.clone(), ns.clone());
                     events.push(Event::Namespace(ns));
                 }
                 Event::NamespaceDeleted(name) => {
-                    undo.push(Undo::Namespace(
-                        name.clone(),
-                        self.cluster.namespaces.remove(&name),
-                    ));
+                    self.cluster.namespaces.remove(&name);
                     events.push(Event::NamespaceDeleted(name));
                 }
                 Event::Policy(policy) => {
-                    let key = policy.key.clone();
-                    undo.push(Undo::Policy(
-                        key.clone(),
-                        self.cluster.policies.insert(key, policy.clone()),
-                    ));
+                    self.cluster
+                        .policies
+                        .insert(policy.key.clone(), policy.clone());
                     events.push(Event::Policy(policy));
                 }
                 Event::PolicyDeleted(key) => {
-                    undo.push(Undo::Policy(
-                        key.clone(),
-                        self.cluster.policies.remove(&key),
-                    ));
+                    self.cluster.policies.remove(&key);
                     events.push(Event::PolicyDeleted(key));
                 }
             }
         }
         (events, pods)
     }
+}
 
-    fn undo(&mut self, undo: Vec<Undo>) {
-        fn restore<K: Ord, V>(map: &mut BTreeMap<K, V>, key: K, old: Option<V>) {
-            match old {
-                Some(value) => map.insert(key, value),
-                None => map.remove(&key),
-            };
-        }
-        for step in undo.into_iter().rev() {
-            match step {
-                Undo::Pod(key, old) => restore(&mut self.cluster.pods, key, old),
-                Undo::Namespace(name, old) => restore(&mut self.cluster.namespaces, name, old),
-                Undo::Policy(key, old) => restore(&mut self.cluster.policies, key, old),
-            }
-        }
-    }
-
-    fn kernel_failed(&self, err: crate::dataplane::DataplaneError) -> WireError {
-        let err = anyhow::Error::from(err);
-        self.health
-            .set_failed(format!("last commit failed: {err:#}"));
-        WireError::new(ErrorKind::Kernel, format!("{err:#}"))
+/// A short name for a batch of source changes, for `/healthz` when the kernel refuses it.
+fn describe(changes: &[Event]) -> String {
+    let name = |event: &Event| match event {
+        Event::Pod(pod) => format!("pod {}", pod.key),
+        Event::PodDeleted(key) => format!("pod {key} deleted"),
+        Event::Namespace(ns) => format!("namespace {}", ns.name),
+        Event::NamespaceDeleted(name) => format!("namespace {name} deleted"),
+        Event::Policy(policy) => format!("policy {}", policy.key),
+        Event::PolicyDeleted(key) => format!("policy {key} deleted"),
+    };
+    match changes {
+        [one] => name(one),
+        [first, rest @ ..] => format!("{} and {} more object(s)", name(first), rest.len()),
+        [] => "no change".to_string(),
     }
 }
 
@@ -719,6 +877,18 @@ fn validate(attachment: &Attachment) -> Result<(), WireError> {
         return bad("needs a pod namespace and name");
     }
     Ok(())
+}
+
+/// An error and its sources on one line, as `{:#}` prints an `anyhow::Error`.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(err) = source {
+        line.push_str(": ");
+        line.push_str(&err.to_string());
+        source = err.source();
+    }
+    line
 }
 
 fn store_error(err: crate::store::StoreError) -> WireError {

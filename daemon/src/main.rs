@@ -15,7 +15,7 @@ use podwalld::sources::{kube, manifests};
 use podwalld::store::Store;
 use podwalld::{explain, http, server, sync};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 /// How often the manifests directory is checked for changes.
 const MANIFESTS_POLL: std::time::Duration = std::time::Duration::from_millis(250);
@@ -97,8 +97,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let health_listener = tokio::net::TcpListener::bind(config.health_addr)
         .await
         .with_context(|| format!("binding health address {}", config.health_addr))?;
-    let switched =
-        podwalld::sysctl::ensure_bridge_netfilter(std::path::Path::new("/proc/sys/net/bridge"))?;
+    let proc_bridge = std::path::PathBuf::from("/proc/sys/net/bridge");
+    let switched = podwalld::sysctl::ensure_bridge_netfilter(&proc_bridge)?;
     if switched.is_empty() {
         info!("br_netfilter on: bridged pod traffic passes the forward hook");
     } else {
@@ -131,9 +131,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
         None => {
             let client = kube_client(config.kubeconfig.as_deref()).await?;
-            let stored = store
-                .cluster()
-                .context("reading the stored cluster state")?;
+            let stored = match store.cluster() {
+                Ok(stored) => stored,
+                // A cache, not the truth: relist rather than refuse to start.
+                Err(err @ podwalld::store::StoreError::CorruptCluster(_)) => {
+                    warn!(
+                        error = format!("{:#}", anyhow::Error::from(err)),
+                        "discarding the unreadable stored cluster state; relisting"
+                    );
+                    metrics.count_store_discard();
+                    store
+                        .discard_cluster()
+                        .context("discarding the stored cluster state")?;
+                    None
+                }
+                Err(err) => return Err(err).context("reading the stored cluster state"),
+            };
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
             tasks.push(tokio::spawn(kube::run(
                 client.clone(),
@@ -167,6 +180,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         cluster,
         store,
         Box::new(NftKernel::default()),
+        // The API server knows every pod's labels, we may just not have them yet; a
+        // manifests directory describes every pod there is.
+        config.manifests.is_none(),
         metrics.clone(),
         health.clone(),
     )?;
@@ -177,6 +193,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         socket,
         core.clone(),
         lookup,
+        shutdown.clone(),
+    )));
+    tasks.push(tokio::spawn(sync::retry_pending(
+        core.clone(),
+        shutdown.clone(),
+    )));
+    tasks.push(tokio::spawn(sync::keep_bridge_netfilter(
+        proc_bridge,
+        sync::BRIDGE_CHECK,
+        health.clone(),
+        metrics.clone(),
         shutdown.clone(),
     )));
     tasks.push(tokio::spawn(sync::reconcile_every(

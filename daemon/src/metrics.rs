@@ -3,7 +3,8 @@
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// Bucket bounds in seconds: attach and commit times range from sub-millisecond (netlink) to
 /// seconds (a large rebuild).
@@ -99,6 +100,12 @@ pub struct Metrics {
     chains: AtomicU64,
     sets: AtomicU64,
     elements: AtomicU64,
+    /// Changes the desired state holds that the kernel has not taken yet.
+    pending_changes: AtomicU64,
+    /// When the oldest of them was first refused.
+    pending_since: Mutex<Option<Instant>>,
+    store_discards: AtomicU64,
+    bridge_netfilter_restores: AtomicU64,
 }
 
 /// The `kind` label values of `podwall_errors_total`.
@@ -160,6 +167,27 @@ impl Metrics {
         self.attachments.store(n as u64, Ordering::Relaxed);
     }
 
+    /// `n` changes wait for the kernel, the oldest since `since`; `None` once it took them.
+    pub fn set_pending(&self, pending: Option<(usize, Instant)>) {
+        let (n, since) = pending.map_or((0, None), |(n, since)| (n, Some(since)));
+        self.pending_changes.store(n as u64, Ordering::Relaxed);
+        *self
+            .pending_since
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = since;
+    }
+
+    /// A stored record that could not be read was discarded.
+    pub fn count_store_discard(&self) {
+        self.store_discards.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// br_netfilter was found off and turned back on.
+    pub fn count_bridge_netfilter_restore(&self) {
+        self.bridge_netfilter_restores
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         self.attaches.render(
@@ -192,7 +220,22 @@ impl Metrics {
             "podwall_sync_duration_seconds",
             "Time to apply a source update or run a reconcile.",
         );
+        let pending_age = self
+            .pending_since
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .map_or(0.0, |since| since.elapsed().as_secs_f64());
+        let _ = writeln!(
+            out,
+            "# HELP podwall_pending_oldest_seconds Age of the oldest change the kernel has not taken yet (0: none).\n\
+             # TYPE podwall_pending_oldest_seconds gauge\npodwall_pending_oldest_seconds {pending_age:.3}"
+        );
         for (name, help, value) in [
+            (
+                "podwall_pending_changes",
+                "Changes the kernel has not taken yet; retried until it does.",
+                &self.pending_changes,
+            ),
             (
                 "podwall_attachments",
                 "Pods attached on this node.",
@@ -241,6 +284,16 @@ impl Metrics {
                 "podwall_reconcile_repairs_total",
                 "Reconciles that found the kernel drifted and repaired it.",
                 &self.reconcile_repairs,
+            ),
+            (
+                "podwall_store_discards_total",
+                "Stored records that could not be read and were discarded.",
+                &self.store_discards,
+            ),
+            (
+                "podwall_bridge_netfilter_restores_total",
+                "Times br_netfilter was found off and turned back on.",
+                &self.bridge_netfilter_restores,
             ),
         ] {
             let _ = writeln!(

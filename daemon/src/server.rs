@@ -72,7 +72,7 @@ impl PodLookup {
             Ok(Ok(Some(pod))) => Some(podwall_policy::Pod::from_api(&pod).0),
             Ok(Ok(None)) => None,
             Ok(Err(err)) => {
-                warn!(pod = %format!("{namespace}/{name}"), error = %err, "cannot get the pod; attaching with the labels known so far");
+                warn!(pod = %format!("{namespace}/{name}"), error = %err, "cannot get the pod; it attaches quarantined until its labels are known");
                 None
             }
             Err(_) => None,

@@ -19,6 +19,8 @@ pub enum StoreError {
     },
     #[error("state store i/o failed")]
     Io(#[from] sled::Error),
+    #[error("cannot encode a record for the state store")]
+    Encode(#[source] serde_json::Error),
     #[error("state store holds an unreadable cluster snapshot")]
     CorruptCluster(#[source] serde_json::Error),
     #[error("state store holds an unreadable attachment under key {key:?}")]
@@ -55,24 +57,38 @@ impl Store {
         })
     }
 
-    /// Every recorded attachment. A record that cannot be read is an error, not skipped: a
-    /// pod silently forgotten would lose its rules on the next commit.
-    pub fn attachments(&self) -> Result<BTreeMap<AttachmentId, Attachment>, StoreError> {
+    /// Every recorded attachment that can be read, and the errors of those that cannot. An
+    /// unreadable record is removed (it can never become readable) and returned, so that the
+    /// daemon starts, says which records it lost and stays unready instead of failing every
+    /// ADD on the node.
+    pub fn attachments(
+        &self,
+    ) -> Result<(BTreeMap<AttachmentId, Attachment>, Vec<StoreError>), StoreError> {
         let mut all = BTreeMap::new();
+        let mut unreadable = Vec::new();
         for entry in self.attachments.iter() {
             let (key, value) = entry?;
-            let attachment: Attachment =
-                serde_json::from_slice(&value).map_err(|source| StoreError::Corrupt {
-                    key: String::from_utf8_lossy(&key).into_owned(),
-                    source,
-                })?;
-            all.insert(attachment.id.clone(), attachment);
+            match serde_json::from_slice::<Attachment>(&value) {
+                Ok(attachment) => {
+                    all.insert(attachment.id.clone(), attachment);
+                }
+                Err(source) => {
+                    self.attachments.remove(&key)?;
+                    unreadable.push(StoreError::Corrupt {
+                        key: String::from_utf8_lossy(&key).into_owned(),
+                        source,
+                    });
+                }
+            }
         }
-        Ok(all)
+        if !unreadable.is_empty() {
+            self.db.flush()?;
+        }
+        Ok((all, unreadable))
     }
 
     pub fn put_attachment(&self, attachment: &Attachment) -> Result<(), StoreError> {
-        let value = serde_json::to_vec(attachment).expect("attachments serialise");
+        let value = serde_json::to_vec(attachment).map_err(StoreError::Encode)?;
         self.attachments.insert(key(&attachment.id), value)?;
         self.db.flush()?;
         Ok(())
@@ -116,13 +132,20 @@ impl Store {
         Ok(Some(snapshot))
     }
 
+    /// Forget the stored cluster state (one that cannot be read): the next start relists.
+    pub fn discard_cluster(&self) -> Result<(), StoreError> {
+        self.cluster.remove(SNAPSHOT_KEY)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
     pub fn put_cluster(&self, snapshot: &podwall_policy::Snapshot) -> Result<(), StoreError> {
         let stored = StoredCluster {
             namespaces: snapshot.namespaces.values().cloned().collect(),
             pods: snapshot.pods.values().cloned().collect(),
             policies: snapshot.policies.values().cloned().collect(),
         };
-        let value = serde_json::to_vec(&stored).expect("pods, namespaces and policies serialise");
+        let value = serde_json::to_vec(&stored).map_err(StoreError::Encode)?;
         self.cluster.insert(SNAPSHOT_KEY, value)?;
         self.db.flush()?;
         Ok(())
@@ -171,7 +194,7 @@ mod tests {
                 .unwrap());
         }
         let store = Store::open(dir.path()).unwrap();
-        let all = store.attachments().unwrap();
+        let (all, _) = store.attachments().unwrap();
         assert_eq!(
             all.values().cloned().collect::<Vec<_>>(),
             vec![attachment("b", "10.0.0.3")]
@@ -188,15 +211,42 @@ mod tests {
     }
 
     #[test]
-    fn a_corrupt_record_is_an_error_naming_its_key() {
+    fn a_corrupt_record_is_removed_and_reported_by_its_key() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
+        store
+            .put_attachment(&attachment("good", "10.0.0.2"))
+            .unwrap();
         store
             .attachments
             .insert(b"c1\0eth0", b"{not json".to_vec())
             .unwrap();
-        let err = store.attachments().unwrap_err();
-        assert!(err.to_string().contains("c1"), "{err}");
+        let (all, unreadable) = store.attachments().unwrap();
+        assert_eq!(all.len(), 1, "the readable record is kept");
+        assert_eq!(unreadable.len(), 1);
+        assert!(
+            unreadable[0].to_string().contains("c1"),
+            "{}",
+            unreadable[0]
+        );
+        let (_, again) = store.attachments().unwrap();
+        assert!(again.is_empty(), "reported once, then gone");
+    }
+
+    #[test]
+    fn a_corrupt_cluster_snapshot_can_be_discarded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .cluster
+            .insert(SNAPSHOT_KEY, b"{\"pods\": [".to_vec())
+            .unwrap();
+        assert!(matches!(
+            store.cluster(),
+            Err(StoreError::CorruptCluster(_))
+        ));
+        store.discard_cluster().unwrap();
+        assert_eq!(store.cluster().unwrap(), None);
     }
 
     #[test]

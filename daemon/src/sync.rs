@@ -1,6 +1,7 @@
 //! The daemon's background loops around `Core`: following the source's updates and the
 //! periodic reconcile. Each takes the lock only for one transaction.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,6 +11,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::core::Core;
+use crate::health::Health;
+use crate::metrics::Metrics;
 
 fn lock(core: &Mutex<Core>) -> std::sync::MutexGuard<'_, Core> {
     core.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -71,7 +74,7 @@ pub async fn follow_source(
         match result {
             Ok(Ok(())) => debug!(source = name, "applied cluster update"),
             Ok(Err(err)) => {
-                warn!(source = name, error = %err.message, "applying cluster update failed; the reconcile retries")
+                warn!(source = name, error = %err.message, "the kernel refused a cluster update; it stays pending and is retried")
             }
             Err(err) => warn!(source = name, error = %err, "applying cluster update panicked"),
         }
@@ -121,5 +124,83 @@ pub async fn reconcile_every(
             Ok(Err(err)) => warn!(error = %err.message, "reconcile failed"),
             Err(err) => warn!(error = %err, "reconcile panicked"),
         }
+    }
+}
+
+/// The first retry of a refused change comes this soon; each further one waits twice as
+/// long, up to `RETRY_MAX`.
+const RETRY_MIN: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Retry changes the kernel refused, with backoff, until it takes them. Attaches and source
+/// updates retry too (each swaps the whole desired state while anything is pending), so
+/// this loop matters when nothing else happens.
+pub async fn retry_pending(core: Arc<Mutex<Core>>, shutdown: CancellationToken) {
+    let mut delay = RETRY_MIN;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        let core = core.clone();
+        let outcome = tokio::task::spawn_blocking(move || lock(&core).retry_pending()).await;
+        delay = match outcome {
+            Ok(None) => RETRY_MIN,
+            Ok(Some(Ok(()))) => {
+                info!("pending changes landed");
+                RETRY_MIN
+            }
+            Ok(Some(Err(err))) => {
+                let next = (delay * 2).min(RETRY_MAX);
+                warn!(error = %err.message, retry_in = ?next, "the kernel still refuses the pending changes");
+                next
+            }
+            Err(err) => {
+                warn!(error = %err, "retrying pending changes panicked");
+                RETRY_MAX
+            }
+        };
+    }
+}
+
+/// How often br_netfilter's switches are checked: reading two sysctl files is cheap, and
+/// while they are off same-node pod traffic bypasses every policy.
+pub const BRIDGE_CHECK: Duration = Duration::from_secs(1);
+
+/// Keep `bridge-nf-call-ip{,6}tables` on under `proc_bridge`: something that turns them off
+/// (a script, another agent) is undone, counted and logged; one that cannot be undone keeps
+/// `/healthz` red, naming it, until it is.
+pub async fn keep_bridge_netfilter(
+    proc_bridge: PathBuf,
+    period: Duration,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let path = proc_bridge.clone();
+        let checked =
+            tokio::task::spawn_blocking(move || crate::sysctl::ensure_bridge_netfilter(&path))
+                .await;
+        let state = match checked {
+            Ok(Ok(switched)) if switched.is_empty() => Ok(()),
+            Ok(Ok(switched)) => {
+                warn!(switched = ?switched, "br_netfilter was turned off; turned it back on");
+                metrics.count_bridge_netfilter_restore();
+                Ok(())
+            }
+            Ok(Err(err)) => {
+                warn!(error = format!("{err:#}"), "br_netfilter is off and cannot be turned on: same-node pod traffic is not filtered");
+                Err(format!("off and cannot be turned on: {err:#}"))
+            }
+            Err(err) => Err(format!("checking it failed: {err}")),
+        };
+        health.set_source("br_netfilter", state);
     }
 }

@@ -483,6 +483,7 @@ impl HotPath {
             &self.applied.ruleset,
             &touched,
             &self.local,
+            &Default::default(),
         );
         match change_for(&self.applied, &delta, &guard) {
             Change::Elements(ops) => Ok((ops, delta, guard)),
@@ -580,6 +581,7 @@ impl CoreDriver {
             cluster,
             store,
             Box::new(kernel),
+            false,
             Arc::new(Metrics::default()),
             Arc::new(Health::default()),
         )?;

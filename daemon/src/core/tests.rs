@@ -4,7 +4,7 @@ use podwall::wire::PodRef;
 use podwall_policy::manifests::load;
 
 use super::*;
-use crate::dataplane::names::OPEN_CHAIN;
+use crate::dataplane::names::{OPEN_CHAIN, QUARANTINE_CHAIN};
 use crate::dataplane::{Call, DataplaneError, ElementOp, RecordingKernel};
 use podwall_policy::Ruleset;
 
@@ -102,6 +102,7 @@ fn core_with(dir: &std::path::Path, cluster: Snapshot) -> (Core, Shared) {
         cluster,
         Store::open(dir).unwrap(),
         Box::new(kernel.clone()),
+        false,
         Arc::new(Metrics::default()),
         Arc::new(Health::default()),
     )
@@ -279,7 +280,7 @@ fn check_notices_a_deleted_element() {
 }
 
 #[test]
-fn a_rejected_transaction_records_nothing_and_marks_health() {
+fn a_rejected_attach_fails_the_request_and_stays_pending_until_it_lands() {
     let dir = tempfile::tempdir().unwrap();
     let (mut core, kernel) = core_with(dir.path(), cluster(DENY_X));
     kernel.0.lock().unwrap().fail_next = Some("no memory".into());
@@ -289,15 +290,16 @@ fn a_rejected_transaction_records_nothing_and_marks_health() {
         })
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Kernel);
-    assert!(!core.health.is_ready());
-    assert!(core.store.attachments().unwrap().is_empty());
-    attach(&mut core, "x", "a", "10.0.0.2");
-    assert!(core.health.is_ready(), "a later success clears the failure");
-    assert_eq!(
-        kernel.table(),
-        full_compile(&core),
-        "the compiler was rebuilt after the failure"
+    let reason = core.health.reason().unwrap_or_default();
+    assert!(reason.contains("pod x/a attached"), "{reason}");
+    assert!(
+        core.store.attachments().unwrap().0.is_empty(),
+        "not said attached"
     );
+    assert!(core.retry_pending().unwrap().is_ok());
+    assert!(core.health.is_ready(), "landed");
+    assert_eq!(kernel.table(), full_compile(&core));
+    assert_ne!(kernel.table().ingress[&ip("10.0.0.2")], OPEN_CHAIN);
 }
 
 #[test]
@@ -328,7 +330,7 @@ fn a_reused_address_moves_to_the_new_pod() {
     let (mut core, kernel) = core_with(dir.path(), cluster(DENY_X));
     attach(&mut core, "x", "old", "10.0.0.2");
     attach(&mut core, "y", "new", "10.0.0.2");
-    let stored = core.store.attachments().unwrap();
+    let stored = core.store.attachments().unwrap().0;
     assert_eq!(
         stored
             .keys()
@@ -489,24 +491,108 @@ spec:
     assert_eq!(kernel.table(), full_compile(&core));
 }
 
-#[test]
-fn a_rejected_source_change_leaves_the_cluster_as_it_was() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut core, kernel) = core_with(dir.path(), cluster(""));
-    attach(&mut core, "x", "a", "10.0.0.2");
-    let before = core.cluster.clone();
-    kernel.0.lock().unwrap().fail_next = Some("no memory".into());
-    let deny = load([("p.yaml", DENY_X)])
+fn deny_x() -> podwall_policy::Policy {
+    load([("p.yaml", DENY_X)])
         .snapshot
         .policies
         .into_values()
         .next()
-        .unwrap();
-    assert!(core
-        .apply_changes(vec![Event::Policy(deny.clone())])
-        .is_err());
-    assert_eq!(core.cluster, before, "the change is not kept");
-    core.apply_changes(vec![Event::Policy(deny)]).unwrap();
+        .unwrap()
+}
+
+#[test]
+fn a_rejected_source_change_stays_pending_and_lands_without_being_resent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut core, kernel) = core_with(dir.path(), cluster(""));
+    attach(&mut core, "x", "a", "10.0.0.2");
+    kernel.0.lock().unwrap().fail_next = Some("no memory".into());
+    assert!(core.apply_changes(vec![Event::Policy(deny_x())]).is_err());
+    assert!(
+        core.cluster.policies.contains_key(&deny_x().key),
+        "the desired state keeps the change"
+    );
+    let reason = core.health.reason().unwrap_or_default();
+    assert!(reason.contains("policy x/deny"), "{reason}");
+    assert!(core.metrics.render().contains("podwall_pending_changes 1"));
+    // A reconcile neither forgets it nor calls the kernel healthy: it lands it.
+    assert_eq!(core.reconcile().unwrap(), Vec::<String>::new());
+    assert!(core.health.is_ready());
+    assert!(core.metrics.render().contains("podwall_pending_changes 0"));
     assert_eq!(kernel.table(), full_compile(&core));
     assert_ne!(kernel.table().ingress[&ip("10.0.0.2")], OPEN_CHAIN);
+}
+
+#[test]
+fn changes_while_pending_keep_it_red_until_the_kernel_takes_them_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut core, kernel) = core_with(dir.path(), cluster(""));
+    attach(&mut core, "x", "a", "10.0.0.2");
+    kernel.0.lock().unwrap().fail_next = Some("no memory".into());
+    assert!(core.apply_changes(vec![Event::Policy(deny_x())]).is_err());
+    kernel.0.lock().unwrap().fail_next = Some("still no memory".into());
+    assert!(core
+        .handle(Request::Attach {
+            attachment: attachment("y", "b", "10.0.0.3"),
+        })
+        .is_err());
+    let reason = core.health.reason().unwrap_or_default();
+    assert!(reason.starts_with("2 change(s)"), "{reason}");
+    assert!(reason.contains("still no memory"), "{reason}");
+    // The next change lands everything at once, in one swap.
+    attach(&mut core, "y", "c", "10.0.0.4");
+    assert!(core.health.is_ready());
+    assert_eq!(kernel.last_call(), Call::Replace);
+    assert_eq!(kernel.table(), full_compile(&core));
+}
+
+#[test]
+fn a_kernel_that_refuses_the_start_state_does_not_stop_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = Shared::default();
+    shared.0.lock().unwrap().fail_next = Some("busy".into());
+    let health = Arc::new(Health::default());
+    let mut core = Core::start(
+        "n1".into(),
+        cluster(DENY_X),
+        Store::open(dir.path()).unwrap(),
+        Box::new(shared.clone()),
+        false,
+        Arc::new(Metrics::default()),
+        health.clone(),
+    )
+    .unwrap();
+    assert!(!health.is_ready());
+    assert!(core.is_pending());
+    assert!(core.retry_pending().unwrap().is_ok());
+    assert!(health.is_ready());
+    assert_eq!(shared.table(), full_compile(&core));
+}
+
+#[test]
+fn a_pod_whose_labels_are_unknown_is_quarantined_until_the_source_describes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = Shared::default();
+    let mut core = Core::start(
+        "n1".into(),
+        cluster(DENY_X),
+        Store::open(dir.path()).unwrap(),
+        Box::new(kernel.clone()),
+        true,
+        Arc::new(Metrics::default()),
+        Arc::new(Health::default()),
+    )
+    .unwrap();
+    // The API server has not told us about x/new yet: whatever policies would select it,
+    // it sends and receives nothing new.
+    attach(&mut core, "x", "new", "10.0.0.5");
+    let table = kernel.table();
+    assert_eq!(table.ingress[&ip("10.0.0.5")], QUARANTINE_CHAIN);
+    assert_eq!(table.egress[&ip("10.0.0.5")], QUARANTINE_CHAIN);
+    // The watch delivers it: its policies take over, by element changes.
+    let pod = Pod::new(PodKey::new("x", "new"), Labels::new(), Vec::new());
+    core.apply_changes(vec![Event::Pod(pod)]).unwrap();
+    assert!(matches!(kernel.last_call(), Call::Elements(_)));
+    assert_eq!(kernel.table(), full_compile(&core));
+    assert_ne!(kernel.table().ingress[&ip("10.0.0.5")], QUARANTINE_CHAIN);
+    assert_eq!(kernel.table().egress[&ip("10.0.0.5")], OPEN_CHAIN);
 }

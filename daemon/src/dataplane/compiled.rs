@@ -13,7 +13,7 @@ use podwall_policy::{Direction, Family, Protocol, Ruleset, Set};
 
 use super::names::{
     FAMILY, FORWARD_CHAIN, GUARD_CHAIN, GUARD_FAMILY, GUARD_PORTS, GUARD_SOURCES4, GUARD_SOURCES6,
-    OPEN_CHAIN, TABLE,
+    OPEN_CHAIN, QUARANTINE_CHAIN, TABLE,
 };
 use super::{Desired, Guard};
 
@@ -47,24 +47,43 @@ pub fn with_open_entries(
     ruleset
 }
 
+/// Send the addresses of local pods whose labels are not known yet to the `quarantine`
+/// chain in both directions, whatever the compiler made of them.
+pub fn with_quarantine(
+    mut ruleset: Ruleset,
+    quarantined: &std::collections::BTreeSet<std::net::IpAddr>,
+) -> Ruleset {
+    for ip in quarantined {
+        ruleset.ingress.insert(*ip, QUARANTINE_CHAIN.to_string());
+        ruleset.egress.insert(*ip, QUARANTINE_CHAIN.to_string());
+    }
+    ruleset
+}
+
 /// Settle the dispatch entries of the addresses `touched` in a compiler delta: the compiler
 /// gives entries only to pods a policy isolates, and every local address (`local`) also has
-/// `open` entries otherwise. `compiled` is the compiler's ruleset after the delta, `applied`
-/// what the kernel holds before it.
+/// `open` entries otherwise; a `quarantined` address jumps to `quarantine` whatever else
+/// holds. `compiled` is the compiler's ruleset after the delta, `applied` what the kernel
+/// holds before it.
 pub fn settle_open_entries(
     delta: &mut podwall_policy::RulesetDelta,
     compiled: &Ruleset,
     applied: &Ruleset,
     touched: &std::collections::BTreeSet<std::net::IpAddr>,
     local: &std::collections::BTreeSet<std::net::IpAddr>,
+    quarantined: &std::collections::BTreeSet<std::net::IpAddr>,
 ) {
     for ip in touched {
         for direction in [Direction::Ingress, Direction::Egress] {
-            let want = compiled
-                .map(direction)
-                .get(ip)
-                .cloned()
-                .or_else(|| local.contains(ip).then(|| OPEN_CHAIN.to_string()));
+            let want = if quarantined.contains(ip) {
+                Some(QUARANTINE_CHAIN.to_string())
+            } else {
+                compiled
+                    .map(direction)
+                    .get(ip)
+                    .cloned()
+                    .or_else(|| local.contains(ip).then(|| OPEN_CHAIN.to_string()))
+            };
             let have = applied.map(direction).get(ip).cloned();
             let changes = match direction {
                 Direction::Ingress => &mut delta.ingress,
@@ -178,6 +197,7 @@ pub fn render_ruleset(ruleset: &Ruleset) -> String {
          \t\tip daddr vmap @ingress4\n\t\tip6 daddr vmap @ingress6\n\t}}"
     );
     let _ = writeln!(out, "\tchain {OPEN_CHAIN} {{\n\t}}");
+    let _ = writeln!(out, "\tchain {QUARANTINE_CHAIN} {{\n\t\tdrop\n\t}}");
     for (name, chain) in &ruleset.chains {
         // A pod's chain sees only packets that start a flow (the forward chain accepted the
         // established ones); an invalid one has no flow to belong to.
@@ -317,17 +337,30 @@ fn rule_text(direction: Direction, rule: &PolicyRule, ruleset: &Ruleset) -> Stri
     parts.join(" ")
 }
 
+/// nft refuses a comment longer than this many bytes, and with it the whole transaction.
+pub const MAX_COMMENT: usize = 128;
+
 /// The comment that ties a kernel rule to its policy rule: `ns/name#index`. Object names are
 /// DNS labels, but manifests mode reads them unchecked: keep to characters that cannot end
-/// the quoted string.
+/// the quoted string. A name may be 253 characters, so a comment that would pass nft's limit
+/// keeps its head and index and replaces the rest with a hash of the whole: still readable,
+/// still unique, and never a reason for the kernel to refuse a policy.
 pub fn rule_comment(rule: &PolicyRule) -> String {
-    format!(
-        "{}/{}#{}",
-        rule.policy.namespace, rule.policy.name, rule.index
-    )
-    .chars()
-    .filter(|c| c.is_ascii_alphanumeric() || "-./#_".contains(*c))
-    .collect()
+    let full: String = format!("{}/{}", rule.policy.namespace, rule.policy.name)
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "-./_".contains(*c))
+        .collect();
+    let index = format!("#{}", rule.index);
+    if full.len() + index.len() <= MAX_COMMENT {
+        return full + &index;
+    }
+    let hash = format!(
+        "~{:016x}",
+        podwall_policy::ruleset::names::stable_hash(full.as_bytes())
+    );
+    // Only ASCII is left, so any byte offset is a character boundary.
+    let head = &full[..MAX_COMMENT - hash.len() - index.len()];
+    format!("{head}{hash}{index}")
 }
 
 #[cfg(test)]
@@ -423,5 +456,36 @@ spec:
         );
         let text = render_ruleset(&ruleset);
         assert!(text.contains("return comment \"x/adrop#0\""), "{text}");
+    }
+
+    fn rule_of(namespace: &str, name: &str, index: usize) -> PolicyRule {
+        PolicyRule {
+            family: None,
+            peer: PeerMatch::Any,
+            ports: PortMatch::Any,
+            policy: podwall_policy::ObjectKey {
+                namespace: namespace.into(),
+                name: name.into(),
+            },
+            index,
+        }
+    }
+
+    #[test]
+    fn comments_of_names_at_their_length_limits_fit_nft() {
+        let namespace = "n".repeat(63);
+        let long = rule_of(&namespace, &"p".repeat(253), 4_000_000);
+        let comment = rule_comment(&long);
+        assert!(comment.len() <= MAX_COMMENT, "{} bytes", comment.len());
+        assert!(
+            comment.starts_with(&format!("{namespace}/ppp")),
+            "{comment}"
+        );
+        assert!(comment.ends_with("#4000000"), "{comment}");
+        // Names that share their head stay apart.
+        let other = rule_of(&namespace, &format!("{}q", "p".repeat(252)), 4_000_000);
+        assert_ne!(rule_comment(&other), comment);
+        // Short ones are unchanged.
+        assert_eq!(rule_comment(&rule_of("x", "allow", 0)), "x/allow#0");
     }
 }

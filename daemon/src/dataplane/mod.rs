@@ -225,6 +225,10 @@ impl Fingerprint {
         );
         chains.insert(names::OPEN_CHAIN.to_string(), Vec::new());
         chains.insert(
+            names::QUARANTINE_CHAIN.to_string(),
+            vec!["drop".to_string()],
+        );
+        chains.insert(
             names::GUARD_CHAIN.to_string(),
             compiled::GUARD_FINGERPRINT
                 .iter()

@@ -27,6 +27,11 @@ pub const GUARD_SOURCES6: &str = "sources6";
 /// empty chain, so the packet goes on (to the peer's ingress check, then accept).
 pub const OPEN_CHAIN: &str = "open";
 
+/// Where the dispatch maps send a local pod whose labels are not known yet (the API server
+/// could not say in time): a chain that drops, so that no policy that would select the pod is
+/// bypassed while its labels are unknown.
+pub const QUARANTINE_CHAIN: &str = "quarantine";
+
 /// Which side of a pod a chain guards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {

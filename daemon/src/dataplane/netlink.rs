@@ -142,33 +142,34 @@ pub fn encode(ops: &[ElementOp], first_seq: u32) -> (Vec<u8>, usize) {
     );
     let mut acks = 0;
     for group in ops.chunk_by(same_message) {
-        seq += 1;
-        acks += 1;
         let (kind, flags) = match &group[0] {
             ElementOp::Add { .. } => (NFT_MSG_NEWSETELEM, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE),
             ElementOp::Delete { .. } => (NFT_MSG_DELSETELEM, NLM_F_REQUEST | NLM_F_ACK),
         };
-        let mut body = Vec::new();
-        push_attr(&mut body, NFTA_SET_ELEM_LIST_TABLE, &c_string(TABLE));
-        push_attr(&mut body, NFTA_SET_ELEM_LIST_SET, &c_string(group[0].set()));
-        let mut elements = Vec::new();
-        for op in group {
-            push_attr(&mut elements, NFTA_LIST_ELEM | NLA_F_NESTED, &element(op));
+        // The element list is one attribute, and an attribute's length is 16 bits: a large
+        // change (a namespace of thousands of pods starting to match) becomes several
+        // messages, still inside the one batch, so still one transaction.
+        for elements in element_lists(group) {
+            seq += 1;
+            acks += 1;
+            let mut body = Vec::new();
+            push_attr(&mut body, NFTA_SET_ELEM_LIST_TABLE, &c_string(TABLE));
+            push_attr(&mut body, NFTA_SET_ELEM_LIST_SET, &c_string(group[0].set()));
+            push_attr(
+                &mut body,
+                NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED,
+                &elements,
+            );
+            push_message(
+                &mut out,
+                (NFNL_SUBSYS_NFTABLES << 8) | kind,
+                flags,
+                seq,
+                group[0].family(),
+                0,
+                &body,
+            );
         }
-        push_attr(
-            &mut body,
-            NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED,
-            &elements,
-        );
-        push_message(
-            &mut out,
-            (NFNL_SUBSYS_NFTABLES << 8) | kind,
-            flags,
-            seq,
-            group[0].family(),
-            0,
-            &body,
-        );
     }
     seq += 1;
     push_message(
@@ -181,6 +182,31 @@ pub fn encode(ops: &[ElementOp], first_seq: u32) -> (Vec<u8>, usize) {
         &[],
     );
     (out, acks)
+}
+
+/// Most bytes of elements one message carries: an attribute's 16-bit length less its
+/// header, with room to spare.
+const MAX_ELEMENT_BYTES: usize = 60 * 1024;
+
+/// The encoded elements of `group`, cut into lists that each fit one attribute.
+fn element_lists(group: &[ElementOp]) -> Vec<Vec<u8>> {
+    let mut lists = vec![Vec::new()];
+    for op in group {
+        let mut encoded = Vec::new();
+        push_attr(&mut encoded, NFTA_LIST_ELEM | NLA_F_NESTED, &element(op));
+        let fits = lists
+            .last()
+            .is_some_and(|last| last.len() + encoded.len() <= MAX_ELEMENT_BYTES);
+        if fits {
+            if let Some(last) = lists.last_mut() {
+                last.extend(encoded);
+            }
+        } else {
+            lists.push(encoded);
+        }
+    }
+    lists.retain(|list| !list.is_empty());
+    lists
 }
 
 fn same_message(a: &ElementOp, b: &ElementOp) -> bool {
@@ -215,8 +241,11 @@ fn c_string(s: &str) -> Vec<u8> {
 }
 
 /// nlattr: length (header included, padding excluded), type, payload padded to 4 bytes.
+/// Payloads are a key (at most 32 bytes), a chain name, a set name, or an element list that
+/// `element_lists` keeps under `MAX_ELEMENT_BYTES`: all far below the 16-bit limit, which the
+/// length saturates at rather than wrap, so a broken invariant is a refused message.
 fn push_attr(out: &mut Vec<u8>, kind: u16, payload: &[u8]) {
-    let len = u16::try_from(4 + payload.len()).expect("netlink attributes stay under 64 KiB");
+    let len = u16::try_from(4 + payload.len()).unwrap_or(u16::MAX);
     out.extend_from_slice(&len.to_ne_bytes());
     out.extend_from_slice(&kind.to_ne_bytes());
     out.extend_from_slice(payload);
@@ -233,7 +262,8 @@ fn push_message(
     res_id: u16,
     attrs: &[u8],
 ) {
-    let len = u32::try_from(16 + 4 + attrs.len()).expect("netlink messages stay under 4 GiB");
+    // Attributes are bounded by `element_lists`: a message is ~60 KiB at most.
+    let len = u32::try_from(16 + 4 + attrs.len()).unwrap_or(u32::MAX);
     out.extend_from_slice(&len.to_ne_bytes());
     out.extend_from_slice(&kind.to_ne_bytes());
     out.extend_from_slice(&flags.to_ne_bytes());
@@ -252,32 +282,56 @@ fn pad(out: &mut Vec<u8>) {
     }
 }
 
-/// The errno of each NLMSG_ERROR in a datagram (0 is an acknowledgement).
-pub fn parse_acks(datagram: &[u8]) -> Vec<i32> {
-    let mut codes = Vec::new();
+/// One NLMSG_ERROR of a reply: the sequence number of the message it answers and its errno
+/// (0 is an acknowledgement).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    pub seq: u32,
+    pub code: i32,
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// The acknowledgements and errors in a datagram. Whatever the kernel (or anything else on
+/// the socket) sends, this reads what is well-formed and stops at the first thing that is
+/// not; it never panics.
+pub fn parse_acks(datagram: &[u8]) -> Vec<Ack> {
+    let mut acks = Vec::new();
     let mut rest = datagram;
-    while rest.len() >= 16 {
-        let len = u32::from_ne_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
-        let kind = u16::from_ne_bytes(rest[4..6].try_into().expect("2 bytes"));
+    while let (Some(len), Some(kind)) = (u32_at(rest, 0), rest.get(4..6)) {
+        let len = len as usize;
         if len < 16 || len > rest.len() {
             break;
         }
-        if kind == NLMSG_ERROR && len >= 20 {
-            codes.push(i32::from_ne_bytes(
-                rest[16..20].try_into().expect("4 bytes"),
-            ));
+        // nlmsgerr: errno, then the header of the message it answers (its seq at +8).
+        if u16::from_ne_bytes([kind[0], kind[1]]) == NLMSG_ERROR {
+            if let (Some(code), Some(seq)) = (u32_at(rest, 16), u32_at(rest, 20 + 8)) {
+                acks.push(Ack {
+                    seq,
+                    code: code as i32,
+                });
+            }
         }
         let advance = (len + 3) & !3;
-        rest = &rest[advance.min(rest.len())..];
+        rest = rest.get(advance..).unwrap_or_default();
     }
-    codes
+    acks
 }
 
 /// A netfilter netlink socket in the calling thread's network namespace.
 pub struct ElementSocket {
     socket: Socket,
     seq: u32,
+    /// The send buffer we asked for; 0 until a batch needed more than the default.
+    send_buffer: usize,
 }
+
+/// The default send buffer (`wmem_default`) is ~208 KiB; batches up to this need no change.
+const DEFAULT_SEND_BUFFER: usize = 200 * 1024;
+/// Headroom above a batch's size when the send buffer is raised for it.
+const SEND_SLACK: usize = 64 * 1024;
 
 impl ElementSocket {
     pub fn open() -> Result<Self, DataplaneError> {
@@ -292,7 +346,11 @@ impl ElementSocket {
         let timeout = nix::sys::time::TimeVal::new(Duration::from_secs(5).as_secs() as _, 0);
         nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::ReceiveTimeout, &timeout)
             .map_err(|e| io(e.into()))?;
-        Ok(Self { socket, seq: 1 })
+        Ok(Self {
+            socket,
+            seq: 1,
+            send_buffer: DEFAULT_SEND_BUFFER,
+        })
     }
 
     /// Commit the element changes as one transaction: all or nothing.
@@ -300,21 +358,46 @@ impl ElementSocket {
         if ops.is_empty() {
             return Ok(());
         }
-        let (datagram, expected) = encode(ops, self.seq);
+        let first = self.seq;
+        let (datagram, expected) = encode(ops, first);
         self.seq = self.seq.wrapping_add(expected as u32 + 2);
         let io = |source| DataplaneError::Exec {
             program: "netfilter netlink socket".into(),
             source,
         };
+        // The kernel takes a batch only whole, in one datagram, and refuses one larger than
+        // the socket's send buffer: make room (CAP_NET_ADMIN may exceed wmem_max, as nft does).
+        if datagram.len() + SEND_SLACK > self.send_buffer {
+            let size = datagram.len() + SEND_SLACK;
+            nix::sys::socket::setsockopt(
+                &self.socket,
+                nix::sys::socket::sockopt::SndBufForce,
+                &size,
+            )
+            .map_err(|e| io(e.into()))?;
+            self.send_buffer = size;
+        }
         self.socket.send(&datagram, 0).map_err(io)?;
         let mut errors = Vec::new();
         let mut answered = 0;
         while answered < expected {
             let (reply, _) = self.socket.recv_from_full().map_err(io)?;
-            for code in parse_acks(&reply) {
-                answered += 1;
-                if code != 0 {
-                    errors.push(std::io::Error::from_raw_os_error(-code).to_string());
+            for ack in parse_acks(&reply) {
+                let error = || std::io::Error::from_raw_os_error(-ack.code).to_string();
+                match ack.seq.wrapping_sub(first) {
+                    // BATCH_BEGIN refused (no permission, say): nothing else will answer.
+                    0 if ack.code != 0 => {
+                        errors.push(error());
+                        answered = expected;
+                    }
+                    n if n >= 1 && n <= expected as u32 => {
+                        answered += 1;
+                        if ack.code != 0 {
+                            errors.push(error());
+                        }
+                    }
+                    // An answer to an earlier batch (one that timed out) is not this one's.
+                    _ => {}
                 }
             }
         }
@@ -436,6 +519,57 @@ mod tests {
             reply.extend_from_slice(&code.to_ne_bytes());
             reply.extend_from_slice(&[0; 16]);
         }
-        assert_eq!(parse_acks(&reply), vec![0, -2]);
+        let codes: Vec<i32> = parse_acks(&reply).iter().map(|a| a.code).collect();
+        assert_eq!(codes, vec![0, -2]);
+    }
+
+    #[test]
+    fn a_large_change_is_cut_into_messages_that_fit_an_attribute() {
+        // A namespace of 8,000 pods starting to match a peer: one set, one kind of change.
+        let ops: Vec<ElementOp> = (0..8_000u32)
+            .map(|i| ElementOp::Add {
+                set: "pods4_0123456789abcdef".into(),
+                key: Key::Addr(std::net::Ipv4Addr::from(0x0a00_0000 + i).into()),
+                jump: None,
+            })
+            .collect();
+        let (bytes, acks) = encode(&ops, 1);
+        assert!(acks > 1, "{acks} messages");
+        // Every message and every attribute in it has a length that is its real size.
+        let mut rest = &bytes[..];
+        let mut messages = 0;
+        while !rest.is_empty() {
+            let len = u32::from_ne_bytes(rest[0..4].try_into().unwrap()) as usize;
+            assert!(len <= rest.len() && len >= 20);
+            let mut attrs = &rest[20..len];
+            while !attrs.is_empty() {
+                let alen = u16::from_ne_bytes(attrs[0..2].try_into().unwrap()) as usize;
+                assert!(
+                    alen >= 4 && alen <= attrs.len(),
+                    "attribute of {alen} bytes"
+                );
+                attrs = &attrs[((alen + 3) & !3).min(attrs.len())..];
+            }
+            rest = &rest[(len + 3) & !3..];
+            messages += 1;
+        }
+        assert_eq!(messages, acks + 2, "begin, the element messages, end");
+        let find = |ip: [u8; 4]| bytes.windows(4).filter(|w| *w == ip).count();
+        assert_eq!(find([10, 0, 31, 63]), 1, "the last element is sent once");
+    }
+
+    #[test]
+    fn replies_of_any_shape_are_read_without_panicking() {
+        for datagram in [
+            &b""[..],
+            &[0xff; 3],
+            &[36, 0, 0, 0, 2, 0],
+            &[16, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff],
+            &[
+                0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            ],
+        ] {
+            let _ = parse_acks(datagram);
+        }
     }
 }

@@ -208,3 +208,61 @@ fn crash_under_traffic_then_restart_without_api_serves_from_store_and_reconciles
         "the established connection never stalled"
     );
 }
+
+#[test]
+#[ignore = "needs root: creates network namespaces"]
+fn a_pod_attached_while_its_labels_are_unknown_is_isolated_until_they_are() {
+    let mut cluster = Cluster::started("unknown", 1);
+    cluster.apply(&namespace("app", &[]));
+    for (name, role) in [("client", "client"), ("other", "other")] {
+        cluster.apply(&cluster.pod_yaml(0, "app", name, &[("role", role)], &[]));
+    }
+    // Selects every pod of the namespace, whatever its labels.
+    cluster.apply(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: clients-only, namespace: app}\n\
+         spec:\n  podSelector: {}\n  ingress:\n  - from: [{podSelector: {matchLabels: {role: client}}}]\n",
+    );
+    let pods: Vec<Pod> = ["client", "other"]
+        .iter()
+        .map(|n| Pod::named(&format!("unk-{n}"), "app", n))
+        .collect();
+    for pod in &pods {
+        cluster.attach(0, pod);
+    }
+    let state_dir = cluster.node(0).state_dir();
+    let stored_ok = eventually(Duration::from_secs(15), || {
+        stored_cluster(&state_dir).is_some_and(|s| !s.policies.is_empty())
+    });
+    assert!(stored_ok, "the store holds the policy");
+
+    // The daemon restarts while the API server is down; then a pod it has never heard of
+    // is created and attached.
+    cluster.nodes[0].stop_daemon();
+    cluster.api.stop();
+    let node = &mut cluster.nodes[0];
+    node.spawn_daemon().expect("restarting podwalld");
+    assert!(eventually(Duration::from_secs(10), || node
+        .call(&Request::Status)
+        .is_ok()));
+    let new = Pod::named("unk-new", "app", "new");
+    let _server = EchoServer::start(&new.netns, 80);
+    node.add(&new)
+        .unwrap_or_else(|e| panic!("ADD with the API server down: {e}\n{}", node.daemon_log()));
+    let (client, other, to) = (Peer::pod(&pods[0]), Peer::pod(&pods[1]), Peer::pod(&new));
+    assert!(
+        reach::settles(APPLY, &other, &to, Tcp, 80, false),
+        "a pod whose labels are unknown is not open\n{}",
+        node.daemon_log()
+    );
+
+    // Its labels arrive: the policy's verdicts take over.
+    cluster.api.restart();
+    cluster.apply(&cluster.pod_yaml(0, "app", "new", &[("role", "new")], &[]));
+    cluster.publish_ips(&new, &new.ips());
+    assert!(
+        reach::settles(RESYNC, &client, &to, Tcp, 80, true),
+        "the client is let in once the labels are known\n{}",
+        cluster.nodes[0].daemon_log()
+    );
+    assert!(reach::settles(APPLY, &other, &to, Tcp, 80, false));
+}
