@@ -413,25 +413,22 @@ impl Core {
         let mut next = self.attachments.clone();
         // An address still held by another attachment means that pod went away without a DEL
         // and its address was handed out again: the new pod owns it now.
-        let stale: Vec<AttachmentId> = next
+        let stale: Vec<Attachment> = next
             .values()
             .filter(|a| a.id != attachment.id && a.ips.iter().any(|ip| attachment.ips.contains(ip)))
-            .map(|a| a.id.clone())
+            .cloned()
             .collect();
-        for id in &stale {
-            warn!(pod = %next[id].pod, container_id = %id.container_id, "address reused; dropping stale attachment");
-            next.remove(id);
+        for old in &stale {
+            warn!(pod = %old.pod, container_id = %old.id.container_id, "address reused; dropping stale attachment");
+            next.remove(&old.id);
         }
-        let mut pods: Vec<PodKey> = stale
-            .iter()
-            .map(|id| pod_key(&self.attachments[id]))
-            .collect();
+        let mut pods: Vec<PodKey> = stale.iter().map(pod_key).collect();
         pods.push(pod_key(&attachment));
         next.insert(attachment.id.clone(), attachment.clone());
         let what = format!("pod {} attached", attachment.pod);
         self.transition(next, None, Scope::Pods(pods), what)?;
-        for id in &stale {
-            self.store.remove_attachment(id).map_err(store_error)?;
+        for old in &stale {
+            self.store.remove_attachment(&old.id).map_err(store_error)?;
         }
         self.store
             .put_attachment(&attachment)
@@ -513,7 +510,8 @@ impl Core {
             .collect();
         let pods = removed
             .iter()
-            .map(|id| pod_key(&self.attachments[id]))
+            .filter_map(|id| self.attachments.get(id))
+            .map(pod_key)
             .collect();
         let what = format!("{} attachment(s) garbage-collected", removed.len());
         self.transition(next, None, Scope::Pods(pods), what)?;

@@ -323,7 +323,8 @@ impl Compiler {
             if *refs == 1 {
                 let rules = policies
                     .iter()
-                    .flat_map(|p| self.compiled[p].rules(direction).iter().cloned())
+                    .filter_map(|p| self.compiled.get(p))
+                    .flat_map(|c| c.rules(direction).iter().cloned())
                     .collect();
                 self.chain_put(
                     name.clone(),
@@ -355,12 +356,13 @@ impl Compiler {
                     self.map_delete(direction, *ip);
                 }
             }
-            let refs = self
-                .chain_refs
-                .get_mut(chain)
-                .expect("an attached chain is counted");
-            *refs -= 1;
-            if *refs == 0 {
+            // Every attached chain is counted; an uncounted one (a broken invariant) is
+            // deleted rather than panicking on cluster input.
+            let refs = self.chain_refs.get_mut(chain).map_or(0, |refs| {
+                *refs = refs.saturating_sub(1);
+                *refs
+            });
+            if refs == 0 {
                 self.chain_refs.remove(chain);
                 self.chain_delete(chain);
             }
@@ -540,10 +542,14 @@ impl Compiler {
 
     fn release(&mut self, old: Compiled) {
         for peer in old.peers {
-            let state = self.peers.get_mut(&peer).expect("held peers exist");
-            state.refs -= 1;
-            if state.refs == 0 {
-                let state = self.peers.remove(&peer).expect("present");
+            let Some(state) = self.peers.get_mut(&peer) else {
+                continue; // held peers exist; nothing to release otherwise
+            };
+            state.refs = state.refs.saturating_sub(1);
+            if state.refs > 0 {
+                continue;
+            }
+            if let Some(state) = self.peers.remove(&peer) {
                 for set in &state.sets {
                     self.set_delete(set);
                 }
@@ -563,8 +569,10 @@ impl Compiler {
             }
         }
         for block in old.blocks {
-            let refs = self.blocks.get_mut(&block).expect("held blocks exist");
-            *refs -= 1;
+            let Some(refs) = self.blocks.get_mut(&block) else {
+                continue;
+            };
+            *refs = refs.saturating_sub(1);
             if *refs == 0 {
                 self.blocks.remove(&block);
                 self.set_delete(&block_set(&block));
@@ -572,8 +580,10 @@ impl Compiler {
         }
         for (name, protocol) in old.named {
             let key = (name, protocol);
-            let refs = self.named.get_mut(&key).expect("held named ports exist");
-            *refs -= 1;
+            let Some(refs) = self.named.get_mut(&key) else {
+                continue;
+            };
+            *refs = refs.saturating_sub(1);
             if *refs == 0 {
                 self.named.remove(&key);
                 for family in Family::ALL {

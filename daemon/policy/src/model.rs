@@ -432,10 +432,10 @@ impl Policy {
             })
             .collect();
 
-        if errs.is_empty() {
+        if let (true, Some(pod_selector)) = (errs.is_empty(), &pod_selector) {
             let policy = Policy {
                 key,
-                pod_selector: pod_selector.expect("selector converts when there are no errors"),
+                pod_selector: pod_selector.clone(),
                 isolates_ingress: ingress_type,
                 isolates_egress: egress_type,
                 ingress: if ingress_type { ingress } else { Vec::new() },

@@ -186,8 +186,8 @@ impl Fingerprint {
                 maps.insert(map_name(direction, family).to_string(), BTreeMap::new());
             }
             for (ip, chain) in ruleset.map(direction) {
-                maps.get_mut(map_name(direction, Family::of(ip)))
-                    .expect("all maps inserted")
+                maps.entry(map_name(direction, Family::of(ip)).to_string())
+                    .or_default()
                     .insert(*ip, chain.clone());
             }
         }

@@ -78,8 +78,8 @@ impl NftKernel {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(exec_err)?;
-        if let Some(text) = stdin {
-            let mut pipe = child.stdin.take().expect("stdin was piped");
+        // Piped above whenever there is text; dropping the pipe closes nft's input.
+        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
             pipe.write_all(text.as_bytes()).map_err(exec_err)?;
         }
         let out = child.wait_with_output().map_err(exec_err)?;
