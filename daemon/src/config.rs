@@ -54,6 +54,10 @@ pub struct DaemonArgs {
     /// Full reconcile of the kernel rules against the desired state (e.g. 30s, 5m, 1h).
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub sync_period: Duration,
+    /// The container runtime's libcni cache (its `results/` hold each ADD's result): an
+    /// attachment record the store cannot read is rebuilt from it.
+    #[arg(long, default_value = "/var/lib/cni", value_name = "DIR")]
+    pub cni_cache_dir: PathBuf,
 }
 
 /// `500ms`, `30s`, `5m`, `1h`: a whole number and a unit.
@@ -89,6 +93,7 @@ pub struct Config {
     pub kubeconfig: Option<PathBuf>,
     pub cache_sync_timeout: Duration,
     pub sync_period: Duration,
+    pub cni_cache_dir: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -128,6 +133,7 @@ impl Config {
             kubeconfig: args.kubeconfig,
             cache_sync_timeout: args.cache_sync_timeout,
             sync_period: args.sync_period,
+            cni_cache_dir: args.cni_cache_dir,
         })
     }
 }

@@ -119,6 +119,15 @@ fn touched_delta(old: &Ruleset, new: &Ruleset, deltas: &[RulesetDelta]) -> Rules
     part(old).diff(&part(new))
 }
 
+/// How a core treats what it cannot know for itself.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Quarantine a local pod the source has not described (see `Core::quarantined`).
+    pub quarantine_unknown: bool,
+    /// The runtime's libcni cache, to rebuild attachment records the store cannot read.
+    pub cni_cache: Option<std::path::PathBuf>,
+}
+
 pub struct Core {
     node: String,
     store: Store,
@@ -277,23 +286,44 @@ impl Core {
         cluster: Snapshot,
         store: Store,
         kernel: Box<dyn Kernel>,
-        quarantine_unknown: bool,
+        options: Options,
         metrics: Arc<Metrics>,
         health: Arc<Health>,
     ) -> anyhow::Result<Self> {
-        let (attachments, unreadable) = store.attachments().context("loading attachments")?;
-        if !unreadable.is_empty() {
+        let (mut attachments, unreadable) = store.attachments().context("loading attachments")?;
+        let mut lost = Vec::new();
+        for record in unreadable {
+            metrics.count_store_discard();
+            let rebuilt = match (&record.id, &options.cni_cache) {
+                (Some(id), Some(dir)) => crate::recover::from_cni_cache(dir, id),
+                (None, _) => Err("its key names no attachment".to_string()),
+                (_, None) => Err("no CNI cache to rebuild it from".to_string()),
+            };
+            match rebuilt {
+                Ok(attachment) => {
+                    warn!(pod = %attachment.pod, container_id = %attachment.id.container_id, error = %error_chain(&record.error), "rebuilt an unreadable attachment record from the runtime's CNI cache");
+                    store.put_attachment(&attachment)?;
+                    attachments.insert(attachment.id.clone(), attachment);
+                }
+                Err(why) => {
+                    error!(error = %error_chain(&record.error), why, "discarded an unreadable attachment record: its pod is not enforced until it is attached again");
+                    lost.push(
+                        record
+                            .id
+                            .map_or_else(|| "?".to_string(), |id| id.container_id),
+                    );
+                }
+            }
+        }
+        if !lost.is_empty() {
             // Their pods run, but nothing says which they are or what addresses they hold:
             // say so until the daemon restarts, by then the operator has been told.
-            for err in &unreadable {
-                error!(error = %error_chain(err), "discarded an unreadable attachment record: its pod is not enforced until it is attached again");
-                metrics.count_store_discard();
-            }
             health.set_source(
                 "store",
                 Err(format!(
-                    "{} unreadable attachment record(s) discarded; their pods are not enforced until they are attached again (restart them)",
-                    unreadable.len()
+                    "{} unreadable attachment record(s) discarded (containers {}); their pods are not enforced until they are attached again (restart them)",
+                    lost.len(),
+                    lost.join(", ")
                 )),
             );
         }
@@ -307,7 +337,7 @@ impl Core {
             compiler,
             applied: Desired::default(),
             pending: None,
-            quarantine_unknown,
+            quarantine_unknown: options.quarantine_unknown,
             metrics,
             health,
         };

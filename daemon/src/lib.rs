@@ -12,6 +12,7 @@ pub mod explain;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod recover;
 pub mod server;
 pub mod sources;
 pub mod store;

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use clap::Parser;
 use podwalld::config::{Cli, Command, Config};
-use podwalld::core::Core;
+use podwalld::core::{Core, Options};
 use podwalld::dataplane::nft::NftKernel;
 use podwalld::health::Health;
 use podwalld::metrics::Metrics;
@@ -180,9 +180,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         cluster,
         store,
         Box::new(NftKernel::default()),
-        // The API server knows every pod's labels, we may just not have them yet; a
-        // manifests directory describes every pod there is.
-        config.manifests.is_none(),
+        Options {
+            // The API server knows every pod's labels, we may just not have them yet; a
+            // manifests directory describes every pod there is.
+            quarantine_unknown: config.manifests.is_none(),
+            cni_cache: Some(config.cni_cache_dir.clone()),
+        },
         metrics.clone(),
         health.clone(),
     )?;

@@ -57,13 +57,12 @@ impl Store {
         })
     }
 
-    /// Every recorded attachment that can be read, and the errors of those that cannot. An
-    /// unreadable record is removed (it can never become readable) and returned, so that the
-    /// daemon starts, says which records it lost and stays unready instead of failing every
-    /// ADD on the node.
+    /// Every recorded attachment that can be read, and those that cannot. An unreadable
+    /// record is removed (it can never become readable) and returned, so that the daemon
+    /// starts and rebuilds or reports it instead of failing every ADD on the node.
     pub fn attachments(
         &self,
-    ) -> Result<(BTreeMap<AttachmentId, Attachment>, Vec<StoreError>), StoreError> {
+    ) -> Result<(BTreeMap<AttachmentId, Attachment>, Vec<Unreadable>), StoreError> {
         let mut all = BTreeMap::new();
         let mut unreadable = Vec::new();
         for entry in self.attachments.iter() {
@@ -74,9 +73,12 @@ impl Store {
                 }
                 Err(source) => {
                     self.attachments.remove(&key)?;
-                    unreadable.push(StoreError::Corrupt {
-                        key: String::from_utf8_lossy(&key).into_owned(),
-                        source,
+                    unreadable.push(Unreadable {
+                        id: id_of(&key),
+                        error: StoreError::Corrupt {
+                            key: String::from_utf8_lossy(&key).into_owned(),
+                            source,
+                        },
                     });
                 }
             }
@@ -152,6 +154,23 @@ impl Store {
     }
 }
 
+/// An attachment record that could not be read, and the attachment its key names.
+#[derive(Debug)]
+pub struct Unreadable {
+    pub id: Option<AttachmentId>,
+    pub error: StoreError,
+}
+
+/// The attachment a record's key names (see `key`).
+fn id_of(key: &[u8]) -> Option<AttachmentId> {
+    let text = std::str::from_utf8(key).ok()?;
+    let (container_id, ifname) = text.split_once('\0')?;
+    Some(AttachmentId {
+        container_id: container_id.to_string(),
+        ifname: ifname.to_string(),
+    })
+}
+
 /// `container_id NUL ifname`: NUL appears in neither (the runtime passes them as env vars).
 fn key(id: &AttachmentId) -> Vec<u8> {
     let mut key = id.container_id.as_bytes().to_vec();
@@ -224,10 +243,14 @@ mod tests {
         let (all, unreadable) = store.attachments().unwrap();
         assert_eq!(all.len(), 1, "the readable record is kept");
         assert_eq!(unreadable.len(), 1);
-        assert!(
-            unreadable[0].to_string().contains("c1"),
-            "{}",
-            unreadable[0]
+        let error = unreadable[0].error.to_string();
+        assert!(error.contains("c1"), "{error}");
+        assert_eq!(
+            unreadable[0].id,
+            Some(AttachmentId {
+                container_id: "c1".into(),
+                ifname: "eth0".into()
+            })
         );
         let (_, again) = store.attachments().unwrap();
         assert!(again.is_empty(), "reported once, then gone");

@@ -277,27 +277,45 @@ pub fn attachment_from_add(conf: &NetConf, env: &Env) -> Result<Attachment, CniE
             "podwall is a chained plugin: put it after bridge in a conflist so it receives the pod's addresses",
         )
     })?;
-    let prev: PrevResult = serde_json::from_value(prev.clone()).map_err(|e| {
-        conf.error(
-            code::DECODE_FAILURE,
-            "cannot decode prevResult",
-            e.to_string(),
-        )
-    })?;
-    let ips = prev
-        .ips
-        .iter()
-        .map(|ip| {
-            parse_address(&ip.address)
-                .map_err(|d| conf.error(code::DECODE_FAILURE, "cannot decode prevResult", d))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    if ips.is_empty() {
-        return Err(conf.error(
+    let pod = env.pod(&id.container_id);
+    attachment_from_result(id, pod, netns, prev).map_err(|err| match err {
+        ResultError::Decode(detail) => {
+            conf.error(code::DECODE_FAILURE, "cannot decode prevResult", detail)
+        }
+        ResultError::NoAddresses => conf.error(
             code::INVALID_CONFIG,
             "prevResult has no IP addresses",
             "the plugin before podwall (bridge with host-local IPAM) must assign the pod an address",
-        ));
+        ),
+    })
+}
+
+/// Why a CNI result does not describe an attachment.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResultError {
+    #[error("cannot decode the result: {0}")]
+    Decode(String),
+    #[error("the result has no IP addresses")]
+    NoAddresses,
+}
+
+/// The attachment a CNI result (an ADD's prevResult, or the runtime's cached result of it)
+/// describes for pod `pod`: its addresses and the host side of its veth.
+pub fn attachment_from_result(
+    id: AttachmentId,
+    pod: PodRef,
+    netns: String,
+    result: &Value,
+) -> Result<Attachment, ResultError> {
+    let prev: PrevResult =
+        serde_json::from_value(result.clone()).map_err(|e| ResultError::Decode(e.to_string()))?;
+    let ips = prev
+        .ips
+        .iter()
+        .map(|ip| parse_address(&ip.address).map_err(ResultError::Decode))
+        .collect::<Result<Vec<_>, _>>()?;
+    if ips.is_empty() {
+        return Err(ResultError::NoAddresses);
     }
     // bridge lists the bridge first, then the host veth, then the pod's interface: the host
     // side of the veth is the last interface that is not in the pod's sandbox.
@@ -307,7 +325,6 @@ pub fn attachment_from_add(conf: &NetConf, env: &Env) -> Result<Attachment, CniE
         .rev()
         .find(|i| i.sandbox.as_deref().unwrap_or("").is_empty())
         .map(|i| i.name.clone());
-    let pod = env.pod(&id.container_id);
     Ok(Attachment {
         id,
         pod,
@@ -315,6 +332,49 @@ pub fn attachment_from_add(conf: &NetConf, env: &Env) -> Result<Attachment, CniE
         ips,
         host_interface,
     })
+}
+
+/// What libcni (the runtime's CNI library) keeps of a successful ADD in
+/// `<cache dir>/results/<network>-<container id>-<ifname>`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CachedAdd {
+    container_id: String,
+    if_name: String,
+    #[serde(default)]
+    cni_args: Vec<(String, String)>,
+    #[serde(default)]
+    result: Option<Value>,
+}
+
+/// The attachment a libcni cache entry records: the pod from its CNI_ARGS, the rest from the
+/// result it cached (podwall returns the bridge's result unchanged, so it is the same one).
+pub fn attachment_from_cache(bytes: &[u8]) -> Result<Attachment, ResultError> {
+    let cached: CachedAdd =
+        serde_json::from_slice(bytes).map_err(|e| ResultError::Decode(e.to_string()))?;
+    let result = cached
+        .result
+        .ok_or_else(|| ResultError::Decode("no result cached".to_string()))?;
+    let env = Env {
+        args: cached.cni_args.into_iter().collect(),
+        ..Env::default()
+    };
+    let pod = env.pod(&cached.container_id);
+    // The pod's interface sits in its network namespace: the sandbox is that path.
+    let netns = result
+        .get("interfaces")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.get("sandbox").and_then(Value::as_str))
+        .find(|sandbox| !sandbox.is_empty())
+        .unwrap_or_default()
+        .to_string();
+    let id = AttachmentId {
+        container_id: cached.container_id,
+        ifname: cached.if_name,
+    };
+    attachment_from_result(id, pod, netns, &result)
 }
 
 /// `10.1.0.5/24` or a bare address.
@@ -396,6 +456,38 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.code, code::INVALID_CONFIG);
         assert!(err.details.contains("timeoutMs"));
+    }
+
+    #[test]
+    fn a_libcni_cache_entry_gives_back_the_attachment() {
+        // What libcni writes to <cache dir>/results/<network>-<container id>-<ifname> after
+        // an ADD through bridge and podwall (config shortened).
+        let cached = br#"{"kind":"cniCacheV1","containerId":"c1","config":"e30=","ifName":"eth0",
+            "networkName":"kubernetes","cniArgs":[["IgnoreUnknown","1"],["K8S_POD_NAMESPACE","shop"],
+            ["K8S_POD_NAME","front"],["K8S_POD_UID","u-1"]],
+            "result":{"cniVersion":"1.0.0","interfaces":[{"name":"cni0","mac":"aa:bb:cc:dd:ee:ff"},
+            {"name":"veth1234","mac":"aa:bb:cc:dd:ee:01"},
+            {"name":"eth0","mac":"aa:bb:cc:dd:ee:02","sandbox":"/var/run/netns/p1"}],
+            "ips":[{"interface":2,"address":"10.244.1.5/24","gateway":"10.244.1.1"}]}}"#;
+        let attachment = attachment_from_cache(cached).unwrap();
+        assert_eq!(attachment.id.container_id, "c1");
+        assert_eq!(attachment.id.ifname, "eth0");
+        assert_eq!(
+            (
+                attachment.pod.namespace.as_str(),
+                attachment.pod.name.as_str()
+            ),
+            ("shop", "front")
+        );
+        assert_eq!(attachment.pod.uid.as_deref(), Some("u-1"));
+        assert_eq!(
+            attachment.ips,
+            vec!["10.244.1.5".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(attachment.host_interface.as_deref(), Some("veth1234"));
+        assert_eq!(attachment.netns, "/var/run/netns/p1");
+        assert!(attachment_from_cache(b"{\"containerId\":\"c1\",\"ifName\":\"eth0\"}").is_err());
+        assert!(attachment_from_cache(b"not json").is_err());
     }
 
     #[test]

@@ -581,7 +581,7 @@ impl CoreDriver {
             cluster,
             store,
             Box::new(kernel),
-            false,
+            Default::default(),
             Arc::new(Metrics::default()),
             Arc::new(Health::default()),
         )?;

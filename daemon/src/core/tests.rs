@@ -102,7 +102,7 @@ fn core_with(dir: &std::path::Path, cluster: Snapshot) -> (Core, Shared) {
         cluster,
         Store::open(dir).unwrap(),
         Box::new(kernel.clone()),
-        false,
+        Options::default(),
         Arc::new(Metrics::default()),
         Arc::new(Health::default()),
     )
@@ -556,7 +556,7 @@ fn a_kernel_that_refuses_the_start_state_does_not_stop_the_daemon() {
         cluster(DENY_X),
         Store::open(dir.path()).unwrap(),
         Box::new(shared.clone()),
-        false,
+        Options::default(),
         Arc::new(Metrics::default()),
         health.clone(),
     )
@@ -577,7 +577,10 @@ fn a_pod_whose_labels_are_unknown_is_quarantined_until_the_source_describes_it()
         cluster(DENY_X),
         Store::open(dir.path()).unwrap(),
         Box::new(kernel.clone()),
-        true,
+        Options {
+            quarantine_unknown: true,
+            ..Options::default()
+        },
         Arc::new(Metrics::default()),
         Arc::new(Health::default()),
     )
@@ -595,4 +598,69 @@ fn a_pod_whose_labels_are_unknown_is_quarantined_until_the_source_describes_it()
     assert_eq!(kernel.table(), full_compile(&core));
     assert_ne!(kernel.table().ingress[&ip("10.0.0.5")], QUARANTINE_CHAIN);
     assert_eq!(kernel.table().egress[&ip("10.0.0.5")], OPEN_CHAIN);
+}
+
+/// A store whose record of attachment `c-<name>`/eth0 cannot be read.
+fn store_with_unreadable_record(dir: &std::path::Path, name: &str) {
+    let db = sled::open(dir).unwrap();
+    let tree = db.open_tree("attachments/v1").unwrap();
+    tree.insert(format!("c-{name}\0eth0"), b"{\"id\": tru".to_vec())
+        .unwrap();
+    db.flush().unwrap();
+}
+
+fn start_with_cache(dir: &std::path::Path, cache: &std::path::Path) -> (Core, Shared) {
+    let kernel = Shared::default();
+    let core = Core::start(
+        "n1".into(),
+        cluster(DENY_X),
+        Store::open(dir).unwrap(),
+        Box::new(kernel.clone()),
+        Options {
+            cni_cache: Some(cache.to_path_buf()),
+            ..Options::default()
+        },
+        Arc::new(Metrics::default()),
+        Arc::new(Health::default()),
+    )
+    .unwrap();
+    (core, kernel)
+}
+
+#[test]
+fn an_unreadable_attachment_record_is_rebuilt_from_the_runtimes_cni_cache() {
+    let (dir, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    store_with_unreadable_record(dir.path(), "a");
+    std::fs::create_dir(cache.path().join("results")).unwrap();
+    std::fs::write(
+        cache.path().join("results/k8s-c-a-eth0"),
+        r#"{"kind":"cniCacheV1","containerId":"c-a","ifName":"eth0","networkName":"k8s",
+            "cniArgs":[["K8S_POD_NAMESPACE","x"],["K8S_POD_NAME","a"]],
+            "result":{"interfaces":[{"name":"br0"},{"name":"veth-a"},{"name":"eth0","sandbox":"/run/netns/a"}],
+            "ips":[{"address":"10.0.0.2/24"}]}}"#,
+    )
+    .unwrap();
+    let (core, kernel) = start_with_cache(dir.path(), cache.path());
+    assert!(core.health.is_ready(), "{:?}", core.health.reason());
+    assert_eq!(core.attachments.len(), 1);
+    assert_ne!(
+        kernel.table().ingress[&ip("10.0.0.2")],
+        OPEN_CHAIN,
+        "enforced"
+    );
+    assert_eq!(core.store.attachments().unwrap().0.len(), 1, "stored again");
+}
+
+#[test]
+fn an_unreadable_attachment_record_without_a_cache_entry_is_named_in_health() {
+    let (dir, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    store_with_unreadable_record(dir.path(), "gone");
+    let (core, _) = start_with_cache(dir.path(), cache.path());
+    let reason = core.health.reason().unwrap_or_default();
+    assert!(reason.starts_with("store:"), "{reason}");
+    assert!(reason.contains("c-gone"), "{reason}");
+    assert!(core
+        .metrics
+        .render()
+        .contains("podwall_store_discards_total 1"));
 }

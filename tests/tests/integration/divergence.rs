@@ -212,7 +212,10 @@ fn a_change_the_kernel_refuses_stays_pending_named_in_healthz_until_it_lands() {
         ]),
     );
     node.start_daemon();
-    let (a, b) = (Pod::named("rf-a", "r", "a"), Pod::named("rf-b", "other", "b"));
+    let (a, b) = (
+        Pod::named("rf-a", "r", "a"),
+        Pod::named("rf-b", "other", "b"),
+    );
     node.add_all(&[&a, &b]);
     let (pa, pb) = (Peer::pod(&a), Peer::pod(&b));
     let _servers = reach::serve(&[pa.clone(), pb.clone()], &[80]);
@@ -231,7 +234,10 @@ fn a_change_the_kernel_refuses_stays_pending_named_in_healthz_until_it_lands() {
     // Several reconciles later it is still red, and counted.
     std::thread::sleep(Duration::from_secs(3));
     let (code, body) = healthz(&node);
-    assert_eq!(code, 503, "a reconcile must not call a pending change healthy: {body}");
+    assert_eq!(
+        code, 503,
+        "a reconcile must not call a pending change healthy: {body}"
+    );
     let metrics = node.metrics();
     assert!(metrics.value("podwall_pending_changes") >= 1.0);
     assert!(metrics.value("podwall_pending_oldest_seconds") > 0.0);
@@ -297,4 +303,94 @@ spec: {podSelector: {matchLabels: {}}, ingress: []}
         "same-node traffic is filtered again"
     );
     assert_eq!(healthz(&node).0, 200);
+}
+
+/// Damage the stopped daemon's store: the value under `key` of `tree` no longer parses.
+fn damage_store(state_dir: &Path, tree: &str, key: &[u8]) {
+    let db = sled::open(state_dir).unwrap_or_else(|e| panic!("opening the store: {e}"));
+    let tree = db.open_tree(tree).unwrap();
+    assert!(
+        tree.get(key).unwrap().is_some(),
+        "nothing stored under {key:?}"
+    );
+    tree.insert(key, b"{\"truncated".to_vec()).unwrap();
+    db.flush().unwrap();
+}
+
+#[test]
+#[ignore = "needs root: creates network namespaces"]
+fn an_unreadable_attachment_record_is_rebuilt_from_the_runtimes_cni_cache() {
+    let mut node = Node::standalone(
+        "lostrec",
+        NodeOptions::default(),
+        &[(
+            "world.yaml",
+            documents(&[
+                namespace("r", &[]),
+                PodManifest::new("r", "a").yaml(),
+                PodManifest::new("r", "b").yaml(),
+            ]),
+        )],
+    );
+    node.daemon_args.extend([
+        "--cni-cache-dir".to_string(),
+        node.cni_cache_dir().display().to_string(),
+    ]);
+    node.stop_daemon();
+    node.start_daemon();
+    let (a, b) = (Pod::named("lr-a", "r", "a"), Pod::named("lr-b", "r", "b"));
+    node.add_all(&[&a, &b]);
+    node.manifests().write("deny.yaml", DENY);
+    let (pa, pb) = (Peer::pod(&a), Peer::pod(&b));
+    let _servers = reach::serve(&[pa.clone(), pb.clone()], &[80]);
+    assert!(reach::settles(APPLY, &pb, &pa, Tcp, 80, false));
+
+    node.stop_daemon();
+    let key = [a.container_id.as_bytes(), b"\0", a.ifname.as_bytes()].concat();
+    damage_store(&node.state_dir(), "attachments/v1", &key);
+    node.start_daemon();
+    assert_eq!(healthz(&node).0, 200, "{}", node.daemon_log());
+    assert!(
+        node.metrics().value("podwall_store_discards_total") >= 1.0,
+        "the damage is counted"
+    );
+    assert!(
+        reach::settles(APPLY, &pb, &pa, Tcp, 80, false),
+        "a is still enforced: its attachment was rebuilt\n{}",
+        node.ruleset_text()
+    );
+    node.expect_attached(a.ip4());
+}
+
+#[test]
+#[ignore = "needs root: creates network namespaces"]
+fn an_unreadable_stored_cluster_state_is_discarded_and_relisted() {
+    let mut cluster = podwall_tests::Cluster::started("lostsnap", 1);
+    cluster.apply(&namespace("app", &[]));
+    for name in ["a", "b"] {
+        cluster.apply(&cluster.pod_yaml(0, "app", name, &[("app", name)], &[]));
+    }
+    cluster.apply(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: app}\n\
+         spec: {podSelector: {matchLabels: {app: a}}}\n",
+    );
+    let (a, b) = (
+        Pod::named("ls-a", "app", "a"),
+        Pod::named("ls-b", "app", "b"),
+    );
+    cluster.attach(0, &a);
+    cluster.attach(0, &b);
+    let (pa, pb) = (Peer::pod(&a), Peer::pod(&b));
+    let _servers = reach::serve(&[pa.clone(), pb.clone()], &[80]);
+    assert!(reach::settles(APPLY, &pb, &pa, Tcp, 80, false));
+    // The cluster state reaches the store within a persist period (5 s).
+    std::thread::sleep(Duration::from_secs(6));
+
+    let node = &mut cluster.nodes[0];
+    node.stop_daemon();
+    damage_store(&node.state_dir(), "cluster/v1", b"snapshot");
+    node.start_daemon();
+    assert!(node.metrics().value("podwall_store_discards_total") >= 1.0);
+    assert!(reach::settles(APPLY, &pb, &pa, Tcp, 80, false));
+    assert!(reach::settles(APPLY, &pa, &pb, Tcp, 80, true));
 }

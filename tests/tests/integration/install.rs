@@ -553,6 +553,7 @@ fn daemonset_runs_everywhere_with_the_host_paths_probes_and_privileges_it_needs(
         "/etc/cni/net.d",
         "/opt/cni/bin",
         "/lib/modules",
+        "/var/lib/cni",
     ] {
         assert!(paths.contains(&path), "hostPath {path}");
     }
@@ -576,6 +577,11 @@ fn daemonset_runs_everywhere_with_the_host_paths_probes_and_privileges_it_needs(
     assert_eq!(
         daemon_mounts.get("/var/lib/podwall"),
         Some(&("/var/lib/podwall".into(), false))
+    );
+    assert_eq!(
+        daemon_mounts.get("/var/lib/cni"),
+        Some(&("/var/lib/cni".into(), true)),
+        "the runtime's CNI cache is read, never written"
     );
     let init = pod.init_containers.clone().unwrap();
     let kernel = container(&init, "kernel-setup");
