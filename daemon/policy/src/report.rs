@@ -1,7 +1,6 @@
 //! What `podwalld explain` prints, computed and formatted without I/O: a pair verdict with its
 //! reasons (text or JSON), or the reachability matrix (table or JSON).
 
-use std::fmt::Write;
 use std::net::IpAddr;
 
 use serde::Serialize;
@@ -75,23 +74,35 @@ impl Matrix {
             .unwrap_or(0);
         let widths: Vec<usize> = self.destinations.iter().map(String::len).collect();
         let mut out = String::new();
-        let mut header = format!("{corner:<first$}");
+        let mut header = String::new();
+        pad(&mut header, &corner, first);
         for (d, w) in self.destinations.iter().zip(&widths) {
-            write!(header, "  {d:<w$}").expect("writing to a string");
+            header.push_str("  ");
+            pad(&mut header, d, *w);
         }
         out.push_str(header.trim_end());
         out.push('\n');
         for (source, row) in self.sources.iter().zip(&self.allowed) {
-            let mut line = format!("{source:<first$}");
+            let mut line = String::new();
+            pad(&mut line, source, first);
             for (ok, w) in row.iter().zip(&widths) {
                 let mark = if *ok { "." } else { "X" };
-                write!(line, "  {mark:<w$}").expect("writing to a string");
+                line.push_str("  ");
+                pad(&mut line, mark, *w);
             }
             out.push_str(line.trim_end());
             out.push('\n');
         }
         out
     }
+}
+
+/// Appends `text` left-aligned in `width` characters, as `{text:<width$}` does. The format
+/// macros panic on a width above `u16::MAX`, which a manifest's names can reach.
+fn pad(line: &mut String, text: &str, width: usize) {
+    line.push_str(text);
+    let fill = width.saturating_sub(text.chars().count());
+    line.extend(std::iter::repeat_n(' ', fill));
 }
 
 /// The verdict of one connection, for `--from`/`--to`.
