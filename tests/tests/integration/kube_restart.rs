@@ -217,10 +217,10 @@ fn a_pod_attached_while_its_labels_are_unknown_is_isolated_until_they_are() {
     for (name, role) in [("client", "client"), ("other", "other")] {
         cluster.apply(&cluster.pod_yaml(0, "app", name, &[("role", role)], &[]));
     }
-    // Selects every pod of the namespace, whatever its labels.
+    // Selects the new pod by a label the daemon will not know when it is attached.
     cluster.apply(
-        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: clients-only, namespace: app}\n\
-         spec:\n  podSelector: {}\n  ingress:\n  - from: [{podSelector: {matchLabels: {role: client}}}]\n",
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: db-clients-only, namespace: app}\n\
+         spec:\n  podSelector: {matchLabels: {role: db}}\n  ingress:\n  - from: [{podSelector: {matchLabels: {role: client}}}]\n",
     );
     let pods: Vec<Pod> = ["client", "other"]
         .iter()
@@ -257,7 +257,7 @@ fn a_pod_attached_while_its_labels_are_unknown_is_isolated_until_they_are() {
 
     // Its labels arrive: the policy's verdicts take over.
     cluster.api.restart();
-    cluster.apply(&cluster.pod_yaml(0, "app", "new", &[("role", "new")], &[]));
+    cluster.apply(&cluster.pod_yaml(0, "app", "new", &[("role", "db")], &[]));
     cluster.publish_ips(&new, &new.ips());
     assert!(
         reach::settles(RESYNC, &client, &to, Tcp, 80, true),
