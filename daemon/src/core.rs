@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
+use podwall::error_chain;
 use podwall::wire::{Attachment, AttachmentId, ErrorKind, Reply, Request, WireError};
 use podwall_policy::model::{Labels, Phase};
 use podwall_policy::{Compiler, Event, Pod, PodKey, Ruleset, RulesetDelta, Snapshot};
@@ -905,18 +906,6 @@ fn validate(attachment: &Attachment) -> Result<(), WireError> {
         return bad("needs a pod namespace and name");
     }
     Ok(())
-}
-
-/// An error and its sources on one line, as `{:#}` prints an `anyhow::Error`.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut line = err.to_string();
-    let mut source = err.source();
-    while let Some(err) = source {
-        line.push_str(": ");
-        line.push_str(&err.to_string());
-        source = err.source();
-    }
-    line
 }
 
 fn store_error(err: crate::store::StoreError) -> WireError {

@@ -13,3 +13,16 @@ pub mod wire;
 
 /// Where the daemon listens unless told otherwise (contract: `socket`, `--socket`).
 pub const DEFAULT_SOCKET: &str = "/run/podwall/podwall.sock";
+
+/// An error and its sources on one line, as `{:#}` prints an `anyhow::Error`:
+/// "cannot reach podwalld at /run/x.sock: No such file or directory (os error 2)".
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -10,8 +10,8 @@ use std::io::{Read, Write};
 use std::process::ExitCode;
 
 use podwall::cni::{self, code, CniError, Env, FailurePolicy, NetConf};
-use podwall::install;
 use podwall::wire::{self, AttachmentId, ClientError, ErrorKind, Reply, Request};
+use podwall::{error_chain, install};
 use serde_json::Value;
 
 fn main() -> ExitCode {
@@ -199,16 +199,4 @@ fn daemon_error(conf: &NetConf, err: ClientError, what: &str) -> CniError {
         },
     };
     conf.error(code, what, error_chain(&err))
-}
-
-/// "cannot reach podwalld at /run/x.sock: No such file or directory (os error 2)"
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
