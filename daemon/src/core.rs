@@ -164,6 +164,7 @@ pub fn merged(
     for pod in local_pods(cluster, attachments, node).into_values() {
         snap.pods.insert(pod.key.clone(), pod);
     }
+    snap.drop_stale_claims_on(node);
     snap
 }
 
@@ -689,11 +690,16 @@ impl Core {
         attachments: &BTreeMap<AttachmentId, Attachment>,
     ) -> Option<Event> {
         let want = local_pod(&self.cluster, attachments, key, &self.node).or_else(|| {
-            self.cluster
+            let mut pod = self
+                .cluster
                 .pods
                 .get(key)
                 .filter(|p| p.node.as_deref() != Some(self.node.as_str()))
-                .cloned()
+                .cloned()?;
+            // As `merged` does: an address attached here is this node's pod's alone.
+            let local = local_ips(attachments);
+            pod.ips.retain(|ip| !local.contains(ip));
+            Some(pod)
         });
         match (want, self.compiler.snapshot().pods.get(key)) {
             (Some(pod), Some(have)) if pod == *have => None,
@@ -715,7 +721,13 @@ impl Core {
         mut what: String,
     ) -> Result<(), WireError> {
         let quarantined_before = self.quarantined(&self.attachments);
-        let events = match scope {
+        let local = local_ips(&attachments);
+        let mut touched: BTreeSet<IpAddr> = local_ips(&self.attachments)
+            .symmetric_difference(&local)
+            .copied()
+            .collect();
+        let incremental = !matches!(scope, Scope::Everything);
+        let mut events: Vec<Event> = match scope {
             Scope::Pods(keys) => keys
                 .iter()
                 .filter_map(|key| self.pod_event(key, &attachments))
@@ -740,11 +752,23 @@ impl Core {
                 events
             }
         };
-        let local = local_ips(&attachments);
-        let mut touched: BTreeSet<IpAddr> = local_ips(&self.attachments)
-            .symmetric_difference(&local)
-            .copied()
-            .collect();
+        if incremental && !touched.is_empty() {
+            // Pods of other nodes that claim an address attached or released here gain or
+            // lose it (see `merged`).
+            let claimants: Vec<PodKey> = self
+                .cluster
+                .pods
+                .values()
+                .filter(|p| p.node.as_deref() != Some(self.node.as_str()))
+                .filter(|p| p.ips.iter().any(|ip| touched.contains(ip)))
+                .map(|p| p.key.clone())
+                .collect();
+            events.extend(
+                claimants
+                    .iter()
+                    .filter_map(|key| self.pod_event(key, &attachments)),
+            );
+        }
         let mut deltas: Vec<RulesetDelta> = events
             .into_iter()
             .map(|event| self.compiler.apply(event))

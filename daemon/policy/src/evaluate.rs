@@ -295,12 +295,26 @@ pub(crate) fn rule_matches(
             || rule
                 .ports
                 .iter()
-                .any(|p| port_matches(p, dst, protocol, port)))
+                .any(|p| port_matches(snap, p, dst, protocol, port)))
+}
+
+/// The pods an endpoint's address stands for: one, normally. With stale data (a reused
+/// address whose old pod's delete is late) several, and a selector or a named port matches
+/// the address when it matches any of them, as the kernel's address sets do.
+fn holders<'a>(snap: &'a Snapshot, end: Resolved<'a>) -> Vec<&'a Pod> {
+    match end.ip {
+        Some(ip) => snap
+            .pods
+            .values()
+            .filter(|p| p.is_policed() && p.ips.contains(&ip))
+            .collect(),
+        None => end.pod.into_iter().collect(),
+    }
 }
 
 fn peer_matches(snap: &Snapshot, peer: &Peer, other: Resolved<'_>) -> bool {
     match peer {
-        Peer::Pods { namespaces, pods } => other.pod.is_some_and(|p| {
+        Peer::Pods { namespaces, pods } => holders(snap, other).into_iter().any(|p| {
             let ns_ok = match namespaces {
                 NamespaceScope::Named(ns) => p.key.namespace == *ns,
                 NamespaceScope::Matching(sel) => {
@@ -313,14 +327,20 @@ fn peer_matches(snap: &Snapshot, peer: &Peer, other: Resolved<'_>) -> bool {
     }
 }
 
-fn port_matches(pm: &PortMatch, dst: Resolved<'_>, protocol: Protocol, port: u16) -> bool {
+fn port_matches(
+    snap: &Snapshot,
+    pm: &PortMatch,
+    dst: Resolved<'_>,
+    protocol: Protocol,
+    port: u16,
+) -> bool {
     pm.protocol == protocol
         && match &pm.port {
             PortSpec::Any => true,
             PortSpec::Range { first, last } => (*first..=*last).contains(&port),
-            PortSpec::Named(name) => {
-                dst.pod.and_then(|p| p.named_port(name, protocol)) == Some(port)
-            }
+            PortSpec::Named(name) => holders(snap, dst)
+                .into_iter()
+                .any(|p| p.named_port(name, protocol) == Some(port)),
         }
 }
 

@@ -837,6 +837,26 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// An address that node `node` assigned (to a pod of that node) belongs to that pod: the
+    /// claim of a pod of another node on it is stale (its delete is late) and is dropped, so
+    /// that the node judges the address by its own pod alone, as its dispatch maps do.
+    pub fn drop_stale_claims_on(&mut self, node: &str) {
+        let local: BTreeSet<IpAddr> = self
+            .pods
+            .values()
+            .filter(|p| p.node.as_deref() == Some(node) && p.is_policed())
+            .flat_map(|p| p.ips.iter().copied())
+            .collect();
+        if local.is_empty() {
+            return;
+        }
+        for pod in self.pods.values_mut() {
+            if pod.node.as_deref() != Some(node) {
+                pod.ips.retain(|ip| !local.contains(ip));
+            }
+        }
+    }
+
     /// Labels of namespace `name`; a namespace without an object still has its name label.
     pub fn namespace_labels(&self, name: &str) -> Labels {
         match self.namespaces.get(name) {

@@ -95,12 +95,25 @@ fn attach(core: &mut Core, ns: &str, name: &str, ip: &str) {
     .unwrap();
 }
 
+/// The store in `dir`, reopened: sled's flusher thread of a store just dropped may hold the
+/// directory's lock for a moment longer.
+fn reopen(dir: &std::path::Path) -> Store {
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match Store::open(dir) {
+            Ok(store) => return store,
+            Err(err) if Instant::now() > deadline => panic!("opening the store: {err}"),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
+}
+
 fn core_with(dir: &std::path::Path, cluster: Snapshot) -> (Core, Shared) {
     let kernel = Shared::default();
     let core = Core::start(
         "n1".into(),
         cluster,
-        Store::open(dir).unwrap(),
+        reopen(dir),
         Box::new(kernel.clone()),
         Options::default(),
         Arc::new(Metrics::default()),
@@ -663,4 +676,46 @@ fn an_unreadable_attachment_record_without_a_cache_entry_is_named_in_health() {
         .metrics
         .render()
         .contains("podwall_store_discards_total 1"));
+}
+
+#[test]
+fn a_pod_of_another_node_loses_its_claim_on_an_address_attached_here_and_gets_it_back() {
+    // y/far on another node still claims 10.0.0.2; x admits only pods labelled client.
+    let extra = "
+apiVersion: v1
+kind: Pod
+metadata: {name: far, namespace: y, labels: {role: client}}
+spec: {nodeName: n2, containers: [{name: c, image: i}]}
+status: {phase: Running, podIPs: [{ip: 10.0.0.2}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: clients, namespace: x}
+spec:
+  podSelector: {}
+  ingress: [{from: [{namespaceSelector: {}, podSelector: {matchLabels: {role: client}}}]}]
+";
+    let dir = tempfile::tempdir().unwrap();
+    let (mut core, kernel) = core_with(dir.path(), cluster(extra));
+    let holds = |kernel: &Shared| {
+        kernel
+            .table()
+            .sets
+            .values()
+            .any(|set| set.contains(&podwall_policy::ruleset::Element::Address(ip("10.0.0.2"))))
+    };
+    assert!(holds(&kernel), "the remote client is a peer");
+    // This node's CNI hands 10.0.0.2 to y/local, no client: the remote claim is stale.
+    attach(&mut core, "y", "local", "10.0.0.2");
+    assert!(!holds(&kernel));
+    assert_eq!(kernel.table(), full_compile(&core));
+    core.handle(Request::Detach {
+        id: attachment("y", "local", "10.0.0.2").id,
+    })
+    .unwrap();
+    assert!(
+        holds(&kernel),
+        "released here, the address is the remote pod's again"
+    );
+    assert_eq!(kernel.table(), full_compile(&core));
 }

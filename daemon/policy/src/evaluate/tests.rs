@@ -775,3 +775,54 @@ fn unknown_pod_is_an_error() {
         Err(EvaluateError::UnknownPod(ObjectKey::new("x", "nope")))
     );
 }
+
+/// A pod of another node that still claims y/b's address: its delete is late.
+const STALE_CLIENT: &str = "
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: stale, namespace: zz, labels: {role: client}}
+spec: {nodeName: elsewhere, containers: [{name: c, image: i, ports: [{containerPort: 8080, name: web}]}]}
+status: {phase: Running, podIPs: [{ip: 10.0.2.2}]}
+";
+
+#[test]
+fn an_address_two_pods_claim_matches_a_selector_when_either_pod_matches() {
+    assert_eq!(ip4("y/b").to_string(), "10.0.2.2");
+    let from_clients = policy(
+        "x",
+        "clients",
+        "podSelector: {}\ningress: [{from: [{namespaceSelector: {}, podSelector: {matchLabels: {role: client}}}]}]",
+    );
+    let snap = world(&format!("{STALE_CLIENT}{from_clients}"));
+    // The kernel's address sets hold the address for each pod that matches.
+    assert!(allowed(&snap, "10.0.2.2", "x/a", Tcp, 80));
+    assert!(
+        !allowed(&snap, "10.0.2.3", "x/a", Tcp, 80),
+        "y/c alone is no client"
+    );
+    // So do the named-port sets: the stale pod's `web` is 8080 at this address.
+    let to_web = policy(
+        "y",
+        "web",
+        "podSelector: {}\ningress: [{ports: [{port: web}]}]",
+    );
+    let snap = world(&format!("{STALE_CLIENT}{to_web}"));
+    assert!(allowed(&snap, "x/a", "10.0.2.2", Tcp, 8080));
+    assert!(!allowed(&snap, "x/a", "10.0.2.3", Tcp, 8080));
+}
+
+#[test]
+fn a_node_s_own_pod_owns_its_address_against_stale_claims_of_other_nodes() {
+    let mut snap = world(STALE_CLIENT);
+    let b = PodKey::parse("y/b").unwrap();
+    snap.pods.get_mut(&b).unwrap().node = Some("here".into());
+    snap.drop_stale_claims_on("here");
+    let stale = &snap.pods[&PodKey::parse("zz/stale").unwrap()];
+    assert!(stale.ips.is_empty(), "{:?}", stale.ips);
+    assert_eq!(
+        snap.pods[&b].ips.len(),
+        2,
+        "the node's pod keeps both families"
+    );
+}
