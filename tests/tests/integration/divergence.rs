@@ -70,7 +70,7 @@ fn a_namespace_of_thousands_of_pods_starting_to_match_is_enforced_in_one_batch()
     let srv = Pod::named("big-srv", "app", "srv");
     node.add_all(&[&srv]);
     let (to, from) = (Peer::pod(&srv), Peer::external(&far));
-    let _servers = reach::serve(&[to.clone()], &[80]);
+    let _servers = reach::serve(std::slice::from_ref(&to), &[80]);
     assert!(
         reach::settles(APPLY, &from, &to, Tcp, 80, false),
         "namespace big is not selected yet"
@@ -146,7 +146,7 @@ spec:
     let db2 = Pod::named("ln-db2", "long", "db2");
     node.add_all(&[&db2]);
     let to = Peer::pod(&db2);
-    let _more = reach::serve(&[to.clone()], &[5432]);
+    let _more = reach::serve(std::slice::from_ref(&to), &[5432]);
     assert!(reach::settles(APPLY, &peers[2], &to, Tcp, 5432, false));
     assert!(reach::settles(APPLY, &peers[1], &to, Tcp, 5432, true));
     assert_eq!(healthz(&node).0, 200);
