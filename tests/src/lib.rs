@@ -21,6 +21,7 @@ pub mod cli;
 pub mod cluster;
 pub mod cmd;
 pub mod cni;
+pub mod differential;
 pub mod external;
 pub mod kuberouter;
 pub mod manifests;

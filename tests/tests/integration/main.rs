@@ -12,6 +12,7 @@ mod bench_smoke;
 mod cleanup;
 mod cni_chain;
 mod daemon_restart;
+mod differential;
 mod divergence;
 mod install;
 mod install_caps;
