@@ -1534,9 +1534,9 @@ mod tests {
 
     #[test]
     fn every_manifest_loads_with_at_most_object_errors() {
-        for seed in 0..5 {
+        for seed in 0..4 {
             let mut gen = generator(seed);
-            for _ in 0..60 {
+            for _ in 0..40 {
                 let step = gen.next_step();
                 if let Step::Attach { slot, pod } = &step {
                     let key = pod.clone().unwrap_or_else(|| PodKey::new("default", "x"));
