@@ -129,6 +129,51 @@ pub struct Options {
     pub cni_cache: Option<std::path::PathBuf>,
 }
 
+/// Which pods of other nodes claim each address: those `merged` takes an address attached
+/// here from. Kept beside `Core::cluster`, so that an attach finds them without scanning
+/// every pod of the cluster.
+#[derive(Debug, Default)]
+struct Claims(BTreeMap<IpAddr, BTreeSet<PodKey>>);
+
+impl Claims {
+    fn of(cluster: &Snapshot, node: &str) -> Self {
+        let mut claims = Self::default();
+        for pod in cluster.pods.values() {
+            claims.add(pod, node);
+        }
+        claims
+    }
+
+    fn add(&mut self, pod: &Pod, node: &str) {
+        if pod.node.as_deref() == Some(node) {
+            return;
+        }
+        for ip in &pod.ips {
+            self.0.entry(*ip).or_default().insert(pod.key.clone());
+        }
+    }
+
+    fn remove(&mut self, pod: &Pod) {
+        for ip in &pod.ips {
+            if let Some(keys) = self.0.get_mut(ip) {
+                keys.remove(&pod.key);
+                if keys.is_empty() {
+                    self.0.remove(ip);
+                }
+            }
+        }
+    }
+
+    /// The pods of other nodes that claim any of `ips`.
+    fn on(&self, ips: &BTreeSet<IpAddr>) -> BTreeSet<PodKey> {
+        ips.iter()
+            .filter_map(|ip| self.0.get(ip))
+            .flatten()
+            .cloned()
+            .collect()
+    }
+}
+
 pub struct Core {
     node: String,
     store: Store,
@@ -137,6 +182,7 @@ pub struct Core {
     /// The cluster as the source (manifests or API) reports it; what it says of this node's
     /// pods counts only for attached ones (see `merged`).
     cluster: Snapshot,
+    claims: Claims,
     /// Compiles `merged(cluster, attachments)` for this node.
     compiler: Compiler,
     /// What the kernel holds: the compiled ruleset plus `open` entries for unisolated pods.
@@ -330,12 +376,14 @@ impl Core {
             );
         }
         let compiler = Compiler::new(merged(&cluster, &attachments, &node), &node);
+        let claims = Claims::of(&cluster, &node);
         let mut core = Self {
             node,
             store,
             kernel,
             attachments,
             cluster,
+            claims,
             compiler,
             applied: Desired::default(),
             pending: None,
@@ -408,7 +456,10 @@ impl Core {
 
     /// A pod fetched directly, ahead of the watch: the attach that follows uses its labels.
     pub fn learn_pod(&mut self, pod: Pod) {
-        self.cluster.pods.entry(pod.key.clone()).or_insert(pod);
+        if !self.cluster.pods.contains_key(&pod.key) {
+            self.claims.add(&pod, &self.node);
+            self.cluster.pods.insert(pod.key.clone(), pod);
+        }
     }
 
     /// Keep the cluster state in the store, for a restart while the API is unreachable.
@@ -683,11 +734,13 @@ impl Core {
         self.health.set_ready();
     }
 
-    /// The compiler event that brings pod `key` in line with `attachments`, if any.
+    /// The compiler event that brings pod `key` in line with `attachments`, whose addresses
+    /// are `local`, if any.
     fn pod_event(
         &self,
         key: &PodKey,
         attachments: &BTreeMap<AttachmentId, Attachment>,
+        local: &BTreeSet<IpAddr>,
     ) -> Option<Event> {
         let want = local_pod(&self.cluster, attachments, key, &self.node).or_else(|| {
             let mut pod = self
@@ -697,7 +750,6 @@ impl Core {
                 .filter(|p| p.node.as_deref() != Some(self.node.as_str()))
                 .cloned()?;
             // As `merged` does: an address attached here is this node's pod's alone.
-            let local = local_ips(attachments);
             pod.ips.retain(|ip| !local.contains(ip));
             Some(pod)
         });
@@ -730,13 +782,13 @@ impl Core {
         let mut events: Vec<Event> = match scope {
             Scope::Pods(keys) => keys
                 .iter()
-                .filter_map(|key| self.pod_event(key, &attachments))
+                .filter_map(|key| self.pod_event(key, &attachments, &local))
                 .collect(),
             Scope::Changes(changes) => {
                 let (mut events, pods) = self.record_changes(changes);
                 events.extend(
                     pods.iter()
-                        .filter_map(|key| self.pod_event(key, &attachments)),
+                        .filter_map(|key| self.pod_event(key, &attachments, &local)),
                 );
                 events
             }
@@ -755,18 +807,11 @@ impl Core {
         if incremental && !touched.is_empty() {
             // Pods of other nodes that claim an address attached or released here gain or
             // lose it (see `merged`).
-            let claimants: Vec<PodKey> = self
-                .cluster
-                .pods
-                .values()
-                .filter(|p| p.node.as_deref() != Some(self.node.as_str()))
-                .filter(|p| p.ips.iter().any(|ip| touched.contains(ip)))
-                .map(|p| p.key.clone())
-                .collect();
+            let claimants = self.claims.on(&touched);
             events.extend(
                 claimants
                     .iter()
-                    .filter_map(|key| self.pod_event(key, &attachments)),
+                    .filter_map(|key| self.pod_event(key, &attachments, &local)),
             );
         }
         let mut deltas: Vec<RulesetDelta> = events
@@ -780,6 +825,7 @@ impl Core {
         self.attachments = attachments;
         if let Some(cluster) = cluster {
             self.cluster = cluster;
+            self.claims = Claims::of(&self.cluster, &self.node);
         }
         let quarantined = self.quarantined(&self.attachments);
         touched.extend(quarantined.symmetric_difference(&quarantined_before));
@@ -866,10 +912,16 @@ impl Core {
             match change {
                 Event::Pod(pod) => {
                     pods.insert(pod.key.clone());
+                    if let Some(old) = self.cluster.pods.get(&pod.key) {
+                        self.claims.remove(old);
+                    }
+                    self.claims.add(&pod, &self.node);
                     self.cluster.pods.insert(pod.key.clone(), pod);
                 }
                 Event::PodDeleted(key) => {
-                    self.cluster.pods.remove(&key);
+                    if let Some(old) = self.cluster.pods.remove(&key) {
+                        self.claims.remove(&old);
+                    }
                     pods.insert(key);
                 }
                 Event::Namespace(ns) => {

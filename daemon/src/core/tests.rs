@@ -697,25 +697,38 @@ spec:
 ";
     let dir = tempfile::tempdir().unwrap();
     let (mut core, kernel) = core_with(dir.path(), cluster(extra));
-    let holds = |kernel: &Shared| {
-        kernel
-            .table()
-            .sets
-            .values()
-            .any(|set| set.contains(&podwall_policy::ruleset::Element::Address(ip("10.0.0.2"))))
-    };
-    assert!(holds(&kernel), "the remote client is a peer");
+    assert!(
+        holds_address(&kernel, "10.0.0.2"),
+        "the remote client is a peer"
+    );
     // This node's CNI hands 10.0.0.2 to y/local, no client: the remote claim is stale.
     attach(&mut core, "y", "local", "10.0.0.2");
-    assert!(!holds(&kernel));
+    assert!(!holds_address(&kernel, "10.0.0.2"));
     assert_eq!(kernel.table(), full_compile(&core));
     core.handle(Request::Detach {
         id: attachment("y", "local", "10.0.0.2").id,
     })
     .unwrap();
     assert!(
-        holds(&kernel),
+        holds_address(&kernel, "10.0.0.2"),
         "released here, the address is the remote pod's again"
     );
     assert_eq!(kernel.table(), full_compile(&core));
+    // The remote pod moves to another address; attaching that one here takes it away again.
+    let mut far = core.cluster.pods[&PodKey::new("y", "far")].clone();
+    far.ips = vec![ip("10.0.0.9")];
+    core.apply_changes(vec![Event::Pod(far)]).unwrap();
+    assert!(holds_address(&kernel, "10.0.0.9"));
+    attach(&mut core, "y", "other", "10.0.0.9");
+    assert!(!holds_address(&kernel, "10.0.0.9"));
+    assert_eq!(kernel.table(), full_compile(&core));
+}
+
+fn holds_address(kernel: &Shared, address: &str) -> bool {
+    let element = podwall_policy::ruleset::Element::Address(ip(address));
+    kernel
+        .table()
+        .sets
+        .values()
+        .any(|set| set.contains(&element))
 }
