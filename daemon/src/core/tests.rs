@@ -110,17 +110,22 @@ fn reopen(dir: &std::path::Path) -> Store {
 
 fn core_with(dir: &std::path::Path, cluster: Snapshot) -> (Core, Shared) {
     let kernel = Shared::default();
-    let core = Core::start(
+    let core = start(dir, cluster, &kernel, Options::default());
+    (core, kernel)
+}
+
+/// A core on node n1 over the store in `dir` and `kernel`.
+fn start(dir: &std::path::Path, cluster: Snapshot, kernel: &Shared, options: Options) -> Core {
+    Core::start(
         "n1".into(),
         cluster,
         reopen(dir),
         Box::new(kernel.clone()),
-        Options::default(),
+        options,
         Arc::new(Metrics::default()),
         Arc::new(Health::default()),
     )
-    .unwrap();
-    (core, kernel)
+    .unwrap()
 }
 
 /// The table a from-scratch compile of the core's state gives: the incremental path must
@@ -563,17 +568,8 @@ fn a_kernel_that_refuses_the_start_state_does_not_stop_the_daemon() {
     let dir = tempfile::tempdir().unwrap();
     let shared = Shared::default();
     shared.0.lock().unwrap().fail_next = Some("busy".into());
-    let health = Arc::new(Health::default());
-    let mut core = Core::start(
-        "n1".into(),
-        cluster(DENY_X),
-        Store::open(dir.path()).unwrap(),
-        Box::new(shared.clone()),
-        Options::default(),
-        Arc::new(Metrics::default()),
-        health.clone(),
-    )
-    .unwrap();
+    let mut core = start(dir.path(), cluster(DENY_X), &shared, Options::default());
+    let health = core.health.clone();
     assert!(!health.is_ready());
     assert!(core.is_pending());
     assert!(core.retry_pending().unwrap().is_ok());
@@ -585,19 +581,11 @@ fn a_kernel_that_refuses_the_start_state_does_not_stop_the_daemon() {
 fn a_pod_whose_labels_are_unknown_is_quarantined_until_the_source_describes_it() {
     let dir = tempfile::tempdir().unwrap();
     let kernel = Shared::default();
-    let mut core = Core::start(
-        "n1".into(),
-        cluster(DENY_X),
-        Store::open(dir.path()).unwrap(),
-        Box::new(kernel.clone()),
-        Options {
-            quarantine_unknown: true,
-            ..Options::default()
-        },
-        Arc::new(Metrics::default()),
-        Arc::new(Health::default()),
-    )
-    .unwrap();
+    let options = Options {
+        quarantine_unknown: true,
+        ..Options::default()
+    };
+    let mut core = start(dir.path(), cluster(DENY_X), &kernel, options);
     // The API server has not told us about x/new yet: whatever policies would select it,
     // it sends and receives nothing new.
     attach(&mut core, "x", "new", "10.0.0.5");
@@ -624,19 +612,11 @@ fn store_with_unreadable_record(dir: &std::path::Path, name: &str) {
 
 fn start_with_cache(dir: &std::path::Path, cache: &std::path::Path) -> (Core, Shared) {
     let kernel = Shared::default();
-    let core = Core::start(
-        "n1".into(),
-        cluster(DENY_X),
-        Store::open(dir).unwrap(),
-        Box::new(kernel.clone()),
-        Options {
-            cni_cache: Some(cache.to_path_buf()),
-            ..Options::default()
-        },
-        Arc::new(Metrics::default()),
-        Arc::new(Health::default()),
-    )
-    .unwrap();
+    let options = Options {
+        cni_cache: Some(cache.to_path_buf()),
+        ..Options::default()
+    };
+    let core = start(dir, cluster(DENY_X), &kernel, options);
     (core, kernel)
 }
 
