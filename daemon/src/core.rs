@@ -283,48 +283,6 @@ fn local_ips(attachments: &BTreeMap<AttachmentId, Attachment>) -> BTreeSet<IpAdd
         .collect()
 }
 
-/// The compiler events that turn snapshot `old` into `new`.
-pub fn events_between(old: &Snapshot, new: &Snapshot) -> Vec<Event> {
-    let mut events = Vec::new();
-    for (name, ns) in &new.namespaces {
-        if old.namespaces.get(name) != Some(ns) {
-            events.push(Event::Namespace(ns.clone()));
-        }
-    }
-    for (key, pod) in &new.pods {
-        if old.pods.get(key) != Some(pod) {
-            events.push(Event::Pod(pod.clone()));
-        }
-    }
-    for (key, policy) in &new.policies {
-        if old.policies.get(key) != Some(policy) {
-            events.push(Event::Policy(policy.clone()));
-        }
-    }
-    events.extend(
-        old.policies
-            .keys()
-            .filter(|k| !new.policies.contains_key(*k))
-            .cloned()
-            .map(Event::PolicyDeleted),
-    );
-    events.extend(
-        old.pods
-            .keys()
-            .filter(|k| !new.pods.contains_key(*k))
-            .cloned()
-            .map(Event::PodDeleted),
-    );
-    events.extend(
-        old.namespaces
-            .keys()
-            .filter(|k| !new.namespaces.contains_key(*k))
-            .cloned()
-            .map(Event::NamespaceDeleted),
-    );
-    events
-}
-
 impl Core {
     /// Load the store, compile, and put the result in the kernel in one atomic swap: a
     /// restart never leaves a moment without rules, and never flushes before the new state
@@ -799,7 +757,7 @@ impl Core {
                     &attachments,
                     &self.node,
                 );
-                let events = events_between(&old, &new);
+                let events = Event::between(&old, &new);
                 what = describe(&events);
                 events
             }

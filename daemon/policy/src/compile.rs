@@ -22,6 +22,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use crate::diff::diff;
 use crate::ipblock::IpBlock;
 use crate::model::{
     Direction, Family, Namespace, NamespaceScope, Peer, Peers, Pod, PodKey, Policy, PolicyKey,
@@ -45,6 +46,35 @@ pub enum Event {
     /// A policy was added or changed (possibly to its fail-closed stand-in).
     Policy(Policy),
     PolicyDeleted(PolicyKey),
+}
+
+impl Event {
+    /// The events that turn snapshot `old` into `new`: namespaces and pods before the
+    /// policies that select them, deletions last and in the opposite order.
+    pub fn between(old: &Snapshot, new: &Snapshot) -> Vec<Event> {
+        let (mut events, mut deletes) = (Vec::new(), Vec::new());
+        for change in diff(&old.namespaces, &new.namespaces) {
+            match change.new_value() {
+                Some(ns) => events.push(Event::Namespace(ns.clone())),
+                None => deletes.push(Event::NamespaceDeleted(change.key().clone())),
+            }
+        }
+        for change in diff(&old.pods, &new.pods) {
+            match change.new_value() {
+                Some(pod) => events.push(Event::Pod(pod.clone())),
+                None => deletes.push(Event::PodDeleted(change.key().clone())),
+            }
+        }
+        for change in diff(&old.policies, &new.policies) {
+            match change.new_value() {
+                Some(policy) => events.push(Event::Policy(policy.clone())),
+                None => deletes.push(Event::PolicyDeleted(change.key().clone())),
+            }
+        }
+        // Policies go before the pods and namespaces they select.
+        events.extend(deletes.into_iter().rev());
+        events
+    }
 }
 
 /// Compiles the ruleset of `node` from scratch.

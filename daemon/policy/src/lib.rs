@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod compile;
+pub mod diff;
 pub mod evaluate;
 pub mod interp;
 pub mod ipblock;

@@ -21,6 +21,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::diff::{diff, Diff};
 use crate::ipblock::IpRange;
 use crate::model::{Direction, Family, PolicyKey, Protocol};
 
@@ -198,42 +199,31 @@ impl Ruleset {
     /// sets present in both, map entries.
     pub fn diff(&self, new: &Ruleset) -> RulesetDelta {
         let mut delta = RulesetDelta::default();
-        for (name, set) in &new.sets {
-            match self.sets.get(name) {
-                None => {
+        for change in diff(&self.sets, &new.sets) {
+            match change {
+                Diff::Added(name, set) => {
                     delta.sets_added.insert(name.clone(), set.clone());
                 }
-                Some(old) if old == set => {}
-                Some(old) => diff_elements(name, old, set, &mut delta),
+                Diff::Changed { key, old, new } => diff_elements(key, old, new, &mut delta),
+                Diff::Removed(name, _) => {
+                    delta.sets_removed.insert(name.clone());
+                }
             }
         }
-        for name in self.sets.keys() {
-            if !new.sets.contains_key(name) {
-                delta.sets_removed.insert(name.clone());
-            }
-        }
-        for (name, chain) in &new.chains {
-            if self.chains.get(name) != Some(chain) {
-                delta.chains_set.insert(name.clone(), chain.clone());
-            }
-        }
-        for name in self.chains.keys() {
-            if !new.chains.contains_key(name) {
-                delta.chains_removed.insert(name.clone());
+        for change in diff(&self.chains, &new.chains) {
+            match change.new_value() {
+                Some(chain) => {
+                    delta.chains_set.insert(change.key().clone(), chain.clone());
+                }
+                None => {
+                    delta.chains_removed.insert(change.key().clone());
+                }
             }
         }
         for direction in [Direction::Ingress, Direction::Egress] {
-            let (old, new) = (self.map(direction), new.map(direction));
             let changes = delta.map_mut(direction);
-            for (ip, chain) in new {
-                if old.get(ip) != Some(chain) {
-                    changes.insert(*ip, Some(chain.clone()));
-                }
-            }
-            for ip in old.keys() {
-                if !new.contains_key(ip) {
-                    changes.insert(*ip, None);
-                }
+            for change in diff(self.map(direction), new.map(direction)) {
+                changes.insert(*change.key(), change.new_value().cloned());
             }
         }
         delta

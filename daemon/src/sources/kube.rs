@@ -17,6 +17,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource};
 use podwall_policy::model::{ModelError, Namespace, ObjectKey, Pod, Policy};
+use podwall_policy::diff::diff;
 use podwall_policy::{Event as Change, Snapshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -277,18 +278,12 @@ fn replace<K: Ord + Clone, V: PartialEq + Clone>(
     upserted: fn(V) -> Change,
     deleted: fn(K) -> Change,
 ) -> Vec<Change> {
-    let mut changes: Vec<Change> = listed
-        .iter()
-        .filter(|(k, v)| current.get(k) != Some(v))
-        .map(|(_, v)| upserted(v.clone()))
+    let changes = diff(current, &listed)
+        .map(|change| match change.new_value() {
+            Some(value) => upserted(value.clone()),
+            None => deleted(change.key().clone()),
+        })
         .collect();
-    changes.extend(
-        current
-            .keys()
-            .filter(|k| !listed.contains_key(k))
-            .cloned()
-            .map(deleted),
-    );
     *current = listed;
     changes
 }
