@@ -22,9 +22,8 @@ use podwall_policy::model::{Labels, Phase};
 use podwall_policy::{Compiler, Event, Pod, PodKey, Ruleset, RulesetDelta, Snapshot};
 use tracing::{error, info, warn};
 
-use crate::dataplane::compiled::{settle_open_entries, with_open_entries, with_quarantine};
 use crate::dataplane::{
-    change_for, entries_of, Change, DataplaneError, Desired, Fingerprint, Guard, Kernel,
+    entries_of, transaction_for, DataplaneError, Desired, Fingerprint, Guard, Kernel, Transaction,
 };
 use crate::health::Health;
 use crate::metrics::Metrics;
@@ -199,15 +198,17 @@ pub struct Core {
 
 /// The cluster with this node's pods as the attachments say: a pod is here once it is
 /// attached (whatever the source claims), with the addresses the CNI result gave it and the
-/// labels and ports the source knows for it.
+/// labels and ports the source knows for it. With `quarantine_unknown`, an attached pod the
+/// source has not described is quarantined (see `Pod::quarantined`).
 pub fn merged(
     cluster: &Snapshot,
     attachments: &BTreeMap<AttachmentId, Attachment>,
     node: &str,
+    quarantine_unknown: bool,
 ) -> Snapshot {
     let mut snap = cluster.clone();
     snap.pods.retain(|_, pod| pod.node.as_deref() != Some(node));
-    for pod in local_pods(cluster, attachments, node).into_values() {
+    for pod in local_pods(cluster, attachments, node, quarantine_unknown).into_values() {
         snap.pods.insert(pod.key.clone(), pod);
     }
     snap.drop_stale_claims_on(node);
@@ -218,10 +219,13 @@ fn local_pods(
     cluster: &Snapshot,
     attachments: &BTreeMap<AttachmentId, Attachment>,
     node: &str,
+    quarantine_unknown: bool,
 ) -> BTreeMap<PodKey, Pod> {
     let keys: BTreeSet<PodKey> = attachments.values().map(pod_key).collect();
     keys.into_iter()
-        .filter_map(|key| local_pod(cluster, attachments, &key, node).map(|pod| (key, pod)))
+        .filter_map(|key| {
+            local_pod(cluster, attachments, &key, node, quarantine_unknown).map(|pod| (key, pod))
+        })
         .collect()
 }
 
@@ -232,6 +236,7 @@ fn local_pod(
     attachments: &BTreeMap<AttachmentId, Attachment>,
     key: &PodKey,
     node: &str,
+    quarantine_unknown: bool,
 ) -> Option<Pod> {
     let ips: Vec<IpAddr> = attachments
         .values()
@@ -241,11 +246,16 @@ fn local_pod(
     if ips.is_empty() {
         return None;
     }
-    let mut pod = cluster
-        .pods
-        .get(key)
-        .cloned()
-        .unwrap_or_else(|| Pod::new(key.clone(), Labels::new(), Vec::new()));
+    let mut pod = match cluster.pods.get(key) {
+        Some(pod) => pod.clone(),
+        None => {
+            // The watch lags or the API server is unreachable: the pod's labels exist, we
+            // just do not know them, so no policy that would select it may be bypassed.
+            let mut pod = Pod::new(key.clone(), Labels::new(), Vec::new());
+            pod.quarantined = quarantine_unknown;
+            pod
+        }
+    };
     pod.node = Some(node.to_string());
     pod.ips = ips;
     pod.phase = Phase::Active;
@@ -333,7 +343,10 @@ impl Core {
                 )),
             );
         }
-        let compiler = Compiler::new(merged(&cluster, &attachments, &node), &node);
+        let compiler = Compiler::new(
+            merged(&cluster, &attachments, &node, options.quarantine_unknown),
+            &node,
+        );
         let claims = Claims::of(&cluster, &node);
         let mut core = Self {
             node,
@@ -616,31 +629,12 @@ impl Core {
         })
     }
 
-    /// The desired state: the compiled ruleset with `open` and `quarantine` entries, and the
-    /// guard.
+    /// The desired state: the compiled ruleset and the guard.
     fn desired(&self) -> Desired {
-        let ruleset = with_open_entries(
-            self.compiler.ruleset().clone(),
-            local_ips(&self.attachments),
-        );
         Desired {
-            ruleset: with_quarantine(ruleset, &self.quarantined(&self.attachments)),
+            ruleset: self.compiler.ruleset().clone(),
             guard: guard(&self.attachments),
         }
-    }
-
-    /// The addresses of attached pods whose labels are unknown: the source has not described
-    /// them (the watch lags, the API server is unreachable). They send and receive nothing
-    /// new until it does, so no policy that would select them is bypassed meanwhile.
-    fn quarantined(&self, attachments: &BTreeMap<AttachmentId, Attachment>) -> BTreeSet<IpAddr> {
-        if !self.quarantine_unknown {
-            return BTreeSet::new();
-        }
-        attachments
-            .values()
-            .filter(|a| !self.cluster.pods.contains_key(&pod_key(a)))
-            .flat_map(|a| a.ips.iter().copied())
-            .collect()
     }
 
     /// Put the whole desired state in the kernel in one swap: how a pending change lands,
@@ -700,7 +694,14 @@ impl Core {
         attachments: &BTreeMap<AttachmentId, Attachment>,
         local: &BTreeSet<IpAddr>,
     ) -> Option<Event> {
-        let want = local_pod(&self.cluster, attachments, key, &self.node).or_else(|| {
+        let want = local_pod(
+            &self.cluster,
+            attachments,
+            key,
+            &self.node,
+            self.quarantine_unknown,
+        )
+        .or_else(|| {
             let mut pod = self
                 .cluster
                 .pods
@@ -730,9 +731,9 @@ impl Core {
         scope: Scope,
         mut what: String,
     ) -> Result<(), WireError> {
-        let quarantined_before = self.quarantined(&self.attachments);
         let local = local_ips(&attachments);
-        let mut touched: BTreeSet<IpAddr> = local_ips(&self.attachments)
+        // Addresses attached or released here.
+        let touched: BTreeSet<IpAddr> = local_ips(&self.attachments)
             .symmetric_difference(&local)
             .copied()
             .collect();
@@ -751,11 +752,17 @@ impl Core {
                 events
             }
             Scope::Everything => {
-                let old = merged(&self.cluster, &self.attachments, &self.node);
+                let old = merged(
+                    &self.cluster,
+                    &self.attachments,
+                    &self.node,
+                    self.quarantine_unknown,
+                );
                 let new = merged(
                     cluster.as_ref().unwrap_or(&self.cluster),
                     &attachments,
                     &self.node,
+                    self.quarantine_unknown,
                 );
                 let events = Event::between(&old, &new);
                 what = describe(&events);
@@ -776,17 +783,12 @@ impl Core {
             .into_iter()
             .map(|event| self.compiler.apply(event))
             .collect();
-        for d in &deltas {
-            touched.extend(d.ingress.keys().chain(d.egress.keys()).copied());
-        }
         let guard = guard(&attachments);
         self.attachments = attachments;
         if let Some(cluster) = cluster {
             self.cluster = cluster;
             self.claims = Claims::of(&self.cluster, &self.node);
         }
-        let quarantined = self.quarantined(&self.attachments);
-        touched.extend(quarantined.symmetric_difference(&quarantined_before));
         if self.pending.is_some() {
             // The kernel is behind: a delta against what it last took would not describe
             // the earlier refused changes, so the whole desired state goes in.
@@ -800,31 +802,23 @@ impl Core {
         }
         // One event (the hot path) is the compiler's own delta; several become one
         // transaction over what they touched.
-        let mut delta = match (deltas.pop(), deltas.is_empty()) {
+        let delta = match (deltas.pop(), deltas.is_empty()) {
             (Some(only), true) => only,
             (last, _) => {
                 deltas.extend(last);
                 touched_delta(&self.applied.ruleset, self.compiler.ruleset(), &deltas)
             }
         };
-        settle_open_entries(
-            &mut delta,
-            self.compiler.ruleset(),
-            &self.applied.ruleset,
-            &touched,
-            &local,
-            &quarantined,
-        );
         let started = Instant::now();
-        let result = match change_for(&self.applied, &delta, &guard) {
-            Change::None => Ok(()),
-            Change::Elements(ops) => {
+        let result = match transaction_for(&self.applied, &delta, &guard) {
+            Transaction::None => Ok(()),
+            Transaction::Elements(ops) => {
                 let n = ops.len();
                 self.kernel
                     .apply_elements(&ops)
                     .inspect(|_| self.metrics.observe_elements(n))
             }
-            Change::Replace => {
+            Transaction::Replace => {
                 let mut next = Desired {
                     ruleset: self.applied.ruleset.clone(),
                     guard: guard.clone(),

@@ -11,7 +11,7 @@
 //! order within each round, so that noise on a shared machine falls on both alike; the third
 //! runs after them, on its own (its memory churn slowed whatever ran next):
 //! - `netlink`: the daemon's hot path with the daemon's own parts: `Compiler::apply`, the
-//!   `open` entries `Core` adds, `dataplane::change_for`, then `Kernel::apply_elements`
+//!   `dataplane::transaction_for`, then `Kernel::apply_elements`
 //!   (one netfilter netlink batch);
 //! - `nft -f`: the same compiler step and the same element ops, committed by
 //!   `NftKernel::apply_elements_with_nft` (one `nft -f` script);
@@ -22,7 +22,7 @@
 //! Each figure is split into userspace (everything before the kernel call) and kernel
 //! (the commit), so that readers see where the time goes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
@@ -35,10 +35,12 @@ use podwall_policy::{
     synthetic, Compiler, Event, Namespace, Pod, PodKey, Protocol, Ruleset, RulesetDelta, Snapshot,
 };
 use podwalld::core::Core;
-use podwalld::dataplane::compiled::{render, settle_open_entries, with_open_entries};
 use podwalld::dataplane::names::{GUARD_CHAIN, GUARD_PORTS, GUARD_SOURCES4, GUARD_SOURCES6};
 use podwalld::dataplane::nft::NftKernel;
-use podwalld::dataplane::{change_for, Change, Desired, ElementOp, Fingerprint, Guard, Kernel};
+use podwalld::dataplane::render::render;
+use podwalld::dataplane::{
+    transaction_for, Desired, ElementOp, Fingerprint, Guard, Kernel, Transaction,
+};
 use podwalld::health::Health;
 use podwalld::metrics::Metrics;
 use podwalld::store::Store;
@@ -448,47 +450,29 @@ fn guard_of<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Guard {
 struct HotPath {
     compiler: Compiler,
     applied: Desired,
-    local: BTreeSet<IpAddr>,
 }
 
 impl HotPath {
     /// Apply one event; return the element ops for the kernel (userspace only).
     fn plan(&mut self, event: Event) -> Result<(Vec<ElementOp>, RulesetDelta, Guard)> {
-        let mut touched = BTreeSet::new();
         let mut guard = self.applied.guard.clone();
         match &event {
             Event::Pod(pod) if pod.node.as_deref() == Some(NODE) => {
-                self.local.extend(pod.ips.iter().copied());
-                touched.extend(pod.ips.iter().copied());
                 guard = guard_of([pod]);
                 guard.sources.extend(self.applied.guard.sources.clone());
             }
             Event::PodDeleted(key) => {
                 if let Some(pod) = self.compiler.snapshot().pods.get(key) {
-                    for ip in &pod.ips {
-                        if self.local.remove(ip) {
-                            touched.insert(*ip);
-                        }
-                    }
                     guard.sources.remove(&host_interface(pod));
                 }
             }
             _ => {}
         }
-        let mut delta = self.compiler.apply(event);
-        touched.extend(delta.ingress.keys().chain(delta.egress.keys()).copied());
-        settle_open_entries(
-            &mut delta,
-            self.compiler.ruleset(),
-            &self.applied.ruleset,
-            &touched,
-            &self.local,
-            &Default::default(),
-        );
-        match change_for(&self.applied, &delta, &guard) {
-            Change::Elements(ops) => Ok((ops, delta, guard)),
-            Change::None => Ok((Vec::new(), delta, guard)),
-            Change::Replace => bail!("the change is structural: not an element-only change"),
+        let delta = self.compiler.apply(event);
+        match transaction_for(&self.applied, &delta, &guard) {
+            Transaction::Elements(ops) => Ok((ops, delta, guard)),
+            Transaction::None => Ok((Vec::new(), delta, guard)),
+            Transaction::Replace => bail!("the change is structural: not an element-only change"),
         }
     }
 
@@ -640,9 +624,8 @@ fn measure_world(options: &Options, peers: usize) -> Result<(WorldReport, Vec<Ro
     let started = Instant::now();
     let compiler = Compiler::new(cluster.clone(), NODE);
     let compile = started.elapsed();
-    let local: BTreeSet<IpAddr> = locals.iter().flat_map(|p| p.ips.iter().copied()).collect();
     let applied = Desired {
-        ruleset: with_open_entries(compiler.ruleset().clone(), local.iter().copied()),
+        ruleset: compiler.ruleset().clone(),
         guard: guard_of(&locals),
     };
     let started = Instant::now();
@@ -683,11 +666,7 @@ fn measure_world(options: &Options, peers: usize) -> Result<(WorldReport, Vec<Ro
     moved_cluster.upsert_pod(mover(true));
     let mut core = CoreDriver::start(core_cluster.clone(), &locals)?;
 
-    let mut hot = HotPath {
-        compiler,
-        applied,
-        local,
-    };
+    let mut hot = HotPath { compiler, applied };
     check_table(&mut kernel, &hot.applied, "before the rounds")?;
 
     let fresh_attachment = attachment_of(&fresh);

@@ -110,10 +110,32 @@ impl Compiled {
     }
 }
 
-/// A local pod's place in the ruleset.
-struct Attachment {
+/// A local pod's place in the ruleset: where each direction's dispatch entries send its
+/// addresses.
+struct LocalPod {
     ips: Vec<IpAddr>,
-    chains: [Option<ChainName>; 2],
+    targets: [Target; 2],
+}
+
+/// Where a local pod's dispatch entries point in one direction.
+#[derive(Clone, PartialEq, Eq)]
+enum Target {
+    /// No policy isolates it: the empty `open` chain.
+    Open,
+    /// Its labels are unknown: the `quarantine` chain, which drops.
+    Quarantine,
+    /// The chain of the policies that isolate it, shared by every pod with the same ones.
+    Chain(ChainName),
+}
+
+impl Target {
+    fn chain(&self) -> &str {
+        match self {
+            Target::Open => names::OPEN_CHAIN,
+            Target::Quarantine => names::QUARANTINE_CHAIN,
+            Target::Chain(name) => name,
+        }
+    }
 }
 
 /// Records what an event changed, to build its delta without comparing whole rulesets.
@@ -155,7 +177,7 @@ pub struct Compiler {
     holders: BTreeMap<SetName, BTreeMap<Element, usize>>,
     compiled: BTreeMap<PolicyKey, Compiled>,
     chain_refs: BTreeMap<ChainName, usize>,
-    local: BTreeMap<PodKey, Attachment>,
+    local: BTreeMap<PodKey, LocalPod>,
     journal: Journal,
 }
 
@@ -325,6 +347,8 @@ impl Compiler {
         }
     }
 
+    /// Gives a local pod its dispatch entries: to the chain of the policies that isolate it,
+    /// to `open` in a direction none does, to `quarantine` while its labels are unknown.
     fn attach(&mut self, key: &PodKey) {
         let Some(pod) = self.snap.pods.get(key) else {
             return;
@@ -333,61 +357,72 @@ impl Compiler {
             return;
         }
         let ips = pod.ips.clone();
+        let quarantined = pod.quarantined;
         let selected = DIRECTIONS.map(|d| selecting(&self.snap, pod, d));
-        let mut chains = [None, None];
+        let mut targets = [Target::Open, Target::Open];
         for (direction, policies) in DIRECTIONS.into_iter().zip(selected) {
-            if policies.is_empty() {
-                continue;
-            }
-            let canonical = format!(
-                "{direction}|{}",
-                policies
-                    .iter()
-                    .map(|p| p.to_string())
-                    .collect::<Vec<_>>()
-                    .join("|")
-            );
-            let name = names::chain(direction, &canonical);
-            let refs = self.chain_refs.entry(name.clone()).or_insert(0);
-            *refs += 1;
-            if *refs == 1 {
-                let rules = policies
-                    .iter()
-                    .filter_map(|p| self.compiled.get(p))
-                    .flat_map(|c| c.rules(direction).iter().cloned())
-                    .collect();
-                self.chain_put(
-                    name.clone(),
-                    Chain {
-                        direction,
-                        policies,
-                        rules,
-                    },
-                );
-            }
+            let target = if quarantined {
+                Target::Quarantine
+            } else if policies.is_empty() {
+                Target::Open
+            } else {
+                Target::Chain(self.hold_chain(direction, policies))
+            };
             for ip in &ips {
-                self.map_put(direction, *ip, name.clone());
+                self.map_put(direction, *ip, target.chain().to_string());
             }
-            chains[dir_index(direction)] = Some(name);
+            targets[dir_index(direction)] = target;
         }
-        self.local.insert(key.clone(), Attachment { ips, chains });
+        self.local.insert(key.clone(), LocalPod { ips, targets });
+    }
+
+    /// One more pod dispatched to the chain of `policies` in `direction`; the first makes it.
+    fn hold_chain(&mut self, direction: Direction, policies: Vec<PolicyKey>) -> ChainName {
+        let canonical = format!(
+            "{direction}|{}",
+            policies
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("|")
+        );
+        let name = names::chain(direction, &canonical);
+        let refs = self.chain_refs.entry(name.clone()).or_insert(0);
+        *refs += 1;
+        if *refs == 1 {
+            let rules = policies
+                .iter()
+                .filter_map(|p| self.compiled.get(p))
+                .flat_map(|c| c.rules(direction).iter().cloned())
+                .collect();
+            self.chain_put(
+                name.clone(),
+                Chain {
+                    direction,
+                    policies,
+                    rules,
+                },
+            );
+        }
+        name
     }
 
     fn detach(&mut self, key: &PodKey) {
-        let Some(att) = self.local.remove(key) else {
+        let Some(pod) = self.local.remove(key) else {
             return;
         };
         for direction in DIRECTIONS {
-            let Some(chain) = &att.chains[dir_index(direction)] else {
-                continue;
-            };
-            for ip in &att.ips {
-                if self.rs.map(direction).get(ip) == Some(chain) {
+            let target = &pod.targets[dir_index(direction)];
+            for ip in &pod.ips {
+                if self.rs.map(direction).get(ip).map(String::as_str) == Some(target.chain()) {
                     self.map_delete(direction, *ip);
                 }
             }
-            // Every attached chain is counted; an uncounted one (a broken invariant) is
-            // deleted rather than panicking on cluster input.
+            let Target::Chain(chain) = target else {
+                continue;
+            };
+            // Every held chain is counted; an uncounted one (a broken invariant) is deleted
+            // rather than panicking on cluster input.
             let refs = self.chain_refs.get_mut(chain).map_or(0, |refs| {
                 *refs = refs.saturating_sub(1);
                 *refs
@@ -1037,12 +1072,48 @@ mod tests {
             "podSelector: {}\npolicyTypes: [Ingress, Egress]",
         ));
         let rs = compile(&snap, "node-a");
-        let mut local: Vec<IpAddr> = rs.ingress.keys().copied().collect();
-        local.sort();
-        assert_eq!(local, vec![ip4("x/a"), ip6("x/a")]);
-        assert_eq!(rs.egress.len(), 2);
+        let local: BTreeSet<IpAddr> = snap
+            .pods
+            .values()
+            .filter(|p| p.node.as_deref() == Some("node-a") && p.is_policed())
+            .flat_map(|p| p.ips.iter().copied())
+            .collect();
+        assert!(local.contains(&ip4("x/a")) && local.len() > 2);
+        for map in [&rs.ingress, &rs.egress] {
+            assert_eq!(map.keys().copied().collect::<BTreeSet<_>>(), local);
+            // The policy isolates x/a; every other local pod is dispatched to `open`.
+            for (ip, chain) in map {
+                let isolated = [ip4("x/a"), ip6("x/a")].contains(ip);
+                assert_eq!(chain != names::OPEN_CHAIN, isolated, "{ip} → {chain}");
+            }
+        }
         // Peers elsewhere are still in the sets of policies that name them.
         assert!(compile(&snap, "node-q").ingress.is_empty());
+    }
+
+    #[test]
+    fn a_local_pod_with_unknown_labels_is_quarantined_until_described() {
+        let snap = world(&policy(
+            "x",
+            "deny",
+            "podSelector: {pod: a}\npolicyTypes: [Ingress]",
+        ));
+        let mut c = Compiler::new(snap, "node-a");
+        let described = c.snapshot().pods[&PodKey::new("x", "a")].clone();
+        let mut unknown = Pod::new(described.key.clone(), Labels::new(), described.ips.clone());
+        unknown.node = described.node.clone();
+        unknown.quarantined = true;
+        c.apply(Event::Pod(unknown));
+        for map in [&c.ruleset().ingress, &c.ruleset().egress] {
+            assert_eq!(map[&ip4("x/a")], names::QUARANTINE_CHAIN);
+        }
+        assert!(c.ruleset().chains.is_empty(), "no pod holds the deny chain");
+        c.apply(Event::Pod(described));
+        assert!(c
+            .ruleset()
+            .chains
+            .contains_key(&c.ruleset().ingress[&ip4("x/a")]));
+        assert_eq!(c.ruleset().egress[&ip4("x/a")], names::OPEN_CHAIN);
     }
 
     #[test]
@@ -1427,9 +1498,15 @@ status: {podIP: 10.0.2.20}
         let before = c.ruleset().clone();
         assert!(!before.chains.is_empty());
         let delta = c.apply(Event::PolicyDeleted(PolicyKey::new("x", "p")));
-        assert_eq!(c.ruleset(), &Ruleset::default());
+        let after = c.ruleset();
+        assert!(after.chains.is_empty() && after.sets.is_empty());
+        // Only the local pods' `open` entries are left.
+        assert!(!after.ingress.is_empty());
+        for map in [&after.ingress, &after.egress] {
+            assert!(map.values().all(|chain| chain == names::OPEN_CHAIN));
+        }
         let mut replay = before;
         replay.apply(&delta);
-        assert_eq!(replay, Ruleset::default());
+        assert_eq!(&replay, after);
     }
 }

@@ -4,14 +4,14 @@
 //! It follows the dispatch the dataplane renders: on the node of the source, the egress map
 //! keyed on the source address picks a chain, which must allow; on the node of the
 //! destination, the ingress map keyed on the destination address picks a chain, which must
-//! allow. An address without an entry is not isolated in that direction. Established
-//! traffic, node-originated traffic and neighbour discovery are accepted before any of this
-//! and are not modelled.
+//! allow. An address without an entry, or with one to `open`, is not isolated in that
+//! direction; one in `quarantine` drops. Established traffic, node-originated traffic and
+//! neighbour discovery are accepted before any of this and are not modelled.
 
 use std::net::IpAddr;
 
 use crate::model::{Direction, Family, Protocol};
-use crate::ruleset::{Chain, Element, PeerMatch, PortMatch, Rule, Ruleset};
+use crate::ruleset::{names, Chain, Element, PeerMatch, PortMatch, Rule, Ruleset};
 
 /// The first packet of a connection, as the forward hook sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,7 +25,7 @@ pub struct Packet {
 /// What one direction's lookup decided.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Lookup {
-    /// No map entry: the address is not an isolated local pod.
+    /// No map entry, or one to `open`: the address is not an isolated local pod.
     NoEntry,
     /// The chain allowed, by this rule.
     Allowed(Rule),
@@ -39,8 +39,10 @@ pub fn lookup(rs: &Ruleset, direction: Direction, packet: &Packet) -> Lookup {
         Direction::Ingress => packet.dst,
         Direction::Egress => packet.src,
     };
-    let Some(name) = rs.map(direction).get(&key) else {
-        return Lookup::NoEntry;
+    let name = match rs.map(direction).get(&key).map(String::as_str) {
+        None | Some(names::OPEN_CHAIN) => return Lookup::NoEntry,
+        Some(names::QUARANTINE_CHAIN) => return Lookup::Dropped,
+        Some(name) => name,
     };
     let chain: &Chain = rs
         .chains

@@ -161,6 +161,11 @@ pub struct Pod {
     /// hostNetwork pods share the node's addresses: never targets, never matched by selectors.
     pub host_network: bool,
     pub phase: Phase,
+    /// An attached pod the source has not described yet: its labels and ports are unknown,
+    /// so as a local pod it sends and receives nothing new until they are (the daemon sets
+    /// this; no API object does).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub quarantined: bool,
 }
 
 impl Pod {
@@ -174,6 +179,7 @@ impl Pod {
             ports: Vec::new(),
             host_network: false,
             phase: Phase::Active,
+            quarantined: false,
         }
     }
 
@@ -705,6 +711,7 @@ impl Pod {
             host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
             phase,
             key,
+            quarantined: false,
         };
         (pod, errs.into_vec())
     }

@@ -377,6 +377,16 @@ pub mod names {
     /// The table podwall owns.
     pub const TABLE: &str = "podwall";
 
+    /// Where the dispatch maps send a local pod that no policy isolates in that direction:
+    /// an empty chain, so the packet goes on (to the peer's ingress check, then accept).
+    /// Entries for every local pod make the table say which pods the node enforces.
+    pub const OPEN_CHAIN: &str = "open";
+
+    /// Where the dispatch maps send a local pod whose labels are not known yet (the API
+    /// server could not say in time): a chain that drops, so that no policy that would
+    /// select the pod is bypassed while its labels are unknown.
+    pub const QUARANTINE_CHAIN: &str = "quarantine";
+
     /// 64-bit FNV-1a: tiny, stable across Rust releases (unlike `DefaultHasher`).
     pub fn stable_hash(bytes: &[u8]) -> u64 {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;

@@ -131,11 +131,13 @@ fn start(dir: &std::path::Path, cluster: Snapshot, kernel: &Shared, options: Opt
 /// The table a from-scratch compile of the core's state gives: the incremental path must
 /// always end there.
 fn full_compile(core: &Core) -> Ruleset {
-    let snap = merged(&core.cluster, &core.attachments, &core.node);
-    with_open_entries(
-        podwall_policy::compile(&snap, &core.node),
-        local_ips(&core.attachments),
-    )
+    let snap = merged(
+        &core.cluster,
+        &core.attachments,
+        &core.node,
+        core.quarantine_unknown,
+    );
+    podwall_policy::compile(&snap, &core.node)
 }
 
 fn ip(text: &str) -> IpAddr {
@@ -421,6 +423,7 @@ status: {phase: Running, podIPs: [{ip: 10.9.9.9}]}
             .map(|a| (a.id.clone(), a))
             .collect(),
         "n1",
+        true,
     );
     let merged_pod = &snap.pods[&PodKey {
         namespace: "x".into(),
@@ -586,13 +589,16 @@ fn a_pod_whose_labels_are_unknown_is_quarantined_until_the_source_describes_it()
         ..Options::default()
     };
     let mut core = start(dir.path(), cluster(DENY_X), &kernel, options);
+    // x/a holds the chain of the deny policy, which x/new will share.
+    core.learn_pod(Pod::new(PodKey::new("x", "a"), Labels::new(), Vec::new()));
+    attach(&mut core, "x", "a", "10.0.0.2");
     // The API server has not told us about x/new yet: whatever policies would select it,
     // it sends and receives nothing new.
     attach(&mut core, "x", "new", "10.0.0.5");
     let table = kernel.table();
     assert_eq!(table.ingress[&ip("10.0.0.5")], QUARANTINE_CHAIN);
     assert_eq!(table.egress[&ip("10.0.0.5")], QUARANTINE_CHAIN);
-    // The watch delivers it: its policies take over, by element changes.
+    // The watch delivers it: its policies take over, by element changes (the chain exists).
     let pod = Pod::new(PodKey::new("x", "new"), Labels::new(), Vec::new());
     core.apply_changes(vec![Event::Pod(pod)]).unwrap();
     assert!(matches!(kernel.last_call(), Call::Elements(_)));

@@ -1,14 +1,13 @@
-//! Every kernel object name podwall uses comes from here.
-//!
-//! Pod chains are named from a hash of the attachment, never from user-controlled strings:
-//! pod names can be 253 characters of things nftables would not accept as identifiers.
+//! Every kernel object name the dataplane renders, reads back or changes by element. The
+//! names of what the compiler makes (pod chains, sets, `open`, `quarantine`) come from
+//! `podwall_policy::ruleset::names`, hashed from what the objects hold, never from
+//! user-controlled strings.
 
-use podwall::wire::AttachmentId;
-use podwall_policy::ruleset::names::stable_hash;
+use podwall_policy::{Direction, Family};
 
 /// Our one table (named where the compiler names its objects), in the `inet` family so that
 /// one rule covers IPv4 and IPv6.
-pub use podwall_policy::ruleset::names::TABLE;
+pub use podwall_policy::ruleset::names::{OPEN_CHAIN, QUARANTINE_CHAIN, TABLE};
 pub const FAMILY: &str = "inet";
 /// The base chain on the forward hook: pod↔pod traffic on the bridge arrives here through
 /// br_netfilter, routed pod traffic directly.
@@ -23,69 +22,27 @@ pub const GUARD_PORTS: &str = "ports";
 pub const GUARD_SOURCES4: &str = "sources4";
 pub const GUARD_SOURCES6: &str = "sources6";
 
-/// Where the dispatch maps send a local pod that no policy isolates in that direction: an
-/// empty chain, so the packet goes on (to the peer's ingress check, then accept).
-pub const OPEN_CHAIN: &str = "open";
+/// The dispatch maps, keyed on a local pod's address: which chain checks its traffic.
+pub const MAPS: [(Direction, Family); 4] = [
+    (Direction::Ingress, Family::V4),
+    (Direction::Egress, Family::V4),
+    (Direction::Ingress, Family::V6),
+    (Direction::Egress, Family::V6),
+];
 
-/// Where the dispatch maps send a local pod whose labels are not known yet (the API server
-/// could not say in time): a chain that drops, so that no policy that would select the pod is
-/// bypassed while its labels are unknown.
-pub const QUARANTINE_CHAIN: &str = "quarantine";
-
-/// Which side of a pod a chain guards.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    Ingress,
-    Egress,
+/// The dispatch map of a direction and family.
+pub fn map_name(direction: Direction, family: Family) -> &'static str {
+    match (direction, family) {
+        (Direction::Ingress, Family::V4) => "ingress4",
+        (Direction::Egress, Family::V4) => "egress4",
+        (Direction::Ingress, Family::V6) => "ingress6",
+        (Direction::Egress, Family::V6) => "egress6",
+    }
 }
 
-/// `pod-<16 hex digits>-in` / `-out`, stable across restarts for the same attachment.
-pub fn pod_chain(id: &AttachmentId, direction: Direction) -> String {
-    let suffix = match direction {
-        Direction::Ingress => "in",
-        Direction::Egress => "out",
-    };
-    let key = [id.container_id.as_bytes(), b"\0", id.ifname.as_bytes()].concat();
-    format!("pod-{:016x}-{suffix}", stable_hash(&key))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn id(c: &str, i: &str) -> AttachmentId {
-        AttachmentId {
-            container_id: c.into(),
-            ifname: i.into(),
-        }
-    }
-
-    #[test]
-    fn chain_names_are_stable_and_distinct_per_attachment() {
-        // Pinned (FNV-1a of "abc\0eth0", computed independently): a restart must find the
-        // chains an earlier run made.
-        assert_eq!(
-            pod_chain(&id("abc", "eth0"), Direction::Ingress),
-            "pod-540c4ae81be81b20-in"
-        );
-        assert_ne!(
-            pod_chain(&id("abc", "eth0"), Direction::Egress),
-            pod_chain(&id("abc", "eth0"), Direction::Ingress)
-        );
-        assert_ne!(
-            pod_chain(&id("abc", "eth1"), Direction::Ingress),
-            pod_chain(&id("abc", "eth0"), Direction::Ingress)
-        );
-        assert_ne!(
-            pod_chain(&id("ab", "ceth0"), Direction::Ingress),
-            pod_chain(&id("abc", "eth0"), Direction::Ingress)
-        );
-    }
-
-    #[test]
-    fn chain_names_are_short_nft_identifiers() {
-        let name = pod_chain(&id(&"x".repeat(300), "eth0"), Direction::Egress);
-        assert!(name.len() < 32);
-        assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
-    }
+/// Which direction a dispatch map serves, from its name (`None` for any other set).
+pub fn map_direction(name: &str) -> Option<Direction> {
+    MAPS.into_iter()
+        .find(|(direction, family)| map_name(*direction, *family) == name)
+        .map(|(direction, _)| direction)
 }

@@ -11,9 +11,9 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use super::compiled::render;
 use super::names::{FAMILY, GUARD_FAMILY, TABLE};
 use super::netlink::{ElementOp, ElementSocket, Key};
+use super::render::render;
 use super::{DataplaneError, Desired, Fingerprint, Kernel};
 
 /// The production kernel, acting in the calling thread's network namespace.
@@ -311,7 +311,7 @@ mod tests {
         // (handles removed).
         let doc: Value =
             serde_json::from_str(include_str!("testdata/compiled_world.json")).unwrap();
-        let desired = crate::dataplane::compiled::tests::world_desired();
+        let desired = crate::dataplane::render::tests::world_desired();
         let fp = fingerprint_from_json(&doc).unwrap();
         assert_eq!(
             fp.differences(&Fingerprint::of(&desired)),

@@ -5,7 +5,7 @@
 use podwall_policy::manifests::load;
 use podwall_tests::netns::TestNetns;
 use podwall_tests::nft;
-use podwalld::dataplane::compiled::{render, with_open_entries};
+use podwalld::dataplane::render::render;
 use podwalld::dataplane::{Desired, Guard};
 
 const WORLD: &str = "
@@ -74,7 +74,7 @@ fn every_rule_shape_the_compiler_makes_loads_into_the_kernel() {
     let mut guard = Guard::default();
     guard.sources.insert("veth-a".into(), [a, a6].into());
     let desired = Desired {
-        ruleset: with_open_entries(ruleset.clone(), [a, a6]),
+        ruleset: ruleset.clone(),
         guard,
     };
     let script = render(&desired);

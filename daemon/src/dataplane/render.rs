@@ -12,90 +12,29 @@ use podwall_policy::ruleset::{PeerMatch, PortMatch, Rule as PolicyRule};
 use podwall_policy::{Direction, Family, Protocol, Ruleset, Set};
 
 use super::names::{
-    FAMILY, FORWARD_CHAIN, GUARD_CHAIN, GUARD_FAMILY, GUARD_PORTS, GUARD_SOURCES4, GUARD_SOURCES6,
-    OPEN_CHAIN, QUARANTINE_CHAIN, TABLE,
+    map_name, FAMILY, FORWARD_CHAIN, GUARD_CHAIN, GUARD_FAMILY, GUARD_PORTS, GUARD_SOURCES4,
+    GUARD_SOURCES6, MAPS, OPEN_CHAIN, QUARANTINE_CHAIN, TABLE,
 };
 use super::{Desired, Guard};
 
-/// How the forward chain's rules read back from the kernel (see `Fingerprint`).
-pub const FORWARD_FINGERPRINT: [&str; 6] = [
-    "accept",
-    "accept",
-    "vmap @egress4",
-    "vmap @egress6",
-    "vmap @ingress4",
-    "vmap @ingress6",
-];
-
-/// The compiled ruleset with every local pod address in both dispatch maps: those no policy
-/// isolates in a direction jump to the empty `open` chain. Entries for every local pod make
-/// the table say which pods this node enforces, and CHECK and reconcile can see them.
-pub fn with_open_entries(
-    mut ruleset: Ruleset,
-    local: impl IntoIterator<Item = std::net::IpAddr>,
-) -> Ruleset {
-    for ip in local {
-        ruleset
-            .ingress
-            .entry(ip)
-            .or_insert_with(|| OPEN_CHAIN.to_string());
-        ruleset
-            .egress
-            .entry(ip)
-            .or_insert_with(|| OPEN_CHAIN.to_string());
-    }
-    ruleset
+/// The forward chain's dispatch, in order: a packet meets its source's egress chain before
+/// its destination's ingress chain.
+fn dispatch() -> impl Iterator<Item = (Family, &'static str, &'static str)> {
+    [(Direction::Egress, "saddr"), (Direction::Ingress, "daddr")]
+        .into_iter()
+        .flat_map(|(direction, field)| {
+            Family::ALL.map(|family| (family, field, map_name(direction, family)))
+        })
 }
 
-/// Send the addresses of local pods whose labels are not known yet to the `quarantine`
-/// chain in both directions, whatever the compiler made of them.
-pub fn with_quarantine(
-    mut ruleset: Ruleset,
-    quarantined: &std::collections::BTreeSet<std::net::IpAddr>,
-) -> Ruleset {
-    for ip in quarantined {
-        ruleset.ingress.insert(*ip, QUARANTINE_CHAIN.to_string());
-        ruleset.egress.insert(*ip, QUARANTINE_CHAIN.to_string());
-    }
-    ruleset
-}
-
-/// Settle the dispatch entries of the addresses `touched` in a compiler delta: the compiler
-/// gives entries only to pods a policy isolates, and every local address (`local`) also has
-/// `open` entries otherwise; a `quarantined` address jumps to `quarantine` whatever else
-/// holds. `compiled` is the compiler's ruleset after the delta, `applied` what the kernel
-/// holds before it.
-pub fn settle_open_entries(
-    delta: &mut podwall_policy::RulesetDelta,
-    compiled: &Ruleset,
-    applied: &Ruleset,
-    touched: &std::collections::BTreeSet<std::net::IpAddr>,
-    local: &std::collections::BTreeSet<std::net::IpAddr>,
-    quarantined: &std::collections::BTreeSet<std::net::IpAddr>,
-) {
-    for ip in touched {
-        for direction in [Direction::Ingress, Direction::Egress] {
-            let want = if quarantined.contains(ip) {
-                Some(QUARANTINE_CHAIN.to_string())
-            } else {
-                compiled
-                    .map(direction)
-                    .get(ip)
-                    .cloned()
-                    .or_else(|| local.contains(ip).then(|| OPEN_CHAIN.to_string()))
-            };
-            let have = applied.map(direction).get(ip).cloned();
-            let changes = match direction {
-                Direction::Ingress => &mut delta.ingress,
-                Direction::Egress => &mut delta.egress,
-            };
-            if want == have {
-                changes.remove(ip);
-            } else {
-                changes.insert(*ip, want);
-            }
-        }
-    }
+/// How the forward chain's rules read back from the kernel (see `Fingerprint`): two accepts,
+/// then the dispatch.
+pub fn forward_fingerprint() -> Vec<String> {
+    let accepts = ["accept", "accept"].map(String::from);
+    accepts
+        .into_iter()
+        .chain(dispatch().map(|(_, _, map)| format!("vmap @{map}")))
+        .collect()
 }
 
 /// The script that replaces both tables with `desired`, as one transaction.
@@ -174,7 +113,8 @@ pub fn render_ruleset(ruleset: &Ruleset) -> String {
     for (name, set) in &ruleset.sets {
         render_set(&mut out, name, set);
     }
-    for (map, family, direction) in MAPS {
+    for (direction, family) in MAPS {
+        let map = map_name(direction, family);
         let key = addr_type(family);
         let entries: Vec<String> = ruleset
             .map(direction)
@@ -192,10 +132,12 @@ pub fn render_ruleset(ruleset: &Ruleset) -> String {
         out,
         "\tchain {FORWARD_CHAIN} {{\n\t\ttype filter hook forward priority filter; policy accept;\n\
          \t\tct state established,related accept\n\
-         \t\ticmpv6 type {{ nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, nd-redirect }} accept\n\
-         \t\tip saddr vmap @egress4\n\t\tip6 saddr vmap @egress6\n\
-         \t\tip daddr vmap @ingress4\n\t\tip6 daddr vmap @ingress6\n\t}}"
+         \t\ticmpv6 type {{ nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, nd-redirect }} accept"
     );
+    for (family, field, map) in dispatch() {
+        let _ = writeln!(out, "\t\t{} {field} vmap @{map}", ip_keyword(family));
+    }
+    let _ = writeln!(out, "\t}}");
     let _ = writeln!(out, "\tchain {OPEN_CHAIN} {{\n\t}}");
     let _ = writeln!(out, "\tchain {QUARANTINE_CHAIN} {{\n\t\tdrop\n\t}}");
     for (name, chain) in &ruleset.chains {
@@ -210,13 +152,6 @@ pub fn render_ruleset(ruleset: &Ruleset) -> String {
     let _ = writeln!(out, "}}");
     out
 }
-
-const MAPS: [(&str, Family, Direction); 4] = [
-    ("ingress4", Family::V4, Direction::Ingress),
-    ("egress4", Family::V4, Direction::Egress),
-    ("ingress6", Family::V6, Direction::Ingress),
-    ("egress6", Family::V6, Direction::Egress),
-];
 
 fn addr_type(family: Family) -> &'static str {
     match family {
@@ -387,6 +322,12 @@ metadata: {name: front, namespace: shop, labels: {app: front}}
 spec: {nodeName: n2, containers: [{name: c, image: i}]}
 status: {phase: Running, podIPs: [{ip: 10.1.0.5}]}
 ---
+apiVersion: v1
+kind: Pod
+metadata: {name: tool, namespace: shop}
+spec: {nodeName: n1, containers: [{name: c, image: i}]}
+status: {phase: Running, podIPs: [{ip: 10.1.0.8}]}
+---
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata: {name: db, namespace: shop}
@@ -404,17 +345,13 @@ spec:
     pub(crate) fn world_desired() -> Desired {
         let loaded = load([("world.yaml", WORLD)]);
         assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
-        let local: [std::net::IpAddr; 3] = [
-            "10.1.0.7".parse().unwrap(),
-            "fd00::7".parse().unwrap(),
-            "10.1.0.8".parse().unwrap(),
-        ];
+        let db: [std::net::IpAddr; 2] = ["10.1.0.7".parse().unwrap(), "fd00::7".parse().unwrap()];
         let mut guard = Guard::default();
         guard
             .sources
-            .insert("veth1234".into(), local[..2].iter().copied().collect());
+            .insert("veth1234".into(), db.into_iter().collect());
         Desired {
-            ruleset: with_open_entries(podwall_policy::compile(&loaded.snapshot, "n1"), local),
+            ruleset: podwall_policy::compile(&loaded.snapshot, "n1"),
             guard,
         }
     }

@@ -1,0 +1,175 @@
+//! The table as the kernel reads it back: enough to notice a deleted table, a flushed
+//! chain, a missing element, and to name what drifted.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use podwall_policy::{Direction, Family, Ruleset, Set};
+
+use super::names::{self, map_name, MAPS};
+use super::{render, Desired};
+
+/// What a ruleset looks like from outside, as far as the kernel can tell it back: dispatch
+/// entries exactly, sets by element count (interval sets only by presence: the kernel may
+/// merge ranges), chains by their rules' comments or verdicts. Enough to notice a deleted
+/// table, a flushed chain, a missing element.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Fingerprint {
+    pub maps: BTreeMap<String, BTreeMap<IpAddr, String>>,
+    pub sets: BTreeMap<String, Option<usize>>,
+    pub chains: BTreeMap<String, Vec<String>>,
+}
+
+impl Fingerprint {
+    /// The fingerprint the tables rendered from `desired` must have.
+    pub fn of(desired: &Desired) -> Self {
+        let ruleset = &desired.ruleset;
+        let mut maps: BTreeMap<String, BTreeMap<IpAddr, String>> = BTreeMap::new();
+        for (direction, family) in MAPS {
+            maps.insert(map_name(direction, family).to_string(), BTreeMap::new());
+        }
+        for direction in [Direction::Ingress, Direction::Egress] {
+            for (ip, chain) in ruleset.map(direction) {
+                maps.entry(map_name(direction, Family::of(ip)).to_string())
+                    .or_default()
+                    .insert(*ip, chain.clone());
+            }
+        }
+        let mut sets: BTreeMap<String, Option<usize>> = ruleset
+            .sets
+            .iter()
+            .map(|(name, set)| {
+                (
+                    name.clone(),
+                    if matches!(set, Set::Intervals { .. }) {
+                        None
+                    } else {
+                        Some(set.len())
+                    },
+                )
+            })
+            .collect();
+        let mut chains: BTreeMap<String, Vec<String>> = ruleset
+            .chains
+            .iter()
+            .map(|(name, chain)| {
+                // `ct state invalid drop`, the policy rules, the final drop.
+                let mut rules = vec!["drop".to_string()];
+                rules.extend(chain.rules.iter().map(render::rule_comment));
+                rules.push("drop".to_string());
+                (name.clone(), rules)
+            })
+            .collect();
+        chains.insert(
+            names::FORWARD_CHAIN.to_string(),
+            render::forward_fingerprint(),
+        );
+        chains.insert(names::OPEN_CHAIN.to_string(), Vec::new());
+        chains.insert(
+            names::QUARANTINE_CHAIN.to_string(),
+            vec!["drop".to_string()],
+        );
+        chains.insert(
+            names::GUARD_CHAIN.to_string(),
+            render::GUARD_FINGERPRINT
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        );
+        let guard = &desired.guard.sources;
+        sets.insert(names::GUARD_PORTS.to_string(), Some(guard.len()));
+        for (name, v4) in [
+            (names::GUARD_SOURCES4, true),
+            (names::GUARD_SOURCES6, false),
+        ] {
+            let count = guard
+                .values()
+                .flatten()
+                .filter(|ip| ip.is_ipv4() == v4)
+                .count();
+            sets.insert(name.to_string(), Some(count));
+        }
+        Fingerprint { maps, sets, chains }
+    }
+
+    /// What differs from `expected`, in words, for the log.
+    pub fn differences(&self, expected: &Fingerprint) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, entries) in &expected.maps {
+            let actual = self.maps.get(name);
+            let wrong = entries
+                .iter()
+                .filter(|(ip, chain)| actual.and_then(|m| m.get(ip)) != Some(chain))
+                .count();
+            let extra = actual.map_or(0, |m| {
+                m.keys().filter(|ip| !entries.contains_key(ip)).count()
+            });
+            if actual.is_none() {
+                out.push(format!("map {name} missing"));
+            } else if wrong + extra > 0 {
+                out.push(format!(
+                    "map {name}: {wrong} entries missing or wrong, {extra} extra"
+                ));
+            }
+        }
+        for (name, count) in &expected.sets {
+            match self.sets.get(name) {
+                None => out.push(format!("set {name} missing")),
+                Some(actual) if count.is_some() && actual != count => out.push(format!(
+                    "set {name}: {} elements, expected {}",
+                    actual.unwrap_or(0),
+                    count.unwrap_or(0)
+                )),
+                _ => {}
+            }
+        }
+        for (name, rules) in &expected.chains {
+            match self.chains.get(name) {
+                None => out.push(format!("chain {name} missing")),
+                Some(actual) if actual != rules => out.push(format!(
+                    "chain {name}: {} rules, expected {}",
+                    actual.len(),
+                    rules.len()
+                )),
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+/// The local pod addresses' dispatch entries, as `desired` has them, for CHECK.
+pub fn entries_of(ruleset: &Ruleset, ips: &[IpAddr]) -> Vec<(String, IpAddr, String)> {
+    let mut out = Vec::new();
+    for direction in [Direction::Ingress, Direction::Egress] {
+        for ip in ips {
+            if let Some(chain) = ruleset.map(direction).get(ip) {
+                out.push((
+                    map_name(direction, Family::of(ip)).to_string(),
+                    *ip,
+                    chain.clone(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::transaction::tests::{desired, ruleset_with};
+
+    #[test]
+    fn fingerprint_differences_name_what_drifted() {
+        let expected = Fingerprint::of(&desired(ruleset_with("10.0.0.2", "in_a", &["10.0.1.1"])));
+        let mut drifted = expected.clone();
+        drifted.chains.remove("forward");
+        drifted.maps.get_mut("ingress4").unwrap().clear();
+        drifted.sets.insert("pods4_1".into(), Some(0));
+        let diff = drifted.differences(&expected);
+        assert_eq!(diff.len(), 3, "{diff:?}");
+        assert!(diff.iter().any(|d| d.contains("chain forward missing")));
+        assert!(expected.differences(&expected).is_empty());
+    }
+}

@@ -1,0 +1,115 @@
+//! A kernel in memory, for tests of everything above the dataplane: it keeps every call and
+//! applies element changes the way the kernel would.
+
+use podwall_policy::ruleset::Element;
+
+use super::names::map_direction;
+use super::netlink::{ElementOp, Key};
+use super::{DataplaneError, Desired, Fingerprint, Kernel};
+
+/// One call a `RecordingKernel` received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    Replace,
+    Elements(Vec<ElementOp>),
+}
+
+/// A kernel that keeps every call and the resulting table in memory.
+#[derive(Debug, Default)]
+pub struct RecordingKernel {
+    pub calls: Vec<Call>,
+    pub table: Option<Desired>,
+    /// When set, the next call fails with this detail and changes nothing.
+    pub fail_next: Option<String>,
+}
+
+impl RecordingKernel {
+    fn fail(&mut self, ops: usize) -> Result<(), DataplaneError> {
+        match self.fail_next.take() {
+            Some(detail) => Err(DataplaneError::Rejected { ops, detail }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Kernel for RecordingKernel {
+    fn replace(&mut self, desired: &Desired) -> Result<(), DataplaneError> {
+        self.fail(1)?;
+        self.table = Some(desired.clone());
+        self.calls.push(Call::Replace);
+        Ok(())
+    }
+
+    fn apply_elements(&mut self, ops: &[ElementOp]) -> Result<(), DataplaneError> {
+        self.fail(ops.len())?;
+        let table = self.table.get_or_insert_with(Desired::default);
+        for op in ops {
+            apply_op(table, op);
+        }
+        self.calls.push(Call::Elements(ops.to_vec()));
+        Ok(())
+    }
+
+    fn dump(&mut self) -> Result<Option<Fingerprint>, DataplaneError> {
+        Ok(self.table.as_ref().map(Fingerprint::of))
+    }
+}
+
+/// An element op applied to the in-memory tables, as the kernel would.
+fn apply_op(table: &mut Desired, op: &ElementOp) {
+    let (set, key, add) = match op {
+        ElementOp::Add { set, key, .. } => (set.as_str(), key, true),
+        ElementOp::Delete { set, key } => (set.as_str(), key, false),
+    };
+    match key {
+        Key::IfName(port) => {
+            if add {
+                table.guard.sources.entry(port.clone()).or_default();
+            } else {
+                table.guard.sources.remove(port);
+            }
+        }
+        Key::IfNameAddr(port, ip) => {
+            if add {
+                table
+                    .guard
+                    .sources
+                    .entry(port.clone())
+                    .or_default()
+                    .insert(*ip);
+            } else if let Some(ips) = table.guard.sources.get_mut(port) {
+                ips.remove(ip);
+            }
+        }
+        Key::Addr(ip) if map_direction(set).is_some() => {
+            let map = match map_direction(set) {
+                Some(podwall_policy::Direction::Ingress) => &mut table.ruleset.ingress,
+                _ => &mut table.ruleset.egress,
+            };
+            match op {
+                ElementOp::Add {
+                    jump: Some(chain), ..
+                } => {
+                    map.insert(*ip, chain.clone());
+                }
+                _ => {
+                    map.remove(ip);
+                }
+            }
+        }
+        Key::Addr(_) | Key::AddrPort(..) => {
+            let element = match key {
+                Key::AddrPort(ip, port) => Element::AddressPort(*ip, *port),
+                Key::Addr(ip) => Element::Address(*ip),
+                _ => unreachable!("matched above"),
+            };
+            if let Some(s) = table.ruleset.sets.get_mut(set) {
+                if add {
+                    s.insert(element);
+                } else {
+                    s.remove(&element);
+                }
+            }
+        }
+    }
+}
