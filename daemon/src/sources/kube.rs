@@ -13,12 +13,12 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace as ApiNamespace, Pod as ApiPod};
 use k8s_openapi::api::networking::v1::NetworkPolicy as ApiPolicy;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
-use kube::runtime::watcher::{self, Event};
+use kube::runtime::watcher::{self, Event as WatchEvent};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource};
 use podwall_policy::diff::diff;
 use podwall_policy::model::{ModelError, Namespace, ObjectKey, Pod, Policy};
-use podwall_policy::{Event as Change, Snapshot};
+use podwall_policy::{Event, Snapshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -50,9 +50,9 @@ impl Kind {
 /// the variants does not matter.
 #[allow(clippy::large_enum_variant)]
 pub enum Update {
-    Pod(Event<ApiPod>),
-    Namespace(Event<ApiNamespace>),
-    Policy(Event<ApiPolicy>),
+    Pod(WatchEvent<ApiPod>),
+    Namespace(WatchEvent<ApiNamespace>),
+    Policy(WatchEvent<ApiPolicy>),
 }
 
 /// A policy that converted with errors: enforced as its fail-closed stand-in, and reported.
@@ -103,7 +103,7 @@ impl Cache {
 
     /// Apply one watch event. Returns what changed in the snapshot, as compiler events, and
     /// the policies that converted with errors.
-    pub fn apply(&mut self, update: Update) -> (Vec<Change>, Vec<Broken>) {
+    pub fn apply(&mut self, update: Update) -> (Vec<Event>, Vec<Broken>) {
         match update {
             Update::Pod(event) => (self.pod(event), Vec::new()),
             Update::Namespace(event) => (self.namespace(event), Vec::new()),
@@ -111,7 +111,7 @@ impl Cache {
         }
     }
 
-    fn pod(&mut self, event: Event<ApiPod>) -> Vec<Change> {
+    fn pod(&mut self, event: WatchEvent<ApiPod>) -> Vec<Event> {
         let convert = |api: &ApiPod| {
             let (pod, errors) = Pod::from_api(api);
             for error in errors {
@@ -120,11 +120,11 @@ impl Cache {
             pod
         };
         match event {
-            Event::Init => {
+            WatchEvent::Init => {
                 self.relists.insert(Kind::Pods, Relist::default());
                 Vec::new()
             }
-            Event::InitApply(api) => {
+            WatchEvent::InitApply(api) => {
                 let pod = convert(&api);
                 self.relists
                     .entry(Kind::Pods)
@@ -133,29 +133,29 @@ impl Cache {
                     .insert(pod.key.clone(), pod);
                 Vec::new()
             }
-            Event::InitDone => {
+            WatchEvent::InitDone => {
                 let relist = self.relists.remove(&Kind::Pods).unwrap_or_default();
                 self.synced.insert(Kind::Pods);
                 replace(
                     &mut self.snapshot.pods,
                     relist.pods,
-                    Change::Pod,
-                    Change::PodDeleted,
+                    Event::Pod,
+                    Event::PodDeleted,
                 )
             }
-            Event::Apply(api) => {
+            WatchEvent::Apply(api) => {
                 let pod = convert(&api);
-                upsert(&mut self.snapshot.pods, pod.key.clone(), pod, Change::Pod)
+                upsert(&mut self.snapshot.pods, pod.key.clone(), pod, Event::Pod)
             }
-            Event::Delete(api) => remove(
+            WatchEvent::Delete(api) => remove(
                 &mut self.snapshot.pods,
                 convert(&api).key,
-                Change::PodDeleted,
+                Event::PodDeleted,
             ),
         }
     }
 
-    fn namespace(&mut self, event: Event<ApiNamespace>) -> Vec<Change> {
+    fn namespace(&mut self, event: WatchEvent<ApiNamespace>) -> Vec<Event> {
         let convert = |api: &ApiNamespace| match Namespace::from_api(api) {
             Ok(ns) => Some(ns),
             Err(error) => {
@@ -164,11 +164,11 @@ impl Cache {
             }
         };
         match event {
-            Event::Init => {
+            WatchEvent::Init => {
                 self.relists.insert(Kind::Namespaces, Relist::default());
                 Vec::new()
             }
-            Event::InitApply(api) => {
+            WatchEvent::InitApply(api) => {
                 if let Some(ns) = convert(&api) {
                     self.relists
                         .entry(Kind::Namespaces)
@@ -178,37 +178,33 @@ impl Cache {
                 }
                 Vec::new()
             }
-            Event::InitDone => {
+            WatchEvent::InitDone => {
                 let relist = self.relists.remove(&Kind::Namespaces).unwrap_or_default();
                 self.synced.insert(Kind::Namespaces);
                 replace(
                     &mut self.snapshot.namespaces,
                     relist.namespaces,
-                    Change::Namespace,
-                    Change::NamespaceDeleted,
+                    Event::Namespace,
+                    Event::NamespaceDeleted,
                 )
             }
-            Event::Apply(api) => match convert(&api) {
+            WatchEvent::Apply(api) => match convert(&api) {
                 Some(ns) => upsert(
                     &mut self.snapshot.namespaces,
                     ns.name.clone(),
                     ns,
-                    Change::Namespace,
+                    Event::Namespace,
                 ),
                 None => Vec::new(),
             },
-            Event::Delete(api) => match api.metadata.name {
-                Some(name) => remove(
-                    &mut self.snapshot.namespaces,
-                    name,
-                    Change::NamespaceDeleted,
-                ),
+            WatchEvent::Delete(api) => match api.metadata.name {
+                Some(name) => remove(&mut self.snapshot.namespaces, name, Event::NamespaceDeleted),
                 None => Vec::new(),
             },
         }
     }
 
-    fn policy(&mut self, event: Event<ApiPolicy>) -> (Vec<Change>, Vec<Broken>) {
+    fn policy(&mut self, event: WatchEvent<ApiPolicy>) -> (Vec<Event>, Vec<Broken>) {
         let mut broken = Vec::new();
         let mut convert = |api: ApiPolicy| {
             let (policy, errors) = Policy::from_api(&api);
@@ -221,12 +217,12 @@ impl Cache {
             policy
         };
         let changes = match event {
-            Event::Init => {
+            WatchEvent::Init => {
                 self.relists
                     .insert(Kind::NetworkPolicies, Relist::default());
                 Vec::new()
             }
-            Event::InitApply(api) => {
+            WatchEvent::InitApply(api) => {
                 let policy = convert(api);
                 self.relists
                     .entry(Kind::NetworkPolicies)
@@ -235,7 +231,7 @@ impl Cache {
                     .insert(policy.key.clone(), policy);
                 Vec::new()
             }
-            Event::InitDone => {
+            WatchEvent::InitDone => {
                 let relist = self
                     .relists
                     .remove(&Kind::NetworkPolicies)
@@ -244,25 +240,25 @@ impl Cache {
                 replace(
                     &mut self.snapshot.policies,
                     relist.policies,
-                    Change::Policy,
-                    Change::PolicyDeleted,
+                    Event::Policy,
+                    Event::PolicyDeleted,
                 )
             }
-            Event::Apply(api) => {
+            WatchEvent::Apply(api) => {
                 let policy = convert(api);
                 upsert(
                     &mut self.snapshot.policies,
                     policy.key.clone(),
                     policy,
-                    Change::Policy,
+                    Event::Policy,
                 )
             }
-            Event::Delete(api) => {
+            WatchEvent::Delete(api) => {
                 let (policy, _) = Policy::from_api(&api);
                 remove(
                     &mut self.snapshot.policies,
                     policy.key,
-                    Change::PolicyDeleted,
+                    Event::PolicyDeleted,
                 )
             }
         };
@@ -275,9 +271,9 @@ impl Cache {
 fn replace<K: Ord + Clone, V: PartialEq + Clone>(
     current: &mut BTreeMap<K, V>,
     listed: BTreeMap<K, V>,
-    upserted: fn(V) -> Change,
-    deleted: fn(K) -> Change,
-) -> Vec<Change> {
+    upserted: fn(V) -> Event,
+    deleted: fn(K) -> Event,
+) -> Vec<Event> {
     let changes = diff(current, &listed)
         .map(|change| match change.new_value() {
             Some(value) => upserted(value.clone()),
@@ -292,15 +288,15 @@ fn upsert<K: Ord, V: PartialEq + Clone>(
     map: &mut BTreeMap<K, V>,
     key: K,
     value: V,
-    upserted: fn(V) -> Change,
-) -> Vec<Change> {
+    upserted: fn(V) -> Event,
+) -> Vec<Event> {
     match map.insert(key, value.clone()) {
         Some(old) if old == value => Vec::new(),
         _ => vec![upserted(value)],
     }
 }
 
-fn remove<K: Ord, V>(map: &mut BTreeMap<K, V>, key: K, deleted: fn(K) -> Change) -> Vec<Change> {
+fn remove<K: Ord, V>(map: &mut BTreeMap<K, V>, key: K, deleted: fn(K) -> Event) -> Vec<Event> {
     match map.remove(&key) {
         Some(_) => vec![deleted(key)],
         None => Vec::new(),
@@ -317,7 +313,7 @@ const ERROR_GRACE: Duration = Duration::from_secs(15);
 fn stream<K>(
     api: Api<K>,
     kind: Kind,
-    wrap: fn(Event<K>) -> Update,
+    wrap: fn(WatchEvent<K>) -> Update,
 ) -> impl Stream<Item = (Kind, Result<Update, watcher::Error>)>
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
@@ -379,9 +375,9 @@ pub async fn run(
             Ok(update) => {
                 if matches!(
                     update,
-                    Update::Pod(Event::Init)
-                        | Update::Namespace(Event::Init)
-                        | Update::Policy(Event::Init)
+                    Update::Pod(WatchEvent::Init)
+                        | Update::Namespace(WatchEvent::Init)
+                        | Update::Policy(WatchEvent::Init)
                 ) && cache.is_kind_synced(kind)
                 {
                     metrics.count_watch_restart();

@@ -27,17 +27,17 @@ fn policy(ns: &str, name: &str, cidr: &str) -> ApiPolicy {
 /// Feed one complete list of each kind.
 fn synced(pods: Vec<ApiPod>) -> Cache {
     let mut cache = Cache::default();
-    cache.apply(Update::Pod(Event::Init));
+    cache.apply(Update::Pod(WatchEvent::Init));
     for p in pods {
-        cache.apply(Update::Pod(Event::InitApply(p)));
+        cache.apply(Update::Pod(WatchEvent::InitApply(p)));
     }
-    cache.apply(Update::Pod(Event::InitDone));
+    cache.apply(Update::Pod(WatchEvent::InitDone));
     for update in [
-        Update::Namespace(Event::Init),
-        Update::Namespace(Event::InitApply(namespace("x"))),
-        Update::Namespace(Event::InitDone),
-        Update::Policy(Event::Init),
-        Update::Policy(Event::InitDone),
+        Update::Namespace(WatchEvent::Init),
+        Update::Namespace(WatchEvent::InitApply(namespace("x"))),
+        Update::Namespace(WatchEvent::InitDone),
+        Update::Policy(WatchEvent::Init),
+        Update::Policy(WatchEvent::InitDone),
     ] {
         cache.apply(update);
     }
@@ -47,8 +47,8 @@ fn synced(pods: Vec<ApiPod>) -> Cache {
 #[test]
 fn not_synced_until_every_kind_has_listed() {
     let mut cache = Cache::default();
-    cache.apply(Update::Pod(Event::Init));
-    cache.apply(Update::Pod(Event::InitDone));
+    cache.apply(Update::Pod(WatchEvent::Init));
+    cache.apply(Update::Pod(WatchEvent::InitDone));
     assert!(!cache.is_synced());
     assert!(synced(vec![]).is_synced());
 }
@@ -56,8 +56,8 @@ fn not_synced_until_every_kind_has_listed() {
 #[test]
 fn objects_of_a_relist_wait_until_it_is_complete() {
     let mut cache = Cache::default();
-    cache.apply(Update::Pod(Event::Init));
-    cache.apply(Update::Pod(Event::InitApply(pod(
+    cache.apply(Update::Pod(WatchEvent::Init));
+    cache.apply(Update::Pod(WatchEvent::InitApply(pod(
         "x",
         "a",
         &[],
@@ -67,9 +67,9 @@ fn objects_of_a_relist_wait_until_it_is_complete() {
         cache.snapshot().pods.is_empty(),
         "half a list is not the cluster"
     );
-    let (changes, _) = cache.apply(Update::Pod(Event::InitDone));
+    let (changes, _) = cache.apply(Update::Pod(WatchEvent::InitDone));
     assert!(
-        matches!(changes.as_slice(), [Change::Pod(p)] if p.key.name == "a"),
+        matches!(changes.as_slice(), [Event::Pod(p)] if p.key.name == "a"),
         "{changes:?}"
     );
     assert_eq!(cache.snapshot().pods.len(), 1);
@@ -78,14 +78,14 @@ fn objects_of_a_relist_wait_until_it_is_complete() {
 #[test]
 fn a_relist_with_the_same_objects_changes_nothing() {
     let mut cache = synced(vec![pod("x", "a", &[("app", "web")], "10.0.0.2")]);
-    cache.apply(Update::Pod(Event::Init));
-    cache.apply(Update::Pod(Event::InitApply(pod(
+    cache.apply(Update::Pod(WatchEvent::Init));
+    cache.apply(Update::Pod(WatchEvent::InitApply(pod(
         "x",
         "a",
         &[("app", "web")],
         "10.0.0.2",
     ))));
-    let (changes, _) = cache.apply(Update::Pod(Event::InitDone));
+    let (changes, _) = cache.apply(Update::Pod(WatchEvent::InitDone));
     assert!(
         changes.is_empty(),
         "no churn after a 410 or a dropped watch: {changes:?}"
@@ -98,16 +98,16 @@ fn a_relist_drops_what_was_deleted_while_the_watch_was_down() {
         pod("x", "a", &[], "10.0.0.2"),
         pod("x", "b", &[], "10.0.0.3"),
     ]);
-    cache.apply(Update::Pod(Event::Init));
-    cache.apply(Update::Pod(Event::InitApply(pod(
+    cache.apply(Update::Pod(WatchEvent::Init));
+    cache.apply(Update::Pod(WatchEvent::InitApply(pod(
         "x",
         "a",
         &[],
         "10.0.0.2",
     ))));
-    let (changes, _) = cache.apply(Update::Pod(Event::InitDone));
+    let (changes, _) = cache.apply(Update::Pod(WatchEvent::InitDone));
     assert!(
-        matches!(changes.as_slice(), [Change::PodDeleted(k)] if k.name == "b"),
+        matches!(changes.as_slice(), [Event::PodDeleted(k)] if k.name == "b"),
         "{changes:?}"
     );
     assert_eq!(
@@ -124,7 +124,7 @@ fn a_relist_drops_what_was_deleted_while_the_watch_was_down() {
 #[test]
 fn apply_and_delete_change_the_snapshot() {
     let mut cache = synced(vec![]);
-    let apply = |cache: &mut Cache, p: ApiPod| cache.apply(Update::Pod(Event::Apply(p))).0;
+    let apply = |cache: &mut Cache, p: ApiPod| cache.apply(Update::Pod(WatchEvent::Apply(p))).0;
     assert_eq!(apply(&mut cache, pod("x", "a", &[], "10.0.0.2")).len(), 1);
     assert!(
         apply(&mut cache, pod("x", "a", &[], "10.0.0.2")).is_empty(),
@@ -147,20 +147,25 @@ fn apply_and_delete_change_the_snapshot() {
         Some("db")
     );
     let deleted = cache
-        .apply(Update::Pod(Event::Delete(pod("x", "a", &[], "10.0.0.2"))))
+        .apply(Update::Pod(WatchEvent::Delete(pod(
+            "x",
+            "a",
+            &[],
+            "10.0.0.2",
+        ))))
         .0;
-    assert!(matches!(deleted.as_slice(), [Change::PodDeleted(_)]));
+    assert!(matches!(deleted.as_slice(), [Event::PodDeleted(_)]));
     assert!(cache.snapshot().pods.is_empty());
     let gone = cache
-        .apply(Update::Namespace(Event::Delete(namespace("x"))))
+        .apply(Update::Namespace(WatchEvent::Delete(namespace("x"))))
         .0;
-    assert!(matches!(gone.as_slice(), [Change::NamespaceDeleted(n)] if n == "x"));
+    assert!(matches!(gone.as_slice(), [Event::NamespaceDeleted(n)] if n == "x"));
 }
 
 #[test]
 fn a_broken_policy_is_kept_as_its_fail_closed_stand_in_and_reported() {
     let mut cache = synced(vec![]);
-    let (changes, broken) = cache.apply(Update::Policy(Event::Apply(policy(
+    let (changes, broken) = cache.apply(Update::Policy(WatchEvent::Apply(policy(
         "x",
         "bad",
         "10.0.0.0/33",
@@ -174,7 +179,7 @@ fn a_broken_policy_is_kept_as_its_fail_closed_stand_in_and_reported() {
     );
     let stand_in = cache.snapshot().policies.values().next().unwrap();
     assert!(stand_in.broken);
-    let (_, fine) = cache.apply(Update::Policy(Event::Apply(policy(
+    let (_, fine) = cache.apply(Update::Policy(WatchEvent::Apply(policy(
         "x",
         "good",
         "10.0.0.0/8",
