@@ -197,3 +197,79 @@ fn the_store_snapshot_is_the_starting_point() {
         "a stored state is not a synced cache"
     );
 }
+
+#[test]
+fn a_namespace_that_does_not_convert_is_skipped() {
+    let mut cache = synced(vec![]);
+    let nameless: ApiNamespace =
+        serde_json::from_value(serde_json::json!({"metadata": {}})).unwrap();
+    let skipped = cache.apply(Update::Namespace(WatchEvent::Apply(nameless.clone())));
+    assert!(skipped.0.is_empty(), "{:?}", skipped.0);
+    let skipped = cache.apply(Update::Namespace(WatchEvent::Delete(nameless.clone())));
+    assert!(skipped.0.is_empty(), "{:?}", skipped.0);
+    cache.apply(Update::Namespace(WatchEvent::Init));
+    cache.apply(Update::Namespace(WatchEvent::InitApply(nameless)));
+    cache.apply(Update::Namespace(WatchEvent::InitApply(namespace("y"))));
+    let (changes, _) = cache.apply(Update::Namespace(WatchEvent::InitDone));
+    assert!(
+        matches!(changes.as_slice(), [Event::Namespace(y), Event::NamespaceDeleted(x)] if y.name == "y" && x == "x"),
+        "{changes:?}"
+    );
+    assert_eq!(
+        cache.snapshot().namespaces.keys().collect::<Vec<_>>(),
+        ["y"]
+    );
+}
+
+#[test]
+fn deleting_an_object_the_cache_does_not_hold_changes_nothing() {
+    let mut cache = synced(vec![]);
+    for update in [
+        Update::Pod(WatchEvent::Delete(pod("x", "a", &[], "10.0.0.2"))),
+        Update::Namespace(WatchEvent::Delete(namespace("y"))),
+        Update::Policy(WatchEvent::Delete(policy("x", "p", "10.0.0.0/8"))),
+    ] {
+        let (changes, broken) = cache.apply(update);
+        assert!(changes.is_empty(), "{changes:?}");
+        assert!(broken.is_empty(), "{broken:?}");
+    }
+}
+
+#[test]
+fn a_relist_of_policies_reports_broken_ones_as_listed_and_swaps_in_whole() {
+    let mut cache = synced(vec![]);
+    cache.apply(Update::Policy(WatchEvent::Apply(policy(
+        "x",
+        "gone",
+        "10.0.0.0/8",
+    ))));
+    cache.apply(Update::Policy(WatchEvent::Init));
+    let (changes, broken) = cache.apply(Update::Policy(WatchEvent::InitApply(policy(
+        "x",
+        "bad",
+        "10.0.0.0/33",
+    ))));
+    assert!(changes.is_empty(), "{changes:?}");
+    assert_eq!(broken.len(), 1);
+    assert_eq!(
+        cache.snapshot().policies.len(),
+        1,
+        "half a list is not the cluster"
+    );
+    let (changes, broken) = cache.apply(Update::Policy(WatchEvent::InitDone));
+    assert!(broken.is_empty(), "{broken:?}");
+    assert!(
+        matches!(changes.as_slice(), [Event::Policy(p), Event::PolicyDeleted(k)] if p.broken && k.name == "gone"),
+        "{changes:?}"
+    );
+    let (changes, broken) = cache.apply(Update::Policy(WatchEvent::Delete(policy(
+        "x",
+        "bad",
+        "10.0.0.0/33",
+    ))));
+    assert!(matches!(changes.as_slice(), [Event::PolicyDeleted(k)] if k.name == "bad"));
+    assert!(
+        broken.is_empty(),
+        "a deleted policy is not reported: {broken:?}"
+    );
+}
