@@ -17,7 +17,7 @@ use kube::runtime::watcher::{self, Event as WatchEvent};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource};
 use podwall_policy::diff::diff;
-use podwall_policy::model::{ModelError, Namespace, ObjectKey, Pod, Policy};
+use podwall_policy::model::{ModelError, Namespace, Pod, PodKey, Policy, PolicyKey};
 use podwall_policy::{Event, Snapshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -62,21 +62,15 @@ pub struct Broken {
     pub errors: Vec<ModelError>,
 }
 
-/// Objects being relisted, kept apart until the list is complete, so that a relist (after a
-/// 410 Gone or a dropped watch) swaps in whole and causes no churn.
-#[derive(Default)]
-struct Relist {
-    pods: BTreeMap<ObjectKey, Pod>,
-    namespaces: BTreeMap<String, Namespace>,
-    policies: BTreeMap<ObjectKey, Policy>,
-}
-
 /// The cluster as the watchers have told it so far.
 #[derive(Default)]
 pub struct Cache {
     snapshot: Snapshot,
     synced: BTreeSet<Kind>,
-    relists: BTreeMap<Kind, Relist>,
+    /// Objects being relisted, kept apart until the list is complete, so that a relist (after
+    /// a 410 Gone or a dropped watch) swaps in whole and causes no churn. A kind's buffer is
+    /// a `Snapshot` in which only that kind's map is filled.
+    relists: BTreeMap<Kind, Snapshot>,
 }
 
 impl Cache {
@@ -104,165 +98,169 @@ impl Cache {
     /// Apply one watch event. Returns what changed in the snapshot, as compiler events, and
     /// the policies that converted with errors.
     pub fn apply(&mut self, update: Update) -> (Vec<Event>, Vec<Broken>) {
-        match update {
-            Update::Pod(event) => (self.pod(event), Vec::new()),
-            Update::Namespace(event) => (self.namespace(event), Vec::new()),
-            Update::Policy(event) => self.policy(event),
-        }
+        let mut broken = Vec::new();
+        let changes = match update {
+            Update::Pod(event) => self.fold(event, &mut broken),
+            Update::Namespace(event) => self.fold(event, &mut broken),
+            Update::Policy(event) => self.fold(event, &mut broken),
+        };
+        (changes, broken)
     }
 
-    fn pod(&mut self, event: WatchEvent<ApiPod>) -> Vec<Event> {
-        let convert = |api: &ApiPod| {
-            let (pod, errors) = Pod::from_api(api);
-            for error in errors {
-                debug!(pod = %pod.key, error = %error, "pod field ignored");
-            }
-            pod
-        };
+    /// The one fold of a watch, whatever its kind: a list gathers in its relist buffer and
+    /// replaces the kind's map at `InitDone`; the other events change the snapshot itself.
+    fn fold<K: Watched>(&mut self, event: WatchEvent<K>, broken: &mut Vec<Broken>) -> Vec<Event> {
         match event {
             WatchEvent::Init => {
-                self.relists.insert(Kind::Pods, Relist::default());
+                self.relists.insert(K::KIND, Snapshot::default());
                 Vec::new()
             }
             WatchEvent::InitApply(api) => {
-                let pod = convert(&api);
-                self.relists
-                    .entry(Kind::Pods)
-                    .or_default()
-                    .pods
-                    .insert(pod.key.clone(), pod);
-                Vec::new()
-            }
-            WatchEvent::InitDone => {
-                let relist = self.relists.remove(&Kind::Pods).unwrap_or_default();
-                self.synced.insert(Kind::Pods);
-                replace(
-                    &mut self.snapshot.pods,
-                    relist.pods,
-                    Event::Pod,
-                    Event::PodDeleted,
-                )
-            }
-            WatchEvent::Apply(api) => {
-                let pod = convert(&api);
-                upsert(&mut self.snapshot.pods, pod.key.clone(), pod, Event::Pod)
-            }
-            WatchEvent::Delete(api) => remove(
-                &mut self.snapshot.pods,
-                convert(&api).key,
-                Event::PodDeleted,
-            ),
-        }
-    }
-
-    fn namespace(&mut self, event: WatchEvent<ApiNamespace>) -> Vec<Event> {
-        let convert = |api: &ApiNamespace| match Namespace::from_api(api) {
-            Ok(ns) => Some(ns),
-            Err(error) => {
-                warn!(error = %error, "namespace skipped");
-                None
-            }
-        };
-        match event {
-            WatchEvent::Init => {
-                self.relists.insert(Kind::Namespaces, Relist::default());
-                Vec::new()
-            }
-            WatchEvent::InitApply(api) => {
-                if let Some(ns) = convert(&api) {
-                    self.relists
-                        .entry(Kind::Namespaces)
-                        .or_default()
-                        .namespaces
-                        .insert(ns.name.clone(), ns);
+                if let Some((key, value)) = K::convert(api, broken) {
+                    K::map(self.relists.entry(K::KIND).or_default()).insert(key, value);
                 }
                 Vec::new()
             }
             WatchEvent::InitDone => {
-                let relist = self.relists.remove(&Kind::Namespaces).unwrap_or_default();
-                self.synced.insert(Kind::Namespaces);
+                let mut relist = self.relists.remove(&K::KIND).unwrap_or_default();
+                self.synced.insert(K::KIND);
                 replace(
-                    &mut self.snapshot.namespaces,
-                    relist.namespaces,
-                    Event::Namespace,
-                    Event::NamespaceDeleted,
+                    K::map(&mut self.snapshot),
+                    std::mem::take(K::map(&mut relist)),
+                    K::upserted,
+                    K::deleted,
                 )
             }
-            WatchEvent::Apply(api) => match convert(&api) {
-                Some(ns) => upsert(
-                    &mut self.snapshot.namespaces,
-                    ns.name.clone(),
-                    ns,
-                    Event::Namespace,
-                ),
+            WatchEvent::Apply(api) => match K::convert(api, broken) {
+                Some((key, value)) => upsert(K::map(&mut self.snapshot), key, value, K::upserted),
                 None => Vec::new(),
             },
-            WatchEvent::Delete(api) => match api.metadata.name {
-                Some(name) => remove(&mut self.snapshot.namespaces, name, Event::NamespaceDeleted),
+            WatchEvent::Delete(api) => match K::deleted_key(&api) {
+                Some(key) => remove(K::map(&mut self.snapshot), key, K::deleted),
                 None => Vec::new(),
             },
         }
     }
+}
 
-    fn policy(&mut self, event: WatchEvent<ApiPolicy>) -> (Vec<Event>, Vec<Broken>) {
-        let mut broken = Vec::new();
-        let mut convert = |api: ApiPolicy| {
-            let (policy, errors) = Policy::from_api(&api);
-            if !errors.is_empty() {
-                broken.push(Broken {
-                    policy: api,
-                    errors,
-                });
+/// A kind of API object the cache folds: how one converts, which map of a `Snapshot` holds
+/// it, and which compiler events announce it.
+trait Watched: Sized {
+    const KIND: Kind;
+    type Key: Ord + Clone;
+    type Value: PartialEq + Clone;
+
+    /// The object as the compiler sees it, with its key, or `None` to skip it. Problems are
+    /// logged here; a policy's are also pushed to `broken`, to be reported on the object.
+    fn convert(self, broken: &mut Vec<Broken>) -> Option<(Self::Key, Self::Value)>;
+    /// The key of a deleted object, or `None` when it has none (so it cannot be cached).
+    fn deleted_key(&self) -> Option<Self::Key>;
+    /// The map of this kind in `snapshot`.
+    fn map(snapshot: &mut Snapshot) -> &mut BTreeMap<Self::Key, Self::Value>;
+    fn upserted(value: Self::Value) -> Event;
+    fn deleted(key: Self::Key) -> Event;
+}
+
+impl Watched for ApiPod {
+    const KIND: Kind = Kind::Pods;
+    type Key = PodKey;
+    type Value = Pod;
+
+    fn convert(self, _: &mut Vec<Broken>) -> Option<(PodKey, Pod)> {
+        let pod = pod_from_api(&self);
+        Some((pod.key.clone(), pod))
+    }
+
+    fn deleted_key(&self) -> Option<PodKey> {
+        Some(pod_from_api(self).key)
+    }
+
+    fn map(snapshot: &mut Snapshot) -> &mut BTreeMap<PodKey, Pod> {
+        &mut snapshot.pods
+    }
+
+    fn upserted(pod: Pod) -> Event {
+        Event::Pod(pod)
+    }
+
+    fn deleted(key: PodKey) -> Event {
+        Event::PodDeleted(key)
+    }
+}
+
+/// A pod always converts: a field it cannot use is ignored, which is worth a debug line only.
+fn pod_from_api(api: &ApiPod) -> Pod {
+    let (pod, errors) = Pod::from_api(api);
+    for error in errors {
+        debug!(pod = %pod.key, error = %error, "pod field ignored");
+    }
+    pod
+}
+
+impl Watched for ApiNamespace {
+    const KIND: Kind = Kind::Namespaces;
+    type Key = String;
+    type Value = Namespace;
+
+    fn convert(self, _: &mut Vec<Broken>) -> Option<(String, Namespace)> {
+        match Namespace::from_api(&self) {
+            Ok(ns) => Some((ns.name.clone(), ns)),
+            Err(error) => {
+                warn!(error = %error, "namespace skipped");
+                None
             }
-            policy
-        };
-        let changes = match event {
-            WatchEvent::Init => {
-                self.relists
-                    .insert(Kind::NetworkPolicies, Relist::default());
-                Vec::new()
-            }
-            WatchEvent::InitApply(api) => {
-                let policy = convert(api);
-                self.relists
-                    .entry(Kind::NetworkPolicies)
-                    .or_default()
-                    .policies
-                    .insert(policy.key.clone(), policy);
-                Vec::new()
-            }
-            WatchEvent::InitDone => {
-                let relist = self
-                    .relists
-                    .remove(&Kind::NetworkPolicies)
-                    .unwrap_or_default();
-                self.synced.insert(Kind::NetworkPolicies);
-                replace(
-                    &mut self.snapshot.policies,
-                    relist.policies,
-                    Event::Policy,
-                    Event::PolicyDeleted,
-                )
-            }
-            WatchEvent::Apply(api) => {
-                let policy = convert(api);
-                upsert(
-                    &mut self.snapshot.policies,
-                    policy.key.clone(),
-                    policy,
-                    Event::Policy,
-                )
-            }
-            WatchEvent::Delete(api) => {
-                let (policy, _) = Policy::from_api(&api);
-                remove(
-                    &mut self.snapshot.policies,
-                    policy.key,
-                    Event::PolicyDeleted,
-                )
-            }
-        };
-        (changes, broken)
+        }
+    }
+
+    fn deleted_key(&self) -> Option<String> {
+        self.metadata.name.clone()
+    }
+
+    fn map(snapshot: &mut Snapshot) -> &mut BTreeMap<String, Namespace> {
+        &mut snapshot.namespaces
+    }
+
+    fn upserted(ns: Namespace) -> Event {
+        Event::Namespace(ns)
+    }
+
+    fn deleted(name: String) -> Event {
+        Event::NamespaceDeleted(name)
+    }
+}
+
+impl Watched for ApiPolicy {
+    const KIND: Kind = Kind::NetworkPolicies;
+    type Key = PolicyKey;
+    type Value = Policy;
+
+    /// A policy with errors converts to its fail-closed stand-in, and is reported.
+    fn convert(self, broken: &mut Vec<Broken>) -> Option<(PolicyKey, Policy)> {
+        let (policy, errors) = Policy::from_api(&self);
+        if !errors.is_empty() {
+            broken.push(Broken {
+                policy: self,
+                errors,
+            });
+        }
+        Some((policy.key.clone(), policy))
+    }
+
+    /// A deleted policy needs no report, however broken it was.
+    fn deleted_key(&self) -> Option<PolicyKey> {
+        Some(Policy::from_api(self).0.key)
+    }
+
+    fn map(snapshot: &mut Snapshot) -> &mut BTreeMap<PolicyKey, Policy> {
+        &mut snapshot.policies
+    }
+
+    fn upserted(policy: Policy) -> Event {
+        Event::Policy(policy)
+    }
+
+    fn deleted(key: PolicyKey) -> Event {
+        Event::PolicyDeleted(key)
     }
 }
 
