@@ -4,10 +4,12 @@
 //! `run` owns the watchers: it batches bursts of events into one publication and reports
 //! each kind's state to `/healthz`. The rest is split by concern: `cache` is the pure part
 //! (watch events in, snapshot out) and is unit-tested; `events` posts a Kubernetes Event on
-//! each NetworkPolicy that fails to compile.
+//! each NetworkPolicy that fails to compile; `lookup` GETs a pod the watch has not delivered
+//! yet, for the plugin socket.
 
 mod cache;
 mod events;
+mod lookup;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,6 +27,7 @@ use tracing::{info, warn};
 
 pub use self::cache::{Broken, Cache, Update};
 use self::events::BrokenPolicyEvents;
+pub use self::lookup::PodLookup;
 use super::{Update as SourceUpdate, Updates};
 use crate::health::Health;
 use crate::metrics::Metrics;
