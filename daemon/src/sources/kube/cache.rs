@@ -120,8 +120,8 @@ trait Watched: Sized {
     type Key: Ord + Clone;
     type Value: PartialEq + Clone;
 
-    /// The object as the compiler sees it, with its key, or `None` to skip it. Problems are
-    /// logged here; a policy's are also pushed to `broken`, to be reported on the object.
+    /// The object as the compiler sees it, with its key, or `None` to skip it. A pod's or a
+    /// namespace's problems are logged here; a policy's go to `broken`, to be reported.
     fn convert(self, broken: &mut Vec<Broken>) -> Option<(Self::Key, Self::Value)>;
     /// The key of a deleted object, or `None` when it has none (so it cannot be cached).
     fn deleted_key(&self) -> Option<Self::Key>;
