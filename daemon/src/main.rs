@@ -170,7 +170,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 }
                 None => kube::wait_synced(&mut rx, &health, config.cache_sync_timeout).await?,
             };
-            ("api", cluster, rx, Some(server::PodLookup::new(client)))
+            ("api", cluster, rx, Some(kube::PodLookup::new(client)))
         }
     };
 

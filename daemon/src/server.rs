@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::core::Core;
+use crate::sources::kube::PodLookup;
 
 /// A client that has not sent a whole line by then gets an error instead of a hung socket.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
@@ -47,37 +48,6 @@ pub fn bind(path: &Path) -> anyhow::Result<std::os::unix::net::UnixListener> {
         .set_nonblocking(true)
         .context("making the socket non-blocking")?;
     Ok(listener)
-}
-
-/// Fetches a pod the watch cache has not seen yet, so that a pod attached right after it was
-/// created still gets its labels (kube mode).
-#[derive(Clone)]
-pub struct PodLookup {
-    client: kube::Client,
-}
-
-/// A direct GET must not hold an ADD for long: past this, the pod attaches with the labels
-/// the watch delivers moments later.
-const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
-
-impl PodLookup {
-    pub fn new(client: kube::Client) -> Self {
-        Self { client }
-    }
-
-    async fn get(&self, namespace: &str, name: &str) -> Option<podwall_policy::Pod> {
-        let api: kube::Api<k8s_openapi::api::core::v1::Pod> =
-            kube::Api::namespaced(self.client.clone(), namespace);
-        match tokio::time::timeout(LOOKUP_TIMEOUT, api.get_opt(name)).await {
-            Ok(Ok(Some(pod))) => Some(podwall_policy::Pod::from_api(&pod).0),
-            Ok(Ok(None)) => None,
-            Ok(Err(err)) => {
-                warn!(pod = %format!("{namespace}/{name}"), error = %err, "cannot get the pod; it attaches quarantined until its labels are known");
-                None
-            }
-            Err(_) => None,
-        }
-    }
 }
 
 /// Serve until `shutdown` is cancelled. Each connection runs on its own task; requests reach

@@ -1,0 +1,551 @@
+//! The pure part of the Kubernetes source: watch events in, a `Snapshot` and the compiler
+//! events that changed it out. No I/O, so the folds are unit-tested here.
+//!
+//! Every watched kind goes through the one `Cache::fold`; what differs between pods,
+//! namespaces and policies is said once per kind, by its `Watched` impl.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::{Namespace as ApiNamespace, Pod as ApiPod};
+use k8s_openapi::api::networking::v1::NetworkPolicy as ApiPolicy;
+use kube::runtime::watcher::Event as WatchEvent;
+use podwall_policy::diff::diff;
+use podwall_policy::model::{ModelError, Namespace, Pod, PodKey, Policy, PolicyKey};
+use podwall_policy::{Event, Snapshot};
+use tracing::{debug, warn};
+
+use super::Kind;
+
+/// One watcher event, of whichever kind. Moved once per event, so the size difference of
+/// the variants does not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum Update {
+    Pod(WatchEvent<ApiPod>),
+    Namespace(WatchEvent<ApiNamespace>),
+    Policy(WatchEvent<ApiPolicy>),
+}
+
+/// A policy that converted with errors: enforced as its fail-closed stand-in, and reported.
+#[derive(Debug, Clone)]
+pub struct Broken {
+    pub policy: ApiPolicy,
+    pub errors: Vec<ModelError>,
+}
+
+/// The cluster as the watchers have told it so far.
+#[derive(Default)]
+pub struct Cache {
+    snapshot: Snapshot,
+    synced: BTreeSet<Kind>,
+    /// Objects being relisted, kept apart until the list is complete, so that a relist (after
+    /// a 410 Gone or a dropped watch) swaps in whole and causes no churn. A kind's buffer is
+    /// a `Snapshot` in which only that kind's map is filled.
+    relists: BTreeMap<Kind, Snapshot>,
+}
+
+impl Cache {
+    /// Start from the last-known state (the store's), which the first lists replace.
+    pub fn from_snapshot(snapshot: Snapshot) -> Self {
+        Self {
+            snapshot,
+            ..Default::default()
+        }
+    }
+
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    /// Whether every kind has completed its first list.
+    pub fn is_synced(&self) -> bool {
+        Kind::ALL.iter().all(|k| self.synced.contains(k))
+    }
+
+    pub fn is_kind_synced(&self, kind: Kind) -> bool {
+        self.synced.contains(&kind)
+    }
+
+    /// Apply one watch event. Returns what changed in the snapshot, as compiler events, and
+    /// the policies that converted with errors.
+    pub fn apply(&mut self, update: Update) -> (Vec<Event>, Vec<Broken>) {
+        let mut broken = Vec::new();
+        let changes = match update {
+            Update::Pod(event) => self.fold(event, &mut broken),
+            Update::Namespace(event) => self.fold(event, &mut broken),
+            Update::Policy(event) => self.fold(event, &mut broken),
+        };
+        (changes, broken)
+    }
+
+    /// The one fold of a watch, whatever its kind: a list gathers in its relist buffer and
+    /// replaces the kind's map at `InitDone`; the other events change the snapshot itself.
+    fn fold<K: Watched>(&mut self, event: WatchEvent<K>, broken: &mut Vec<Broken>) -> Vec<Event> {
+        match event {
+            WatchEvent::Init => {
+                self.relists.insert(K::KIND, Snapshot::default());
+                Vec::new()
+            }
+            WatchEvent::InitApply(api) => {
+                if let Some((key, value)) = K::convert(api, broken) {
+                    K::map(self.relists.entry(K::KIND).or_default()).insert(key, value);
+                }
+                Vec::new()
+            }
+            WatchEvent::InitDone => {
+                let mut relist = self.relists.remove(&K::KIND).unwrap_or_default();
+                self.synced.insert(K::KIND);
+                replace(
+                    K::map(&mut self.snapshot),
+                    std::mem::take(K::map(&mut relist)),
+                    K::upserted,
+                    K::deleted,
+                )
+            }
+            WatchEvent::Apply(api) => match K::convert(api, broken) {
+                Some((key, value)) => upsert(K::map(&mut self.snapshot), key, value, K::upserted),
+                None => Vec::new(),
+            },
+            WatchEvent::Delete(api) => match K::deleted_key(&api) {
+                Some(key) => remove(K::map(&mut self.snapshot), key, K::deleted),
+                None => Vec::new(),
+            },
+        }
+    }
+}
+
+/// A kind of API object the cache folds: how one converts, which map of a `Snapshot` holds
+/// it, and which compiler events announce it.
+trait Watched: Sized {
+    const KIND: Kind;
+    type Key: Ord + Clone;
+    type Value: PartialEq + Clone;
+
+    /// The object as the compiler sees it, with its key, or `None` to skip it. A pod's or a
+    /// namespace's problems are logged here; a policy's go to `broken`, to be reported.
+    fn convert(self, broken: &mut Vec<Broken>) -> Option<(Self::Key, Self::Value)>;
+    /// The key of a deleted object, or `None` when it has none (so it cannot be cached).
+    fn deleted_key(&self) -> Option<Self::Key>;
+    /// The map of this kind in `snapshot`.
+    fn map(snapshot: &mut Snapshot) -> &mut BTreeMap<Self::Key, Self::Value>;
+    fn upserted(value: Self::Value) -> Event;
+    fn deleted(key: Self::Key) -> Event;
+}
+
+impl Watched for ApiPod {
+    const KIND: Kind = Kind::Pods;
+    type Key = PodKey;
+    type Value = Pod;
+
+    fn convert(self, _: &mut Vec<Broken>) -> Option<(PodKey, Pod)> {
+        let pod = pod_from_api(&self);
+        Some((pod.key.clone(), pod))
+    }
+
+    fn deleted_key(&self) -> Option<PodKey> {
+        Some(pod_from_api(self).key)
+    }
+
+    fn map(snapshot: &mut Snapshot) -> &mut BTreeMap<PodKey, Pod> {
+        &mut snapshot.pods
+    }
+
+    fn upserted(pod: Pod) -> Event {
+        Event::Pod(pod)
+    }
+
+    fn deleted(key: PodKey) -> Event {
+        Event::PodDeleted(key)
+    }
+}
+
+/// A pod always converts: a field it cannot use is ignored, which is worth a debug line only.
+fn pod_from_api(api: &ApiPod) -> Pod {
+    let (pod, errors) = Pod::from_api(api);
+    for error in errors {
+        debug!(pod = %pod.key, error = %error, "pod field ignored");
+    }
+    pod
+}
+
+impl Watched for ApiNamespace {
+    const KIND: Kind = Kind::Namespaces;
+    type Key = String;
+    type Value = Namespace;
+
+    fn convert(self, _: &mut Vec<Broken>) -> Option<(String, Namespace)> {
+        match Namespace::from_api(&self) {
+            Ok(ns) => Some((ns.name.clone(), ns)),
+            Err(error) => {
+                warn!(error = %error, "namespace skipped");
+                None
+            }
+        }
+    }
+
+    fn deleted_key(&self) -> Option<String> {
+        self.metadata.name.clone()
+    }
+
+    fn map(snapshot: &mut Snapshot) -> &mut BTreeMap<String, Namespace> {
+        &mut snapshot.namespaces
+    }
+
+    fn upserted(ns: Namespace) -> Event {
+        Event::Namespace(ns)
+    }
+
+    fn deleted(name: String) -> Event {
+        Event::NamespaceDeleted(name)
+    }
+}
+
+impl Watched for ApiPolicy {
+    const KIND: Kind = Kind::NetworkPolicies;
+    type Key = PolicyKey;
+    type Value = Policy;
+
+    /// A policy with errors converts to its fail-closed stand-in, and is reported.
+    fn convert(self, broken: &mut Vec<Broken>) -> Option<(PolicyKey, Policy)> {
+        let (policy, errors) = Policy::from_api(&self);
+        if !errors.is_empty() {
+            broken.push(Broken {
+                policy: self,
+                errors,
+            });
+        }
+        Some((policy.key.clone(), policy))
+    }
+
+    /// A deleted policy needs no report, however broken it was.
+    fn deleted_key(&self) -> Option<PolicyKey> {
+        Some(Policy::from_api(self).0.key)
+    }
+
+    fn map(snapshot: &mut Snapshot) -> &mut BTreeMap<PolicyKey, Policy> {
+        &mut snapshot.policies
+    }
+
+    fn upserted(policy: Policy) -> Event {
+        Event::Policy(policy)
+    }
+
+    fn deleted(key: PolicyKey) -> Event {
+        Event::PolicyDeleted(key)
+    }
+}
+
+/// Swap in a complete list; what differed, as changes (none after a relist of an unchanged
+/// cluster).
+fn replace<K: Ord + Clone, V: PartialEq + Clone>(
+    current: &mut BTreeMap<K, V>,
+    listed: BTreeMap<K, V>,
+    upserted: fn(V) -> Event,
+    deleted: fn(K) -> Event,
+) -> Vec<Event> {
+    let changes = diff(current, &listed)
+        .map(|change| match change.new_value() {
+            Some(value) => upserted(value.clone()),
+            None => deleted(change.key().clone()),
+        })
+        .collect();
+    *current = listed;
+    changes
+}
+
+fn upsert<K: Ord, V: PartialEq + Clone>(
+    map: &mut BTreeMap<K, V>,
+    key: K,
+    value: V,
+    upserted: fn(V) -> Event,
+) -> Vec<Event> {
+    match map.insert(key, value.clone()) {
+        Some(old) if old == value => Vec::new(),
+        _ => vec![upserted(value)],
+    }
+}
+
+fn remove<K: Ord, V>(map: &mut BTreeMap<K, V>, key: K, deleted: fn(K) -> Event) -> Vec<Event> {
+    match map.remove(&key) {
+        Some(_) => vec![deleted(key)],
+        None => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(ns: &str, name: &str, labels: &[(&str, &str)], ip: &str) -> ApiPod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": ns, "labels": labels.iter().cloned().collect::<BTreeMap<_, _>>()},
+            "spec": {"nodeName": "n2", "containers": [{"name": "c", "image": "i"}]},
+            "status": {"phase": "Running", "podIPs": [{"ip": ip}]},
+        }))
+        .unwrap()
+    }
+
+    fn namespace(name: &str) -> ApiNamespace {
+        serde_json::from_value(
+            serde_json::json!({"metadata": {"name": name, "labels": {"team": name}}}),
+        )
+        .unwrap()
+    }
+
+    fn policy(ns: &str, name: &str, cidr: &str) -> ApiPolicy {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": ns, "uid": format!("uid-{name}"), "resourceVersion": "7"},
+            "spec": {"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": cidr}}]}]},
+        }))
+        .unwrap()
+    }
+
+    /// Feed one complete list of each kind.
+    fn synced(pods: Vec<ApiPod>) -> Cache {
+        let mut cache = Cache::default();
+        cache.apply(Update::Pod(WatchEvent::Init));
+        for p in pods {
+            cache.apply(Update::Pod(WatchEvent::InitApply(p)));
+        }
+        cache.apply(Update::Pod(WatchEvent::InitDone));
+        for update in [
+            Update::Namespace(WatchEvent::Init),
+            Update::Namespace(WatchEvent::InitApply(namespace("x"))),
+            Update::Namespace(WatchEvent::InitDone),
+            Update::Policy(WatchEvent::Init),
+            Update::Policy(WatchEvent::InitDone),
+        ] {
+            cache.apply(update);
+        }
+        cache
+    }
+
+    #[test]
+    fn not_synced_until_every_kind_has_listed() {
+        let mut cache = Cache::default();
+        cache.apply(Update::Pod(WatchEvent::Init));
+        cache.apply(Update::Pod(WatchEvent::InitDone));
+        assert!(!cache.is_synced());
+        assert!(synced(vec![]).is_synced());
+    }
+
+    #[test]
+    fn objects_of_a_relist_wait_until_it_is_complete() {
+        let mut cache = Cache::default();
+        cache.apply(Update::Pod(WatchEvent::Init));
+        cache.apply(Update::Pod(WatchEvent::InitApply(pod(
+            "x",
+            "a",
+            &[],
+            "10.0.0.2",
+        ))));
+        assert!(
+            cache.snapshot().pods.is_empty(),
+            "half a list is not the cluster"
+        );
+        let (changes, _) = cache.apply(Update::Pod(WatchEvent::InitDone));
+        assert!(
+            matches!(changes.as_slice(), [Event::Pod(p)] if p.key.name == "a"),
+            "{changes:?}"
+        );
+        assert_eq!(cache.snapshot().pods.len(), 1);
+    }
+
+    #[test]
+    fn a_relist_with_the_same_objects_changes_nothing() {
+        let mut cache = synced(vec![pod("x", "a", &[("app", "web")], "10.0.0.2")]);
+        cache.apply(Update::Pod(WatchEvent::Init));
+        cache.apply(Update::Pod(WatchEvent::InitApply(pod(
+            "x",
+            "a",
+            &[("app", "web")],
+            "10.0.0.2",
+        ))));
+        let (changes, _) = cache.apply(Update::Pod(WatchEvent::InitDone));
+        assert!(
+            changes.is_empty(),
+            "no churn after a 410 or a dropped watch: {changes:?}"
+        );
+    }
+
+    #[test]
+    fn a_relist_drops_what_was_deleted_while_the_watch_was_down() {
+        let mut cache = synced(vec![
+            pod("x", "a", &[], "10.0.0.2"),
+            pod("x", "b", &[], "10.0.0.3"),
+        ]);
+        cache.apply(Update::Pod(WatchEvent::Init));
+        cache.apply(Update::Pod(WatchEvent::InitApply(pod(
+            "x",
+            "a",
+            &[],
+            "10.0.0.2",
+        ))));
+        let (changes, _) = cache.apply(Update::Pod(WatchEvent::InitDone));
+        assert!(
+            matches!(changes.as_slice(), [Event::PodDeleted(k)] if k.name == "b"),
+            "{changes:?}"
+        );
+        assert_eq!(
+            cache
+                .snapshot()
+                .pods
+                .keys()
+                .map(|k| k.name.as_str())
+                .collect::<Vec<_>>(),
+            vec!["a"]
+        );
+    }
+
+    #[test]
+    fn apply_and_delete_change_the_snapshot() {
+        let mut cache = synced(vec![]);
+        let apply = |cache: &mut Cache, p: ApiPod| cache.apply(Update::Pod(WatchEvent::Apply(p))).0;
+        assert_eq!(apply(&mut cache, pod("x", "a", &[], "10.0.0.2")).len(), 1);
+        assert!(
+            apply(&mut cache, pod("x", "a", &[], "10.0.0.2")).is_empty(),
+            "same object again"
+        );
+        assert_eq!(
+            apply(&mut cache, pod("x", "a", &[("app", "db")], "10.0.0.2")).len(),
+            1
+        );
+        assert_eq!(
+            cache
+                .snapshot()
+                .pods
+                .values()
+                .next()
+                .unwrap()
+                .labels
+                .get("app")
+                .map(String::as_str),
+            Some("db")
+        );
+        let deleted = cache
+            .apply(Update::Pod(WatchEvent::Delete(pod(
+                "x",
+                "a",
+                &[],
+                "10.0.0.2",
+            ))))
+            .0;
+        assert!(matches!(deleted.as_slice(), [Event::PodDeleted(_)]));
+        assert!(cache.snapshot().pods.is_empty());
+        let gone = cache
+            .apply(Update::Namespace(WatchEvent::Delete(namespace("x"))))
+            .0;
+        assert!(matches!(gone.as_slice(), [Event::NamespaceDeleted(n)] if n == "x"));
+    }
+
+    #[test]
+    fn a_broken_policy_is_kept_as_its_fail_closed_stand_in_and_reported() {
+        let mut cache = synced(vec![]);
+        let (changes, broken) = cache.apply(Update::Policy(WatchEvent::Apply(policy(
+            "x",
+            "bad",
+            "10.0.0.0/33",
+        ))));
+        assert_eq!(changes.len(), 1);
+        assert_eq!(broken.len(), 1);
+        assert!(
+            broken[0].errors[0].to_string().contains("10.0.0.0/33"),
+            "{}",
+            broken[0].errors[0]
+        );
+        let stand_in = cache.snapshot().policies.values().next().unwrap();
+        assert!(stand_in.broken);
+        let (_, fine) = cache.apply(Update::Policy(WatchEvent::Apply(policy(
+            "x",
+            "good",
+            "10.0.0.0/8",
+        ))));
+        assert!(fine.is_empty());
+    }
+
+    #[test]
+    fn the_store_snapshot_is_the_starting_point() {
+        let cache = synced(vec![pod("x", "a", &[], "10.0.0.2")]);
+        let restarted = Cache::from_snapshot(cache.snapshot().clone());
+        assert_eq!(restarted.snapshot(), cache.snapshot());
+        assert!(
+            !restarted.is_synced(),
+            "a stored state is not a synced cache"
+        );
+    }
+
+    #[test]
+    fn a_namespace_that_does_not_convert_is_skipped() {
+        let mut cache = synced(vec![]);
+        let nameless: ApiNamespace =
+            serde_json::from_value(serde_json::json!({"metadata": {}})).unwrap();
+        let skipped = cache.apply(Update::Namespace(WatchEvent::Apply(nameless.clone())));
+        assert!(skipped.0.is_empty(), "{:?}", skipped.0);
+        let skipped = cache.apply(Update::Namespace(WatchEvent::Delete(nameless.clone())));
+        assert!(skipped.0.is_empty(), "{:?}", skipped.0);
+        cache.apply(Update::Namespace(WatchEvent::Init));
+        cache.apply(Update::Namespace(WatchEvent::InitApply(nameless)));
+        cache.apply(Update::Namespace(WatchEvent::InitApply(namespace("y"))));
+        let (changes, _) = cache.apply(Update::Namespace(WatchEvent::InitDone));
+        assert!(
+            matches!(changes.as_slice(), [Event::Namespace(y), Event::NamespaceDeleted(x)] if y.name == "y" && x == "x"),
+            "{changes:?}"
+        );
+        assert_eq!(
+            cache.snapshot().namespaces.keys().collect::<Vec<_>>(),
+            ["y"]
+        );
+    }
+
+    #[test]
+    fn deleting_an_object_the_cache_does_not_hold_changes_nothing() {
+        let mut cache = synced(vec![]);
+        for update in [
+            Update::Pod(WatchEvent::Delete(pod("x", "a", &[], "10.0.0.2"))),
+            Update::Namespace(WatchEvent::Delete(namespace("y"))),
+            Update::Policy(WatchEvent::Delete(policy("x", "p", "10.0.0.0/8"))),
+        ] {
+            let (changes, broken) = cache.apply(update);
+            assert!(changes.is_empty(), "{changes:?}");
+            assert!(broken.is_empty(), "{broken:?}");
+        }
+    }
+
+    #[test]
+    fn a_relist_of_policies_reports_broken_ones_as_listed_and_swaps_in_whole() {
+        let mut cache = synced(vec![]);
+        cache.apply(Update::Policy(WatchEvent::Apply(policy(
+            "x",
+            "gone",
+            "10.0.0.0/8",
+        ))));
+        cache.apply(Update::Policy(WatchEvent::Init));
+        let (changes, broken) = cache.apply(Update::Policy(WatchEvent::InitApply(policy(
+            "x",
+            "bad",
+            "10.0.0.0/33",
+        ))));
+        assert!(changes.is_empty(), "{changes:?}");
+        assert_eq!(broken.len(), 1);
+        assert_eq!(
+            cache.snapshot().policies.len(),
+            1,
+            "half a list is not the cluster"
+        );
+        let (changes, broken) = cache.apply(Update::Policy(WatchEvent::InitDone));
+        assert!(broken.is_empty(), "{broken:?}");
+        assert!(
+            matches!(changes.as_slice(), [Event::Policy(p), Event::PolicyDeleted(k)] if p.broken && k.name == "gone"),
+            "{changes:?}"
+        );
+        let (changes, broken) = cache.apply(Update::Policy(WatchEvent::Delete(policy(
+            "x",
+            "bad",
+            "10.0.0.0/33",
+        ))));
+        assert!(matches!(changes.as_slice(), [Event::PolicyDeleted(k)] if k.name == "bad"));
+        assert!(
+            broken.is_empty(),
+            "a deleted policy is not reported: {broken:?}"
+        );
+    }
+}

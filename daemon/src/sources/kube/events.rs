@@ -1,0 +1,71 @@
+//! Kubernetes Events on the NetworkPolicies that fail to compile, so that their authors see
+//! the problem in `kubectl describe`, not only in this node's log.
+
+use std::collections::BTreeSet;
+
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::{Client, Resource};
+use tracing::warn;
+
+use super::Broken;
+
+/// Posts one Warning Event per broken policy version: a policy relisted or re-sent unchanged
+/// is logged again but not posted again.
+pub(super) struct BrokenPolicyEvents {
+    recorder: Recorder,
+    /// The (uid, resourceVersion) of each version already posted.
+    posted: BTreeSet<(String, String)>,
+}
+
+impl BrokenPolicyEvents {
+    /// Events signed by this node's podwall.
+    pub(super) fn new(client: Client, node: String) -> Self {
+        let reporter = Reporter {
+            controller: "podwall".into(),
+            instance: Some(node),
+        };
+        Self {
+            recorder: Recorder::new(client, reporter),
+            posted: BTreeSet::new(),
+        }
+    }
+
+    pub(super) async fn report(&mut self, Broken { policy, errors }: &Broken) {
+        let uid = policy.metadata.uid.clone().unwrap_or_default();
+        let version = policy.metadata.resource_version.clone().unwrap_or_default();
+        let name = format!(
+            "{}/{}",
+            policy.metadata.namespace.as_deref().unwrap_or("default"),
+            policy.metadata.name.as_deref().unwrap_or("")
+        );
+        let note: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        warn!(policy = %name, errors = ?note, "network policy does not compile; the pods it selects stay isolated");
+        if !self.posted.insert((uid, version)) {
+            return;
+        }
+        let event = KubeEvent {
+            type_: EventType::Warning,
+            reason: "InvalidNetworkPolicy".into(),
+            note: Some(truncate(
+                &format!(
+                    "podwall enforces nothing this policy allows, and isolates the pods it selects: {}",
+                    note.join("; ")
+                ),
+                1000,
+            )),
+            action: "Compile".into(),
+            secondary: None,
+        };
+        if let Err(err) = self.recorder.publish(&event, &policy.object_ref(&())).await {
+            warn!(policy = %name, error = %err, "cannot post the event on the policy");
+        }
+    }
+}
+
+/// Shortens a note, marking the cut: the API server rejects an Event whose note exceeds 1 kB.
+fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
+    }
+}

@@ -1,0 +1,222 @@
+//! The Kubernetes source: kube-rs watchers of Pods (every node's: they are peers),
+//! Namespaces and NetworkPolicies, folded into one `Snapshot` of the cluster.
+//!
+//! `run` owns the watchers: it batches bursts of events into one publication and reports
+//! each kind's state to `/healthz`. The rest is split by concern: `cache` is the pure part
+//! (watch events in, snapshot out) and is unit-tested; `events` posts a Kubernetes Event on
+//! each NetworkPolicy that fails to compile; `lookup` GETs a pod the watch has not delivered
+//! yet, for the plugin socket.
+
+mod cache;
+mod events;
+mod lookup;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Namespace as ApiNamespace, Pod as ApiPod};
+use k8s_openapi::api::networking::v1::NetworkPolicy as ApiPolicy;
+use kube::runtime::watcher::{self, Event as WatchEvent};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client, Resource};
+use podwall_policy::Snapshot;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use self::cache::{Broken, Cache, Update};
+use self::events::BrokenPolicyEvents;
+pub use self::lookup::PodLookup;
+use super::{Update as SourceUpdate, Updates};
+use crate::health::Health;
+use crate::metrics::Metrics;
+
+/// The kinds podwall watches, by their API resource name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    Pods,
+    Namespaces,
+    NetworkPolicies,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Pods, Kind::Namespaces, Kind::NetworkPolicies];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Pods => "pods",
+            Kind::Namespaces => "namespaces",
+            Kind::NetworkPolicies => "networkpolicies",
+        }
+    }
+}
+
+/// How long a burst of events may gather before the snapshot is published: long enough that
+/// a burst becomes one transaction, short next to the time a pod takes to start.
+const BATCH: Duration = Duration::from_millis(5);
+/// A watch error that persists this long (the watcher retries with backoff) marks the kind
+/// unhealthy; a relist after a 410 or a dropped connection recovers well before.
+const ERROR_GRACE: Duration = Duration::from_secs(15);
+
+fn stream<K>(
+    api: Api<K>,
+    kind: Kind,
+    wrap: fn(WatchEvent<K>) -> Update,
+) -> impl Stream<Item = (Kind, Result<Update, watcher::Error>)>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    K::DynamicType: Default,
+{
+    watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .map(move |item| (kind, item.map(wrap)))
+}
+
+/// The watchers. Once every kind has listed, the whole snapshot is sent; after that, the
+/// changes of each batch.
+pub async fn run(
+    client: Client,
+    mut cache: Cache,
+    tx: Updates,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    node: String,
+    shutdown: CancellationToken,
+) {
+    let mut kube_events = BrokenPolicyEvents::new(client.clone(), node);
+    let mut streams = futures::stream::select_all([
+        stream(Api::<ApiPod>::all(client.clone()), Kind::Pods, Update::Pod).boxed(),
+        stream(
+            Api::<ApiNamespace>::all(client.clone()),
+            Kind::Namespaces,
+            Update::Namespace,
+        )
+        .boxed(),
+        stream(
+            Api::<ApiPolicy>::all(client.clone()),
+            Kind::NetworkPolicies,
+            Update::Policy,
+        )
+        .boxed(),
+    ]);
+    for kind in Kind::ALL {
+        health.set_source(kind.as_str(), Err("waiting for the first list".into()));
+    }
+    let mut failing: BTreeMap<Kind, Instant> = BTreeMap::new();
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            item = streams.next() => match item { Some(item) => item, None => return },
+        };
+        let was_synced = cache.is_synced();
+        let mut changes = Vec::new();
+        let mut broken = Vec::new();
+        let mut handle = |(kind, item): (Kind, Result<Update, watcher::Error>),
+                          cache: &mut Cache| match item {
+            Ok(update) => {
+                if matches!(
+                    update,
+                    Update::Pod(WatchEvent::Init)
+                        | Update::Namespace(WatchEvent::Init)
+                        | Update::Policy(WatchEvent::Init)
+                ) && cache.is_kind_synced(kind)
+                {
+                    metrics.count_watch_restart();
+                    info!(kind = kind.as_str(), "relisting");
+                }
+                let (c, b) = cache.apply(update);
+                changes.extend(c);
+                broken.extend(b);
+                failing.remove(&kind);
+                if cache.is_kind_synced(kind) {
+                    health.set_source(kind.as_str(), Ok(()));
+                }
+            }
+            Err(err) => {
+                metrics.count_error("api");
+                let reason = describe(&err);
+                warn!(kind = kind.as_str(), error = %reason, "watch failed; retrying with backoff");
+                let since = *failing.entry(kind).or_insert_with(Instant::now);
+                if is_forbidden(&err) || since.elapsed() > ERROR_GRACE {
+                    health.set_source(kind.as_str(), Err(reason));
+                }
+            }
+        };
+        handle(first, &mut cache);
+        let deadline = tokio::time::Instant::now() + BATCH;
+        while let Ok(Some(item)) = tokio::time::timeout_at(deadline, streams.next()).await {
+            handle(item, &mut cache);
+        }
+        for broken in &broken {
+            kube_events.report(broken).await;
+        }
+        // The first complete list is sent whole, even when it is empty or equals the stored
+        // state: start-up waits for it.
+        let update = match (was_synced, cache.is_synced()) {
+            (false, true) => Some(SourceUpdate::Snapshot(cache.snapshot().clone())),
+            (true, true) if !changes.is_empty() => Some(SourceUpdate::Changes(changes)),
+            _ => None,
+        };
+        if let Some(update) = update {
+            if tx.send(update).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Wait for the first complete list of every kind, or fail when `timeout` passes first
+/// (naming each kind's state).
+pub async fn wait_synced(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<SourceUpdate>,
+    health: &Health,
+    timeout: Duration,
+) -> anyhow::Result<Snapshot> {
+    match tokio::time::timeout(timeout, rx.recv()).await {
+        Ok(Some(SourceUpdate::Snapshot(snapshot))) => Ok(snapshot),
+        Ok(Some(SourceUpdate::Changes(_))) => {
+            anyhow::bail!("the API watchers sent changes before a complete list")
+        }
+        Ok(None) => anyhow::bail!("the API watchers stopped before they synced"),
+        Err(_) => anyhow::bail!(
+            "caches did not sync within {}s: {}",
+            timeout.as_secs(),
+            health
+                .reason()
+                .unwrap_or_else(|| "no reason recorded".into())
+        ),
+    }
+}
+
+fn api_error(err: &watcher::Error) -> Option<&kube::core::Status> {
+    match err {
+        watcher::Error::InitialListFailed(kube::Error::Api(e))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(e))
+        | watcher::Error::WatchFailed(kube::Error::Api(e))
+        | watcher::Error::WatchError(e) => Some(e),
+        _ => None,
+    }
+}
+
+fn is_forbidden(err: &watcher::Error) -> bool {
+    api_error(err).is_some_and(|e| e.code == 403)
+}
+
+/// A 403 carries the API server's sentence naming the verb and resource it refused.
+fn describe(err: &watcher::Error) -> String {
+    match api_error(err) {
+        Some(e) if e.code == 403 => format!("forbidden (RBAC): {}", e.message),
+        Some(e) => format!("{} ({}): {}", e.reason, e.code, e.message),
+        None => {
+            let mut text = err.to_string();
+            let mut source = std::error::Error::source(err);
+            while let Some(s) = source {
+                text.push_str(": ");
+                text.push_str(&s.to_string());
+                source = s.source();
+            }
+            text
+        }
+    }
+}
