@@ -1,0 +1,146 @@
+//! Local pods: each gets dispatch entries for its addresses in both directions, to the
+//! chain its policies share, to `open`, or to `quarantine`.
+
+use super::*;
+
+/// A local pod's place in the ruleset: where each direction's dispatch entries send its
+/// addresses.
+pub(super) struct LocalPod {
+    ips: Vec<IpAddr>,
+    targets: [Target; 2],
+}
+
+/// Where a local pod's dispatch entries point in one direction.
+#[derive(Clone, PartialEq, Eq)]
+pub(super) enum Target {
+    /// No policy isolates it: the empty `open` chain.
+    Open,
+    /// Its labels are unknown: the `quarantine` chain, which drops.
+    Quarantine,
+    /// The chain of the policies that isolate it, shared by every pod with the same ones.
+    Chain(ChainName),
+}
+
+impl Target {
+    fn chain(&self) -> &str {
+        match self {
+            Target::Open => names::OPEN_CHAIN,
+            Target::Quarantine => names::QUARANTINE_CHAIN,
+            Target::Chain(name) => name,
+        }
+    }
+}
+
+impl Compiler {
+    pub(super) fn is_local(&self, pod: &Pod) -> bool {
+        pod.node.as_deref() == Some(self.node.as_str()) && pod.is_policed()
+    }
+
+    /// Re-attaches every local pod of a namespace; chains whose policies changed are rebuilt
+    /// because detaching the namespace's pods frees them first.
+    pub(super) fn regroup(&mut self, namespace: &str) {
+        let keys: Vec<PodKey> = self
+            .local
+            .range(PodKey::new(namespace, "")..)
+            .take_while(|(k, _)| k.namespace == namespace)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &keys {
+            self.detach(key);
+        }
+        for key in &keys {
+            self.attach(key);
+        }
+    }
+
+    /// Gives a local pod its dispatch entries: to the chain of the policies that isolate it,
+    /// to `open` in a direction none does, to `quarantine` while its labels are unknown.
+    pub(super) fn attach(&mut self, key: &PodKey) {
+        let Some(pod) = self.snap.pods.get(key) else {
+            return;
+        };
+        if !self.is_local(pod) {
+            return;
+        }
+        let ips = pod.ips.clone();
+        let quarantined = pod.quarantined;
+        let selected = DIRECTIONS.map(|d| selecting(&self.snap, pod, d));
+        let mut targets = [Target::Open, Target::Open];
+        for (direction, policies) in DIRECTIONS.into_iter().zip(selected) {
+            let target = if quarantined {
+                Target::Quarantine
+            } else if policies.is_empty() {
+                Target::Open
+            } else {
+                Target::Chain(self.hold_chain(direction, policies))
+            };
+            for ip in &ips {
+                self.map_put(direction, *ip, target.chain().to_string());
+            }
+            targets[dir_index(direction)] = target;
+        }
+        self.local.insert(key.clone(), LocalPod { ips, targets });
+    }
+
+    /// One more pod dispatched to the chain of `policies` in `direction`; the first makes it.
+    pub(super) fn hold_chain(
+        &mut self,
+        direction: Direction,
+        policies: Vec<PolicyKey>,
+    ) -> ChainName {
+        let canonical = format!(
+            "{direction}|{}",
+            policies
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("|")
+        );
+        let name = names::chain(direction, &canonical);
+        let refs = self.chain_refs.entry(name.clone()).or_insert(0);
+        *refs += 1;
+        if *refs == 1 {
+            let rules = policies
+                .iter()
+                .filter_map(|p| self.compiled.get(p))
+                .flat_map(|c| c.rules(direction).iter().cloned())
+                .collect();
+            self.chain_put(
+                name.clone(),
+                Chain {
+                    direction,
+                    policies,
+                    rules,
+                },
+            );
+        }
+        name
+    }
+
+    pub(super) fn detach(&mut self, key: &PodKey) {
+        let Some(pod) = self.local.remove(key) else {
+            return;
+        };
+        for direction in DIRECTIONS {
+            let target = &pod.targets[dir_index(direction)];
+            for ip in &pod.ips {
+                if self.rs.map(direction).get(ip).map(String::as_str) == Some(target.chain()) {
+                    self.map_delete(direction, *ip);
+                }
+            }
+            let Target::Chain(chain) = target else {
+                continue;
+            };
+            // Every held chain is counted; an uncounted one (a broken invariant) is deleted
+            // rather than panicking on cluster input.
+            let refs = self.chain_refs.get_mut(chain).map_or(0, |refs| {
+                *refs = refs.saturating_sub(1);
+                *refs
+            });
+            if refs == 0 {
+                self.chain_refs.remove(chain);
+                self.chain_delete(chain);
+            }
+        }
+    }
+}

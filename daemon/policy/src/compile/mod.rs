@@ -1,0 +1,305 @@
+//! The compiler: a [`Snapshot`] and a node name → the node's [`Ruleset`], fully or one event
+//! at a time.
+//!
+//! [`Compiler`] keeps an index next to the ruleset so that an event touches only what it
+//! affects:
+//! - every distinct selector peer (namespace scope + pod selector) has one pair of address
+//!   sets (v4, v6), shared by every rule that names the same peer, with its member pods; the
+//!   peers are indexed by the namespace they are confined to, or listed as following a
+//!   namespaceSelector. A pod event re-checks the pod against those peers only, a namespace
+//!   label change re-checks that namespace's pods against namespaceSelector peers only.
+//! - named ports have one `addr . port` set per (name, protocol, family), holding every pod
+//!   that declares the name, so that a pod event changes a few elements.
+//! - the elements of both kinds of set are counted by holder: two pods can hold one address
+//!   (a reused address whose old pod's delete is late), and the element must stay until the
+//!   last of them leaves the set.
+//! - a policy event recompiles that policy and regroups the local pods of its namespace.
+//!
+//! Every change goes through a journal, from which [`Compiler::apply`] returns the
+//! [`RulesetDelta`] that turns the previous ruleset into the new one. [`compile()`] is the
+//! full compile; a test checks that both ways give the same ruleset.
+//!
+//! Rooms: this file holds the events and the compiler's state; `local` gives local pods
+//! their dispatch entries, `sets` keeps the peer, ipBlock and named-port sets, `rules` turns
+//! a policy into rules, `journal` records each mutation to build the delta.
+
+mod journal;
+mod local;
+mod rules;
+mod sets;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use crate::diff::diff;
+use crate::ipblock::IpBlock;
+use crate::model::{
+    Direction, Family, Namespace, NamespaceScope, Peer, Peers, Pod, PodKey, Policy, PolicyKey,
+    PortSpec, Protocol, Snapshot,
+};
+use crate::ruleset::{
+    names, Chain, ChainName, Element, PeerMatch, PortMatch, Rule, Ruleset, RulesetDelta, Set,
+    SetName,
+};
+use crate::selector::Selector;
+use journal::Journal;
+use local::LocalPod;
+use rules::Compiled;
+use sets::{fam_index, PeerState};
+
+/// A change of the cluster, as the watchers (or the manifests source) report it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A pod was added or changed.
+    Pod(Pod),
+    PodDeleted(PodKey),
+    /// A namespace was added or its labels changed.
+    Namespace(Namespace),
+    NamespaceDeleted(String),
+    /// A policy was added or changed (possibly to its fail-closed stand-in).
+    Policy(Policy),
+    PolicyDeleted(PolicyKey),
+}
+
+impl Event {
+    /// The events that turn snapshot `old` into `new`: namespaces and pods before the
+    /// policies that select them, deletions last and in the opposite order.
+    pub fn between(old: &Snapshot, new: &Snapshot) -> Vec<Event> {
+        let (mut events, mut deletes) = (Vec::new(), Vec::new());
+        for change in diff(&old.namespaces, &new.namespaces) {
+            match change.new_value() {
+                Some(ns) => events.push(Event::Namespace(ns.clone())),
+                None => deletes.push(Event::NamespaceDeleted(change.key().clone())),
+            }
+        }
+        for change in diff(&old.pods, &new.pods) {
+            match change.new_value() {
+                Some(pod) => events.push(Event::Pod(pod.clone())),
+                None => deletes.push(Event::PodDeleted(change.key().clone())),
+            }
+        }
+        for change in diff(&old.policies, &new.policies) {
+            match change.new_value() {
+                Some(policy) => events.push(Event::Policy(policy.clone())),
+                None => deletes.push(Event::PolicyDeleted(change.key().clone())),
+            }
+        }
+        // Policies go before the pods and namespaces they select.
+        events.extend(deletes.into_iter().rev());
+        events
+    }
+}
+
+/// Compiles the ruleset of `node` from scratch.
+pub fn compile(snap: &Snapshot, node: &str) -> Ruleset {
+    Compiler::new(snap.clone(), node).into_ruleset()
+}
+
+/// A selector peer: the identity of one pair of address sets.
+type PeerKey = (NamespaceScope, Selector);
+
+fn dir_index(direction: Direction) -> usize {
+    match direction {
+        Direction::Ingress => 0,
+        Direction::Egress => 1,
+    }
+}
+
+const DIRECTIONS: [Direction; 2] = [Direction::Ingress, Direction::Egress];
+
+/// The incremental compiler of one node's ruleset.
+pub struct Compiler {
+    node: String,
+    snap: Snapshot,
+    rs: Ruleset,
+    peers: BTreeMap<PeerKey, PeerState>,
+    /// Peers without a namespaceSelector, by the namespace they are confined to.
+    peers_by_namespace: BTreeMap<String, BTreeSet<PeerKey>>,
+    /// Peers with a namespaceSelector.
+    peers_by_labels: BTreeSet<PeerKey>,
+    blocks: BTreeMap<IpBlock, usize>,
+    named: BTreeMap<(String, Protocol), usize>,
+    /// How many pods hold each element of the pod-address and named-port sets; a set is
+    /// here exactly while it exists, and its elements are the keys.
+    holders: BTreeMap<SetName, BTreeMap<Element, usize>>,
+    compiled: BTreeMap<PolicyKey, Compiled>,
+    chain_refs: BTreeMap<ChainName, usize>,
+    local: BTreeMap<PodKey, LocalPod>,
+    journal: Journal,
+}
+
+impl Compiler {
+    /// Compiles `snap` for `node` in full.
+    pub fn new(mut snap: Snapshot, node: &str) -> Self {
+        // Policies are added one by one through the incremental path, so that a full
+        // compile and a sequence of events cannot disagree.
+        let policies = std::mem::take(&mut snap.policies);
+        let mut c = Compiler {
+            node: node.to_string(),
+            snap,
+            rs: Ruleset::default(),
+            peers: BTreeMap::new(),
+            peers_by_namespace: BTreeMap::new(),
+            peers_by_labels: BTreeSet::new(),
+            blocks: BTreeMap::new(),
+            named: BTreeMap::new(),
+            holders: BTreeMap::new(),
+            compiled: BTreeMap::new(),
+            chain_refs: BTreeMap::new(),
+            local: BTreeMap::new(),
+            journal: Journal::default(),
+        };
+        let keys: Vec<PodKey> = c.snap.pods.keys().cloned().collect();
+        for key in keys {
+            c.attach(&key);
+        }
+        for policy in policies.into_values() {
+            c.upsert_policy(policy);
+        }
+        c.journal = Journal::default();
+        c
+    }
+
+    /// The current ruleset.
+    pub fn ruleset(&self) -> &Ruleset {
+        &self.rs
+    }
+
+    /// The ruleset, giving up the compiler.
+    pub fn into_ruleset(self) -> Ruleset {
+        self.rs
+    }
+
+    /// The cluster state the ruleset was compiled from.
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snap
+    }
+
+    /// The node this compiler dispatches pods of.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Applies one event and returns what changed in the ruleset.
+    pub fn apply(&mut self, event: Event) -> RulesetDelta {
+        match event {
+            Event::Pod(pod) => self.upsert_pod(Some(pod), None),
+            Event::PodDeleted(key) => self.upsert_pod(None, Some(key)),
+            Event::Namespace(ns) => self.change_namespace(&ns.name.clone(), Some(ns)),
+            Event::NamespaceDeleted(name) => self.change_namespace(&name, None),
+            Event::Policy(policy) => self.upsert_policy(policy),
+            Event::PolicyDeleted(key) => self.delete_policy(&key),
+        }
+        self.take_delta()
+    }
+
+    // ---- events ----
+
+    fn upsert_pod(&mut self, new: Option<Pod>, deleted: Option<PodKey>) {
+        let key = match (&new, deleted) {
+            (Some(p), _) => p.key.clone(),
+            (None, Some(k)) => k,
+            (None, None) => return,
+        };
+        self.detach(&key);
+        let old = match new {
+            Some(pod) => self.snap.pods.insert(key.clone(), pod),
+            None => self.snap.pods.remove(&key),
+        };
+        let candidates: Vec<PeerKey> = self
+            .peers_by_namespace
+            .get(&key.namespace)
+            .into_iter()
+            .flatten()
+            .chain(self.peers_by_labels.iter())
+            .cloned()
+            .collect();
+        for peer in candidates {
+            self.refresh_member(&peer, &key, old.as_ref());
+        }
+        self.refresh_named_ports(&key, old.as_ref());
+        self.attach(&key);
+    }
+
+    fn change_namespace(&mut self, name: &str, ns: Option<Namespace>) {
+        let before = self.snap.namespace_labels(name);
+        match ns {
+            Some(ns) => self.snap.upsert_namespace(ns),
+            None => {
+                self.snap.namespaces.remove(name);
+            }
+        }
+        let after = self.snap.namespace_labels(name);
+        if before == after {
+            return;
+        }
+        let pods: Vec<PodKey> = pods_in(&self.snap, name).map(|p| p.key.clone()).collect();
+        let peers: Vec<PeerKey> = self
+            .peers_by_labels
+            .iter()
+            .filter(|(scope, _)| match scope {
+                NamespaceScope::Matching(sel) => sel.matches(&before) != sel.matches(&after),
+                NamespaceScope::Named(_) => false,
+            })
+            .cloned()
+            .collect();
+        for peer in &peers {
+            for key in &pods {
+                let current = self.snap.pods.get(key).cloned();
+                self.refresh_member(peer, key, current.as_ref());
+            }
+        }
+    }
+
+    fn upsert_policy(&mut self, policy: Policy) {
+        let key = policy.key.clone();
+        let compiled = self.compile_policy(&policy);
+        let old = self.compiled.insert(key.clone(), compiled);
+        self.snap.upsert_policy(policy);
+        self.regroup(&key.namespace);
+        if let Some(old) = old {
+            self.release(old);
+        }
+    }
+
+    fn delete_policy(&mut self, key: &PolicyKey) {
+        self.snap.policies.remove(key);
+        let old = self.compiled.remove(key);
+        self.regroup(&key.namespace);
+        if let Some(old) = old {
+            self.release(old);
+        }
+    }
+}
+
+fn pods_in<'a>(snap: &'a Snapshot, namespace: &'a str) -> impl Iterator<Item = &'a Pod> + 'a {
+    snap.pods
+        .range(PodKey::new(namespace, "")..)
+        .take_while(move |(k, _)| k.namespace == namespace)
+        .map(|(_, p)| p)
+}
+
+fn peer_matches(snap: &Snapshot, peer: &PeerKey, pod: &Pod) -> bool {
+    pod.is_policed()
+        && match &peer.0 {
+            NamespaceScope::Named(ns) => pod.key.namespace == *ns,
+            NamespaceScope::Matching(sel) => {
+                sel.matches(&snap.namespace_labels(&pod.key.namespace))
+            }
+        }
+        && peer.1.matches(&pod.labels)
+}
+
+/// The policies of the pod's namespace that isolate it in `direction`, sorted.
+fn selecting(snap: &Snapshot, pod: &Pod, direction: Direction) -> Vec<PolicyKey> {
+    let ns = &pod.key.namespace;
+    snap.policies
+        .range(PolicyKey::new(ns.as_str(), "")..)
+        .take_while(|(k, _)| k.namespace == *ns)
+        .filter(|(_, p)| p.isolates(direction) && p.pod_selector.matches(&pod.labels))
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
