@@ -8,25 +8,20 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use crate::accept::accept_each;
 use crate::health::Health;
 use crate::metrics::Metrics;
 
 const MAX_REQUEST: usize = 8192;
 
-pub async fn serve(
+/// Answer `/healthz` and `/metrics` until `shutdown`, each connection on its own task.
+pub async fn serve_http(
     listener: TcpListener,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let stream = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => { tokio::time::sleep(Duration::from_millis(50)).await; continue; }
-            },
-        };
+    accept_each(listener, "health and metrics", shutdown, |stream| {
         let (health, metrics) = (health.clone(), metrics.clone());
         tokio::spawn(async move {
             // A client that stalls or sends junk just loses its connection.
@@ -34,7 +29,8 @@ pub async fn serve(
                 tokio::time::timeout(Duration::from_secs(5), respond(stream, &health, &metrics))
                     .await;
         });
-    }
+    })
+    .await;
 }
 
 async fn respond(mut stream: TcpStream, health: &Health, metrics: &Metrics) -> std::io::Result<()> {

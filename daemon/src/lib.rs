@@ -5,6 +5,7 @@
 //! plugin socket (`server`), the sled store (`store`), `/healthz` and `/metrics` (`http`).
 #![forbid(unsafe_code)]
 
+pub mod accept;
 pub mod config;
 pub mod core;
 pub mod dataplane;

@@ -86,10 +86,11 @@ fn run(args: podwalld::config::DaemonArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(config))
+    runtime.block_on(daemon(config))
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+/// Start every part of the daemon and serve until a shutdown signal.
+async fn daemon(config: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
     let store = Store::open(&config.state_dir)
@@ -105,7 +106,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         info!(switched = ?switched, "turned br_netfilter on: bridged pod traffic passes the forward hook");
     }
     let shutdown = CancellationToken::new();
-    let mut tasks = vec![tokio::spawn(http::serve(
+    let mut tasks = vec![tokio::spawn(http::serve_http(
         health_listener,
         health.clone(),
         metrics.clone(),
@@ -192,7 +193,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let core = Arc::new(Mutex::new(core));
     let socket =
         tokio::net::UnixListener::from_std(socket).context("registering the plugin socket")?;
-    tasks.push(tokio::spawn(server::serve(
+    tasks.push(tokio::spawn(server::serve_socket(
         socket,
         core.clone(),
         lookup,

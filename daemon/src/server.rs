@@ -17,7 +17,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::core::Core;
+use crate::accept::accept_each;
+use crate::core::{lock, Core, CoreError};
 use crate::sources::kube::PodLookup;
 
 /// A client that has not sent a whole line by then gets an error instead of a hung socket.
@@ -52,26 +53,16 @@ pub fn bind(path: &Path) -> anyhow::Result<std::os::unix::net::UnixListener> {
 
 /// Serve until `shutdown` is cancelled. Each connection runs on its own task; requests reach
 /// `Core` one at a time.
-pub async fn serve(
+pub async fn serve_socket(
     listener: UnixListener,
     core: Arc<Mutex<Core>>,
     lookup: Option<PodLookup>,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let stream = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(err) => {
-                    warn!(error = %err, "accepting on the plugin socket failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    accept_each(listener, "plugin socket", shutdown, |stream| {
         tokio::spawn(connection(stream, core.clone(), lookup.clone()));
-    }
+    })
+    .await;
 }
 
 async fn connection(mut stream: UnixStream, core: Arc<Mutex<Core>>, lookup: Option<PodLookup>) {
@@ -128,11 +119,19 @@ async fn answer(
     let outcome = tokio::task::spawn_blocking(move || lock(&core).handle(request))
         .await
         .map_err(|e| WireError::new(ErrorKind::Internal, format!("request handler failed: {e}")))?;
-    outcome.map(ReplyFrame::reply)
+    outcome.map(ReplyFrame::reply).map_err(to_wire)
 }
 
-fn lock(core: &Mutex<Core>) -> std::sync::MutexGuard<'_, Core> {
-    core.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// The plugin's view of a core error: its kind decides what the plugin tells the runtime.
+fn to_wire(err: CoreError) -> WireError {
+    let kind = match &err {
+        CoreError::BadAttachment(_) => ErrorKind::BadRequest,
+        CoreError::NotAttached(_) => ErrorKind::NotAttached,
+        CoreError::RulesMissing(_) => ErrorKind::RulesMissing,
+        CoreError::Kernel(_) => ErrorKind::Kernel,
+        CoreError::Store(_) => ErrorKind::Store,
+    };
+    WireError::new(kind, err.to_string())
 }
 
 async fn read_line(stream: &mut UnixStream) -> Result<Vec<u8>, WireError> {
@@ -155,5 +154,32 @@ async fn read_line(stream: &mut UnixStream) -> Result<Vec<u8>, WireError> {
             format!("request longer than {MAX_FRAME} bytes"),
         )),
         Ok(Ok(_)) => Ok(line),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_core_error_reaches_the_plugin_with_its_own_kind_and_words() {
+        let id = podwall::wire::AttachmentId {
+            container_id: "c1".into(),
+            ifname: "eth0".into(),
+        };
+        for (err, kind) in [
+            (
+                CoreError::BadAttachment("has no IP addresses"),
+                ErrorKind::BadRequest,
+            ),
+            (CoreError::NotAttached(id), ErrorKind::NotAttached),
+            (CoreError::RulesMissing("x".into()), ErrorKind::RulesMissing),
+            (CoreError::Kernel("refused".into()), ErrorKind::Kernel),
+            (CoreError::Store("full".into()), ErrorKind::Store),
+        ] {
+            let wire = to_wire(err.clone());
+            assert_eq!(wire.kind, kind);
+            assert_eq!(wire.message, err.to_string());
+        }
     }
 }

@@ -10,13 +10,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::core::Core;
+use crate::core::{lock, Core, CoreError};
 use crate::health::Health;
 use crate::metrics::Metrics;
-
-fn lock(core: &Mutex<Core>) -> std::sync::MutexGuard<'_, Core> {
-    core.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// How often, at most, the cluster state is written to the store: a snapshot of a large
 /// cluster is megabytes, and a restart only needs a recent one.
@@ -74,7 +70,7 @@ pub async fn follow_source(
         match result {
             Ok(Ok(())) => debug!(source = name, "applied cluster update"),
             Ok(Err(err)) => {
-                warn!(source = name, error = %err.message, "the kernel refused a cluster update; it stays pending and is retried")
+                warn!(source = name, error = %err, "the kernel refused a cluster update; it stays pending and is retried")
             }
             Err(err) => warn!(source = name, error = %err, "applying cluster update panicked"),
         }
@@ -82,7 +78,7 @@ pub async fn follow_source(
 }
 
 /// A whole snapshot replaces what came before it in the batch; changes after it are merged.
-fn apply(core: &mut Core, batch: Vec<Update>) -> Result<(), podwall::wire::WireError> {
+fn apply(core: &mut Core, batch: Vec<Update>) -> Result<(), CoreError> {
     let mut changes = Vec::new();
     for update in batch {
         match update {
@@ -121,7 +117,7 @@ pub async fn reconcile_every(
         {
             Ok(Ok(drift)) if drift.is_empty() => {}
             Ok(Ok(drift)) => info!(repaired = drift.len(), "reconcile repaired drift"),
-            Ok(Err(err)) => warn!(error = %err.message, "reconcile failed"),
+            Ok(Err(err)) => warn!(error = %err, "reconcile failed"),
             Err(err) => warn!(error = %err, "reconcile panicked"),
         }
     }
@@ -152,7 +148,7 @@ pub async fn retry_pending(core: Arc<Mutex<Core>>, shutdown: CancellationToken) 
             }
             Ok(Some(Err(err))) => {
                 let next = (delay * 2).min(RETRY_MAX);
-                warn!(error = %err.message, retry_in = ?next, "the kernel still refuses the pending changes");
+                warn!(error = %err, retry_in = ?next, "the kernel still refuses the pending changes");
                 next
             }
             Err(err) => {

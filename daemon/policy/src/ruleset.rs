@@ -229,6 +229,42 @@ impl Ruleset {
         delta
     }
 
+    /// What changes `self` into `new` among the objects `deltas` touched: several deltas of
+    /// one transaction become one, without comparing whole rulesets.
+    pub fn diff_over(&self, new: &Ruleset, deltas: &[RulesetDelta]) -> RulesetDelta {
+        let mut sets = BTreeSet::new();
+        let mut chains = BTreeSet::new();
+        let mut ingress = BTreeSet::new();
+        let mut egress = BTreeSet::new();
+        for d in deltas {
+            sets.extend(
+                d.sets_added
+                    .keys()
+                    .chain(&d.sets_removed)
+                    .chain(d.elements_added.keys())
+                    .chain(d.elements_removed.keys()),
+            );
+            chains.extend(d.chains_set.keys().chain(&d.chains_removed));
+            ingress.extend(d.ingress.keys());
+            egress.extend(d.egress.keys());
+        }
+        fn part<K: Ord + Clone, V: Clone>(
+            map: &BTreeMap<K, V>,
+            keys: &BTreeSet<&K>,
+        ) -> BTreeMap<K, V> {
+            keys.iter()
+                .filter_map(|k| map.get(*k).map(|v| ((*k).clone(), v.clone())))
+                .collect()
+        }
+        let parts = |rs: &Ruleset| Ruleset {
+            sets: part(&rs.sets, &sets),
+            chains: part(&rs.chains, &chains),
+            ingress: part(&rs.ingress, &ingress),
+            egress: part(&rs.egress, &egress),
+        };
+        parts(self).diff(&parts(new))
+    }
+
     /// Applies a delta, as the kernel would apply the transaction made from it.
     pub fn apply(&mut self, delta: &RulesetDelta) {
         for name in &delta.sets_removed {

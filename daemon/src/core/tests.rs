@@ -1,3 +1,5 @@
+use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::sync::Mutex;
 
 use podwall::wire::PodRef;
@@ -5,7 +7,8 @@ use podwall_policy::manifests::load;
 
 use super::*;
 use crate::dataplane::names::{OPEN_CHAIN, QUARANTINE_CHAIN};
-use crate::dataplane::{Call, DataplaneError, ElementOp, RecordingKernel};
+use crate::dataplane::{Call, DataplaneError, ElementOp, Fingerprint, Guard, RecordingKernel};
+use podwall_policy::model::Labels;
 use podwall_policy::Ruleset;
 
 /// A kernel the test can look into after handing it to `Core`.
@@ -285,18 +288,17 @@ fn check_notices_a_deleted_element() {
         .egress
         .clear();
     let err = core.handle(Request::Check { id }).unwrap_err();
-    assert_eq!(err.kind, ErrorKind::RulesMissing);
+    assert!(matches!(err, CoreError::RulesMissing(_)), "{err}");
     assert!(
-        err.message.contains("egress4 element 10.0.0.2"),
-        "{}",
-        err.message
+        err.to_string().contains("egress4 element 10.0.0.2"),
+        "{err}"
     );
     let unknown = core
         .handle(Request::Check {
             id: attachment("x", "zz", "10.0.0.9").id,
         })
         .unwrap_err();
-    assert_eq!(unknown.kind, ErrorKind::NotAttached);
+    assert!(matches!(unknown, CoreError::NotAttached(_)), "{unknown}");
 }
 
 #[test]
@@ -309,7 +311,7 @@ fn a_rejected_attach_fails_the_request_and_stays_pending_until_it_lands() {
             attachment: attachment("x", "a", "10.0.0.2"),
         })
         .unwrap_err();
-    assert_eq!(err.kind, ErrorKind::Kernel);
+    assert!(matches!(err, CoreError::Kernel(_)), "{err}");
     let reason = core.health.reason().unwrap_or_default();
     assert!(reason.contains("pod x/a attached"), "{reason}");
     assert!(
@@ -440,12 +442,8 @@ fn attachment_without_addresses_is_a_bad_request() {
     let (mut core, _) = core_with(dir.path(), cluster(""));
     let mut a = attachment("x", "a", "10.0.0.2");
     a.ips.clear();
-    assert_eq!(
-        core.handle(Request::Attach { attachment: a })
-            .unwrap_err()
-            .kind,
-        ErrorKind::BadRequest
-    );
+    let err = core.handle(Request::Attach { attachment: a }).unwrap_err();
+    assert_eq!(err, CoreError::BadAttachment("has no IP addresses"));
 }
 
 #[test]

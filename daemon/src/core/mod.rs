@@ -1,0 +1,367 @@
+//! The daemon's state: the node's attachments, the cluster as the source reports it, the
+//! compiler over both, and what we applied to the kernel. The one place where requests and
+//! source updates turn into kernel transactions and store writes.
+//!
+//! `Core` is synchronous and owns its `Kernel` and `Store`; callers hold one lock around it,
+//! so transactions never interleave.
+//!
+//! One rule for failure: the desired state (attachments, cluster, compiler) always follows
+//! what the node and the cluster say. A change the kernel refuses stays pending: `/healthz`
+//! is red and names it, and the whole desired state is swapped in again (with backoff, and
+//! at every reconcile) until the kernel takes it. Nothing is undone into forgetting.
+//!
+//! Rooms: this file holds the state and the requests; `local` maps attachments to pods,
+//! `transition` turns a change into one kernel transaction, `pending` keeps what the kernel
+//! refused until it lands, `error` says why a request failed.
+
+mod error;
+mod local;
+mod pending;
+mod transition;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use podwall::error_chain;
+use podwall::wire::{Attachment, AttachmentId, Reply, Request};
+use podwall_policy::{Compiler, Event, Pod, PodKey, Snapshot};
+use tracing::{error, info, warn};
+
+pub use error::CoreError;
+pub use local::merged;
+use local::{pod_key, Claims};
+use pending::Pending;
+use transition::{describe, Scope};
+
+use crate::dataplane::{entries_of, Desired, Kernel};
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// The one lock around the core, held for one transaction at a time. A panic while it was
+/// held cannot leave a transaction half done in the kernel (each commits whole), so a
+/// poisoned lock is taken over rather than stopping the daemon.
+pub fn lock(core: &std::sync::Mutex<Core>) -> std::sync::MutexGuard<'_, Core> {
+    core.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// How a core treats what it cannot know for itself.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Quarantine a local pod the source has not described (see `Core::quarantined`).
+    pub quarantine_unknown: bool,
+    /// The runtime's libcni cache, to rebuild attachment records the store cannot read.
+    pub cni_cache: Option<std::path::PathBuf>,
+}
+
+pub struct Core {
+    node: String,
+    store: Store,
+    kernel: Box<dyn Kernel>,
+    attachments: BTreeMap<AttachmentId, Attachment>,
+    /// The cluster as the source (manifests or API) reports it; what it says of this node's
+    /// pods counts only for attached ones (see `merged`).
+    cluster: Snapshot,
+    claims: Claims,
+    /// Compiles `merged(cluster, attachments)` for this node.
+    compiler: Compiler,
+    /// What the kernel holds: the compiled ruleset plus `open` entries for unisolated pods.
+    /// While changes are pending, the last state the kernel took.
+    applied: Desired,
+    pending: Option<Pending>,
+    /// Whether a local pod the source has not described is quarantined (the API server's
+    /// pods: its labels exist, we just do not know them) or has no labels (a manifests
+    /// directory, which describes every pod there is).
+    quarantine_unknown: bool,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+}
+
+impl Core {
+    /// Load the store, compile, and put the result in the kernel in one atomic swap: a
+    /// restart never leaves a moment without rules, and never flushes before the new state
+    /// is in.
+    pub fn start(
+        node: String,
+        cluster: Snapshot,
+        store: Store,
+        kernel: Box<dyn Kernel>,
+        options: Options,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+    ) -> anyhow::Result<Self> {
+        let (mut attachments, unreadable) = store.attachments().context("loading attachments")?;
+        let mut lost = Vec::new();
+        for record in unreadable {
+            metrics.count_store_discard();
+            let rebuilt = match (&record.id, &options.cni_cache) {
+                (Some(id), Some(dir)) => crate::recover::from_cni_cache(dir, id),
+                (None, _) => Err("its key names no attachment".to_string()),
+                (_, None) => Err("no CNI cache to rebuild it from".to_string()),
+            };
+            match rebuilt {
+                Ok(attachment) => {
+                    warn!(pod = %attachment.pod, container_id = %attachment.id.container_id, error = %error_chain(&record.error), "rebuilt an unreadable attachment record from the runtime's CNI cache");
+                    store.put_attachment(&attachment)?;
+                    attachments.insert(attachment.id.clone(), attachment);
+                }
+                Err(why) => {
+                    error!(error = %error_chain(&record.error), why, "discarded an unreadable attachment record: its pod is not enforced until it is attached again");
+                    lost.push(
+                        record
+                            .id
+                            .map_or_else(|| "?".to_string(), |id| id.container_id),
+                    );
+                }
+            }
+        }
+        if !lost.is_empty() {
+            // Their pods run, but nothing says which they are or what addresses they hold:
+            // say so until the daemon restarts, by then the operator has been told.
+            health.set_source(
+                "store",
+                Err(format!(
+                    "{} unreadable attachment record(s) discarded (containers {}); their pods are not enforced until they are attached again (restart them)",
+                    lost.len(),
+                    lost.join(", ")
+                )),
+            );
+        }
+        let compiler = Compiler::new(
+            merged(&cluster, &attachments, &node, options.quarantine_unknown),
+            &node,
+        );
+        let claims = Claims::of(&cluster, &node);
+        let mut core = Self {
+            node,
+            store,
+            kernel,
+            attachments,
+            cluster,
+            claims,
+            compiler,
+            applied: Desired::default(),
+            pending: None,
+            quarantine_unknown: options.quarantine_unknown,
+            metrics,
+            health,
+        };
+        // A kernel that refuses the start state does not stop the daemon: ADDs keep being
+        // served (each retries the swap) and the retry loop keeps at it, with /healthz red.
+        match core.commit_desired() {
+            Ok(()) => {
+                info!(
+                    attachments = core.attachments.len(),
+                    chains = core.applied.ruleset.chains.len(),
+                    sets = core.applied.ruleset.sets.len(),
+                    "programmed kernel"
+                );
+                core.health.set_ready();
+            }
+            Err(err) => {
+                let err = core.refused("start-up state".to_string(), err);
+                error!(error = %err, "the kernel refused the start-up state; retrying");
+            }
+        }
+        Ok(core)
+    }
+
+    /// Whether some change waits for the kernel.
+    pub fn is_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    pub fn handle(&mut self, request: Request) -> Result<Reply, CoreError> {
+        let result = self.dispatch(request);
+        if let Err(err) = &result {
+            self.metrics.count_error(err.metric_kind());
+        }
+        result
+    }
+
+    fn dispatch(&mut self, request: Request) -> Result<Reply, CoreError> {
+        match request {
+            Request::Attach { attachment } => {
+                let started = Instant::now();
+                let result = self.attach(attachment);
+                self.metrics
+                    .observe_attach(started.elapsed(), result.is_ok());
+                result
+            }
+            Request::Detach { id } => self.detach(&id),
+            Request::Check { id } => self.check(&id),
+            Request::Status => Ok(Reply::Status {
+                ready: self.health.is_ready(),
+                attachments: self.attachments.len(),
+                reason: self.health.reason(),
+            }),
+            Request::Gc { valid } => self.gc(&valid),
+        }
+    }
+
+    /// Whether the source has told us about pod `key` (kube mode asks the API server directly
+    /// on attach when it has not).
+    pub fn knows_pod(&self, key: &PodKey) -> bool {
+        self.cluster.pods.contains_key(key)
+    }
+
+    /// A pod fetched directly, ahead of the watch: the attach that follows uses its labels.
+    pub fn learn_pod(&mut self, pod: Pod) {
+        if !self.cluster.pods.contains_key(&pod.key) {
+            self.claims.add(&pod, &self.node);
+            self.cluster.pods.insert(pod.key.clone(), pod);
+        }
+    }
+
+    /// Keep the cluster state in the store, for a restart while the API is unreachable.
+    pub fn persist_cluster(&self) -> Result<(), crate::store::StoreError> {
+        self.store.put_cluster(&self.cluster)
+    }
+
+    /// The source reported changed objects (the API watchers' events): only they are
+    /// compared and compiled.
+    pub fn apply_changes(&mut self, changes: Vec<Event>) -> Result<(), CoreError> {
+        let started = Instant::now();
+        let attachments = self.attachments.clone();
+        let what = describe(&changes);
+        let result = self.transition(attachments, None, Scope::Changes(changes), what);
+        self.metrics.observe_sync(started.elapsed(), result.is_ok());
+        result
+    }
+
+    /// The source reported a new state of the cluster.
+    pub fn set_cluster(&mut self, cluster: Snapshot) -> Result<(), CoreError> {
+        let started = Instant::now();
+        let attachments = self.attachments.clone();
+        // The transition names the objects that differ.
+        let result = self.transition(attachments, Some(cluster), Scope::Everything, String::new());
+        self.metrics.observe_sync(started.elapsed(), result.is_ok());
+        result
+    }
+
+    fn attach(&mut self, attachment: Attachment) -> Result<Reply, CoreError> {
+        validate(&attachment)?;
+        if attachment.host_interface.is_none() {
+            warn!(pod = %attachment.pod, "the CNI result names no host interface: the pod's source addresses are not guarded");
+        }
+        let mut next = self.attachments.clone();
+        // An address still held by another attachment means that pod went away without a DEL
+        // and its address was handed out again: the new pod owns it now.
+        let stale: Vec<Attachment> = next
+            .values()
+            .filter(|a| a.id != attachment.id && a.ips.iter().any(|ip| attachment.ips.contains(ip)))
+            .cloned()
+            .collect();
+        for old in &stale {
+            warn!(pod = %old.pod, container_id = %old.id.container_id, "address reused; dropping stale attachment");
+            next.remove(&old.id);
+        }
+        let mut pods: Vec<PodKey> = stale.iter().map(pod_key).collect();
+        pods.push(pod_key(&attachment));
+        next.insert(attachment.id.clone(), attachment.clone());
+        let what = format!("pod {} attached", attachment.pod);
+        self.transition(next, None, Scope::Pods(pods), what)?;
+        for old in &stale {
+            self.store.remove_attachment(&old.id)?;
+        }
+        self.store.put_attachment(&attachment)?;
+        info!(pod = %attachment.pod, container_id = %attachment.id.container_id, "attached");
+        let chains = entries_of(&self.applied.ruleset, &attachment.ips)
+            .into_iter()
+            .map(|(_, _, chain)| chain)
+            .collect();
+        Ok(Reply::Attached { chains })
+    }
+
+    fn detach(&mut self, id: &AttachmentId) -> Result<Reply, CoreError> {
+        let Some(attachment) = self.attachments.get(id).cloned() else {
+            // Still clear a record the store might hold from a crash between writes.
+            let existed = self.store.remove_attachment(id)?;
+            return Ok(Reply::Detached { existed });
+        };
+        let mut next = self.attachments.clone();
+        next.remove(id);
+        let what = format!("pod {} detached", attachment.pod);
+        self.transition(next, None, Scope::Pods(vec![pod_key(&attachment)]), what)?;
+        self.store.remove_attachment(id)?;
+        info!(pod = %attachment.pod, container_id = %id.container_id, "detached");
+        Ok(Reply::Detached { existed: true })
+    }
+
+    fn check(&mut self, id: &AttachmentId) -> Result<Reply, CoreError> {
+        let attachment = self
+            .attachments
+            .get(id)
+            .ok_or_else(|| CoreError::NotAttached(id.clone()))?;
+        let kernel = self.kernel.dump()?.ok_or_else(|| {
+            CoreError::RulesMissing("the podwall table is missing from the kernel".into())
+        })?;
+        let mut missing = Vec::new();
+        for (map, ip, chain) in entries_of(&self.applied.ruleset, &attachment.ips) {
+            if kernel.maps.get(&map).and_then(|m| m.get(&ip)) != Some(&chain) {
+                missing.push(format!("{map} element {ip}"));
+            }
+            if !kernel.chains.contains_key(&chain) {
+                missing.push(format!("chain {chain}"));
+            }
+        }
+        if missing.is_empty() {
+            Ok(Reply::Checked)
+        } else {
+            Err(CoreError::RulesMissing(format!(
+                "{} is missing {}",
+                attachment.pod,
+                missing.join(", ")
+            )))
+        }
+    }
+
+    fn gc(&mut self, valid: &[AttachmentId]) -> Result<Reply, CoreError> {
+        let removed: Vec<AttachmentId> = self
+            .attachments
+            .keys()
+            .filter(|id| !valid.contains(id))
+            .cloned()
+            .collect();
+        if removed.is_empty() {
+            return Ok(Reply::Gc { removed });
+        }
+        let next = self
+            .attachments
+            .iter()
+            .filter(|(id, _)| valid.contains(id))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let pods = removed
+            .iter()
+            .filter_map(|id| self.attachments.get(id))
+            .map(pod_key)
+            .collect();
+        let what = format!("{} attachment(s) garbage-collected", removed.len());
+        self.transition(next, None, Scope::Pods(pods), what)?;
+        for id in &removed {
+            self.store.remove_attachment(id)?;
+        }
+        info!(removed = removed.len(), "garbage-collected attachments");
+        Ok(Reply::Gc { removed })
+    }
+}
+
+fn validate(attachment: &Attachment) -> Result<(), CoreError> {
+    let bad = |what| Err(CoreError::BadAttachment(what));
+    if attachment.id.container_id.is_empty() || attachment.id.ifname.is_empty() {
+        return bad("needs a container id and an interface name");
+    }
+    if attachment.ips.is_empty() {
+        return bad("has no IP addresses");
+    }
+    if attachment.pod.namespace.is_empty() || attachment.pod.name.is_empty() {
+        return bad("needs a pod namespace and name");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
