@@ -18,7 +18,8 @@ use std::time::Instant;
 use anyhow::Context;
 use podwall::error_chain;
 use podwall::wire::{Attachment, AttachmentId, ErrorKind, Reply, Request, WireError};
-use podwall_policy::model::{Labels, Phase};
+use podwall_policy::model::Phase;
+use podwall_policy::selector::Labels;
 use podwall_policy::{Compiler, Event, Pod, PodKey, Ruleset, RulesetDelta, Snapshot};
 use tracing::{error, info, warn};
 

@@ -22,10 +22,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use crate::ipblock::IpBlock;
+use crate::ipblock::{Family, IpBlock};
 use crate::model::{
-    Direction, Family, Namespace, NamespaceScope, Peer, Peers, Pod, PodKey, Policy, PolicyKey,
-    PortSpec, Protocol, Snapshot,
+    Direction, Namespace, NamespaceScope, Peer, Peers, Pod, PodKey, Policy, PolicyKey, PortSpec,
+    Protocol, Snapshot,
 };
 use crate::ruleset::{
     names, Chain, ChainName, Element, PeerMatch, PortMatch, Rule, Ruleset, RulesetDelta, Set,
@@ -946,8 +946,9 @@ mod tests {
     use super::*;
     use crate::interp::{forward, lookup, Lookup, Packet};
     use crate::manifests::load;
+    use crate::model::ContainerPort;
     use crate::model::Protocol::*;
-    use crate::model::{ContainerPort, Labels};
+    use crate::selector::Labels;
     use crate::testworld::{ip4, ip6, world, world_manifests};
 
     fn policy(ns: &str, name: &str, spec: &str) -> String {

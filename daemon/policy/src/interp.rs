@@ -10,7 +10,8 @@
 
 use std::net::IpAddr;
 
-use crate::model::{Direction, Family, Protocol};
+use crate::ipblock::Family;
+use crate::model::{Direction, Protocol};
 use crate::ruleset::{Chain, Element, PeerMatch, PortMatch, Rule, Ruleset};
 
 /// The first packet of a connection, as the forward hook sees it.

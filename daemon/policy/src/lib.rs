@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod compile;
+pub mod error;
 pub mod evaluate;
 pub mod interp;
 pub mod ipblock;
@@ -25,11 +26,11 @@ pub mod synthetic;
 mod testworld;
 
 pub use compile::{compile, Compiler, Event};
+pub use error::{ModelError, Problem};
 pub use evaluate::{evaluate, Endpoint, EvaluateError, Query, Verdict};
-pub use ipblock::{IpBlock, IpRange};
+pub use ipblock::{Family, IpBlock, IpRange};
 pub use model::{
-    Direction, Family, ModelError, Namespace, ObjectKey, Pod, PodKey, Policy, PolicyKey, Problem,
-    Protocol, Snapshot,
+    Direction, Namespace, ObjectKey, Pod, PodKey, Policy, PolicyKey, Protocol, Snapshot,
 };
 pub use ruleset::{Chain, Ruleset, RulesetDelta, Set};
 pub use selector::{Requirement, Selector};
