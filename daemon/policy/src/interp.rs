@@ -7,6 +7,9 @@
 //! allow. An address without an entry is not isolated in that direction. Established
 //! traffic, node-originated traffic and neighbour discovery are accepted before any of this
 //! and are not modelled.
+//!
+//! Test support, behind the `testing` feature: a ruleset that names a missing chain or set is
+//! a compiler bug, and the lookup panics so that the test fails.
 
 use std::net::IpAddr;
 
