@@ -22,7 +22,6 @@ pub mod interp;
 pub mod ipblock;
 pub mod manifests;
 pub mod model;
-pub mod report;
 pub mod ruleset;
 pub mod selector;
 pub mod synthetic;
