@@ -1,14 +1,26 @@
 //! Fuzzing of the kernel read-back: `nft -j` output as reconcile and CHECK read it, into a
-//! `Fingerprint` and compared with the expected one. Every case only has to return without a
-//! panic; the driver and the environment variables that run it longer are in
-//! `fuzz/driver.rs`, the corpus (real `nft -j` output of both tables, as applied and after
-//! drift by hand) in `fuzz/corpus/nft/`.
+//! `Fingerprint` and compared with the expected one; and of `explain`'s matrix over fuzzed
+//! manifests (their loading and compiling are fuzzed in the policy crate's `tests/fuzz.rs`).
+//! Every case only has to return without a panic; the driver and the environment variables
+//! that run it longer are in `fuzz/driver.rs`, the corpora in `fuzz/corpus/nft/` (real
+//! `nft -j` output of both tables, as applied and after drift by hand) and
+//! `fuzz/corpus/manifests/`.
 
 #[path = "../../fuzz/driver.rs"]
 mod driver;
 
+use std::net::IpAddr;
+
+use podwall_policy::{manifests, Protocol, Snapshot};
 use podwalld::dataplane::nft::fingerprint_from_json;
+use podwalld::explain::report;
 use serde_json::Value;
+
+/// Pods the fuzzed manifests are loaded next to, so that their policies select something.
+const WORLD: &str = include_str!("../../fuzz/corpus/manifests/world.yaml");
+
+/// `explain`'s matrix is quadratic in pods: past this many it adds time, not coverage.
+const MATRIX_PODS: usize = 12;
 
 #[test]
 fn nft_read_back_never_panics() {
@@ -27,4 +39,42 @@ fn nft_read_back_never_panics() {
         let _ = actual.differences(&expected);
         let _ = expected.differences(&actual);
     });
+}
+
+#[test]
+fn explain_matrix_of_manifests_never_panics() {
+    let externals: Vec<IpAddr> = vec!["203.0.113.10".parse().unwrap(), "fd00::99".parse().unwrap()];
+    let world = world();
+    driver::run("manifests", 1_500, |bytes| {
+        // `explain` reads manifests as UTF-8 text.
+        let text = String::from_utf8_lossy(bytes);
+        let loaded = manifests::load([("fuzz.yaml", &*text)]);
+        let snapshot = with_world(&world, loaded.snapshot);
+        if snapshot.pods.len() <= MATRIX_PODS {
+            let _ = report::matrix(&snapshot, &externals, Protocol::Tcp, 80).to_table();
+        }
+    });
+}
+
+/// The world's pods and namespaces, parsed once: YAML in a debug build costs more than all
+/// the rest of a case.
+fn world() -> Snapshot {
+    let loaded = manifests::load([("world.yaml", WORLD)]);
+    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+    loaded.snapshot
+}
+
+/// `loaded` on top of the world, as if both were files of one directory.
+fn with_world(world: &Snapshot, loaded: Snapshot) -> Snapshot {
+    let mut snapshot = world.clone();
+    for ns in loaded.namespaces.into_values() {
+        snapshot.upsert_namespace(ns);
+    }
+    for pod in loaded.pods.into_values() {
+        snapshot.upsert_pod(pod);
+    }
+    for policy in loaded.policies.into_values() {
+        snapshot.upsert_policy(policy);
+    }
+    snapshot
 }

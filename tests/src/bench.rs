@@ -30,7 +30,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use podwall::wire::{Attachment, AttachmentId, PodRef, Reply, Request};
-use podwall_policy::model::{ContainerPort, Labels};
+use podwall_policy::model::ContainerPort;
+use podwall_policy::selector::Labels;
 use podwall_policy::{
     synthetic, Compiler, Event, Namespace, Pod, PodKey, Protocol, Ruleset, RulesetDelta, Snapshot,
 };

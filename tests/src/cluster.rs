@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace as ApiNamespace, Pod as ApiPod, PodIP, PodStatus};
 use k8s_openapi::api::networking::v1::NetworkPolicy as ApiPolicy;
-use podwall_policy::report::Matrix;
 use podwall_policy::{Namespace, Pod as PolicyPod, Policy, Protocol, Snapshot};
+use podwalld::explain::report::Matrix;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tempfile::TempDir;

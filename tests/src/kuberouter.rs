@@ -59,7 +59,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use podwall_policy::model::{Labels, NamespaceScope, Peer, Peers, PortMatch, PortSpec, Rule};
+use podwall_policy::model::{NamespaceScope, Peer, Peers, PortMatch, PortSpec, Rule};
+use podwall_policy::selector::Labels;
 use podwall_policy::{
     Direction, Family, Pod, PodKey, Policy, PolicyKey, Protocol, Selector, Snapshot,
 };

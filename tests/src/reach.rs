@@ -3,15 +3,15 @@
 //! EXPECTED comes from `podwall_policy::evaluate` over the node's manifests directory plus
 //! the node's attached pods (their addresses come from the CNI results, as the daemon takes
 //! them); OBSERVED comes from real probes between network namespaces. Both are
-//! `podwall_policy::report::Matrix`, printed like `podwalld explain` (`.` allowed, `X`
+//! `podwalld::explain::report::Matrix`, printed like `podwalld explain` (`.` allowed, `X`
 //! denied), and a test asserts that they agree, polling until the daemon has caught up with
 //! the latest manifests.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use podwall_policy::report::Matrix;
 use podwall_policy::{evaluate, Endpoint, ObjectKey, Pod as PolicyPod, Protocol, Query, Snapshot};
+use podwalld::explain::report::Matrix;
 
 use crate::cni::Pod;
 use crate::external::ExternalHost;

@@ -7,7 +7,8 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use podwall_policy::model::{ContainerPort, Labels, PortMatch, PortSpec};
+use podwall_policy::model::{ContainerPort, PortMatch, PortSpec};
+use podwall_policy::selector::Labels;
 use podwall_policy::{synthetic, Compiler, Event, Namespace, Pod, PodKey, Protocol, Snapshot};
 
 const NAMESPACES: usize = 100;

@@ -15,9 +15,10 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
+use crate::ipblock::Family;
 use crate::model::{
-    Direction, Family, NamespaceScope, Peer, Peers, Pod, PodKey, PolicyKey, PortMatch, PortSpec,
-    Protocol, Rule, Snapshot,
+    Direction, NamespaceScope, Peer, Peers, Pod, PodKey, PolicyKey, PortMatch, PortSpec, Protocol,
+    Rule, Snapshot,
 };
 
 /// One end of a connection.

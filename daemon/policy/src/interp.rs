@@ -7,10 +7,14 @@
 //! allow. An address without an entry, or with one to `open`, is not isolated in that
 //! direction; one in `quarantine` drops. Established traffic, node-originated traffic and
 //! neighbour discovery are accepted before any of this and are not modelled.
+//!
+//! Test support, behind the `testing` feature: a ruleset that names a missing chain or set is
+//! a compiler bug, and the lookup panics so that the test fails.
 
 use std::net::IpAddr;
 
-use crate::model::{Direction, Family, Protocol};
+use crate::ipblock::Family;
+use crate::model::{Direction, Protocol};
 use crate::ruleset::{names, Chain, Element, PeerMatch, PortMatch, Rule, Ruleset};
 
 /// The first packet of a connection, as the forward hook sees it.

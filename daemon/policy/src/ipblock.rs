@@ -1,5 +1,6 @@
 //! ipBlock peers and their interval arithmetic: a cidr minus its excepts, as disjoint
-//! address ranges, for IPv4 and IPv6 alike.
+//! address ranges, for IPv4 and IPv6 alike; and the address [`Family`] that everything keyed
+//! by address (pods, sets, rules) is split by.
 //!
 //! The excepts are subtracted here, inside the peer, and never become deny rules: an
 //! address in an except of one peer may still be allowed by another peer or policy.
@@ -11,7 +12,27 @@ use ipnetwork::IpNetwork;
 use k8s_openapi::api::networking::v1 as net;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{parse_cidr, Errors, Family, Problem};
+use crate::error::{Errors, Problem};
+
+/// Address family of an IP address, set or rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    /// Both families, v4 first.
+    pub const ALL: [Family; 2] = [Family::V4, Family::V6];
+
+    /// The family of an address.
+    pub fn of(ip: &IpAddr) -> Family {
+        match ip {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+}
 
 /// An inclusive range of addresses of one family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -172,6 +193,15 @@ impl IpBlock {
         }
         ok.then(|| IpBlock::new(cidr, except))
     }
+}
+
+/// Parses a CIDR the way the API server does: host bits may be set and are masked off.
+pub(crate) fn parse_cidr(text: &str) -> Option<IpNetwork> {
+    if !text.contains('/') {
+        return None;
+    }
+    let net: IpNetwork = text.parse().ok()?;
+    IpNetwork::new(net.network(), net.prefix()).ok()
 }
 
 fn net_contains(net: &IpNetwork, ip: &IpAddr) -> bool {

@@ -9,8 +9,8 @@
 use serde::Deserialize;
 use serde_yaml::Value;
 
-use crate::model::{Namespace, ObjectKey, Pod, Policy, Problem, Snapshot, DEFAULT_NAMESPACE};
-use crate::ModelError;
+use crate::error::{ModelError, Problem};
+use crate::model::{Namespace, ObjectKey, Pod, Policy, Snapshot, DEFAULT_NAMESPACE};
 
 /// The API version NetworkPolicy was served under before `networking.k8s.io/v1`.
 pub const LEGACY_POLICY_API: &str = "extensions/v1beta1";

@@ -22,8 +22,8 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::diff::{diff, Diff};
-use crate::ipblock::IpRange;
-use crate::model::{Direction, Family, PolicyKey, Protocol};
+use crate::ipblock::{Family, IpRange};
+use crate::model::{Direction, PolicyKey, Protocol};
 
 /// Name of a set in the table.
 pub type SetName = String;
@@ -408,7 +408,8 @@ impl RulesetDelta {
 /// a stable 64-bit FNV-1a hash of the canonical description of what the object holds. Short,
 /// valid nftables identifiers, the same on every run and every node.
 pub mod names {
-    use crate::model::{Direction, Family};
+    use crate::ipblock::Family;
+    use crate::model::Direction;
 
     /// The table podwall owns.
     pub const TABLE: &str = "podwall";

@@ -1,15 +1,19 @@
-//! Label selectors: matchLabels and matchExpressions, in one canonical form.
+//! Label selectors: matchLabels and matchExpressions, in one canonical form, and the
+//! [`Labels`] they match.
 //!
 //! matchLabels entries become `In` requirements with one value, and the requirements are
 //! kept sorted and deduplicated, so two selectors that mean the same thing compare (and
 //! hash) equal. That is what lets the compiler share one set between identical peers.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Errors, Labels, Problem};
+use crate::error::{Errors, Problem};
+
+/// Labels of a pod or namespace.
+pub type Labels = BTreeMap<String, String>;
 
 /// One requirement; a selector matches when all of them do.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -1,6 +1,9 @@
 //! Test support: the upstream network-policy e2e world (namespaces x, y, z; pods a, b, c in
 //! each; every pod serving 80 and 81 on TCP and UDP under the e2e suite's port names) and
 //! helpers to ask it questions.
+//!
+//! Behind the `testing` feature; the helpers panic on a name outside the world or a manifest
+//! that does not load, so that the test using them fails.
 
 use std::fmt::Write;
 use std::net::IpAddr;
@@ -52,7 +55,7 @@ pub fn world_manifests() -> String {
             out,
             "---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}, labels: {{ns: {ns}}}}}"
         )
-        .unwrap();
+        .expect("writing to a String cannot fail");
         for pod in PODS {
             let key = format!("{ns}/{pod}");
             writeln!(
@@ -80,7 +83,7 @@ status:
                 ip4(&key),
                 ip6(&key)
             )
-            .unwrap();
+            .expect("writing to a String cannot fail");
         }
     }
     out

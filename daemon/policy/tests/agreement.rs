@@ -8,8 +8,9 @@ use std::net::IpAddr;
 
 use podwall_policy::interp::{forward, Packet};
 use podwall_policy::model::{
-    ContainerPort, Labels, NamespaceScope, Peer, Peers, Phase, PortMatch, PortSpec, Rule,
+    ContainerPort, NamespaceScope, Peer, Peers, Phase, PortMatch, PortSpec, Rule,
 };
+use podwall_policy::selector::Labels;
 use podwall_policy::{
     compile, evaluate, Compiler, Endpoint, Event, IpBlock, Namespace, Pod, PodKey, Policy,
     PolicyKey, Protocol, Query, Requirement, Ruleset, Selector, Snapshot,

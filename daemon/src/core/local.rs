@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use podwall::wire::{Attachment, AttachmentId};
-use podwall_policy::model::Labels;
 use podwall_policy::model::Phase;
+use podwall_policy::selector::Labels;
 use podwall_policy::{Pod, PodKey, Snapshot};
 
 use crate::dataplane::Guard;

@@ -8,7 +8,7 @@ use podwall_policy::manifests::load;
 use super::*;
 use crate::dataplane::names::{OPEN_CHAIN, QUARANTINE_CHAIN};
 use crate::dataplane::{Call, DataplaneError, ElementOp, Fingerprint, Guard, RecordingKernel};
-use podwall_policy::model::Labels;
+use podwall_policy::selector::Labels;
 use podwall_policy::Ruleset;
 
 /// A kernel the test can look into after handing it to `Core`.

@@ -19,12 +19,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use podwall_policy::model::PortSpec;
-use podwall_policy::report::Matrix;
 use podwall_policy::Protocol;
 use podwall_tests::manifests::{documents, namespace};
 use podwall_tests::metrics::{ELEMENT_TRANSACTIONS, FULL_REPLACES};
 use podwall_tests::reach::{self, Peer};
 use podwall_tests::{bins, cni, ExternalHost, Metrics, Node, NodeOptions, Pod};
+use podwalld::explain::report::Matrix;
 
 /// How long the daemon gets to pick up a manifests change and commit it.
 const APPLY: Duration = Duration::from_secs(10);

@@ -11,7 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use podwall_policy::evaluate::{Path, Side};
-use podwall_policy::model::{Labels, Peer, Peers, Phase, PortSpec};
+use podwall_policy::model::{Peer, Peers, Phase, PortSpec};
+use podwall_policy::selector::Labels;
 use podwall_policy::{evaluate, Endpoint, Pod, PodKey, Protocol, Query, Snapshot};
 
 use super::gen::{Rng, PORTS};

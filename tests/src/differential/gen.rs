@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use podwall_policy::model::Labels;
+use podwall_policy::selector::Labels;
 use podwall_policy::PodKey;
 use serde_json::{json, Map, Value};
 

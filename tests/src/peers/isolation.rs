@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
-use podwall_policy::model::Labels;
+use podwall_policy::selector::Labels;
 use podwall_policy::{Pod as PolicyPod, PodKey, Snapshot};
 
 use super::pair::{first_v4, resync, Pair};

@@ -319,7 +319,7 @@ mod tests {
     use super::*;
     use podwall_policy::Direction;
 
-    fn selected(snap: &Snapshot, ns: &str, labels: &podwall_policy::model::Labels) -> usize {
+    fn selected(snap: &Snapshot, ns: &str, labels: &podwall_policy::selector::Labels) -> usize {
         snap.policies
             .values()
             .filter(|p| p.key.namespace == ns && p.pod_selector.matches(labels))

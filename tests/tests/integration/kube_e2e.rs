@@ -6,12 +6,12 @@
 
 use std::time::{Duration, Instant};
 
-use podwall_policy::report::Matrix;
 use podwall_policy::Protocol::{Tcp, Udp};
 use podwall_tests::cluster::Check;
 use podwall_tests::manifests::namespace;
 use podwall_tests::reach::{self, cell, Peer};
 use podwall_tests::{Cluster, Pod};
+use podwalld::explain::report::Matrix;
 
 /// How long a step may take to show in every probe.
 const APPLY: Duration = Duration::from_secs(10);

@@ -130,7 +130,7 @@ fn assert_agree(
     node: &Node,
     snap: &Snapshot,
     peers: &[Peer],
-) -> Vec<podwall_policy::report::Matrix> {
+) -> Vec<podwalld::explain::report::Matrix> {
     PORTS
         .iter()
         .map(|(protocol, port)| {

@@ -31,7 +31,7 @@ fn agree_on(
     node: &Node,
     pods: &[Pod],
     ports: &[(Protocol, u16)],
-) -> Vec<podwall_policy::report::Matrix> {
+) -> Vec<podwalld::explain::report::Matrix> {
     let local: Vec<&Pod> = pods.iter().collect();
     let peers: Vec<Peer> = pods.iter().map(Peer::pod).collect();
     let mut numbers: Vec<u16> = ports.iter().map(|(_, p)| *p).collect();

@@ -171,7 +171,7 @@ spec:
     let dir = node.manifests();
 
     let one = reach::assert_agree_within(APPLY, &dir, &node, &local, &peers, Tcp, 80);
-    let admitted = |m: &podwall_policy::report::Matrix| -> Vec<&str> {
+    let admitted = |m: &podwalld::explain::report::Matrix| -> Vec<&str> {
         ["t/client", "x/client", "x/plain", "y/client"]
             .into_iter()
             .filter(|s| cell(m, s, "t/svc"))

@@ -32,10 +32,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use crate::diff::diff;
-use crate::ipblock::IpBlock;
+use crate::ipblock::{Family, IpBlock};
 use crate::model::{
-    Direction, Family, Namespace, NamespaceScope, Peer, Peers, Pod, PodKey, Policy, PolicyKey,
-    PortSpec, Protocol, Snapshot,
+    Direction, Namespace, NamespaceScope, Peer, Peers, Pod, PodKey, Policy, PolicyKey, PortSpec,
+    Protocol, Snapshot,
 };
 use crate::ruleset::{
     names, Chain, ChainName, Element, PeerMatch, PortMatch, Rule, Ruleset, RulesetDelta, Set,

@@ -1,8 +1,9 @@
 use super::*;
 use crate::interp::{forward, lookup, Lookup, Packet};
 use crate::manifests::load;
+use crate::model::ContainerPort;
 use crate::model::Protocol::*;
-use crate::model::{ContainerPort, Labels};
+use crate::selector::Labels;
 use crate::testworld::{ip4, ip6, world, world_manifests};
 
 fn policy(ns: &str, name: &str, spec: &str) -> String {

@@ -10,7 +10,8 @@ use k8s_openapi::api::core::v1::{Namespace as ApiNamespace, Pod as ApiPod};
 use k8s_openapi::api::networking::v1::NetworkPolicy as ApiPolicy;
 use kube::runtime::watcher::Event as WatchEvent;
 use podwall_policy::diff::diff;
-use podwall_policy::model::{ModelError, Namespace, Pod, PodKey, Policy, PolicyKey};
+use podwall_policy::model::{Namespace, Pod, PodKey, Policy, PolicyKey};
+use podwall_policy::ModelError;
 use podwall_policy::{Event, Snapshot};
 use tracing::{debug, warn};
 

@@ -1,8 +1,8 @@
 //! `podwalld explain`: offline verdicts and reachability matrices from a manifests directory.
 //!
-//! This module does the I/O only: it reads the directory's `*.yaml`, `*.yml` and `*.json`
+//! This file does the I/O only: it reads the directory's `*.yaml`, `*.yml` and `*.json`
 //! files in name order, prints every manifest problem on stderr (one line each), and prints
-//! what `podwall_policy::report` computes on stdout. Broken policies are evaluated as the
+//! what [`report`] computes and formats on stdout. Broken policies are evaluated as the
 //! daemon enforces them, fail closed: the pods they select stay isolated and the broken
 //! policy allows nothing. When a document cannot be read at all, so that a policy may be
 //! missing, nothing is evaluated.
@@ -15,8 +15,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use podwall_policy::report;
 use podwall_policy::{Endpoint, EvaluateError, PodKey, Protocol, Query};
+
+pub mod report;
 
 /// The flags of `podwalld explain` (see the contract's "Explain" section).
 #[derive(Debug, clap::Args)]

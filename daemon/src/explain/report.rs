@@ -1,12 +1,16 @@
 //! What `podwalld explain` prints, computed and formatted without I/O: a pair verdict with its
 //! reasons (text or JSON), or the reachability matrix (table or JSON).
+//!
+//! The verdicts come from `podwall_policy`'s evaluator; this module only arranges them for a
+//! reader. The root tests print their expected and observed matrices with it too.
 
 use std::net::IpAddr;
 
+use podwall_policy::evaluate::{
+    evaluate, Endpoint, EvaluateError, Isolation, Path, Query, Side, Verdict,
+};
+use podwall_policy::model::{Phase, Protocol, Snapshot};
 use serde::Serialize;
-
-use crate::evaluate::{evaluate, Endpoint, EvaluateError, Isolation, Path, Query, Side, Verdict};
-use crate::model::{Phase, Protocol, Snapshot};
 
 /// The reachability matrix: `allowed[i][j]` is whether `sources[i]` may open a connection
 /// to `destinations[j]`. Serialises to the contract's JSON form.
@@ -192,8 +196,8 @@ fn side_text(out: &mut String, what: &str, who: &Endpoint, side: &Side) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ObjectKey, Protocol::Tcp};
-    use crate::testworld::world;
+    use podwall_policy::model::{ObjectKey, Protocol::Tcp};
+    use podwall_policy::testworld::world;
 
     const DENY_X: &str = "
 ---

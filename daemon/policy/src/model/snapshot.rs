@@ -1,0 +1,78 @@
+//! The snapshot: every namespace, pod and policy the evaluator and the compiler look at.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Namespace, Pod, PodKey, Policy, PolicyKey};
+use crate::selector::Labels;
+
+/// Everything the evaluator and the compiler need, already validated.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub namespaces: BTreeMap<String, Namespace>,
+    pub pods: BTreeMap<PodKey, Pod>,
+    pub policies: BTreeMap<PolicyKey, Policy>,
+}
+
+impl Snapshot {
+    /// An address that node `node` assigned (to a pod of that node) belongs to that pod: the
+    /// claim of a pod of another node on it is stale (its delete is late) and is dropped, so
+    /// that the node judges the address by its own pod alone, as its dispatch maps do.
+    pub fn drop_stale_claims_on(&mut self, node: &str) {
+        let local: BTreeSet<IpAddr> = self
+            .pods
+            .values()
+            .filter(|p| p.node.as_deref() == Some(node) && p.is_policed())
+            .flat_map(|p| p.ips.iter().copied())
+            .collect();
+        if local.is_empty() {
+            return;
+        }
+        for pod in self.pods.values_mut() {
+            if pod.node.as_deref() != Some(node) {
+                pod.ips.retain(|ip| !local.contains(ip));
+            }
+        }
+    }
+
+    /// Labels of namespace `name`; a namespace without an object still has its name label.
+    pub fn namespace_labels(&self, name: &str) -> Labels {
+        match self.namespaces.get(name) {
+            Some(ns) => ns.labels.clone(),
+            None => Namespace::new(name, Labels::new()).labels,
+        }
+    }
+
+    /// Adds or replaces a namespace.
+    pub fn upsert_namespace(&mut self, ns: Namespace) {
+        self.namespaces.insert(ns.name.clone(), ns);
+    }
+
+    /// Adds or replaces a pod.
+    pub fn upsert_pod(&mut self, pod: Pod) {
+        self.pods.insert(pod.key.clone(), pod);
+    }
+
+    /// Adds or replaces a policy.
+    pub fn upsert_policy(&mut self, policy: Policy) {
+        self.policies.insert(policy.key.clone(), policy);
+    }
+
+    /// The policed pod that owns `ip`, if any (the first by key if stale data gives two).
+    pub fn pod_by_ip(&self, ip: &IpAddr) -> Option<&Pod> {
+        self.pods
+            .values()
+            .find(|p| p.is_policed() && p.ips.contains(ip))
+    }
+
+    /// Namespaces that have pods or objects, sorted.
+    pub fn namespace_names(&self) -> BTreeSet<String> {
+        self.namespaces
+            .keys()
+            .cloned()
+            .chain(self.pods.keys().map(|k| k.namespace.clone()))
+            .collect()
+    }
+}
