@@ -85,15 +85,34 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Validated daemon settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
+    /// The node whose pods get dispatch entries (`--node-name`).
     pub node_name: String,
+    /// The plugin's Unix socket: root only, one request a connection.
     pub socket: PathBuf,
+    /// The sled store of attachments and the last-known cluster, so that a restart enforces
+    /// at once, also while the API server is unreachable.
     pub state_dir: PathBuf,
+    /// Where `/healthz` and `/metrics` are served.
     pub health_addr: SocketAddr,
-    pub manifests: Option<PathBuf>,
-    pub kubeconfig: Option<PathBuf>,
-    pub cache_sync_timeout: Duration,
+    /// Where the cluster comes from.
+    pub source: Source,
+    /// How often the kernel is compared with the applied rules and repaired.
     pub sync_period: Duration,
+    /// The runtime's libcni cache, to rebuild attachment records the store cannot read.
     pub cni_cache_dir: PathBuf,
+}
+
+/// Where the daemon learns the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Standalone mode: a directory of manifests, which describes every pod there is.
+    Manifests(PathBuf),
+    /// The API server: in-cluster, or the one `kubeconfig` names. Start-up without a stored
+    /// cluster waits `cache_sync_timeout` for the first complete list of every kind.
+    Kubernetes {
+        kubeconfig: Option<PathBuf>,
+        cache_sync_timeout: Duration,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -129,9 +148,13 @@ impl Config {
             socket: args.socket,
             state_dir: args.state_dir,
             health_addr,
-            manifests: args.manifests,
-            kubeconfig: args.kubeconfig,
-            cache_sync_timeout: args.cache_sync_timeout,
+            source: match args.manifests {
+                Some(dir) => Source::Manifests(dir),
+                None => Source::Kubernetes {
+                    kubeconfig: args.kubeconfig,
+                    cache_sync_timeout: args.cache_sync_timeout,
+                },
+            },
             sync_period: args.sync_period,
             cni_cache_dir: args.cni_cache_dir,
         })
@@ -155,6 +178,21 @@ mod tests {
         assert_eq!(config.state_dir, PathBuf::from("/var/lib/podwall"));
         assert_eq!(config.health_addr, "0.0.0.0:20244".parse().unwrap());
         assert_eq!(config.node_name, "host-1");
+    }
+
+    #[test]
+    fn a_manifests_directory_is_standalone_mode_and_anything_else_kubernetes() {
+        assert_eq!(
+            parse(&["--manifests", "/etc/podwall/manifests"])
+                .unwrap()
+                .source,
+            Source::Manifests("/etc/podwall/manifests".into())
+        );
+        let Source::Kubernetes { kubeconfig, .. } = parse(&["--kubeconfig", "/k"]).unwrap().source
+        else {
+            panic!("no --manifests: Kubernetes mode")
+        };
+        assert_eq!(kubeconfig, Some(PathBuf::from("/k")));
     }
 
     #[test]

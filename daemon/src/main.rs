@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use clap::Parser;
-use podwalld::config::{Cli, Command, Config};
+use podwalld::config::{Cli, Command, Config, Source};
 use podwalld::core::{Core, Options};
 use podwalld::dataplane::nft::NftKernel;
 use podwalld::health::Health;
@@ -114,8 +114,8 @@ async fn daemon(config: Config) -> anyhow::Result<()> {
     ))];
 
     // The cluster comes from a manifests directory, or from the API server's watchers.
-    let (source, cluster, updates, lookup) = match &config.manifests {
-        Some(dir) => {
+    let (source, cluster, updates, lookup) = match &config.source {
+        Source::Manifests(dir) => {
             // Taken before the first read, so that a change during it is seen by the watcher.
             let start = manifests::initial_fingerprint(dir);
             let mut reader = manifests::Reader::new(dir.clone());
@@ -130,8 +130,11 @@ async fn daemon(config: Config) -> anyhow::Result<()> {
             )));
             ("manifests", cluster, rx, None)
         }
-        None => {
-            let client = kube_client(config.kubeconfig.as_deref()).await?;
+        Source::Kubernetes {
+            kubeconfig,
+            cache_sync_timeout,
+        } => {
+            let client = kube_client(kubeconfig.as_deref()).await?;
             let stored = match store.cluster() {
                 Ok(stored) => stored,
                 // A cache, not the truth: relist rather than refuse to start.
@@ -169,7 +172,7 @@ async fn daemon(config: Config) -> anyhow::Result<()> {
                     );
                     stored
                 }
-                None => kube::wait_synced(&mut rx, &health, config.cache_sync_timeout).await?,
+                None => kube::wait_synced(&mut rx, &health, *cache_sync_timeout).await?,
             };
             ("api", cluster, rx, Some(kube::PodLookup::new(client)))
         }
@@ -184,7 +187,7 @@ async fn daemon(config: Config) -> anyhow::Result<()> {
         Options {
             // The API server knows every pod's labels, we may just not have them yet; a
             // manifests directory describes every pod there is.
-            quarantine_unknown: config.manifests.is_none(),
+            quarantine_unknown: matches!(config.source, Source::Kubernetes { .. }),
             cni_cache: Some(config.cni_cache_dir.clone()),
         },
         metrics.clone(),

@@ -230,78 +230,74 @@ impl Metrics {
             "# HELP podwall_pending_oldest_seconds Age of the oldest change the kernel has not taken yet (0: none).\n\
              # TYPE podwall_pending_oldest_seconds gauge\npodwall_pending_oldest_seconds {pending_age:.3}"
         );
-        for (name, help, value) in [
-            (
-                "podwall_pending_changes",
-                "Changes the kernel has not taken yet; retried until it does.",
-                &self.pending_changes,
-            ),
-            (
-                "podwall_attachments",
-                "Pods attached on this node.",
-                &self.attachments,
-            ),
-            (
-                "podwall_chains",
-                "Policy chains in the kernel.",
-                &self.chains,
-            ),
-            ("podwall_sets", "Named sets in the kernel.", &self.sets),
-            (
-                "podwall_elements",
-                "Set and dispatch-map elements in the kernel.",
-                &self.elements,
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
-                value.load(Ordering::Relaxed)
-            );
-        }
-        for (name, help, value) in [
-            (
-                "podwall_full_replaces_total",
-                "Whole-table swaps through nft -f.",
-                &self.full_replaces,
-            ),
-            (
-                "podwall_element_transactions_total",
-                "Element-only transactions over netlink.",
-                &self.element_transactions,
-            ),
-            (
-                "podwall_elements_changed_total",
-                "Set and map elements changed by element-only transactions.",
-                &self.elements_changed,
-            ),
-            (
-                "podwall_watch_restarts_total",
-                "API watches that relisted.",
-                &self.watch_restarts,
-            ),
-            (
-                "podwall_reconcile_repairs_total",
-                "Reconciles that found the kernel drifted and repaired it.",
-                &self.reconcile_repairs,
-            ),
-            (
-                "podwall_store_discards_total",
-                "Stored records that could not be read and were discarded.",
-                &self.store_discards,
-            ),
-            (
-                "podwall_bridge_netfilter_restores_total",
-                "Times br_netfilter was found off and turned back on.",
-                &self.bridge_netfilter_restores,
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                value.load(Ordering::Relaxed)
-            );
-        }
+        write_family(
+            &mut out,
+            "gauge",
+            [
+                (
+                    "podwall_pending_changes",
+                    "Changes the kernel has not taken yet; retried until it does.",
+                    &self.pending_changes,
+                ),
+                (
+                    "podwall_attachments",
+                    "Pods attached on this node.",
+                    &self.attachments,
+                ),
+                (
+                    "podwall_chains",
+                    "Policy chains in the kernel.",
+                    &self.chains,
+                ),
+                ("podwall_sets", "Named sets in the kernel.", &self.sets),
+                (
+                    "podwall_elements",
+                    "Set and dispatch-map elements in the kernel.",
+                    &self.elements,
+                ),
+            ],
+        );
+        write_family(
+            &mut out,
+            "counter",
+            [
+                (
+                    "podwall_full_replaces_total",
+                    "Whole-table swaps through nft -f.",
+                    &self.full_replaces,
+                ),
+                (
+                    "podwall_element_transactions_total",
+                    "Element-only transactions over netlink.",
+                    &self.element_transactions,
+                ),
+                (
+                    "podwall_elements_changed_total",
+                    "Set and map elements changed by element-only transactions.",
+                    &self.elements_changed,
+                ),
+                (
+                    "podwall_watch_restarts_total",
+                    "API watches that relisted.",
+                    &self.watch_restarts,
+                ),
+                (
+                    "podwall_reconcile_repairs_total",
+                    "Reconciles that found the kernel drifted and repaired it.",
+                    &self.reconcile_repairs,
+                ),
+                (
+                    "podwall_store_discards_total",
+                    "Stored records that could not be read and were discarded.",
+                    &self.store_discards,
+                ),
+                (
+                    "podwall_bridge_netfilter_restores_total",
+                    "Times br_netfilter was found off and turned back on.",
+                    &self.bridge_netfilter_restores,
+                ),
+            ],
+        );
         let _ = writeln!(
             out,
             "# HELP podwall_errors_total Errors by kind.\n# TYPE podwall_errors_total counter"
@@ -314,6 +310,21 @@ impl Metrics {
             );
         }
         out
+    }
+}
+
+/// One gauge or counter per row: name, help text, value.
+fn write_family<'a>(
+    out: &mut String,
+    kind: &str,
+    rows: impl IntoIterator<Item = (&'a str, &'a str, &'a AtomicU64)>,
+) {
+    for (name, help, value) in rows {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+            value.load(Ordering::Relaxed)
+        );
     }
 }
 

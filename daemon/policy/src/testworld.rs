@@ -25,26 +25,19 @@ fn index(list: &[&str], item: &str) -> usize {
 
 /// The IPv4 address of a world pod.
 pub fn ip4(pod: &str) -> IpAddr {
-    let key = PodKey::parse(pod).expect("ns/name");
-    format!(
-        "10.0.{}.{}",
-        index(&NAMESPACES, &key.namespace),
-        index(&PODS, &key.name)
-    )
-    .parse()
-    .expect("valid address")
+    address(pod, |ns, name| format!("10.0.{ns}.{name}"))
 }
 
 /// The IPv6 address of a world pod.
 pub fn ip6(pod: &str) -> IpAddr {
+    address(pod, |ns, name| format!("fd00:{ns}::{name}"))
+}
+
+fn address(pod: &str, text: fn(usize, usize) -> String) -> IpAddr {
     let key = PodKey::parse(pod).expect("ns/name");
-    format!(
-        "fd00:{}::{}",
-        index(&NAMESPACES, &key.namespace),
-        index(&PODS, &key.name)
-    )
-    .parse()
-    .expect("valid address")
+    text(index(&NAMESPACES, &key.namespace), index(&PODS, &key.name))
+        .parse()
+        .expect("valid address")
 }
 
 /// The namespace and pod manifests of the world.

@@ -16,43 +16,35 @@ pub struct Guard {
 impl Guard {
     /// The element changes from `self` to `new`, as (deletes, adds).
     pub(super) fn ops_to(&self, new: &Guard) -> (Vec<ElementOp>, Vec<ElementOp>) {
-        let (mut deletes, mut adds) = (Vec::new(), Vec::new());
-        for (port, ips) in &self.sources {
-            let kept = new.sources.get(port);
-            if kept.is_none() {
-                deletes.push(ElementOp::Delete {
-                    set: names::GUARD_PORTS.into(),
-                    key: Key::IfName(port.clone()),
-                });
-            }
-            for ip in ips
-                .iter()
-                .filter(|ip| !kept.is_some_and(|k| k.contains(ip)))
-            {
-                deletes.push(ElementOp::Delete {
-                    set: guard_set(ip).into(),
-                    key: Key::IfNameAddr(port.clone(), *ip),
-                });
-            }
-        }
-        for (port, ips) in &new.sources {
-            let had = self.sources.get(port);
-            if had.is_none() {
-                adds.push(ElementOp::Add {
-                    set: names::GUARD_PORTS.into(),
-                    key: Key::IfName(port.clone()),
-                    jump: None,
-                });
-            }
-            for ip in ips.iter().filter(|ip| !had.is_some_and(|h| h.contains(ip))) {
-                adds.push(ElementOp::Add {
-                    set: guard_set(ip).into(),
-                    key: Key::IfNameAddr(port.clone(), *ip),
-                    jump: None,
-                });
-            }
-        }
+        let (old, new) = (self.elements(), new.elements());
+        let deletes = old
+            .difference(&new)
+            .map(|(set, key)| ElementOp::Delete {
+                set: set.to_string(),
+                key: key.clone(),
+            })
+            .collect();
+        let adds = new
+            .difference(&old)
+            .map(|(set, key)| ElementOp::Add {
+                set: set.to_string(),
+                key: key.clone(),
+                jump: None,
+            })
+            .collect();
         (deletes, adds)
+    }
+
+    /// The guard's set elements: each guarded port, and each of its addresses.
+    fn elements(&self) -> BTreeSet<(&'static str, Key)> {
+        let mut elements = BTreeSet::new();
+        for (port, ips) in &self.sources {
+            elements.insert((names::GUARD_PORTS, Key::IfName(port.clone())));
+            for ip in ips {
+                elements.insert((guard_set(ip), Key::IfNameAddr(port.clone(), *ip)));
+            }
+        }
+        elements
     }
 }
 

@@ -75,11 +75,7 @@ fn render_guard(guard: &Guard) -> String {
         (GUARD_SOURCES4, "ifname . ipv4_addr", sources(true)),
         (GUARD_SOURCES6, "ifname . ipv6_addr", sources(false)),
     ] {
-        let _ = write!(out, "\tset {name} {{\n\t\ttype {kind}\n");
-        if !elements.is_empty() {
-            let _ = writeln!(out, "\t\telements = {{ {} }}", elements.join(", "));
-        }
-        let _ = writeln!(out, "\t}}");
+        write_set(&mut out, ("set", name), kind, "", &elements);
     }
     let _ = writeln!(
         out,
@@ -122,11 +118,13 @@ pub fn render_ruleset(ruleset: &Ruleset) -> String {
             .filter(|(ip, _)| Family::of(ip) == family)
             .map(|(ip, chain)| format!("{ip} : jump {chain}"))
             .collect();
-        let _ = write!(out, "\tmap {map} {{\n\t\ttype {key} : verdict\n");
-        if !entries.is_empty() {
-            let _ = writeln!(out, "\t\telements = {{ {} }}", entries.join(", "));
-        }
-        let _ = writeln!(out, "\t}}");
+        write_set(
+            &mut out,
+            ("map", map),
+            &format!("{key} : verdict"),
+            "",
+            &entries,
+        );
     }
     let _ = writeln!(
         out,
@@ -199,7 +197,14 @@ fn render_set(out: &mut String, name: &str, set: &Set) {
                 .collect(),
         ),
     };
-    let _ = write!(out, "\tset {name} {{\n\t\ttype {kind}\n{flags}");
+    write_set(out, ("set", name), &kind, flags, &elements);
+}
+
+/// One `set` or `map` (`object` is the keyword and the name) with its type, flags and
+/// elements.
+fn write_set(out: &mut String, object: (&str, &str), kind: &str, flags: &str, elements: &[String]) {
+    let (keyword, name) = object;
+    let _ = write!(out, "\t{keyword} {name} {{\n\t\ttype {kind}\n{flags}");
     if !elements.is_empty() {
         let _ = writeln!(out, "\t\telements = {{ {} }}", elements.join(", "));
     }

@@ -17,14 +17,20 @@ pub(super) struct Journal {
 }
 
 impl Compiler {
-    pub(super) fn set_create(&mut self, name: SetName, set: Set) {
-        let existed = self.rs.sets.contains_key(&name);
-        let before = *self
+    /// Records whether set `name` existed before the event, the first time the event touches
+    /// it, and returns that.
+    fn note_set(&mut self, name: &SetName) -> bool {
+        let existed = self.rs.sets.contains_key(name);
+        *self
             .journal
             .sets_before
             .entry(name.clone())
-            .or_insert(existed);
-        if before && !existed {
+            .or_insert(existed)
+    }
+
+    pub(super) fn set_create(&mut self, name: SetName, set: Set) {
+        let existed = self.rs.sets.contains_key(&name);
+        if self.note_set(&name) && !existed {
             self.journal.sets_replaced.insert(name.clone());
         }
         self.rs.sets.insert(name, set);
@@ -43,11 +49,7 @@ impl Compiler {
     }
 
     pub(super) fn set_delete(&mut self, name: &SetName) {
-        let existed = self.rs.sets.contains_key(name);
-        self.journal
-            .sets_before
-            .entry(name.clone())
-            .or_insert(existed);
+        self.note_set(name);
         self.rs.sets.remove(name);
         self.holders.remove(name);
     }
@@ -66,14 +68,7 @@ impl Compiler {
             return;
         };
         if s.insert(elem) {
-            let removed = self.journal.removed.entry(set.clone()).or_default();
-            if !removed.remove(&elem) {
-                self.journal
-                    .added
-                    .entry(set.clone())
-                    .or_default()
-                    .insert(elem);
-            }
+            self.record_element(set, elem, true);
         }
     }
 
@@ -96,44 +91,48 @@ impl Compiler {
             return;
         };
         if s.remove(&elem) {
-            let added = self.journal.added.entry(set.clone()).or_default();
-            if !added.remove(&elem) {
-                self.journal
-                    .removed
-                    .entry(set.clone())
-                    .or_default()
-                    .insert(elem);
-            }
+            self.record_element(set, elem, false);
         }
     }
 
-    pub(super) fn chain_put(&mut self, name: ChainName, chain: Chain) {
-        let old = self.rs.chains.get(&name).cloned();
+    /// Records that `elem` entered (`added`) or left `set`; one that comes back within the
+    /// same event cancels out.
+    fn record_element(&mut self, set: &SetName, elem: Element, added: bool) {
+        let Journal {
+            added: entered,
+            removed: left,
+            ..
+        } = &mut self.journal;
+        let (undone, done) = if added {
+            (left, entered)
+        } else {
+            (entered, left)
+        };
+        if !undone.entry(set.clone()).or_default().remove(&elem) {
+            done.entry(set.clone()).or_default().insert(elem);
+        }
+    }
+
+    /// Puts `chain` under `name`, or removes it (`None`), recording what was there first.
+    pub(super) fn chain_set(&mut self, name: &ChainName, chain: Option<Chain>) {
+        let old = match chain {
+            Some(chain) => self.rs.chains.insert(name.clone(), chain),
+            None => self.rs.chains.remove(name),
+        };
         self.journal
             .chains_before
             .entry(name.clone())
             .or_insert(old);
-        self.rs.chains.insert(name, chain);
     }
 
-    pub(super) fn chain_delete(&mut self, name: &ChainName) {
-        let old = self.rs.chains.remove(name);
-        self.journal
-            .chains_before
-            .entry(name.clone())
-            .or_insert(old);
-    }
-
-    pub(super) fn map_put(&mut self, direction: Direction, ip: IpAddr, chain: ChainName) {
-        let old = self.rs.map(direction).get(&ip).cloned();
-        self.journal.maps_before[dir_index(direction)]
-            .entry(ip)
-            .or_insert(old);
-        self.rs.map_mut(direction).insert(ip, chain);
-    }
-
-    pub(super) fn map_delete(&mut self, direction: Direction, ip: IpAddr) {
-        let old = self.rs.map_mut(direction).remove(&ip);
+    /// Points `ip`'s `direction` dispatch entry at `chain`, or removes it (`None`), recording
+    /// what was there first.
+    pub(super) fn map_set(&mut self, direction: Direction, ip: IpAddr, chain: Option<ChainName>) {
+        let map = self.rs.map_mut(direction);
+        let old = match chain {
+            Some(chain) => map.insert(ip, chain),
+            None => map.remove(&ip),
+        };
         self.journal.maps_before[dir_index(direction)]
             .entry(ip)
             .or_insert(old);

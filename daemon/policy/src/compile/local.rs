@@ -75,7 +75,7 @@ impl Compiler {
                 Target::Chain(self.hold_chain(direction, policies))
             };
             for ip in &ips {
-                self.map_put(direction, *ip, target.chain().to_string());
+                self.map_set(direction, *ip, Some(target.chain().to_string()));
             }
             targets[dir_index(direction)] = target;
         }
@@ -105,13 +105,13 @@ impl Compiler {
                 .filter_map(|p| self.compiled.get(p))
                 .flat_map(|c| c.rules(direction).iter().cloned())
                 .collect();
-            self.chain_put(
-                name.clone(),
-                Chain {
+            self.chain_set(
+                &name,
+                Some(Chain {
                     direction,
                     policies,
                     rules,
-                },
+                }),
             );
         }
         name
@@ -125,7 +125,7 @@ impl Compiler {
             let target = &pod.targets[dir_index(direction)];
             for ip in &pod.ips {
                 if self.rs.map(direction).get(ip).map(String::as_str) == Some(target.chain()) {
-                    self.map_delete(direction, *ip);
+                    self.map_set(direction, *ip, None);
                 }
             }
             let Target::Chain(chain) = target else {
@@ -139,7 +139,7 @@ impl Compiler {
             });
             if refs == 0 {
                 self.chain_refs.remove(chain);
-                self.chain_delete(chain);
+                self.chain_set(chain, None);
             }
         }
     }

@@ -2,7 +2,10 @@
 
 use std::fmt;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
+
+use crate::error::{Errors, Problem};
 
 /// Namespace a manifest without `metadata.namespace` lands in, as with `kubectl apply`.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -26,6 +29,18 @@ impl ObjectKey {
             namespace: namespace.into(),
             name: name.into(),
         }
+    }
+
+    /// The key of an API object of `kind` (without a namespace it lands in `default`), and the
+    /// collector of its conversion errors, which already holds a missing name.
+    pub(crate) fn of_api(meta: &ObjectMeta, kind: &'static str) -> (Self, Errors) {
+        let namespace = meta.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
+        let key = ObjectKey::new(namespace, meta.name.clone().unwrap_or_default());
+        let mut errs = Errors::new(kind, key.to_string());
+        if key.name.is_empty() {
+            errs.push("metadata.name", Problem::Missing);
+        }
+        (key, errs)
     }
 
     /// Parses `namespace/name`; both parts must be non-empty.

@@ -6,24 +6,14 @@ use std::net::IpAddr;
 use k8s_openapi::api::core::v1 as core;
 
 use super::policy_api::port_number;
-use super::{ContainerPort, Namespace, ObjectKey, Phase, Pod, Protocol, DEFAULT_NAMESPACE};
+use super::{ContainerPort, Namespace, ObjectKey, Phase, Pod, Protocol};
 use crate::error::{Errors, ModelError, Problem};
 
 impl Pod {
     /// Converts an API object. Unusable parts (a bad IP, an out-of-range containerPort) are
     /// left out and reported; the pod itself is kept.
     pub fn from_api(pod: &core::Pod) -> (Pod, Vec<ModelError>) {
-        let key = ObjectKey::new(
-            pod.metadata
-                .namespace
-                .clone()
-                .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
-            pod.metadata.name.clone().unwrap_or_default(),
-        );
-        let mut errs = Errors::new("pod", key.to_string());
-        if key.name.is_empty() {
-            errs.push("metadata.name", Problem::Missing);
-        }
+        let (key, mut errs) = ObjectKey::of_api(&pod.metadata, "pod");
         let spec = pod.spec.as_ref();
         let status = pod.status.as_ref();
 

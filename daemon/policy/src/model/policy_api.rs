@@ -7,10 +7,7 @@
 use k8s_openapi::api::networking::v1 as net;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{
-    NamespaceScope, ObjectKey, Peer, Peers, Policy, PortMatch, PortSpec, Protocol, Rule,
-    DEFAULT_NAMESPACE,
-};
+use super::{NamespaceScope, ObjectKey, Peer, Peers, Policy, PortMatch, PortSpec, Protocol, Rule};
 use crate::error::{Errors, ModelError, Problem};
 use crate::ipblock::IpBlock;
 use crate::selector::Selector;
@@ -21,17 +18,7 @@ impl Policy {
     /// selector itself is broken), isolates the directions the policyTypes give (both if
     /// they are broken) and has no rules.
     pub fn from_api(np: &net::NetworkPolicy) -> (Policy, Vec<ModelError>) {
-        let key = ObjectKey::new(
-            np.metadata
-                .namespace
-                .clone()
-                .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
-            np.metadata.name.clone().unwrap_or_default(),
-        );
-        let mut errs = Errors::new("networkpolicy", key.to_string());
-        if key.name.is_empty() {
-            errs.push("metadata.name", Problem::Missing);
-        }
+        let (key, mut errs) = ObjectKey::of_api(&np.metadata, "networkpolicy");
         let default_spec = net::NetworkPolicySpec::default();
         let spec = np.spec.as_ref().unwrap_or(&default_spec);
 
@@ -68,40 +55,17 @@ impl Policy {
 
         // Rules of both directions are validated even when their type is not in effect, as
         // the API server would reject them too.
-        let ingress: Vec<Rule> = spec
-            .ingress
-            .iter()
-            .flatten()
-            .enumerate()
-            .filter_map(|(i, r)| {
-                let field = format!("spec.ingress[{i}]");
-                convert_rule(
-                    r.from.as_deref(),
-                    r.ports.as_deref(),
-                    &key.namespace,
-                    &field,
-                    "from",
-                    &mut errs,
-                )
-            })
+        let ingress: Vec<RuleParts> = (spec.ingress.iter().flatten())
+            .map(|r| (r.from.as_deref(), r.ports.as_deref()))
             .collect();
-        let egress: Vec<Rule> = spec
-            .egress
-            .iter()
-            .flatten()
-            .enumerate()
-            .filter_map(|(i, r)| {
-                let field = format!("spec.egress[{i}]");
-                convert_rule(
-                    r.to.as_deref(),
-                    r.ports.as_deref(),
-                    &key.namespace,
-                    &field,
-                    "to",
-                    &mut errs,
-                )
-            })
+        let egress: Vec<RuleParts> = (spec.egress.iter().flatten())
+            .map(|r| (r.to.as_deref(), r.ports.as_deref()))
             .collect();
+        let [ingress, egress] = [
+            (ingress, "spec.ingress", "from"),
+            (egress, "spec.egress", "to"),
+        ]
+        .map(|(rules, list, peers)| convert_rules(rules, (list, peers), &key.namespace, &mut errs));
 
         if let (true, Some(pod_selector)) = (errs.is_empty(), &pod_selector) {
             let policy = Policy {
@@ -139,6 +103,30 @@ impl TryFrom<&net::NetworkPolicy> for Policy {
             (_, errors) => Err(errors),
         }
     }
+}
+
+/// A rule's peers (`from` or `to`) and ports, whichever direction it is for.
+type RuleParts<'a> = (
+    Option<&'a [net::NetworkPolicyPeer]>,
+    Option<&'a [net::NetworkPolicyPort]>,
+);
+
+/// The rules of one direction; `fields` names the rule list and its peer field (`from`,
+/// `to`) for errors.
+fn convert_rules(
+    rules: Vec<RuleParts>,
+    (list, peers_field): (&str, &str),
+    namespace: &str,
+    errs: &mut Errors,
+) -> Vec<Rule> {
+    rules
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, (peers, ports))| {
+            let field = format!("{list}[{i}]");
+            convert_rule(peers, ports, namespace, &field, peers_field, errs)
+        })
+        .collect()
 }
 
 fn convert_rule(

@@ -98,16 +98,16 @@ impl Cache {
                 replace(
                     K::map(&mut self.snapshot),
                     std::mem::take(K::map(&mut relist)),
-                    K::upserted,
-                    K::deleted,
+                    K::UPSERTED,
+                    K::DELETED,
                 )
             }
             WatchEvent::Apply(api) => match K::convert(api, broken) {
-                Some((key, value)) => upsert(K::map(&mut self.snapshot), key, value, K::upserted),
+                Some((key, value)) => upsert(K::map(&mut self.snapshot), key, value, K::UPSERTED),
                 None => Vec::new(),
             },
             WatchEvent::Delete(api) => match K::deleted_key(&api) {
-                Some(key) => remove(K::map(&mut self.snapshot), key, K::deleted),
+                Some(key) => remove(K::map(&mut self.snapshot), key, K::DELETED),
                 None => Vec::new(),
             },
         }
@@ -128,8 +128,9 @@ trait Watched: Sized {
     fn deleted_key(&self) -> Option<Self::Key>;
     /// The map of this kind in `snapshot`.
     fn map(snapshot: &mut Snapshot) -> &mut BTreeMap<Self::Key, Self::Value>;
-    fn upserted(value: Self::Value) -> Event;
-    fn deleted(key: Self::Key) -> Event;
+    /// The events that announce an object added or changed, and deleted.
+    const UPSERTED: fn(Self::Value) -> Event;
+    const DELETED: fn(Self::Key) -> Event;
 }
 
 impl Watched for ApiPod {
@@ -150,13 +151,8 @@ impl Watched for ApiPod {
         &mut snapshot.pods
     }
 
-    fn upserted(pod: Pod) -> Event {
-        Event::Pod(pod)
-    }
-
-    fn deleted(key: PodKey) -> Event {
-        Event::PodDeleted(key)
-    }
+    const UPSERTED: fn(Pod) -> Event = Event::Pod;
+    const DELETED: fn(PodKey) -> Event = Event::PodDeleted;
 }
 
 /// A pod always converts: a field it cannot use is ignored, which is worth a debug line only.
@@ -191,13 +187,8 @@ impl Watched for ApiNamespace {
         &mut snapshot.namespaces
     }
 
-    fn upserted(ns: Namespace) -> Event {
-        Event::Namespace(ns)
-    }
-
-    fn deleted(name: String) -> Event {
-        Event::NamespaceDeleted(name)
-    }
+    const UPSERTED: fn(Namespace) -> Event = Event::Namespace;
+    const DELETED: fn(String) -> Event = Event::NamespaceDeleted;
 }
 
 impl Watched for ApiPolicy {
@@ -226,13 +217,8 @@ impl Watched for ApiPolicy {
         &mut snapshot.policies
     }
 
-    fn upserted(policy: Policy) -> Event {
-        Event::Policy(policy)
-    }
-
-    fn deleted(key: PolicyKey) -> Event {
-        Event::PolicyDeleted(key)
-    }
+    const UPSERTED: fn(Policy) -> Event = Event::Policy;
+    const DELETED: fn(PolicyKey) -> Event = Event::PolicyDeleted;
 }
 
 /// Swap in a complete list; what differed, as changes (none after a relist of an unchanged
