@@ -32,7 +32,7 @@ use anyhow::{bail, Context, Result};
 use podwall::wire::{Attachment, AttachmentId, PodRef, Reply, Request};
 use podwall_policy::model::{ContainerPort, Labels};
 use podwall_policy::{
-    synthetic, Compiler, Event, Namespace, Pod, PodKey, Protocol, Ruleset, RulesetDelta, Snapshot,
+    Compiler, Event, Namespace, Pod, PodKey, Protocol, Ruleset, RulesetDelta, Snapshot,
 };
 use podwall_tests::netns::TestNetns;
 use podwalld::core::Core;
@@ -43,6 +43,8 @@ use podwalld::dataplane::{change_for, Change, Desired, ElementOp, Fingerprint, G
 use podwalld::health::Health;
 use podwalld::metrics::Metrics;
 use podwalld::store::Store;
+
+use crate::synthetic;
 
 /// The node whose table is built.
 pub const NODE: &str = "n1";

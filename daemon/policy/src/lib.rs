@@ -20,7 +20,6 @@ pub mod model;
 pub mod report;
 pub mod ruleset;
 pub mod selector;
-pub mod synthetic;
 #[cfg(test)]
 mod testworld;
 
