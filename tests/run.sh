@@ -46,6 +46,11 @@ cargo test --workspace || status=1
 echo "run.sh: root tests (--test-threads=$threads)"
 cargo test -p podwall-tests -- --ignored --test-threads="$threads" "$@" || status=1
 
+# The benchmarks' own root tests: each benchmark still runs on a tiny world, and the
+# kube-router baseline enforces what the evaluator says.
+echo "run.sh: benchmark root tests (--test-threads=$threads)"
+cargo test -p podwall-bench -- --ignored --test-threads="$threads" "$@" || status=1
+
 sweep after
 
 if ((status)); then

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Prepare a machine for podwall's root tests and demo: install the Debian packages they
 # use, then build the release daemon and the static CNI plugin. Safe to run again.
-# Arguments name release binaries of podwall-tests to build with the daemon (bench.sh:
-# its benchmark), in the same cargo run so that they compile side by side.
+# Arguments name release binaries of podwall-tests or podwall-bench to build with the
+# daemon (differential.sh: its long run; bench.sh: its benchmark), in the same cargo run so
+# that they compile side by side.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,7 +52,8 @@ fi
 echo "setup.sh: building podwalld${1:+ and $*} (release)"
 build=(-p podwalld --bin podwalld)
 if (($#)); then
-    build+=(-p podwall-tests)
+    # Cargo takes each --bin from whichever of the two packages has it.
+    build+=(-p podwall-tests -p podwall-bench)
     for bin in "$@"; do build+=(--bin "$bin"); done
 fi
 cargo build --release "${build[@]}"

@@ -1,5 +1,6 @@
-//! What the benchmark binaries share: reading flag values, and how a run ends (the report
-//! on stdout and exit 0, or one line naming what failed and exit 1; bad arguments exit 2).
+//! What the rig's long-running binaries share (`podwall-differential` here, the `bench-*`
+//! binaries of `podwall-bench`): reading flag values, and how a run ends (the report on
+//! stdout and exit 0, or one line naming what failed and exit 1; bad arguments exit 2).
 
 use std::fmt::Display;
 use std::process::ExitCode;
@@ -37,7 +38,7 @@ pub fn list<T>(
     }
 }
 
-/// A benchmark binary's whole run. `flag` handles each argument the binary knows, reading
+/// One such binary's whole run. `flag` handles each argument the binary knows, reading
 /// any value from the rest, and answers `None` for one it does not; `-h`/`--help`, unknown
 /// arguments and bad values are handled here. Then, as root, `run` and print its report.
 pub fn main<O, R: Display>(

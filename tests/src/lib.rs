@@ -2,20 +2,17 @@
 //! namespaces, the real CNI chain (libcni and direct plugin invocation), traffic probes and a
 //! reader for the node's nftables table.
 //!
-//! Everything here needs root and is used only by tests marked `#[ignore = "needs root: …"]`
-//! and by the `podwall-demo` binary. Every object the rig creates is named `pwt-<pid>-…` and
-//! removed when its owner is dropped, also when a test panics.
+//! Everything here needs root and is used only by tests marked `#[ignore = "needs root: …"]`,
+//! by the `podwall-demo` and `podwall-differential` binaries, and by the benchmarks of
+//! `podwall-bench`, which build on this rig. Every object the rig creates is named
+//! `pwt-<pid>-…` and removed when its owner is dropped, also when a test panics.
 //!
 //! Dependencies: the `podwall` library for the socket protocol, `podwall-policy` for the
 //! verdicts the tests expect (the evaluator over the same manifests the daemon reads),
-//! external programs (`ip`, `nft`, `go`, the Debian CNI plugins, `podwall`, `podwalld`, and
-//! `ipset` and `iptables-nft-restore` for the kube-router baseline).
-//!
-//! No `unsafe` but one `wait4` call, in `kuberouter`'s child accounting (nix wraps none).
-#![deny(unsafe_code)]
+//! external programs (`ip`, `nft`, `go`, the Debian CNI plugins, `podwall`, `podwalld`).
+#![forbid(unsafe_code)]
 
 pub mod apiserver;
-pub mod bench;
 pub mod bins;
 pub mod cli;
 pub mod cluster;
@@ -23,18 +20,14 @@ pub mod cmd;
 pub mod cni;
 pub mod differential;
 pub mod external;
-pub mod kuberouter;
 pub mod manifests;
 pub mod metrics;
 pub mod netns;
 pub mod nft;
 pub mod node;
-pub mod peers;
 pub mod probe;
-pub mod propagation;
 pub mod rbac;
 pub mod reach;
-pub mod stats;
 pub mod wait;
 
 pub use cluster::Cluster;

@@ -2,7 +2,7 @@
 //! committed: its chains and the elements of its verdict maps.
 //!
 //! The JSON output of `nft -j` is parsed with serde_json; verdicts are rendered the way
-//! `nft` prints them (`jump pod-x`, `accept`), which keeps assertions readable.
+//! `nft` prints them (`jump in_0123456789abcdef`, `accept`), which keeps assertions readable.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -25,7 +25,7 @@ pub const POD_MAPS: [&str; 4] = ["ingress4", "egress4", "ingress6", "egress6"];
 pub struct Ruleset {
     /// Chain names, in the order nft lists them.
     pub chains: Vec<String>,
-    /// Map name → (key, value) elements; keys and verdicts as text (`10.200.1.2`, `jump pod-a`).
+    /// Map name → (key, value) elements; keys and verdicts as text (`10.200.1.2`, `jump open`).
     /// Sorted: the kernel's listing order of a hash set is not stable, the tests' views are.
     pub maps: BTreeMap<String, Vec<(String, String)>>,
     /// Set name → element keys as text, sorted.
@@ -80,12 +80,13 @@ impl Ruleset {
         Ok(rules)
     }
 
-    /// The chains whose name says they belong to a pod (`pod-…`).
+    /// The chains the compiler made for local pods ([`is_pod_chain`]); not `forward`,
+    /// `open` or `quarantine`.
     pub fn pod_chains(&self) -> Vec<&str> {
         self.chains
             .iter()
             .map(String::as_str)
-            .filter(|c| c.starts_with("pod-"))
+            .filter(|c| is_pod_chain(c))
             .collect()
     }
 
@@ -103,7 +104,7 @@ impl Ruleset {
         self.maps.get(name).map(Vec::as_slice).unwrap_or_default()
     }
 
-    /// The verdict a map gives `ip`, e.g. `jump pod-1234`.
+    /// The verdict a map gives `ip`, e.g. `jump in_0123456789abcdef`.
     pub fn verdict(&self, map: &str, ip: IpAddr) -> Option<&str> {
         let key = ip.to_string();
         self.map(map)
@@ -123,6 +124,28 @@ impl Ruleset {
     pub fn mentions(&self, ip: IpAddr) -> bool {
         POD_MAPS.iter().any(|m| self.verdict(m, ip).is_some())
     }
+
+    /// Does any element of a pod map jump or go to `chain`?
+    pub fn is_target(&self, chain: &str) -> bool {
+        POD_MAPS
+            .iter()
+            .flat_map(|m| self.map(m))
+            .any(|(_, verdict)| {
+                verdict
+                    .strip_prefix("jump ")
+                    .or_else(|| verdict.strip_prefix("goto "))
+                    == Some(chain)
+            })
+    }
+}
+
+/// Is `name` a chain the compiler made for the local pods that one set of policies selects in
+/// one direction: `in_` or `out_` and 16 hex digits (`podwall_policy::ruleset::names::chain`)?
+/// Pods the same policies select share it; it goes when the last of them does.
+pub fn is_pod_chain(name: &str) -> bool {
+    name.strip_prefix("in_")
+        .or_else(|| name.strip_prefix("out_"))
+        .is_some_and(|hash| hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// `10.0.0.1`, `10.0.0.0/24`, or the JSON text of anything fancier.
@@ -210,15 +233,19 @@ pub fn table_text(ns: &TestNetns) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use podwall_policy::ruleset::names;
+    use podwall_policy::Direction;
 
     const SAMPLE: &str = r#"{"nftables": [
       {"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}},
       {"table": {"family": "inet", "name": "podwall", "handle": 1}},
       {"chain": {"family": "inet", "table": "podwall", "name": "forward", "handle": 1, "type": "filter", "hook": "forward", "prio": 0, "policy": "accept"}},
-      {"chain": {"family": "inet", "table": "podwall", "name": "pod-abc", "handle": 2}},
-      {"rule": {"family": "inet", "table": "podwall", "chain": "pod-abc", "handle": 9, "expr": [{"drop": null}]}},
+      {"chain": {"family": "inet", "table": "podwall", "name": "in_00c0ffee12345678", "handle": 2}},
+      {"chain": {"family": "inet", "table": "podwall", "name": "open", "handle": 6}},
+      {"chain": {"family": "inet", "table": "podwall", "name": "quarantine", "handle": 7}},
+      {"rule": {"family": "inet", "table": "podwall", "chain": "in_00c0ffee12345678", "handle": 9, "expr": [{"drop": null}]}},
       {"map": {"family": "inet", "name": "ingress4", "table": "podwall", "type": "ipv4_addr", "handle": 3, "map": "verdict",
-               "elem": [["10.200.1.2", {"jump": {"target": "pod-abc"}}], [{"elem": {"val": "10.200.1.3", "comment": "x"}}, {"accept": null}]]}},
+               "elem": [["10.200.1.2", {"jump": {"target": "in_00c0ffee12345678"}}], [{"elem": {"val": "10.200.1.3", "comment": "x"}}, {"accept": null}]]}},
       {"map": {"family": "inet", "name": "egress4", "table": "podwall", "type": "ipv4_addr", "handle": 4, "map": "verdict"}},
       {"set": {"family": "inet", "name": "peers", "table": "podwall", "type": "ipv4_addr", "handle": 5, "flags": ["interval"],
                "elem": [{"prefix": {"addr": "10.0.0.0", "len": 8}}, "192.168.1.1"]}}
@@ -227,11 +254,15 @@ mod tests {
     #[test]
     fn chains_maps_and_sets_are_read() {
         let r = Ruleset::from_json(SAMPLE).unwrap();
-        assert_eq!(r.chains, vec!["forward", "pod-abc"]);
-        assert_eq!(r.pod_chains(), vec!["pod-abc"]);
+        assert_eq!(
+            r.chains,
+            vec!["forward", "in_00c0ffee12345678", "open", "quarantine"]
+        );
+        assert_eq!(r.pod_chains(), vec!["in_00c0ffee12345678"]);
         let ip = "10.200.1.2".parse().unwrap();
-        assert_eq!(r.verdict("ingress4", ip), Some("jump pod-abc"));
-        assert_eq!(r.target("ingress4", ip), Some("pod-abc"));
+        assert_eq!(r.verdict("ingress4", ip), Some("jump in_00c0ffee12345678"));
+        assert_eq!(r.target("ingress4", ip), Some("in_00c0ffee12345678"));
+        assert!(r.is_target("in_00c0ffee12345678") && !r.is_target("open"));
         assert_eq!(
             r.verdict("ingress4", "10.200.1.3".parse().unwrap()),
             Some("accept")
@@ -239,8 +270,29 @@ mod tests {
         assert!(r.map("egress4").is_empty());
         assert!(r.map("nope").is_empty());
         assert_eq!(r.sets["peers"], vec!["10.0.0.0/8", "192.168.1.1"]);
-        assert_eq!(r.chain_rules("pod-abc"), [r#"[{"drop":null}]"#]);
+        assert_eq!(r.chain_rules("in_00c0ffee12345678"), [r#"[{"drop":null}]"#]);
         assert!(r.chain_rules("forward").is_empty());
         assert!(r.mentions(ip));
+    }
+
+    #[test]
+    fn pod_chains_are_the_compilers_policy_chains() {
+        // The names the compiler gives, so a rename there fails here rather than leaving
+        // `pod_chains` empty and every "no pod chains left" assertion vacuous.
+        for direction in [Direction::Ingress, Direction::Egress] {
+            let name = names::chain(direction, "shop/db-from-api");
+            assert!(is_pod_chain(&name), "{name}");
+        }
+        for other in [
+            "forward",
+            "open",
+            "quarantine",
+            "in_",
+            "in_0123",
+            "out_0123456789abcdeg",
+            "pod-540c4ae81be81b20-in",
+        ] {
+            assert!(!is_pod_chain(other), "{other}");
+        }
     }
 }

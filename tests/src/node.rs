@@ -523,8 +523,9 @@ impl Node {
     }
 
     /// Check that `ip` is attached in the kernel: the table exists, the ingress and egress
-    /// maps of its family send `ip` to a chain (a per-pod `pod-…` chain, or a chain shared by
-    /// pods with the same policies, `open` when none isolates it), and those chains exist.
+    /// maps of its family send `ip` to a chain (the `in_…`/`out_…` chain of the policies that
+    /// select it, shared with the pods they also select, or `open` when none isolates it), and
+    /// those chains exist.
     /// Returns the chains. Panics with the whole table when not.
     pub fn expect_attached(&self, ip: std::net::IpAddr) -> Vec<String> {
         let rules = self
@@ -547,8 +548,9 @@ impl Node {
         chains
     }
 
-    /// Check that nothing of `ip` is left: no map element for it, and none of `chains` that
-    /// belonged to it alone (`pod-…`); chains shared with other pods may stay.
+    /// Check that nothing of `ip` is left: no map element for it, and none of its policy
+    /// chains (`in_…`/`out_…` among `chains`) that no other pod's element still jumps to;
+    /// shared chains, `open` and `quarantine` may stay.
     pub fn expect_detached(&self, ip: std::net::IpAddr, chains: &[String]) {
         let Some(rules) = self.ruleset() else { return };
         assert!(
@@ -556,10 +558,10 @@ impl Node {
             "{ip} is still in a pod map:\n{}",
             self.ruleset_text()
         );
-        for chain in chains.iter().filter(|c| c.starts_with("pod-")) {
+        for chain in chains.iter().filter(|c| nft::is_pod_chain(c)) {
             assert!(
-                !rules.has_chain(chain),
-                "chain {chain} of {ip} is still there:\n{}",
+                !rules.has_chain(chain) || rules.is_target(chain),
+                "chain {chain} of {ip} is still there, and no pod jumps to it:\n{}",
                 self.ruleset_text()
             );
         }

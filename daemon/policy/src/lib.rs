@@ -25,7 +25,6 @@ pub mod manifests;
 pub mod model;
 pub mod ruleset;
 pub mod selector;
-pub mod synthetic;
 #[cfg(any(test, feature = "testing"))]
 pub mod testworld;
 

@@ -6,9 +6,6 @@
 //! so thirty of them took minutes of linking and gigabytes of disk.
 
 mod apiserver;
-mod bench_peers_smoke;
-mod bench_propagation_smoke;
-mod bench_smoke;
 mod cleanup;
 mod cni_chain;
 mod daemon_restart;
@@ -23,7 +20,6 @@ mod kube_rbac;
 mod kube_relist;
 mod kube_restart;
 mod kube_sync;
-mod kuberouter;
 mod policy_attach;
 mod policy_drift;
 mod policy_incremental;

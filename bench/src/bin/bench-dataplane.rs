@@ -2,15 +2,15 @@
 //! is loaded into a throw-away network namespace.
 //!
 //! ```text
-//! cargo run --release -p podwall-tests --bin bench-dataplane            # full run
-//! cargo run --release -p podwall-tests --bin bench-dataplane -- --smoke # tiny world, 2 rounds
-//! cargo run --release -p podwall-tests --bin bench-dataplane -- --rounds 50
+//! cargo run --release -p podwall-bench --bin bench-dataplane            # full run
+//! cargo run --release -p podwall-bench --bin bench-dataplane -- --smoke # tiny world, 2 rounds
+//! cargo run --release -p podwall-bench --bin bench-dataplane -- --rounds 50
 //! ```
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
-use podwall_tests::bench::{self, Options};
+use podwall_bench::dataplane::{self, Options};
 use podwall_tests::cli;
 
 const PROGRAM: &str = "bench-dataplane";
@@ -31,6 +31,6 @@ fn main() -> ExitCode {
                 _ => return None,
             })
         },
-        bench::run,
+        dataplane::run,
     )
 }

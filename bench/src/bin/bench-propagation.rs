@@ -4,16 +4,16 @@
 //!
 //! ```text
 //! bash tests/setup.sh   # the release daemon and the static plugin the worlds run
-//! cargo run --release -p podwall-tests --bin bench-propagation              # full run
-//! cargo run --release -p podwall-tests --bin bench-propagation -- --smoke   # tiny world
-//! cargo run --release -p podwall-tests --bin bench-propagation -- --sizes 100,1000 --changes 40
+//! cargo run --release -p podwall-bench --bin bench-propagation              # full run
+//! cargo run --release -p podwall-bench --bin bench-propagation -- --smoke   # tiny world
+//! cargo run --release -p podwall-bench --bin bench-propagation -- --sizes 100,1000 --changes 40
 //! ```
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
+use podwall_bench::propagation::{self, Options};
 use podwall_tests::cli;
-use podwall_tests::propagation::{self, Options};
 
 const PROGRAM: &str = "bench-propagation";
 const USAGE: &str =

@@ -2,13 +2,13 @@
 //! operation, path). It checks that the benchmark works, never how fast anything is: the
 //! figures come from `bench-dataplane` (docs/benchmarks.md).
 
-use podwall_tests::bench::{self, Operation, Options, Path};
+use podwall_bench::dataplane::{self, Operation, Options, Path};
 
 #[test]
 #[ignore = "needs root: creates network namespaces"]
 fn dataplane_benchmark_completes_with_a_row_per_world_operation_and_path() {
     let options = Options::smoke();
-    let report = bench::run(&options).expect("the benchmark runs");
+    let report = dataplane::run(&options).expect("the benchmark runs");
     assert_eq!(report.worlds.len(), options.peer_counts.len());
     for &peers in &options.peer_counts {
         for operation in Operation::ALL {

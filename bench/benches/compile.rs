@@ -2,14 +2,15 @@
 //! ten policies each, 110 pods on the measured node). Times a full compile, then one pod's
 //! label change through the incremental path, and prints the figures.
 //!
-//! Run with `cargo bench -p podwall-policy`.
+//! Run with `cargo bench -p podwall-bench --bench compile`. Pure: no root, no kernel.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use podwall_bench::synthetic;
 use podwall_policy::model::{ContainerPort, PortMatch, PortSpec};
 use podwall_policy::selector::Labels;
-use podwall_policy::{synthetic, Compiler, Event, Namespace, Pod, PodKey, Protocol, Snapshot};
+use podwall_policy::{Compiler, Event, Namespace, Pod, PodKey, Protocol, Snapshot};
 
 const NAMESPACES: usize = 100;
 const PODS_PER_NAMESPACE: usize = 100;

@@ -3,7 +3,7 @@
 //! 10k remote peer pods and 1k policies in the table; and what a full rebuild costs.
 //!
 //! A benchmark, not a test: [`run`] returns figures and asserts nothing about them. The
-//! `bench-dataplane` binary prints them; `tests/tests/integration/bench_smoke.rs` runs a tiny
+//! `bench-dataplane` binary prints them; `bench/tests/integration/bench_smoke.rs` runs a tiny
 //! world to check that the benchmark itself still works. Needs root: every world is loaded into a
 //! throw-away network namespace of its own.
 //!
@@ -33,8 +33,9 @@ use podwall::wire::{Attachment, AttachmentId, PodRef, Reply, Request};
 use podwall_policy::model::ContainerPort;
 use podwall_policy::selector::Labels;
 use podwall_policy::{
-    synthetic, Compiler, Event, Namespace, Pod, PodKey, Protocol, Ruleset, RulesetDelta, Snapshot,
+    Compiler, Event, Namespace, Pod, PodKey, Protocol, Ruleset, RulesetDelta, Snapshot,
 };
+use podwall_tests::netns::TestNetns;
 use podwalld::core::Core;
 use podwalld::dataplane::names::{GUARD_CHAIN, GUARD_PORTS, GUARD_SOURCES4, GUARD_SOURCES6};
 use podwalld::dataplane::nft::NftKernel;
@@ -46,7 +47,7 @@ use podwalld::health::Health;
 use podwalld::metrics::Metrics;
 use podwalld::store::Store;
 
-use crate::netns::TestNetns;
+use crate::synthetic;
 
 /// The node whose table is built.
 pub const NODE: &str = "n1";

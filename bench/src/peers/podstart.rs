@@ -13,12 +13,12 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
+use podwall_tests::cni::Pod;
+use podwall_tests::manifests::PodManifest;
+use podwall_tests::node::{Node, NodeOptions};
 use serde_json::json;
 
 use super::pair::Pair;
-use crate::cni::Pod;
-use crate::manifests::PodManifest;
-use crate::node::{Node, NodeOptions};
 use crate::stats::{order, Samples};
 
 /// Pods started at once in the parallel runs.

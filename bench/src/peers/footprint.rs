@@ -5,12 +5,12 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use podwall_tests::cluster::Cluster;
+use podwall_tests::cni::Pod;
+use podwall_tests::manifests::documents;
 
 use super::process;
 use super::world::{Spec, L};
-use crate::cluster::Cluster;
-use crate::cni::Pod;
-use crate::manifests::documents;
 
 /// Pods of the node attached in each footprint world.
 const ATTACHED: usize = 10;

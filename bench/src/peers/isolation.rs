@@ -22,14 +22,14 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context, Result};
 use podwall_policy::selector::Labels;
 use podwall_policy::{Pod as PolicyPod, PodKey, Snapshot};
+use podwall_tests::cni::{result_ips, Pod};
+use podwall_tests::external::ExternalHost;
+use podwall_tests::manifests::PodManifest;
+use podwall_tests::node::Node;
 
 use super::pair::{first_v4, resync, Pair};
 use super::podstart::PARALLEL;
 use super::world::{ISOLATED_NAMESPACE, TARGET_PORT};
-use crate::cni::{result_ips, Pod};
-use crate::external::ExternalHost;
-use crate::manifests::PodManifest;
-use crate::node::Node;
 use crate::stats::{order, Samples};
 
 /// Each probe's connect timeout.
@@ -252,7 +252,7 @@ fn start_one(
             "dev",
             node.bridge(),
         ])
-        .and_then(crate::cmd::Output::ok)
+        .and_then(podwall_tests::cmd::Output::ok)
         .context("forgetting the pod's neighbour entry")?;
     if let Some(c) = controller {
         let _ = c.send(Event::Gone { key });

@@ -64,9 +64,8 @@ use podwall_policy::selector::Labels;
 use podwall_policy::{
     Direction, Family, Pod, PodKey, Policy, PolicyKey, Protocol, Selector, Snapshot,
 };
-
-use crate::cmd;
-use crate::netns::TestNetns;
+use podwall_tests::cmd;
+use podwall_tests::netns::TestNetns;
 
 /// Where `INPUT` sends everything: traffic from local pods to the node.
 pub const INPUT_CHAIN: &str = "KUBE-ROUTER-INPUT";
@@ -1045,7 +1044,7 @@ mod child {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifests::{documents, namespace, PodManifest};
+    use podwall_tests::manifests::{documents, namespace, PodManifest};
 
     const NODE: &str = "n1";
 

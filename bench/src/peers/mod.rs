@@ -7,7 +7,7 @@
 //! Every comparison is interleaved (A B, B A, …) over its rounds, so drift on a shared
 //! machine falls on both sides alike. A benchmark, not a test: [`run`] returns figures and
 //! asserts nothing about them. The `bench-peers` binary prints them;
-//! `tests/tests/integration/bench_peers_smoke.rs` runs the tiny world to check the benchmark
+//! `bench/tests/integration/bench_peers_smoke.rs` runs the tiny world to check the benchmark
 //! works.
 //! Needs root: every node is a throw-away network namespace.
 
@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::bench::Machine;
+use crate::dataplane::Machine;
 use pair::Pair;
 use world::Spec;
 

@@ -14,15 +14,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use podwall_policy::Snapshot;
+use podwall_tests::cluster::Cluster;
+use podwall_tests::cni::{result_ips, Pod};
+use podwall_tests::external::ExternalHost;
+use podwall_tests::manifests::documents;
+use podwall_tests::node::{Node, NodeOptions};
 
 use super::process;
 use super::world::{self, Spec, PROBER_ADDR};
-use crate::cluster::Cluster;
-use crate::cni::{result_ips, Pod};
-use crate::external::ExternalHost;
 use crate::kuberouter::{self, Cost};
-use crate::manifests::documents;
-use crate::node::{Node, NodeOptions};
 
 /// How long a world's daemon may take to list and program it.
 const SYNC_DEADLINE: Duration = Duration::from_secs(300);

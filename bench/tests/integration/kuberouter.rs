@@ -10,9 +10,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use podwall_bench::kuberouter::{self, Scripts};
 use podwall_policy::Protocol::{self, Tcp, Udp};
 use podwall_policy::Snapshot;
-use podwall_tests::kuberouter::{self, Scripts};
 use podwall_tests::manifests::{documents, namespace, PodManifest};
 use podwall_tests::reach::{self, cell, Peer};
 use podwall_tests::{ExternalHost, Node, Pod, TestNetns};

@@ -5,7 +5,7 @@
 //! returns, and the kube-router-shaped baseline enforces the same verdicts (the change
 //! cycles fail otherwise).
 
-use podwall_tests::peers::{self, change, packet, podstart, Options};
+use podwall_bench::peers::{self, change, packet, podstart, Options};
 
 #[test]
 #[ignore = "needs root: creates network namespaces"]

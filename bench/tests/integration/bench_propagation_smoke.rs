@@ -2,7 +2,7 @@
 //! that the benchmark works, never how fast anything is: the figures come from
 //! `bench-propagation` (docs/benchmarks.md).
 
-use podwall_tests::propagation::{self, Change, Options};
+use podwall_bench::propagation::{self, Change, Options};
 
 #[test]
 #[ignore = "needs root: creates network namespaces"]

@@ -15,14 +15,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use nix::sys::socket::{setsockopt, sockopt};
+use podwall_tests::cni::{result_ips, Pod};
+use podwall_tests::manifests::PodManifest;
+use podwall_tests::netns::TestNetns;
+use podwall_tests::node::{Node, NodeOptions};
 use serde_json::Value;
 
 use super::pair::{first_v4, Op, Pair};
 use super::world::TARGET_PORT;
-use crate::cni::{result_ips, Pod};
-use crate::manifests::PodManifest;
-use crate::netns::TestNetns;
-use crate::node::{Node, NodeOptions};
 use crate::stats::{order, Samples};
 
 /// The client pod's object: admitted by the target's `probe-by-label` policy.

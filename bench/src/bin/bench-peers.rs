@@ -11,9 +11,9 @@
 
 use std::process::ExitCode;
 
+use podwall_bench::peers::world::Spec;
+use podwall_bench::peers::{self, Options};
 use podwall_tests::cli;
-use podwall_tests::peers::world::Spec;
-use podwall_tests::peers::{self, Options};
 
 const PROGRAM: &str = "bench-peers";
 const USAGE: &str =

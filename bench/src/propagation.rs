@@ -11,7 +11,7 @@
 //! The remote peer is a host behind the node at a documentation address, reported by a Pod
 //! object of another node; the local pods are attached through the real CNI chain. A
 //! benchmark, not a test: [`run`] returns figures and asserts nothing about them. The
-//! `bench-propagation` binary prints them; `tests/tests/integration/bench_propagation_smoke.rs`
+//! `bench-propagation` binary prints them; `bench/tests/integration/bench_propagation_smoke.rs`
 //! runs a tiny world to check that the benchmark itself works. Needs root.
 
 use std::fmt;
@@ -19,13 +19,12 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-
-use crate::apiserver::ApiServer;
-use crate::cluster::Cluster;
-use crate::cni::Pod;
-use crate::external::ExternalHost;
-use crate::manifests::{documents, namespace, PodManifest};
-use crate::probe::EchoServer;
+use podwall_tests::apiserver::ApiServer;
+use podwall_tests::cluster::Cluster;
+use podwall_tests::cni::Pod;
+use podwall_tests::external::ExternalHost;
+use podwall_tests::manifests::{documents, namespace, PodManifest};
+use podwall_tests::probe::EchoServer;
 
 /// The remote peer's address (RFC 5737), behind the node.
 const PEER_ADDR: &str = "198.51.100.7";

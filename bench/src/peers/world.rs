@@ -22,8 +22,7 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
 
 use podwall_policy::{manifests, Snapshot};
-
-use crate::manifests::{documents, namespace, PodManifest};
+use podwall_tests::manifests::{documents, namespace, PodManifest};
 
 /// The remote prober's address (RFC 5737), behind the measured node.
 pub const PROBER_ADDR: &str = "198.51.100.7";

@@ -1,10 +1,11 @@
 //! Synthetic policies for benchmarks: the same five shapes wherever a large world is built
 //! (the compile benchmark, the dataplane benchmark), so their figures describe one world.
+//! Pure: policy model values only.
 
 use std::collections::BTreeSet;
 
-use crate::model::{NamespaceScope, Peer, Peers, PortMatch, PortSpec, Rule};
-use crate::{IpBlock, Policy, PolicyKey, Protocol, Requirement, Selector};
+use podwall_policy::model::{NamespaceScope, Peer, Peers, PortMatch, PortSpec, Rule};
+use podwall_policy::{IpBlock, Policy, PolicyKey, Protocol, Requirement, Selector};
 
 /// The five policy shapes of the compile benchmark: same-namespace pods on a port, every pod
 /// of labelled namespaces on a named port, an ipBlock with an except, egress to a tier

@@ -11,11 +11,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use podwall_tests::probe::EchoServer;
 
 use super::pair::{Op, Pair};
 use super::process;
 use super::world::{allow_prober_policy, probe_namespace_yaml, prober_yaml, TARGET_PORT};
-use crate::probe::EchoServer;
 use crate::propagation::wait_for;
 use crate::stats::{order, Samples};
 

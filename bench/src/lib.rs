@@ -1,0 +1,31 @@
+//! podwall's benchmarks and the baseline they compare against, built on the root test rig of
+//! `podwall-tests` (throw-away nodes and pods in network namespaces, the real CNI chain,
+//! reach probes):
+//! - [`dataplane`]: what an attach and a relabel cost in the kernel, netlink against `nft -f`;
+//! - [`propagation`]: from an API change to the verdict a packet meets, in Kubernetes mode;
+//! - [`peers`]: podwall against `bridge` alone, Debian's `firewall` plugin and
+//!   [`kuberouter`], a re-implementation of kube-router's iptables and ipset firewall;
+//! - `benches/compile.rs`: the policy compiler alone at 10,000 pods and 1,000 policies;
+//! - [`synthetic`]: the policy shapes the large worlds of the compile and dataplane
+//!   benchmarks are built of.
+//!
+//! The `bench-*` binaries print figures; the root tests (`#[ignore = "needs root: …"]`) only
+//! check that each benchmark still runs and that the baseline enforces what the evaluator
+//! says. Nothing here asserts on timings. Running a benchmark needs root, like the rig, except
+//! the compile benchmark; the generators (`synthetic`, `kuberouter::generate`, `peers::world`)
+//! are pure.
+//!
+//! Dependencies: the rig (`podwall-tests`), the daemon's own parts (`podwalld`) for the
+//! dataplane benchmark, `podwall-policy` for the worlds and the verdicts, and external
+//! programs: those of the rig, `ipset` and `iptables-nft-restore` for the kube-router
+//! baseline, `iperf3` for the per-packet figures.
+//!
+//! No `unsafe` but one `wait4` call, in `kuberouter`'s child accounting (nix wraps none).
+#![deny(unsafe_code)]
+
+pub mod dataplane;
+pub mod kuberouter;
+pub mod peers;
+pub mod propagation;
+pub mod stats;
+pub mod synthetic;
