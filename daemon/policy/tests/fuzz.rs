@@ -34,7 +34,8 @@ fn manifests_load_never_panics() {
         let loaded = manifests::load([("fuzz.yaml", &*text)]);
         let _ = loaded.has_fatal_errors();
         let _: Vec<String> = loaded.errors.iter().map(ToString::to_string).collect();
-        let snapshot = with_world(&world, loaded.snapshot);
+        let mut snapshot = world.clone();
+        snapshot.merge(loaded.snapshot);
         let _ = compile(&snapshot, NODE);
     });
 }
@@ -61,21 +62,6 @@ fn world() -> Snapshot {
     let loaded = manifests::load([("world.yaml", WORLD)]);
     assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
     loaded.snapshot
-}
-
-/// `loaded` on top of the world, as if both were files of one directory.
-fn with_world(world: &Snapshot, loaded: Snapshot) -> Snapshot {
-    let mut snapshot = world.clone();
-    for ns in loaded.namespaces.into_values() {
-        snapshot.upsert_namespace(ns);
-    }
-    for pod in loaded.pods.into_values() {
-        snapshot.upsert_pod(pod);
-    }
-    for policy in loaded.policies.into_values() {
-        snapshot.upsert_policy(policy);
-    }
-    snapshot
 }
 
 fn network_policy() -> impl Strategy<Value = net::NetworkPolicy> {

@@ -50,7 +50,7 @@ pub fn lock(core: &std::sync::Mutex<Core>) -> std::sync::MutexGuard<'_, Core> {
 /// How a core treats what it cannot know for itself.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
-    /// Quarantine a local pod the source has not described (see `Core::quarantined`).
+    /// Quarantine a local pod the source has not described (see `Pod::quarantined`).
     pub quarantine_unknown: bool,
     /// The runtime's libcni cache, to rebuild attachment records the store cannot read.
     pub cni_cache: Option<std::path::PathBuf>,
@@ -67,8 +67,8 @@ pub struct Core {
     claims: Claims,
     /// Compiles `merged(cluster, attachments)` for this node.
     compiler: Compiler,
-    /// What the kernel holds: the compiled ruleset plus `open` entries for unisolated pods.
-    /// While changes are pending, the last state the kernel took.
+    /// What the kernel holds: the compiled ruleset and the guard. While changes are pending,
+    /// the last state the kernel took.
     applied: Desired,
     pending: Option<Pending>,
     /// Whether a local pod the source has not described is quarantined (the API server's

@@ -60,6 +60,14 @@ impl Snapshot {
         self.policies.insert(policy.key.clone(), policy);
     }
 
+    /// Adds `other`'s objects, replacing those of the same name: two manifest files read as
+    /// one directory.
+    pub fn merge(&mut self, other: Snapshot) {
+        self.namespaces.extend(other.namespaces);
+        self.pods.extend(other.pods);
+        self.policies.extend(other.policies);
+    }
+
     /// The policed pod that owns `ip`, if any (the first by key if stale data gives two).
     pub fn pod_by_ip(&self, ip: &IpAddr) -> Option<&Pod> {
         self.pods
