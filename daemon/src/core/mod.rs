@@ -30,8 +30,7 @@ use podwall_policy::{Compiler, Event, Pod, PodKey, Snapshot};
 use tracing::{error, info, warn};
 
 pub use error::CoreError;
-pub use local::merged;
-use local::{pod_key, Claims};
+use local::{merged, pod_key, Claims};
 use pending::Pending;
 use transition::{describe, Scope};
 

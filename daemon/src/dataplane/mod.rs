@@ -14,6 +14,7 @@ mod guard;
 pub mod names;
 pub mod netlink;
 pub mod nft;
+#[cfg(test)]
 mod recording;
 pub mod render;
 mod transaction;
@@ -23,6 +24,7 @@ use podwall_policy::Ruleset;
 pub use fingerprint::{entries_of, Fingerprint};
 pub use guard::Guard;
 pub use netlink::{ElementOp, Key};
+#[cfg(test)]
 pub use recording::{Call, RecordingKernel};
 pub use transaction::{transaction_for, Transaction};
 
