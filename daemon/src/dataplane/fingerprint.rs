@@ -60,10 +60,9 @@ impl Fingerprint {
                 (name.clone(), rules)
             })
             .collect();
-        chains.insert(
-            names::FORWARD_CHAIN.to_string(),
-            render::forward_fingerprint(),
-        );
+        for base in [names::FORWARD_CHAIN, names::OUTPUT_CHAIN] {
+            chains.insert(base.to_string(), render::base_chain_fingerprint());
+        }
         chains.insert(names::OPEN_CHAIN.to_string(), Vec::new());
         chains.insert(
             names::QUARANTINE_CHAIN.to_string(),

@@ -12,6 +12,8 @@ pub const FAMILY: &str = "inet";
 /// The base chain on the forward hook: pod↔pod traffic on the bridge arrives here through
 /// br_netfilter, routed pod traffic directly.
 pub const FORWARD_CHAIN: &str = "forward";
+/// The base chain on the output hook: pod-sourced packets the node's own stack sends (IPVS).
+pub const OUTPUT_CHAIN: &str = "output";
 /// The anti-spoofing guard lives in a `bridge` table of the same name: only the bridge family
 /// sees which bridge port (pod veth) a frame came in on.
 pub const GUARD_FAMILY: &str = "bridge";

@@ -13,12 +13,12 @@ use podwall_policy::{Direction, Family, Protocol, Ruleset, Set};
 
 use super::names::{
     map_name, FAMILY, FORWARD_CHAIN, GUARD_CHAIN, GUARD_FAMILY, GUARD_PORTS, GUARD_SOURCES4,
-    GUARD_SOURCES6, MAPS, OPEN_CHAIN, QUARANTINE_CHAIN, TABLE,
+    GUARD_SOURCES6, MAPS, OPEN_CHAIN, OUTPUT_CHAIN, QUARANTINE_CHAIN, TABLE,
 };
 use super::{Desired, Guard};
 
-/// The forward chain's dispatch, in order: a packet meets its source's egress chain before
-/// its destination's ingress chain.
+/// The base chains' dispatch, in order: a packet meets its source's egress chain before its
+/// destination's ingress chain.
 fn dispatch() -> impl Iterator<Item = (Family, &'static str, &'static str)> {
     [(Direction::Egress, "saddr"), (Direction::Ingress, "daddr")]
         .into_iter()
@@ -27,9 +27,9 @@ fn dispatch() -> impl Iterator<Item = (Family, &'static str, &'static str)> {
         })
 }
 
-/// How the forward chain's rules read back from the kernel (see `Fingerprint`): two accepts,
+/// How each base chain's rules read back from the kernel (see `Fingerprint`): two accepts,
 /// then the dispatch.
-pub fn forward_fingerprint() -> Vec<String> {
+pub fn base_chain_fingerprint() -> Vec<String> {
     let accepts = ["accept", "accept"].map(String::from);
     accepts
         .into_iter()
@@ -126,16 +126,20 @@ pub fn render_ruleset(ruleset: &Ruleset) -> String {
             &entries,
         );
     }
-    let _ = writeln!(
-        out,
-        "\tchain {FORWARD_CHAIN} {{\n\t\ttype filter hook forward priority filter; policy accept;\n\
-         \t\tct state established,related accept\n\
-         \t\ticmpv6 type {{ nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, nd-redirect }} accept"
+    // Pods talking through the bridge or routed by the node.
+    base_chain(
+        &mut out,
+        (FORWARD_CHAIN, "forward"),
+        "icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, nd-redirect } accept",
     );
-    for (family, field, map) in dispatch() {
-        let _ = writeln!(out, "\t\t{} {field} vmap @{map}", ip_keyword(family));
-    }
-    let _ = writeln!(out, "\t}}");
+    // A packet with a pod's source sent by the node's own stack: kube-proxy's IPVS (DNAT at
+    // LOCAL_IN, out through LOCAL_OUT with the client's address) or any proxy that keeps the
+    // source. The node's own traffic (kubelet's probes, from its addresses) is not a pod's.
+    base_chain(
+        &mut out,
+        (OUTPUT_CHAIN, "output"),
+        "fib saddr type local accept",
+    );
     let _ = writeln!(out, "\tchain {OPEN_CHAIN} {{\n\t}}");
     let _ = writeln!(out, "\tchain {QUARANTINE_CHAIN} {{\n\t\tdrop\n\t}}");
     for (name, chain) in &ruleset.chains {
@@ -149,6 +153,20 @@ pub fn render_ruleset(ruleset: &Ruleset) -> String {
     }
     let _ = writeln!(out, "}}");
     out
+}
+
+/// A base chain on `hook` (`chain` is its name and hook): established flows pass, then
+/// `exception`, then the dispatch to the pods' chains.
+fn base_chain(out: &mut String, (name, hook): (&str, &str), exception: &str) {
+    let _ = writeln!(
+        out,
+        "\tchain {name} {{\n\t\ttype filter hook {hook} priority filter; policy accept;\n\
+         \t\tct state established,related accept\n\t\t{exception}"
+    );
+    for (family, field, map) in dispatch() {
+        let _ = writeln!(out, "\t\t{} {field} vmap @{map}", ip_keyword(family));
+    }
+    let _ = writeln!(out, "\t}}");
 }
 
 fn addr_type(family: Family) -> &'static str {

@@ -20,6 +20,7 @@ mod kube_rbac;
 mod kube_relist;
 mod kube_restart;
 mod kube_sync;
+mod node_path;
 mod policy_attach;
 mod policy_drift;
 mod policy_incremental;
