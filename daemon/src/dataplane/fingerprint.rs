@@ -80,6 +80,7 @@ impl Fingerprint {
         for (name, v4) in [
             (names::GUARD_SOURCES4, true),
             (names::GUARD_SOURCES6, false),
+            (names::GUARD_TARGETS6, false),
         ] {
             let count = guard
                 .values()

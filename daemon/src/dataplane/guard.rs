@@ -42,6 +42,9 @@ impl Guard {
             elements.insert((names::GUARD_PORTS, Key::IfName(port.clone())));
             for ip in ips {
                 elements.insert((guard_set(ip), Key::IfNameAddr(port.clone(), *ip)));
+                if ip.is_ipv6() {
+                    elements.insert((names::GUARD_TARGETS6, Key::IfNameAddr(port.clone(), *ip)));
+                }
             }
         }
         elements

@@ -23,6 +23,10 @@ pub const GUARD_PORTS: &str = "ports";
 /// `veth . address` pairs a pod may send from.
 pub const GUARD_SOURCES4: &str = "sources4";
 pub const GUARD_SOURCES6: &str = "sources6";
+/// The same IPv6 pairs as `sources6`, keyed as raw bytes: the target a neighbour
+/// advertisement claims sits at a fixed offset of the ICMPv6 header, which nft reads only as
+/// an integer.
+pub const GUARD_TARGETS6: &str = "targets6";
 
 /// The dispatch maps, keyed on a local pod's address: which chain checks its traffic.
 pub const MAPS: [(Direction, Family); 4] = [

@@ -11,8 +11,9 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use super::names::{FAMILY, GUARD_FAMILY, TABLE};
+use super::names::{FAMILY, GUARD_FAMILY, GUARD_TARGETS6, TABLE};
 use super::netlink::{ElementOp, ElementSocket, Key};
+use super::render::raw_address;
 use super::render::render;
 use super::{DataplaneError, Desired, Fingerprint, Kernel};
 
@@ -161,7 +162,15 @@ pub fn render_elements(ops: &[ElementOp]) -> String {
             Key::IfName(_) | Key::IfNameAddr(..) => GUARD_FAMILY,
             Key::Addr(_) | Key::AddrPort(..) => FAMILY,
         };
-        let key = key_text(key);
+        let key = if set == GUARD_TARGETS6 {
+            // A raw header field: nft reads the address as an integer.
+            match key {
+                Key::IfNameAddr(name, ip) => format!("\"{name}\" . {}", raw_address(ip)),
+                other => key_text(other),
+            }
+        } else {
+            key_text(key)
+        };
         let _ = match op {
             ElementOp::Add {
                 jump: Some(chain), ..

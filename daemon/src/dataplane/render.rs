@@ -7,13 +7,14 @@
 //! chain still meets the peer's ingress chain, and falling off the end of a chain drops.
 
 use std::fmt::Write;
+use std::net::IpAddr;
 
 use podwall_policy::ruleset::{PeerMatch, PortMatch, Rule as PolicyRule};
 use podwall_policy::{Direction, Family, Protocol, Ruleset, Set};
 
 use super::names::{
     map_name, FAMILY, FORWARD_CHAIN, GUARD_CHAIN, GUARD_FAMILY, GUARD_PORTS, GUARD_SOURCES4,
-    GUARD_SOURCES6, MAPS, OPEN_CHAIN, OUTPUT_CHAIN, QUARANTINE_CHAIN, TABLE,
+    GUARD_SOURCES6, GUARD_TARGETS6, MAPS, OPEN_CHAIN, OUTPUT_CHAIN, QUARANTINE_CHAIN, TABLE,
 };
 use super::{Desired, Guard};
 
@@ -45,8 +46,11 @@ pub fn render(desired: &Desired) -> String {
 }
 
 /// The `bridge podwall` table: frames from a guarded pod's veth must carry one of its own
-/// source addresses. IPv6 link-local and unspecified sources stay allowed: neighbour
-/// discovery and duplicate address detection use them.
+/// source addresses, in IP and in ARP (ARP probes, from 0.0.0.0, stay allowed). IPv6
+/// link-local and unspecified sources are kept to what neighbour discovery, duplicate address
+/// detection and multicast listener reports need, and a neighbour advertisement may claim
+/// only the pod's own addresses (or a link-local one). No pod may advertise a router or send
+/// redirects: that is the node's job.
 fn render_guard(guard: &Guard) -> String {
     let mut out = String::new();
     let fam = GUARD_FAMILY;
@@ -59,31 +63,65 @@ fn render_guard(guard: &Guard) -> String {
         .keys()
         .map(|p| format!("\"{}\"", ifname(p)))
         .collect();
-    let sources = |v4: bool| -> Vec<String> {
+    let pairs = |v4: bool, text: fn(&IpAddr) -> String| -> Vec<String> {
         guard
             .sources
             .iter()
             .flat_map(|(p, ips)| {
                 ips.iter()
                     .filter(move |ip| ip.is_ipv4() == v4)
-                    .map(move |ip| format!("\"{}\" . {ip}", ifname(p)))
+                    .map(move |ip| format!("\"{}\" . {}", ifname(p), text(ip)))
             })
             .collect()
     };
     for (name, kind, elements) in [
-        (GUARD_PORTS, "ifname", ports),
-        (GUARD_SOURCES4, "ifname . ipv4_addr", sources(true)),
-        (GUARD_SOURCES6, "ifname . ipv6_addr", sources(false)),
+        (GUARD_PORTS, "type ifname", ports),
+        (
+            GUARD_SOURCES4,
+            "type ifname . ipv4_addr",
+            pairs(true, IpAddr::to_string),
+        ),
+        (
+            GUARD_SOURCES6,
+            "type ifname . ipv6_addr",
+            pairs(false, IpAddr::to_string),
+        ),
+        (
+            GUARD_TARGETS6,
+            "typeof iifname . @th,64,128",
+            pairs(false, raw_address),
+        ),
     ] {
         write_set(&mut out, ("set", name), kind, "", &elements);
     }
     let _ = writeln!(
         out,
-        "\tchain {GUARD_CHAIN} {{\n\t\ttype filter hook prerouting priority filter; policy accept;\n\
-         \t\tiifname @{GUARD_PORTS} ether type ip iifname . ip saddr != @{GUARD_SOURCES4} drop\n\
-         \t\tiifname @{GUARD_PORTS} ether type ip6 ip6 saddr != {{ ::, fe80::/10 }} iifname . ip6 saddr != @{GUARD_SOURCES6} drop\n\t}}\n}}"
+        "\tchain {GUARD_CHAIN} {{\n\t\ttype filter hook prerouting priority filter; policy accept;"
     );
+    for rule in GUARD_RULES {
+        let _ = writeln!(out, "\t\tiifname @{GUARD_PORTS} {rule} drop");
+    }
+    let _ = writeln!(out, "\t}}\n}}");
     out
+}
+
+/// What the guard drops from a guarded port (each rule ends in `drop`).
+const GUARD_RULES: [&str; 7] = [
+    "ether type ip iifname . ip saddr != @sources4",
+    "ether type arp arp saddr ip != 0.0.0.0 iifname . arp saddr ip != @sources4",
+    "ether type ip6 ip6 saddr != { ::, fe80::/10 } iifname . ip6 saddr != @sources6",
+    "icmpv6 type { nd-router-advert, nd-redirect }",
+    "ip6 saddr { ::, fe80::/10 } meta l4proto != ipv6-icmp",
+    "ip6 saddr { ::, fe80::/10 } icmpv6 type != { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-report, mld-listener-done, mld2-listener-report }",
+    "icmpv6 type nd-neighbor-advert @th,64,16 & 0xffc0 != 0xfe80 iifname . @th,64,128 != @targets6",
+];
+
+/// An address as the integer nft reads a raw header field as.
+pub fn raw_address(ip: &IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("0x{:08x}", u32::from(*v4)),
+        IpAddr::V6(v6) => format!("0x{:032x}", u128::from(*v6)),
+    }
 }
 
 /// Interface names come from the CNI result; keep them to what Linux allows in one.
@@ -95,7 +133,7 @@ fn ifname(name: &str) -> String {
 }
 
 /// How the guard chain's rules read back from the kernel.
-pub const GUARD_FINGERPRINT: [&str; 2] = ["drop", "drop"];
+pub const GUARD_FINGERPRINT: [&str; GUARD_RULES.len()] = ["drop"; GUARD_RULES.len()];
 
 /// The script that replaces the `inet podwall` table with `ruleset`.
 pub fn render_ruleset(ruleset: &Ruleset) -> String {
@@ -121,7 +159,7 @@ pub fn render_ruleset(ruleset: &Ruleset) -> String {
         write_set(
             &mut out,
             ("map", map),
-            &format!("{key} : verdict"),
+            &format!("type {key} : verdict"),
             "",
             &entries,
         );
@@ -130,7 +168,9 @@ pub fn render_ruleset(ruleset: &Ruleset) -> String {
     base_chain(
         &mut out,
         (FORWARD_CHAIN, "forward"),
-        "icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, nd-redirect } accept",
+        // Neighbour discovery between pods; router advertisements and redirects are the
+        // node's (the guard drops them from pods).
+        "icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } accept",
     );
     // A packet with a pod's source sent by the node's own stack: kube-proxy's IPVS (DNAT at
     // LOCAL_IN, out through LOCAL_OUT with the client's address) or any proxy that keeps the
@@ -215,14 +255,20 @@ fn render_set(out: &mut String, name: &str, set: &Set) {
                 .collect(),
         ),
     };
-    write_set(out, ("set", name), &kind, flags, &elements);
+    write_set(
+        out,
+        ("set", name),
+        &format!("type {kind}"),
+        flags,
+        &elements,
+    );
 }
 
-/// One `set` or `map` (`object` is the keyword and the name) with its type, flags and
-/// elements.
+/// One `set` or `map` (`object` is the keyword and the name) with its type (`type …` or
+/// `typeof …`), flags and elements.
 fn write_set(out: &mut String, object: (&str, &str), kind: &str, flags: &str, elements: &[String]) {
     let (keyword, name) = object;
-    let _ = write!(out, "\t{keyword} {name} {{\n\t\ttype {kind}\n{flags}");
+    let _ = write!(out, "\t{keyword} {name} {{\n\t\t{kind}\n{flags}");
     if !elements.is_empty() {
         let _ = writeln!(out, "\t\telements = {{ {} }}", elements.join(", "));
     }
