@@ -39,7 +39,7 @@ pub struct DaemonArgs {
     #[arg(long, default_value = "/var/lib/podwall")]
     pub state_dir: PathBuf,
     /// Address of `GET /healthz` and `GET /metrics`.
-    #[arg(long, default_value = "0.0.0.0:20244")]
+    #[arg(long, default_value = "127.0.0.1:20244")]
     pub health_addr: String,
     /// API server to watch, from this kubeconfig [default: the in-cluster config].
     #[arg(long, env = "KUBECONFIG", value_name = "FILE")]
@@ -176,7 +176,7 @@ mod tests {
         let config = parse(&[]).unwrap();
         assert_eq!(config.socket, PathBuf::from("/run/podwall/podwall.sock"));
         assert_eq!(config.state_dir, PathBuf::from("/var/lib/podwall"));
-        assert_eq!(config.health_addr, "0.0.0.0:20244".parse().unwrap());
+        assert_eq!(config.health_addr, "127.0.0.1:20244".parse().unwrap());
         assert_eq!(config.node_name, "host-1");
     }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::accept::accept_each;
@@ -14,6 +15,10 @@ use crate::metrics::Metrics;
 
 const MAX_REQUEST: usize = 8192;
 
+/// Connections answered at once: probes and a scraper need a few; a client that opens more
+/// gets its extra connections closed unanswered instead of costing the daemon memory.
+pub const MAX_CONNECTIONS: usize = 16;
+
 /// Answer `/healthz` and `/metrics` until `shutdown`, each connection on its own task.
 pub async fn serve_http(
     listener: TcpListener,
@@ -21,9 +26,14 @@ pub async fn serve_http(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     accept_each(listener, "health and metrics", shutdown, |stream| {
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            return; // dropping the stream closes it
+        };
         let (health, metrics) = (health.clone(), metrics.clone());
         tokio::spawn(async move {
+            let _slot = slot;
             // A client that stalls or sends junk just loses its connection.
             let _ =
                 tokio::time::timeout(Duration::from_secs(5), respond(stream, &health, &metrics))
@@ -118,5 +128,36 @@ mod tests {
             route(b"\x00\xff", &health, &metrics).0,
             "405 Method Not Allowed"
         );
+    }
+
+    #[tokio::test]
+    async fn connections_past_the_cap_are_closed_unanswered() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        tokio::spawn(serve_http(
+            listener,
+            Arc::new(Health::default()),
+            Arc::new(Metrics::default()),
+            shutdown.clone(),
+        ));
+        let ask = |mut stream: TcpStream| async move {
+            let _ = stream.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").await;
+            let mut reply = Vec::new();
+            let _ = stream.read_to_end(&mut reply).await;
+            reply
+        };
+        let mut idle = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            idle.push(TcpStream::connect(addr).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let extra = TcpStream::connect(addr).await.unwrap();
+        assert!(ask(extra).await.is_empty(), "one past the cap is answered");
+        drop(idle);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let again = TcpStream::connect(addr).await.unwrap();
+        assert!(ask(again).await.starts_with(b"HTTP/1.1 200"));
+        shutdown.cancel();
     }
 }

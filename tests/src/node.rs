@@ -29,7 +29,8 @@ use crate::{bins, cmd, nft};
 /// The CNI network name of every node's conflist; host-local keys its pool by it.
 pub const NETWORK: &str = "pwt";
 
-/// The daemon's health endpoint, on the node namespace's own loopback.
+/// Where the daemon serves `/healthz` by default (the rig passes no `--health-addr`): the
+/// node namespace's own loopback.
 pub const HEALTH_ADDR: &str = "127.0.0.1:20244";
 
 /// How long a daemon gets to become healthy or to stop.
@@ -342,8 +343,6 @@ impl Node {
             .arg(self.socket())
             .arg("--state-dir")
             .arg(self.state_dir())
-            .arg("--health-addr")
-            .arg(HEALTH_ADDR)
             .args(self.mode_args())
             .args(&self.daemon_args)
             .stdin(Stdio::null())

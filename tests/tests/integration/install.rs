@@ -519,6 +519,8 @@ fn daemonset_runs_everywhere_with_the_host_paths_probes_and_privileges_it_needs(
     for probe in [&daemon.liveness_probe, &daemon.readiness_probe] {
         let get = probe.as_ref().unwrap().http_get.as_ref().unwrap();
         assert_eq!(get.path.as_deref(), Some("/healthz"));
+        // The daemon serves it on the node's loopback only, out of the pods' reach.
+        assert_eq!(get.host.as_deref(), Some("127.0.0.1"));
         assert_eq!(
             get.port,
             k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(20244)
