@@ -148,7 +148,7 @@ fn ip(text: &str) -> IpAddr {
 }
 
 #[test]
-fn attaching_an_unisolated_pod_adds_open_and_guard_elements_only() {
+fn attaching_an_unisolated_pod_adds_open_hairpin_and_guard_elements_only() {
     let dir = tempfile::tempdir().unwrap();
     let (mut core, kernel) = core_with(dir.path(), cluster(""));
     attach(&mut core, "y", "a", "10.0.0.2");
@@ -161,8 +161,8 @@ fn attaching_an_unisolated_pod_adds_open_and_guard_elements_only() {
         .count();
     assert_eq!(
         (maps, ops.len()),
-        (2, 4),
-        "ingress, egress, the veth and its address: {ops:?}"
+        (2, 5),
+        "ingress, egress, its hairpin pair, the veth and its address: {ops:?}"
     );
     assert_eq!(
         kernel

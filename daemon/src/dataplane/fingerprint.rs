@@ -60,6 +60,10 @@ impl Fingerprint {
                 (name.clone(), rules)
             })
             .collect();
+        for family in Family::ALL {
+            let pairs = ruleset.ingress.keys().filter(|ip| Family::of(ip) == family);
+            sets.insert(names::hairpin_set(family).to_string(), Some(pairs.count()));
+        }
         for base in [names::FORWARD_CHAIN, names::OUTPUT_CHAIN] {
             chains.insert(base.to_string(), render::base_chain_fingerprint());
         }

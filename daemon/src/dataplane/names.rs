@@ -36,6 +36,16 @@ pub const MAPS: [(Direction, Family); 4] = [
     (Direction::Egress, Family::V6),
 ];
 
+/// Every local pod address paired with itself, per family: a packet from a pod to itself
+/// (through its own Service, DNATed back to it) is accepted before dispatch, as the
+/// evaluator allows it. Derived from the ingress maps' keys (every local pod has one).
+pub fn hairpin_set(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "hairpin4",
+        Family::V6 => "hairpin6",
+    }
+}
+
 /// The dispatch map of a direction and family.
 pub fn map_name(direction: Direction, family: Family) -> &'static str {
     match (direction, family) {

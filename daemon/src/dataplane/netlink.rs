@@ -54,6 +54,8 @@ pub enum Key {
     Addr(IpAddr),
     /// `ipv4_addr . inet_service` (and v6): each field padded to 4 bytes, as nft concatenates.
     AddrPort(IpAddr, u16),
+    /// `ipv4_addr . ipv4_addr` (and v6): an address paired with itself (hairpin).
+    AddrPair(IpAddr),
     /// `ifname`: a pod's host-side veth (anti-spoofing guard, bridge table).
     IfName(String),
     /// `ifname . ipv4_addr` (and v6): an address a pod's veth may send from.
@@ -73,6 +75,7 @@ impl Key {
         };
         match self {
             Key::Addr(ip) => addr(ip),
+            Key::AddrPair(ip) => [addr(ip), addr(ip)].concat(),
             Key::AddrPort(ip, port) => {
                 let mut bytes = addr(ip);
                 bytes.extend_from_slice(&port.to_be_bytes());
@@ -93,7 +96,7 @@ impl Key {
     fn family(&self) -> u8 {
         match self {
             Key::IfName(_) | Key::IfNameAddr(..) => NFPROTO_BRIDGE,
-            Key::Addr(_) | Key::AddrPort(..) => NFPROTO_INET,
+            Key::Addr(_) | Key::AddrPair(_) | Key::AddrPort(..) => NFPROTO_INET,
         }
     }
 }

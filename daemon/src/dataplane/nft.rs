@@ -160,7 +160,7 @@ pub fn render_elements(ops: &[ElementOp]) -> String {
         let (ElementOp::Add { set, key, .. } | ElementOp::Delete { set, key }) = op;
         let family = match key {
             Key::IfName(_) | Key::IfNameAddr(..) => GUARD_FAMILY,
-            Key::Addr(_) | Key::AddrPort(..) => FAMILY,
+            Key::Addr(_) | Key::AddrPair(_) | Key::AddrPort(..) => FAMILY,
         };
         let key = if set == GUARD_TARGETS6 {
             // A raw header field: nft reads the address as an integer.
@@ -194,6 +194,7 @@ pub fn render_elements(ops: &[ElementOp]) -> String {
 fn key_text(key: &Key) -> String {
     match key {
         Key::Addr(ip) => ip.to_string(),
+        Key::AddrPair(ip) => format!("{ip} . {ip}"),
         Key::AddrPort(ip, port) => format!("{ip} . {port}"),
         Key::IfName(name) => format!("\"{name}\""),
         Key::IfNameAddr(name, ip) => format!("\"{name}\" . {ip}"),

@@ -97,6 +97,8 @@ fn apply_op(table: &mut Desired, op: &ElementOp) {
                 }
             }
         }
+        // Hairpin pairs follow the ingress map's keys; the table holds them implicitly.
+        Key::AddrPair(_) => {}
         Key::Addr(_) | Key::AddrPort(..) => {
             let element = match key {
                 Key::AddrPort(ip, port) => Element::AddressPort(*ip, *port),

@@ -13,8 +13,9 @@ use podwall_policy::ruleset::{PeerMatch, PortMatch, Rule as PolicyRule};
 use podwall_policy::{Direction, Family, Protocol, Ruleset, Set};
 
 use super::names::{
-    map_name, FAMILY, FORWARD_CHAIN, GUARD_CHAIN, GUARD_FAMILY, GUARD_PORTS, GUARD_SOURCES4,
-    GUARD_SOURCES6, GUARD_TARGETS6, MAPS, OPEN_CHAIN, OUTPUT_CHAIN, QUARANTINE_CHAIN, TABLE,
+    hairpin_set, map_name, FAMILY, FORWARD_CHAIN, GUARD_CHAIN, GUARD_FAMILY, GUARD_PORTS,
+    GUARD_SOURCES4, GUARD_SOURCES6, GUARD_TARGETS6, MAPS, OPEN_CHAIN, OUTPUT_CHAIN,
+    QUARANTINE_CHAIN, TABLE,
 };
 use super::{Desired, Guard};
 
@@ -28,10 +29,10 @@ fn dispatch() -> impl Iterator<Item = (Family, &'static str, &'static str)> {
         })
 }
 
-/// How each base chain's rules read back from the kernel (see `Fingerprint`): two accepts,
-/// then the dispatch.
+/// How each base chain's rules read back from the kernel (see `Fingerprint`): four accepts
+/// (established flows, hairpin in each family, the chain's exception), then the dispatch.
 pub fn base_chain_fingerprint() -> Vec<String> {
-    let accepts = ["accept", "accept"].map(String::from);
+    let accepts = ["accept"; 4].map(String::from);
     accepts
         .into_iter()
         .chain(dispatch().map(|(_, _, map)| format!("vmap @{map}")))
@@ -147,6 +148,20 @@ pub fn render_ruleset(ruleset: &Ruleset) -> String {
     for (name, set) in &ruleset.sets {
         render_set(&mut out, name, set);
     }
+    for family in Family::ALL {
+        let pairs: Vec<String> = (ruleset.ingress.keys())
+            .filter(|ip| Family::of(ip) == family)
+            .map(|ip| format!("{ip} . {ip}"))
+            .collect();
+        let key = addr_type(family);
+        write_set(
+            &mut out,
+            ("set", hairpin_set(family)),
+            &format!("type {key} . {key}"),
+            "",
+            &pairs,
+        );
+    }
     for (direction, family) in MAPS {
         let map = map_name(direction, family);
         let key = addr_type(family);
@@ -195,14 +210,20 @@ pub fn render_ruleset(ruleset: &Ruleset) -> String {
     out
 }
 
-/// A base chain on `hook` (`chain` is its name and hook): established flows pass, then
-/// `exception`, then the dispatch to the pods' chains.
+/// A base chain on `hook` (`chain` is its name and hook): established flows pass, a pod
+/// reaching itself (hairpin) passes, then `exception`, then the dispatch to the pods' chains.
 fn base_chain(out: &mut String, (name, hook): (&str, &str), exception: &str) {
     let _ = writeln!(
         out,
         "\tchain {name} {{\n\t\ttype filter hook {hook} priority filter; policy accept;\n\
-         \t\tct state established,related accept\n\t\t{exception}"
+         \t\tct state established,related accept"
     );
+    for family in Family::ALL {
+        let ip = ip_keyword(family);
+        let set = hairpin_set(family);
+        let _ = writeln!(out, "\t\t{ip} saddr . {ip} daddr @{set} accept");
+    }
+    let _ = writeln!(out, "\t\t{exception}");
     for (family, field, map) in dispatch() {
         let _ = writeln!(out, "\t\t{} {field} vmap @{map}", ip_keyword(family));
     }

@@ -4,7 +4,7 @@
 use podwall_policy::ruleset::Element;
 use podwall_policy::{Direction, Family, RulesetDelta};
 
-use super::names::map_name;
+use super::names::{hairpin_set, map_name};
 use super::netlink::{ElementOp, Key};
 use super::{Desired, Guard};
 
@@ -51,6 +51,20 @@ pub fn transaction_for(applied: &Desired, delta: &RulesetDelta, guard: &Guard) -
                     jump: Some(chain.clone()),
                 });
             }
+        }
+    }
+    // A local pod's address appears in or leaves the ingress map: its hairpin pair follows.
+    for (ip, chain) in &delta.ingress {
+        let set = hairpin_set(Family::of(ip)).to_string();
+        let key = Key::AddrPair(*ip);
+        match (applied.ingress.contains_key(ip), chain) {
+            (false, Some(_)) => adds.push(ElementOp::Add {
+                set,
+                key,
+                jump: None,
+            }),
+            (true, None) => deletes.push(ElementOp::Delete { set, key }),
+            _ => {}
         }
     }
     for (set, elements) in &delta.elements_removed {

@@ -523,6 +523,12 @@ impl Table {
                 let chain = rule["chain"]
                     .as_str()
                     .ok_or_else(|| anyhow!("a rule without a chain: {rule}"))?;
+                // Only the forward hook is modelled (see `judge`); nft lists a chain before
+                // its rules, so a base chain on another hook is known by now.
+                let other_hook = table.chains.get(chain).and_then(|c| c.base.as_ref());
+                if other_hook.is_some_and(|(hook, ..)| hook != "forward") {
+                    continue;
+                }
                 let exprs = rule["expr"]
                     .as_array()
                     .ok_or_else(|| anyhow!("a rule without expressions: {rule}"))?

@@ -11,6 +11,7 @@ mod cni_chain;
 mod daemon_restart;
 mod differential;
 mod divergence;
+mod hairpin;
 mod health_port;
 mod install;
 mod install_caps;
