@@ -87,6 +87,7 @@ pub struct Metrics {
     transactions: ResultCounter,
     transaction_seconds: Histogram,
     attachments: AtomicU64,
+    adopted_pods: AtomicU64,
     full_replaces: AtomicU64,
     element_transactions: AtomicU64,
     elements_changed: AtomicU64,
@@ -167,6 +168,10 @@ impl Metrics {
         self.attachments.store(n as u64, Ordering::Relaxed);
     }
 
+    pub fn set_adopted_pods(&self, n: usize) {
+        self.adopted_pods.store(n as u64, Ordering::Relaxed);
+    }
+
     /// `n` changes wait for the kernel, the oldest since `since`; `None` once it took them.
     pub fn set_pending(&self, pending: Option<(usize, Instant)>) {
         let (n, since) = pending.map_or((0, None), |(n, since)| (n, Some(since)));
@@ -243,6 +248,11 @@ impl Metrics {
                     "podwall_attachments",
                     "Pods attached on this node.",
                     &self.attachments,
+                ),
+                (
+                    "podwall_adopted_pods",
+                    "Pods of this node enforced without an attachment (running before podwall, or started while it was down).",
+                    &self.adopted_pods,
                 ),
                 (
                     "podwall_chains",

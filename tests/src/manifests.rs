@@ -154,7 +154,8 @@ impl PodManifest {
         self
     }
 
-    /// A pod running on another node, with the addresses the API server reports.
+    /// A pod scheduled on `node` with the addresses the API server reports: a pod of another
+    /// node, or one of this node that podwall did not attach (adopted).
     pub fn remote(mut self, node: &str, ips: &[IpAddr]) -> Self {
         self.node = Some(node.into());
         self.ips = ips.to_vec();

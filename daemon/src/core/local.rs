@@ -1,6 +1,6 @@
 //! Attachments ↔ pods: the node's attachments (what CNI gave each pod) merged into the
-//! cluster as the source reports it, the guard they imply, and which pods of other nodes
-//! claim an address attached here.
+//! cluster as the source reports it, the pods of this node adopted without an attachment,
+//! the guard they imply, and which pods claim each address.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -12,37 +12,90 @@ use podwall_policy::{Pod, PodKey, Snapshot};
 
 use crate::dataplane::Guard;
 
-/// The cluster with this node's pods as the attachments say: a pod is here once it is
-/// attached (whatever the source claims), with the addresses the CNI result gave it and the
-/// labels and ports the source knows for it. With `quarantine_unknown`, an attached pod the
-/// source has not described is quarantined (see `Pod::quarantined`).
+/// The cluster as this node enforces it: every pod as `placed` puts it. Compiling this in
+/// full and following the same rule pod by pod (`Core::pod_event`) give the same ruleset.
 pub fn merged(
     cluster: &Snapshot,
     attachments: &BTreeMap<AttachmentId, Attachment>,
     node: &str,
     quarantine_unknown: bool,
 ) -> Snapshot {
-    let mut snap = cluster.clone();
-    snap.pods.retain(|_, pod| pod.node.as_deref() != Some(node));
-    for pod in local_pods(cluster, attachments, node, quarantine_unknown).into_values() {
-        snap.pods.insert(pod.key.clone(), pod);
+    let claims = Claims::of(cluster);
+    let place = Placement {
+        cluster,
+        attachments,
+        node,
+        quarantine_unknown,
+        attached: &local_ips(attachments),
+        claims: &claims,
+    };
+    let keys: BTreeSet<PodKey> = (cluster.pods.keys().cloned())
+        .chain(attachments.values().map(pod_key))
+        .collect();
+    Snapshot {
+        namespaces: cluster.namespaces.clone(),
+        policies: cluster.policies.clone(),
+        pods: keys
+            .into_iter()
+            .filter_map(|key| place.pod(&key).map(|pod| (key, pod)))
+            .collect(),
     }
-    snap.drop_stale_claims_on(node);
-    snap
 }
 
-pub(super) fn local_pods(
-    cluster: &Snapshot,
-    attachments: &BTreeMap<AttachmentId, Attachment>,
-    node: &str,
-    quarantine_unknown: bool,
-) -> BTreeMap<PodKey, Pod> {
-    let keys: BTreeSet<PodKey> = attachments.values().map(pod_key).collect();
-    keys.into_iter()
-        .filter_map(|key| {
-            local_pod(cluster, attachments, &key, node, quarantine_unknown).map(|pod| (key, pod))
-        })
-        .collect()
+/// Where the pods of the cluster stand for this node's dispatch.
+pub(super) struct Placement<'a> {
+    pub cluster: &'a Snapshot,
+    pub attachments: &'a BTreeMap<AttachmentId, Attachment>,
+    pub node: &'a str,
+    pub quarantine_unknown: bool,
+    /// The addresses attached here.
+    pub attached: &'a BTreeSet<IpAddr>,
+    pub claims: &'a Claims,
+}
+
+impl Placement<'_> {
+    /// Pod `key` as this node enforces it, if at all:
+    /// - attached here: the source's labels and ports, the attachments' addresses;
+    /// - reported on this node and running in the pod network with addresses, but not
+    ///   attached (it ran before podwall, started while the daemon was down, or its record
+    ///   was lost): adopted, as the source reports it, without the addresses attached here;
+    /// - another node's: as the source reports it, without the addresses held here (an
+    ///   address this node's CNI assigned belongs to the pod it was assigned to).
+    pub fn pod(&self, key: &PodKey) -> Option<Pod> {
+        if let Some(pod) = local_pod(
+            self.cluster,
+            self.attachments,
+            key,
+            self.node,
+            self.quarantine_unknown,
+        ) {
+            return Some(pod);
+        }
+        let mut pod = self.cluster.pods.get(key)?.clone();
+        if pod.node.as_deref() == Some(self.node) {
+            if !adoptable(&pod, self.node) {
+                return None;
+            }
+            pod.ips.retain(|ip| !self.attached.contains(ip));
+            return (!pod.ips.is_empty()).then_some(pod);
+        }
+        pod.ips.retain(|ip| !self.held_here(ip));
+        Some(pod)
+    }
+
+    /// Whether a pod of this node, attached or adopted, holds `ip`.
+    fn held_here(&self, ip: &IpAddr) -> bool {
+        self.attached.contains(ip)
+            || self.claims.of_ip(ip).any(|key| {
+                (self.cluster.pods.get(key)).is_some_and(|pod| adoptable(pod, self.node))
+            })
+    }
+}
+
+/// Whether a pod the source reports is one this node adopts while nothing attached it:
+/// scheduled here, running (or starting) in the pod network, with addresses.
+pub(super) fn adoptable(pod: &Pod, node: &str) -> bool {
+    pod.node.as_deref() == Some(node) && pod.is_policed() && !pod.ips.is_empty()
 }
 
 /// Pod `key` as attached here: the source's labels and ports, the attachments' addresses (two
@@ -109,25 +162,22 @@ pub(super) fn local_ips(attachments: &BTreeMap<AttachmentId, Attachment>) -> BTr
         .collect()
 }
 
-/// Which pods of other nodes claim each address: those `merged` takes an address attached
-/// here from. Kept beside `Core::cluster`, so that an attach finds them without scanning
-/// every pod of the cluster.
+/// Which pods the source says hold each address: those whose placement an address attached,
+/// adopted or released here can change. Kept beside `Core::cluster`, so that an attach finds
+/// them without scanning every pod of the cluster.
 #[derive(Debug, Default)]
 pub(super) struct Claims(BTreeMap<IpAddr, BTreeSet<PodKey>>);
 
 impl Claims {
-    pub(super) fn of(cluster: &Snapshot, node: &str) -> Self {
+    pub(super) fn of(cluster: &Snapshot) -> Self {
         let mut claims = Self::default();
         for pod in cluster.pods.values() {
-            claims.add(pod, node);
+            claims.add(pod);
         }
         claims
     }
 
-    pub(super) fn add(&mut self, pod: &Pod, node: &str) {
-        if pod.node.as_deref() == Some(node) {
-            return;
-        }
+    pub(super) fn add(&mut self, pod: &Pod) {
         for ip in &pod.ips {
             self.0.entry(*ip).or_default().insert(pod.key.clone());
         }
@@ -144,7 +194,12 @@ impl Claims {
         }
     }
 
-    /// The pods of other nodes that claim any of `ips`.
+    /// The pods that claim `ip`.
+    pub(super) fn of_ip<'a>(&'a self, ip: &IpAddr) -> impl Iterator<Item = &'a PodKey> + 'a {
+        self.0.get(ip).into_iter().flatten()
+    }
+
+    /// The pods that claim any of `ips`.
     pub(super) fn on(&self, ips: &BTreeSet<IpAddr>) -> BTreeSet<PodKey> {
         ips.iter()
             .filter_map(|ip| self.0.get(ip))

@@ -19,7 +19,7 @@ mod local;
 mod pending;
 mod transition;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -64,6 +64,8 @@ pub struct Core {
     /// pods counts only for attached ones (see `merged`).
     cluster: Snapshot,
     claims: Claims,
+    /// The pods of this node enforced without an attachment (see `Placement`).
+    adopted: BTreeSet<PodKey>,
     /// Compiles `merged(cluster, attachments)` for this node.
     compiler: Compiler,
     /// What the kernel holds: the compiled ruleset and the guard. While changes are pending,
@@ -132,7 +134,7 @@ impl Core {
             merged(&cluster, &attachments, &node, options.quarantine_unknown),
             &node,
         );
-        let claims = Claims::of(&cluster, &node);
+        let claims = Claims::of(&cluster);
         let mut core = Self {
             node,
             store,
@@ -140,6 +142,7 @@ impl Core {
             attachments,
             cluster,
             claims,
+            adopted: BTreeSet::new(),
             compiler,
             applied: Desired::default(),
             pending: None,
@@ -209,7 +212,7 @@ impl Core {
     /// A pod fetched directly, ahead of the watch: the attach that follows uses its labels.
     pub fn learn_pod(&mut self, pod: Pod) {
         if !self.cluster.pods.contains_key(&pod.key) {
-            self.claims.add(&pod, &self.node);
+            self.claims.add(&pod);
             self.cluster.pods.insert(pod.key.clone(), pod);
         }
     }

@@ -716,3 +716,61 @@ fn holds_address(kernel: &Shared, address: &str) -> bool {
         .values()
         .any(|set| set.contains(&element))
 }
+
+/// A pod the source reports on this node, with an address, in namespace x.
+const RUNNING_HERE: &str = "
+apiVersion: v1
+kind: Pod
+metadata: {name: old, namespace: x}
+spec: {nodeName: n1, containers: [{name: c, image: i}]}
+status: {phase: Running, podIPs: [{ip: 10.0.0.7}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: stale, namespace: y}
+spec: {nodeName: n2, containers: [{name: c, image: i}]}
+status: {phase: Running, podIPs: [{ip: 10.0.0.7}]}
+";
+
+#[test]
+fn a_running_pod_of_this_node_is_adopted_until_an_attach_takes_it_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut core, kernel) = core_with(dir.path(), cluster(&format!("{RUNNING_HERE}---{DENY_X}")));
+    // Never attached, yet enforced: x's deny policy isolates it.
+    let chain = kernel.table().ingress.get(&ip("10.0.0.7")).cloned();
+    assert!(
+        chain.as_ref().is_some_and(|c| c != OPEN_CHAIN),
+        "the adopted pod is isolated"
+    );
+    assert_eq!(core.adopted.len(), 1);
+    // Another node's stale claim on its address does not make that pod a peer here.
+    let stale = core.compiler.snapshot().pods[&PodKey::new("y", "stale")].clone();
+    assert!(stale.ips.is_empty(), "{stale:?}");
+    assert_eq!(kernel.table(), full_compile(&core));
+    // The runtime adds it again through podwall: taken over, no gap, same entries.
+    attach(&mut core, "x", "old", "10.0.0.7");
+    assert!(core.adopted.is_empty());
+    assert_eq!(kernel.table().ingress.get(&ip("10.0.0.7")), chain.as_ref());
+    assert_eq!(kernel.table(), full_compile(&core));
+    // The source says it is gone: attached, it stays until its DEL.
+    core.apply_changes(vec![Event::PodDeleted(PodKey::new("x", "old"))])
+        .unwrap();
+    assert!(kernel.table().ingress.contains_key(&ip("10.0.0.7")));
+    assert_eq!(kernel.table(), full_compile(&core));
+}
+
+#[test]
+fn an_adopted_pod_that_stops_running_is_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut core, kernel) = core_with(dir.path(), cluster(RUNNING_HERE));
+    assert!(kernel.table().ingress.contains_key(&ip("10.0.0.7")));
+    let mut done = core.cluster.pods[&PodKey::new("x", "old")].clone();
+    done.phase = podwall_policy::model::Phase::Finished;
+    core.apply_changes(vec![Event::Pod(done)]).unwrap();
+    assert!(!kernel.table().ingress.contains_key(&ip("10.0.0.7")));
+    assert!(core.adopted.is_empty());
+    // Its address goes back to the other node's pod that claims it.
+    let stale = &core.compiler.snapshot().pods[&PodKey::new("y", "stale")];
+    assert_eq!(stale.ips, vec![ip("10.0.0.7")]);
+    assert_eq!(kernel.table(), full_compile(&core));
+}

@@ -7,11 +7,12 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use podwall::wire::{Attachment, AttachmentId};
-use podwall_policy::{Event, PodKey, RulesetDelta, Snapshot};
+use podwall_policy::{Event, Pod, PodKey, RulesetDelta, Snapshot};
 
-use super::local::{guard, local_ips, local_pod, merged, Claims};
+use super::local::{guard, local_ips, merged, pod_key, Claims, Placement};
 use super::{Core, CoreError};
 use crate::dataplane::{transaction_for, Desired, Transaction};
+use tracing::info;
 
 /// What a transition can have changed.
 pub(super) enum Scope {
@@ -25,32 +26,22 @@ pub(super) enum Scope {
 
 impl Core {
     /// The compiler event that brings pod `key` in line with `attachments`, whose addresses
-    /// are `local`, if any.
+    /// are `attached`, if any (see `Placement`).
     pub(super) fn pod_event(
         &self,
         key: &PodKey,
         attachments: &BTreeMap<AttachmentId, Attachment>,
-        local: &BTreeSet<IpAddr>,
+        attached: &BTreeSet<IpAddr>,
     ) -> Option<Event> {
-        let want = local_pod(
-            &self.cluster,
+        let place = Placement {
+            cluster: &self.cluster,
             attachments,
-            key,
-            &self.node,
-            self.quarantine_unknown,
-        )
-        .or_else(|| {
-            let mut pod = self
-                .cluster
-                .pods
-                .get(key)
-                .filter(|p| p.node.as_deref() != Some(self.node.as_str()))
-                .cloned()?;
-            // As `merged` does: an address attached here is this node's pod's alone.
-            pod.ips.retain(|ip| !local.contains(ip));
-            Some(pod)
-        });
-        match (want, self.compiler.snapshot().pods.get(key)) {
+            node: &self.node,
+            quarantine_unknown: self.quarantine_unknown,
+            attached,
+            claims: &self.claims,
+        };
+        match (place.pod(key), self.compiler.snapshot().pods.get(key)) {
             (Some(pod), Some(have)) if pod == *have => None,
             (Some(pod), _) => Some(Event::Pod(pod)),
             (None, Some(_)) => Some(Event::PodDeleted(key.clone())),
@@ -71,23 +62,19 @@ impl Core {
     ) -> Result<(), CoreError> {
         let local = local_ips(&attachments);
         // Addresses attached or released here.
-        let touched: BTreeSet<IpAddr> = local_ips(&self.attachments)
+        let mut touched: BTreeSet<IpAddr> = local_ips(&self.attachments)
             .symmetric_difference(&local)
             .copied()
             .collect();
         let incremental = !matches!(scope, Scope::Everything);
-        let mut events: Vec<Event> = match scope {
-            Scope::Pods(keys) => keys
-                .iter()
-                .filter_map(|key| self.pod_event(key, &attachments, &local))
-                .collect(),
+        let (mut events, mut pods) = match scope {
+            Scope::Pods(keys) => (Vec::new(), keys.into_iter().collect()),
             Scope::Changes(changes) => {
-                let (mut events, pods) = self.record_changes(changes);
-                events.extend(
-                    pods.iter()
-                        .filter_map(|key| self.pod_event(key, &attachments, &local)),
-                );
-                events
+                let (events, pods, node_ips) = self.record_changes(changes);
+                // An adopted pod appearing, moving or going takes its addresses from, or
+                // gives them back to, the other pods that claim them.
+                touched.extend(node_ips);
+                (events, pods)
             }
             Scope::Everything => {
                 let old = merged(
@@ -104,16 +91,15 @@ impl Core {
                 );
                 let events = Event::between(&old, &new);
                 what = describe(&events);
-                events
+                (events, BTreeSet::new())
             }
         };
-        if incremental && !touched.is_empty() {
-            // Pods of other nodes that claim an address attached or released here gain or
-            // lose it (see `merged`).
-            let claimants = self.claims.on(&touched);
+        if incremental {
+            // The pods that claim an address attached, adopted or released here gain or lose
+            // it (see `Placement`).
+            pods.extend(self.claims.on(&touched));
             events.extend(
-                claimants
-                    .iter()
+                pods.iter()
                     .filter_map(|key| self.pod_event(key, &attachments, &local)),
             );
         }
@@ -125,7 +111,7 @@ impl Core {
         self.attachments = attachments;
         if let Some(cluster) = cluster {
             self.cluster = cluster;
-            self.claims = Claims::of(&self.cluster, &self.node);
+            self.claims = Claims::of(&self.cluster);
         }
         if self.pending.is_some() {
             // The kernel is behind: a delta against what it last took would not describe
@@ -181,7 +167,7 @@ impl Core {
         Ok(())
     }
 
-    pub(super) fn record_size(&self) {
+    pub(super) fn record_size(&mut self) {
         let ruleset = &self.applied.ruleset;
         let elements = ruleset
             .sets
@@ -193,25 +179,62 @@ impl Core {
         self.metrics
             .set_table_size(ruleset.chains.len(), ruleset.sets.len(), elements);
         self.metrics.set_attachments(self.attachments.len());
+        self.record_adopted();
+    }
+
+    /// Log the pods adopted and released since the last change, and count them.
+    fn record_adopted(&mut self) {
+        let attached: BTreeSet<PodKey> = self.attachments.values().map(pod_key).collect();
+        let adopted: BTreeSet<PodKey> = (self.compiler.local_pods())
+            .filter(|key| !attached.contains(*key))
+            .cloned()
+            .collect();
+        for key in adopted.difference(&self.adopted) {
+            info!(pod = %key, "adopted a pod of this node that podwall did not attach");
+        }
+        for key in self.adopted.difference(&adopted) {
+            let how = if attached.contains(key) {
+                "attached"
+            } else {
+                "gone"
+            };
+            info!(pod = %key, how, "no longer adopted");
+        }
+        self.metrics.set_adopted_pods(adopted.len());
+        self.adopted = adopted;
     }
 
     /// Put the source's changes into `cluster`. Returns the compiler events for namespaces
-    /// and policies, and the pods to bring in line.
-    pub(super) fn record_changes(&mut self, changes: Vec<Event>) -> (Vec<Event>, BTreeSet<PodKey>) {
+    /// and policies, the pods to bring in line, and the addresses of this node's pods among
+    /// them (before and after).
+    pub(super) fn record_changes(
+        &mut self,
+        changes: Vec<Event>,
+    ) -> (Vec<Event>, BTreeSet<PodKey>, BTreeSet<IpAddr>) {
         let mut events = Vec::new();
         let mut pods = BTreeSet::new();
+        let mut node_ips = BTreeSet::new();
+        let node = self.node.clone();
+        let mut note = |pod: &Pod| {
+            if pod.node.as_deref() == Some(node.as_str()) {
+                node_ips.extend(pod.ips.iter().copied());
+            }
+        };
         for change in changes {
             match change {
                 Event::Pod(pod) => {
                     pods.insert(pod.key.clone());
                     if let Some(old) = self.cluster.pods.get(&pod.key) {
+                        note(old);
                         self.claims.remove(old);
                     }
-                    self.claims.add(&pod, &self.node);
+                    note(&pod);
+                    self.claims.add(&pod);
                     self.cluster.pods.insert(pod.key.clone(), pod);
                 }
                 Event::PodDeleted(key) => {
                     if let Some(old) = self.cluster.pods.remove(&key) {
+                        note(&old);
                         self.claims.remove(&old);
                     }
                     pods.insert(key);
@@ -236,7 +259,7 @@ impl Core {
                 }
             }
         }
-        (events, pods)
+        (events, pods, node_ips)
     }
 }
 

@@ -36,16 +36,31 @@ const PORTS_PER_PAIR: usize = 3;
 const FOREIGN_PAIRS: usize = 12;
 
 /// The world as the daemon must see it (docs/semantics.md): the manifests' cluster with this
-/// node's pods as the attachments say (labels and ports from the Pod of the same name,
-/// addresses from CNI); a manifest that places an unattached pod on this node counts for
-/// nothing, and another node's pod that claims an address attached here is stale there.
+/// node's attached pods as the attachments say (labels and ports from the Pod of the same
+/// name, addresses from CNI); a pod the manifests place on this node that is not attached is
+/// adopted when it runs in the pod network with addresses (less those attached here), and
+/// counts for nothing otherwise; another node's pod that claims an address held here is
+/// stale there.
 pub fn snapshot<'a>(
     cluster: &Snapshot,
     node: &str,
     attached: impl IntoIterator<Item = (&'a PodKey, &'a [IpAddr])>,
 ) -> Snapshot {
+    let attached: Vec<(&PodKey, &[IpAddr])> = attached.into_iter().collect();
+    let attached_ips: BTreeSet<IpAddr> = attached
+        .iter()
+        .flat_map(|(_, ips)| ips.iter().copied())
+        .collect();
+    let here = |pod: &Pod| pod.node.as_deref() == Some(node);
     let mut snap = cluster.clone();
-    snap.pods.retain(|_, pod| pod.node.as_deref() != Some(node));
+    snap.pods.retain(|key, pod| {
+        !here(pod)
+            || (pod.is_policed() && !pod.ips.is_empty() && !attached.iter().any(|(k, _)| *k == key))
+    });
+    for pod in snap.pods.values_mut().filter(|pod| here(pod)) {
+        pod.ips.retain(|ip| !attached_ips.contains(ip));
+    }
+    snap.pods.retain(|_, pod| !here(pod) || !pod.ips.is_empty());
     for (key, ips) in attached {
         let mut pod = cluster
             .pods

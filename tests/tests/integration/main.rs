@@ -5,6 +5,7 @@
 //! One binary rather than one per file: each links the daemon, kube and the test API server,
 //! so thirty of them took minutes of linking and gigabytes of disk.
 
+mod adopt;
 mod apiserver;
 mod cleanup;
 mod cni_chain;

@@ -175,6 +175,11 @@ impl Compiler {
         &self.snap
     }
 
+    /// The pods that have dispatch entries here.
+    pub fn local_pods(&self) -> impl Iterator<Item = &PodKey> + '_ {
+        self.local.keys()
+    }
+
     /// The node this compiler dispatches pods of.
     pub fn node(&self) -> &str {
         &self.node

@@ -1,0 +1,105 @@
+//! Issue 13: pods that were running before podwall (a node migrating from kube-router) or
+//! that started while the daemon was down (`failurePolicy: open`) are enforced from what the
+//! source says of them: their node, their addresses, their labels. A later ADD of the same
+//! pod takes it over without a gap.
+//!
+//! The pods here are attached by a conflist without podwall (bridge and host-local only), so
+//! the daemon never hears of them from the plugin; the manifests report them on this node
+//! with the addresses the bridge gave them, as the API server's `status.podIPs` would.
+
+use std::time::Duration;
+
+use podwall_policy::Protocol::Tcp;
+use podwall_tests::cni::entry_config;
+use podwall_tests::manifests::{documents, namespace, PodManifest};
+use podwall_tests::reach::{self, cell, Peer};
+use podwall_tests::{Node, NodeOptions, Pod};
+
+const APPLY: Duration = Duration::from_secs(10);
+
+const POLICY: &str = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db-from-api, namespace: app}
+spec:
+  podSelector: {matchLabels: {role: db}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {role: api}}}]
+";
+
+#[test]
+#[ignore = "needs root: creates network namespaces"]
+fn pods_running_before_the_daemon_are_adopted_and_enforced() {
+    let mut node = Node::with_options(
+        "adopt",
+        NodeOptions {
+            manifests: true,
+            ..NodeOptions::default()
+        },
+    );
+    // Before podwall: the node's conflist has only the bridge.
+    let bare = node.write_conflist("bare", &node.conflist_json("1.0.0", None));
+    let db = Pod::named("ad-db", "app", "db");
+    let api = Pod::named("ad-api", "app", "api");
+    let web = Pod::named("ad-web", "app", "web");
+    let results: Vec<_> = [&db, &api, &web]
+        .iter()
+        .map(|pod| {
+            node.libcni("add", &bare, pod)
+                .unwrap_or_else(|e| panic!("ADD {} without podwall: {e}", pod.container_id))
+        })
+        .collect();
+    let here = |pod: &Pod, role: &str| {
+        PodManifest::new("app", pod_name(pod))
+            .labels(&[("role", role)])
+            .remote(node.name(), &pod.ips())
+            .yaml()
+    };
+    let dir = node.manifests();
+    dir.write(
+        "world.yaml",
+        &documents(&[
+            namespace("app", &[]),
+            here(&db, "db"),
+            here(&api, "api"),
+            here(&web, "web"),
+        ]),
+    );
+    dir.write("policy.yaml", POLICY);
+    node.start_daemon();
+
+    let local = [&db, &api, &web];
+    let peers: Vec<Peer> = local.iter().map(|p| Peer::pod(p)).collect();
+    let _servers = reach::serve(&peers, &[5432]);
+    let m = reach::assert_agree_within(APPLY, &dir, &node, &[], &peers, Tcp, 5432);
+    assert!(cell(&m, "app/api", "app/db"));
+    assert!(
+        !cell(&m, "app/web", "app/db"),
+        "a pod running before the daemon must be enforced"
+    );
+    assert_eq!(node.metrics().value("podwall_adopted_pods"), 3.0);
+
+    // podwall's ADD for db comes later (the chain re-run with podwall, bridge's result as
+    // prevResult): it takes db over from adoption, and db is enforced throughout.
+    let mut conf = entry_config(&node.podwall_entry(), "1.0.0");
+    conf["prevResult"] = results[0].clone();
+    node.invoke_podwall("ADD", Some(&db), &conf)
+        .expect("podwall's ADD of an adopted pod");
+    let m = reach::assert_agree_within(APPLY, &dir, &node, &[&db], &peers, Tcp, 5432);
+    assert!(
+        !cell(&m, "app/web", "app/db"),
+        "enforced after the takeover"
+    );
+    assert_eq!(node.metrics().value("podwall_adopted_pods"), 2.0);
+}
+
+/// The pod's name as its manifest gives it (`Pod::named` keeps it in `cni_args`).
+fn pod_name(pod: &Pod) -> &str {
+    pod.cni_args
+        .as_deref()
+        .and_then(|args| {
+            args.split(';')
+                .find_map(|kv| kv.strip_prefix("K8S_POD_NAME="))
+        })
+        .expect("a named pod")
+}
