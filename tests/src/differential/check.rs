@@ -397,15 +397,19 @@ spec:
     }
 
     #[test]
-    fn local_pods_are_the_attachments() {
+    fn local_pods_are_the_attachments_and_the_running_pods_adopted() {
         let snap = world();
         let db = &snap.pods[&PodKey::new("shop", "db")];
         assert_eq!(db.ips, vec!["10.1.0.7".parse::<IpAddr>().unwrap()]);
         assert_eq!(db.labels["app"], "db");
-        assert!(
-            !snap.pods.contains_key(&PodKey::new("shop", "ghost")),
-            "an unattached pod of this node is nowhere"
-        );
+        // Running here with an address, never attached: adopted as the manifest says.
+        let ghost = &snap.pods[&PodKey::new("shop", "ghost")];
+        assert_eq!(ghost.ips, vec!["10.1.0.9".parse::<IpAddr>().unwrap()]);
+        // Attached at the ghost's address instead, db owns it and the ghost is nowhere.
+        let loaded = load([("w.yaml", WORLD)]);
+        let (key, ips) = (PodKey::new("shop", "db"), ["10.1.0.9".parse().unwrap()]);
+        let snap = snapshot(&loaded.snapshot, "here", [(&key, &ips[..])]);
+        assert!(!snap.pods.contains_key(&PodKey::new("shop", "ghost")));
     }
 
     #[test]
