@@ -541,6 +541,20 @@ impl Kernel for TimedKernel {
     fn dump(&mut self) -> Result<Option<Fingerprint>, podwalld::dataplane::DataplaneError> {
         self.time(0, |k| k.dump())
     }
+
+    // The core's connection sweep runs from a background loop the benchmark does not start.
+    fn tracked_flows(
+        &mut self,
+    ) -> Result<Vec<podwalld::dataplane::Flow>, podwalld::dataplane::DataplaneError> {
+        self.inner.tracked_flows()
+    }
+
+    fn forget_flows(
+        &mut self,
+        flows: &[podwalld::dataplane::Flow],
+    ) -> Result<(), podwalld::dataplane::DataplaneError> {
+        self.inner.forget_flows(flows)
+    }
 }
 
 struct CoreDriver {

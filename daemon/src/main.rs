@@ -206,6 +206,10 @@ async fn daemon(config: Config) -> anyhow::Result<()> {
         core.clone(),
         shutdown.clone(),
     )));
+    tasks.push(tokio::spawn(sync::revoke_flows(
+        core.clone(),
+        shutdown.clone(),
+    )));
     tasks.push(tokio::spawn(sync::keep_bridge_netfilter(
         proc_bridge,
         sync::BRIDGE_CHECK,

@@ -92,6 +92,7 @@ pub struct Metrics {
     element_transactions: AtomicU64,
     elements_changed: AtomicU64,
     reconcile_repairs: AtomicU64,
+    revoked_flows: AtomicU64,
     watch_restarts: AtomicU64,
     /// Errors by kind, in the order of `ERROR_KINDS`.
     errors: [AtomicU64; ERROR_KINDS.len()],
@@ -132,6 +133,11 @@ impl Metrics {
     pub fn observe_elements(&self, n: usize) {
         self.element_transactions.fetch_add(1, Ordering::Relaxed);
         self.elements_changed.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// `n` tracked connections were cut: a change revoked them.
+    pub fn count_revoked_flows(&self, n: usize) {
+        self.revoked_flows.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// A reconcile found drift and repaired it.
@@ -295,6 +301,11 @@ impl Metrics {
                     "podwall_reconcile_repairs_total",
                     "Reconciles that found the kernel drifted and repaired it.",
                     &self.reconcile_repairs,
+                ),
+                (
+                    "podwall_revoked_flows_total",
+                    "Tracked connections cut because a change denied them.",
+                    &self.revoked_flows,
                 ),
                 (
                     "podwall_store_discards_total",

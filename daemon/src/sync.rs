@@ -159,6 +159,35 @@ pub async fn retry_pending(core: Arc<Mutex<Core>>, shutdown: CancellationToken) 
     }
 }
 
+/// How long after a change the tracked flows are judged: changes of a burst are judged once,
+/// well within the second a revoked connection may outlive its policy.
+const REVOKE_AFTER: Duration = Duration::from_millis(100);
+const REVOKE_RETRY: Duration = Duration::from_secs(1);
+
+/// Cut the connections each change revoked (see `core::flows`), soon after it lands.
+pub async fn revoke_flows(core: Arc<Mutex<Core>>, shutdown: CancellationToken) {
+    let due = lock(&core).revocations();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = due.notified() => {}
+        }
+        tokio::time::sleep(REVOKE_AFTER).await;
+        let core = core.clone();
+        match tokio::task::spawn_blocking(move || lock(&core).revoke_flows()).await {
+            Ok(Ok(_)) => continue,
+            Ok(Err(err)) => {
+                warn!(error = %err, "cannot cut the connections a change revoked; retrying")
+            }
+            Err(err) => warn!(error = %err, "cutting revoked connections panicked; retrying"),
+        }
+        // The rules are right meanwhile; only connections opened before the change may
+        // still flow, so try again until they are cut.
+        tokio::time::sleep(REVOKE_RETRY).await;
+        due.notify_one();
+    }
+}
+
 /// How often br_netfilter's switches are checked: reading two sysctl files is cheap, and
 /// while they are off same-node pod traffic bypasses every policy.
 pub const BRIDGE_CHECK: Duration = Duration::from_secs(1);

@@ -1,5 +1,5 @@
-//! A software model of how the kernel looks a new connection up in compiled rulesets, for
-//! tests that hold the compiler to the evaluator (and for the dataplane's own tests).
+//! A software model of how the kernel looks a new connection up in compiled rulesets: the
+//! tests hold the compiler to the evaluator with it, and the daemon judges tracked flows.
 //!
 //! It follows the dispatch the dataplane renders: on the node of the source, the egress map
 //! keyed on the source address picks a chain, which must allow; on the node of the
@@ -8,14 +8,15 @@
 //! direction; one in `quarantine` drops. Established traffic, node-originated traffic and
 //! neighbour discovery are accepted before any of this and are not modelled.
 //!
-//! Test support, behind the `testing` feature: a ruleset that names a missing chain or set is
-//! a compiler bug, and the lookup panics so that the test fails.
+//! The daemon asks it which tracked flows a change revoked (`allowed_here`). A ruleset that
+//! names a missing chain or set is a compiler bug: the lookup says so (`Dangling`), the
+//! daemon treats it as dropped, and the tests' `forward` fails on it.
 
 use std::net::IpAddr;
 
 use crate::ipblock::Family;
 use crate::model::{Direction, Protocol};
-use crate::ruleset::{names, Chain, Element, PeerMatch, PortMatch, Rule, Ruleset};
+use crate::ruleset::{names, Element, PeerMatch, PortMatch, Rule, Ruleset};
 
 /// The first packet of a connection, as the forward hook sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +36,9 @@ pub enum Lookup {
     Allowed(Rule),
     /// The chain ran off its end.
     Dropped,
+    /// The ruleset names a chain or set it does not hold: a compiler bug, a table the kernel
+    /// would never have taken. Whoever acts on a lookup treats it as dropped.
+    Dangling(String),
 }
 
 /// Looks `packet` up in one node's ruleset for one direction.
@@ -48,23 +52,42 @@ pub fn lookup(rs: &Ruleset, direction: Direction, packet: &Packet) -> Lookup {
         Some(names::QUARANTINE_CHAIN) => return Lookup::Dropped,
         Some(name) => name,
     };
-    let chain: &Chain = rs
-        .chains
-        .get(name)
-        .unwrap_or_else(|| panic!("map entry {key} points to missing chain {name}"));
-    match chain
-        .rules
-        .iter()
-        .find(|r| rule_matches(rs, r, direction, packet))
-    {
-        Some(rule) => Lookup::Allowed(rule.clone()),
-        None => Lookup::Dropped,
+    let Some(chain) = rs.chains.get(name) else {
+        return Lookup::Dangling(format!("map entry {key} points to missing chain {name}"));
+    };
+    for rule in &chain.rules {
+        match rule_matches(rs, rule, direction, packet) {
+            Ok(true) => return Lookup::Allowed(rule.clone()),
+            Ok(false) => {}
+            Err(missing) => {
+                return Lookup::Dangling(format!("rule refers to missing set {missing}"))
+            }
+        }
     }
+    Lookup::Dropped
+}
+
+/// Whether a new connection with `packet`'s addresses, protocol and port is still allowed by
+/// this node's ruleset: its source's egress and its destination's ingress, where they are
+/// local. A pod reaching itself always is (hairpin).
+pub fn allowed_here(rs: &Ruleset, packet: &Packet) -> bool {
+    packet.src == packet.dst
+        || [Direction::Egress, Direction::Ingress]
+            .into_iter()
+            .all(|direction| {
+                matches!(
+                    lookup(rs, direction, packet),
+                    Lookup::NoEntry | Lookup::Allowed(_)
+                )
+            })
 }
 
 /// Whether a new connection passes every node's rules: the source's egress (wherever its
 /// pod runs) and the destination's ingress. Traffic from an address to itself never leaves
 /// the pod and is not seen.
+///
+/// Test support: a dangling reference is a compiler bug, and fails the test.
+#[cfg(any(test, feature = "testing"))]
 pub fn forward<'a>(
     rulesets: impl IntoIterator<Item = &'a Ruleset> + Clone,
     packet: &Packet,
@@ -78,13 +101,22 @@ pub fn forward<'a>(
             rulesets
                 .clone()
                 .into_iter()
-                .all(|rs| lookup(rs, direction, packet) != Lookup::Dropped)
+                .all(|rs| match lookup(rs, direction, packet) {
+                    Lookup::Dangling(what) => panic!("{what}"),
+                    found => found != Lookup::Dropped,
+                })
         })
 }
 
-fn rule_matches(rs: &Ruleset, rule: &Rule, direction: Direction, p: &Packet) -> bool {
+/// Whether `rule` matches; `Err` names a set the ruleset does not hold.
+fn rule_matches(
+    rs: &Ruleset,
+    rule: &Rule,
+    direction: Direction,
+    p: &Packet,
+) -> Result<bool, String> {
     if rule.family.is_some_and(|f| f != Family::of(&p.src)) {
-        return false;
+        return Ok(false);
     }
     let peer = match direction {
         Direction::Ingress => p.src,
@@ -92,9 +124,9 @@ fn rule_matches(rs: &Ruleset, rule: &Rule, direction: Direction, p: &Packet) -> 
     };
     let peer_ok = match &rule.peer {
         PeerMatch::Any => true,
-        PeerMatch::InSet(name) => in_set(rs, name, Element::Address(peer)),
+        PeerMatch::InSet(name) => in_set(rs, name, Element::Address(peer))?,
     };
-    peer_ok
+    Ok(peer_ok
         && match &rule.ports {
             PortMatch::Any => true,
             PortMatch::Protocol(proto) => *proto == p.protocol,
@@ -102,19 +134,16 @@ fn rule_matches(rs: &Ruleset, rule: &Rule, direction: Direction, p: &Packet) -> 
                 *protocol == p.protocol && ranges.iter().any(|(a, b)| (*a..=*b).contains(&p.port))
             }
             PortMatch::Named { protocol, set } => {
-                *protocol == p.protocol && in_set(rs, set, Element::AddressPort(p.dst, p.port))
+                *protocol == p.protocol && in_set(rs, set, Element::AddressPort(p.dst, p.port))?
             }
-        }
+        })
 }
 
-fn in_set(rs: &Ruleset, name: &str, elem: Element) -> bool {
-    let set = rs
-        .sets
-        .get(name)
-        .unwrap_or_else(|| panic!("rule refers to missing set {name}"));
+fn in_set(rs: &Ruleset, name: &str, elem: Element) -> Result<bool, String> {
+    let set = rs.sets.get(name).ok_or_else(|| name.to_string())?;
     // A set of the other family never matches (nftables would not even load such a rule).
     let family = match elem {
         Element::Address(ip) | Element::AddressPort(ip, _) => Family::of(&ip),
     };
-    set.family() == family && set.contains(&elem)
+    Ok(set.family() == family && set.contains(&elem))
 }

@@ -18,7 +18,6 @@ pub mod compile;
 pub mod diff;
 pub mod error;
 pub mod evaluate;
-#[cfg(any(test, feature = "testing"))]
 pub mod interp;
 pub mod ipblock;
 pub mod manifests;

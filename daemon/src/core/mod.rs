@@ -15,6 +15,7 @@
 //! refused until it lands, `error` says why a request failed.
 
 mod error;
+mod flows;
 mod local;
 mod pending;
 mod transition;
@@ -30,6 +31,7 @@ use podwall_policy::{Compiler, Event, Pod, PodKey, Snapshot};
 use tracing::{error, info, warn};
 
 pub use error::CoreError;
+pub use flows::still_allowed;
 use local::{merged, pod_key, Claims};
 use pending::Pending;
 use transition::{describe, Scope};
@@ -78,6 +80,8 @@ pub struct Core {
     quarantine_unknown: bool,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+    /// Notified when the kernel took a change: `revoke_flows` is due.
+    revocations: Arc<tokio::sync::Notify>,
 }
 
 impl Core {
@@ -149,6 +153,7 @@ impl Core {
             quarantine_unknown: options.quarantine_unknown,
             metrics,
             health,
+            revocations: Arc::new(tokio::sync::Notify::new()),
         };
         // A kernel that refuses the start state does not stop the daemon: ADDs keep being
         // served (each retries the swap) and the retry loop keeps at it, with /healthz red.

@@ -115,6 +115,7 @@ impl Core {
         self.metrics.observe_replace();
         self.applied = desired;
         self.record_size();
+        self.revocations.notify_one();
         Ok(())
     }
 

@@ -164,6 +164,7 @@ impl Core {
         self.applied.guard = guard;
         self.health.set_ready();
         self.record_size();
+        self.revocations.notify_one();
         Ok(())
     }
 

@@ -53,8 +53,9 @@ impl Fingerprint {
             .chains
             .iter()
             .map(|(name, chain)| {
-                // `ct state invalid drop`, the policy rules, the final drop.
-                let mut rules = vec!["drop".to_string()];
+                // `ct state invalid drop`, the mid-stream drop, the policy rules, the final
+                // drop.
+                let mut rules = vec!["drop".to_string(), "drop".to_string()];
                 rules.extend(chain.rules.iter().map(render::rule_comment));
                 rules.push("drop".to_string());
                 (name.clone(), rules)
@@ -67,7 +68,7 @@ impl Fingerprint {
         for base in [names::FORWARD_CHAIN, names::OUTPUT_CHAIN] {
             chains.insert(base.to_string(), render::base_chain_fingerprint());
         }
-        chains.insert(names::OPEN_CHAIN.to_string(), Vec::new());
+        chains.insert(names::OPEN_CHAIN.to_string(), vec!["drop".to_string()]);
         chains.insert(
             names::QUARANTINE_CHAIN.to_string(),
             vec!["drop".to_string()],

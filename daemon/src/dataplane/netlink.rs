@@ -18,11 +18,11 @@ use super::names::TABLE;
 use super::DataplaneError;
 
 // netlink / nfnetlink framing
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
+pub(super) const NLM_F_REQUEST: u16 = 0x1;
+pub(super) const NLM_F_ACK: u16 = 0x4;
 const NLM_F_CREATE: u16 = 0x400;
-const NLMSG_ERROR: u16 = 0x2;
-const NLA_F_NESTED: u16 = 0x8000;
+pub(super) const NLMSG_ERROR: u16 = 0x2;
+pub(super) const NLA_F_NESTED: u16 = 0x8000;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -247,7 +247,7 @@ fn c_string(s: &str) -> Vec<u8> {
 /// Payloads are a key (at most 32 bytes), a chain name, a set name, or an element list that
 /// `element_lists` keeps under `MAX_ELEMENT_BYTES`: all far below the 16-bit limit, which the
 /// length saturates at rather than wrap, so a broken invariant is a refused message.
-fn push_attr(out: &mut Vec<u8>, kind: u16, payload: &[u8]) {
+pub(super) fn push_attr(out: &mut Vec<u8>, kind: u16, payload: &[u8]) {
     let len = u16::try_from(4 + payload.len()).unwrap_or(u16::MAX);
     out.extend_from_slice(&len.to_ne_bytes());
     out.extend_from_slice(&kind.to_ne_bytes());
@@ -256,7 +256,7 @@ fn push_attr(out: &mut Vec<u8>, kind: u16, payload: &[u8]) {
 }
 
 /// nlmsghdr + nfgenmsg + attributes.
-fn push_message(
+pub(super) fn push_message(
     out: &mut Vec<u8>,
     kind: u16,
     flags: u16,
@@ -293,7 +293,7 @@ pub struct Ack {
     pub code: i32,
 }
 
-fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
+pub(super) fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_ne_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
 }
 

@@ -195,12 +195,15 @@ pub fn render_ruleset(ruleset: &Ruleset) -> String {
         (OUTPUT_CHAIN, "output"),
         "fib saddr type local accept",
     );
-    let _ = writeln!(out, "\tchain {OPEN_CHAIN} {{\n\t}}");
+    let _ = writeln!(out, "\tchain {OPEN_CHAIN} {{\n\t\t{MIDSTREAM_DROP}\n\t}}");
     let _ = writeln!(out, "\tchain {QUARANTINE_CHAIN} {{\n\t\tdrop\n\t}}");
     for (name, chain) in &ruleset.chains {
         // A pod's chain sees only packets that start a flow (the forward chain accepted the
         // established ones); an invalid one has no flow to belong to.
-        let _ = writeln!(out, "\tchain {name} {{\n\t\tct state invalid drop");
+        let _ = writeln!(
+            out,
+            "\tchain {name} {{\n\t\tct state invalid drop\n\t\t{MIDSTREAM_DROP}"
+        );
         for rule in &chain.rules {
             let _ = writeln!(out, "\t\t{}", rule_text(chain.direction, rule, ruleset));
         }
@@ -229,6 +232,12 @@ fn base_chain(out: &mut String, (name, hook): (&str, &str), exception: &str) {
     }
     let _ = writeln!(out, "\t}}");
 }
+
+/// A local pod's TCP packet that conntrack has not seen start (not a SYN) is the middle of a
+/// connection whose entry was deleted because a change revoked it: dropped, in every chain
+/// a pod is dispatched to, so that the other end cannot pick the connection up again in the
+/// reverse direction (conntrack's loose pickup would make it a new flow that way).
+pub const MIDSTREAM_DROP: &str = "ct state new tcp flags & (fin | syn | rst | ack) != syn drop";
 
 fn addr_type(family: Family) -> &'static str {
     match family {

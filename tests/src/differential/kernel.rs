@@ -220,10 +220,24 @@ enum Field {
     },
     /// `icmpv6 type`: podwall's packets here are TCP, UDP or SCTP, so never present.
     Icmpv6Type,
+    /// `tcp flags & (…)`, a mask that keeps SYN: a first packet is a bare SYN, so the
+    /// masked flags are `syn` (only TCP packets have them).
+    TcpFlagsSyn,
 }
 
 impl Field {
     fn parse(v: &Value) -> Result<Field> {
+        if let Some(Value::Array(and)) = v.get("&") {
+            let keeps_syn = and
+                .get(1)
+                .and_then(Value::as_array)
+                .is_some_and(|mask| mask.iter().any(|f| f == "syn"));
+            let flags = and.first().and_then(|f| f.get("payload"));
+            if keeps_syn && flags.is_some_and(|p| p["protocol"] == "tcp" && p["field"] == "flags") {
+                return Ok(Field::TcpFlagsSyn);
+            }
+            bail!("unknown bitwise expression {v}")
+        }
         if let Some(ct) = v.get("ct") {
             if ct["key"] == "state" {
                 return Ok(Field::CtState);
@@ -290,6 +304,9 @@ impl Field {
                 .is_none_or(|p| p == packet.protocol)
                 .then_some(Datum::Num(u64::from(packet.port))),
             Field::Icmpv6Type => None,
+            Field::TcpFlagsSyn => {
+                (packet.protocol == Protocol::Tcp).then(|| Datum::Word("syn".into()))
+            }
         }
     }
 

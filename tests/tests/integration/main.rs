@@ -35,5 +35,6 @@ mod policy_selectors;
 mod policy_shared_ip;
 mod policy_spoofing;
 mod render;
+mod revoke;
 mod rig;
 mod socket;
