@@ -555,6 +555,13 @@ impl Kernel for TimedKernel {
     ) -> Result<(), podwalld::dataplane::DataplaneError> {
         self.inner.forget_flows(flows)
     }
+
+    fn host_ports(
+        &mut self,
+        ips: &std::collections::BTreeSet<IpAddr>,
+    ) -> Result<BTreeMap<IpAddr, String>, podwalld::dataplane::DataplaneError> {
+        self.inner.host_ports(ips)
+    }
 }
 
 struct CoreDriver {

@@ -140,9 +140,16 @@ pub(super) fn pod_key(attachment: &Attachment) -> PodKey {
 }
 
 /// Each attached pod's host-side veth may send only from the pod's addresses. A result
-/// that names no host interface leaves that pod unguarded (logged at attach).
-pub(super) fn guard(attachments: &BTreeMap<AttachmentId, Attachment>) -> Guard {
+/// that names no host interface leaves that pod unguarded (logged at attach). An adopted
+/// pod's addresses are guarded on the ports the kernel placed them behind (`adopted`).
+pub(super) fn guard(
+    attachments: &BTreeMap<AttachmentId, Attachment>,
+    adopted: &BTreeMap<IpAddr, String>,
+) -> Guard {
     let mut guard = Guard::default();
+    for (ip, port) in adopted {
+        guard.sources.entry(port.clone()).or_default().insert(*ip);
+    }
     for attachment in attachments.values() {
         if let Some(port) = &attachment.host_interface {
             guard

@@ -21,6 +21,7 @@ mod pending;
 mod transition;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -68,6 +69,10 @@ pub struct Core {
     claims: Claims,
     /// The pods of this node enforced without an attachment (see `Placement`).
     adopted: BTreeSet<PodKey>,
+    /// The bridge port each adopted pod's address is behind, as the kernel told it.
+    adopted_ports: BTreeMap<IpAddr, String>,
+    /// Adopted addresses the kernel could not place (logged once; asked again at reconcile).
+    unguarded: BTreeSet<IpAddr>,
     /// Compiles `merged(cluster, attachments)` for this node.
     compiler: Compiler,
     /// What the kernel holds: the compiled ruleset and the guard. While changes are pending,
@@ -147,6 +152,8 @@ impl Core {
             cluster,
             claims,
             adopted: BTreeSet::new(),
+            adopted_ports: BTreeMap::new(),
+            unguarded: BTreeSet::new(),
             compiler,
             applied: Desired::default(),
             pending: None,
@@ -155,6 +162,8 @@ impl Core {
             health,
             revocations: Arc::new(tokio::sync::Notify::new()),
         };
+        let attachments = core.attachments.clone();
+        core.refresh_adopted_ports(&attachments);
         // A kernel that refuses the start state does not stop the daemon: ADDs keep being
         // served (each retries the swap) and the retry loop keeps at it, with /healthz red.
         match core.commit_desired() {

@@ -52,6 +52,15 @@ impl Core {
     }
 
     pub(super) fn repair_drift(&mut self) -> Result<Vec<String>, CoreError> {
+        // Adopted addresses the kernel could not place before: the node may have talked to
+        // them since. A newly found port goes in with the repair below.
+        let placed = self.adopted_ports.len();
+        if !self.unguarded.is_empty() {
+            self.unguarded.clear();
+            let attachments = self.attachments.clone();
+            self.refresh_adopted_ports(&attachments);
+        }
+        let newly_guarded = self.adopted_ports.len() > placed;
         if let Some(retried) = self.retry_pending() {
             return retried.map(|()| Vec::new());
         }
@@ -66,9 +75,15 @@ impl Core {
         };
         if !drift.is_empty() {
             warn!(drift = ?drift, "kernel drifted from the applied rules; repairing");
+        } else if newly_guarded {
+            info!("guarding adopted pods the kernel has placed since");
+        }
+        if !drift.is_empty() || newly_guarded {
             if let Err(err) = self.commit_desired() {
                 return Err(self.refused("drift repair".to_string(), err));
             }
+        }
+        if !drift.is_empty() {
             self.metrics.count_repair();
         }
         self.health.set_ready();
@@ -99,7 +114,7 @@ impl Core {
     pub(super) fn desired(&self) -> Desired {
         Desired {
             ruleset: self.compiler.ruleset().clone(),
-            guard: guard(&self.attachments),
+            guard: guard(&self.attachments, &self.adopted_ports),
         }
     }
 

@@ -31,6 +31,12 @@ impl Kernel for Shared {
     fn forget_flows(&mut self, flows: &[crate::dataplane::Flow]) -> Result<(), DataplaneError> {
         self.0.lock().unwrap().forget_flows(flows)
     }
+    fn host_ports(
+        &mut self,
+        ips: &BTreeSet<IpAddr>,
+    ) -> Result<std::collections::BTreeMap<IpAddr, String>, DataplaneError> {
+        self.0.lock().unwrap().host_ports(ips)
+    }
 }
 
 impl Shared {
@@ -820,4 +826,35 @@ fn flows_a_change_denies_are_cut_and_the_rest_kept() {
         .metrics
         .render()
         .contains("podwall_revoked_flows_total 2\n"));
+}
+
+#[test]
+fn an_adopted_pod_is_guarded_on_the_port_the_kernel_places_it_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = Shared::default();
+    kernel
+        .0
+        .lock()
+        .unwrap()
+        .ports
+        .insert(ip("10.0.0.7"), "veth-old".into());
+    let core = start(
+        dir.path(),
+        cluster(RUNNING_HERE),
+        &kernel,
+        Options::default(),
+    );
+    assert_eq!(
+        kernel
+            .0
+            .lock()
+            .unwrap()
+            .table
+            .as_ref()
+            .unwrap()
+            .guard
+            .sources["veth-old"],
+        BTreeSet::from([ip("10.0.0.7")])
+    );
+    assert!(core.unguarded.is_empty());
 }

@@ -12,7 +12,7 @@ use podwall_policy::{Event, Pod, PodKey, RulesetDelta, Snapshot};
 use super::local::{guard, local_ips, merged, pod_key, Claims, Placement};
 use super::{Core, CoreError};
 use crate::dataplane::{transaction_for, Desired, Transaction};
-use tracing::info;
+use tracing::{info, warn};
 
 /// What a transition can have changed.
 pub(super) enum Scope {
@@ -107,7 +107,8 @@ impl Core {
             .into_iter()
             .map(|event| self.compiler.apply(event))
             .collect();
-        let guard = guard(&attachments);
+        self.refresh_adopted_ports(&attachments);
+        let guard = guard(&attachments, &self.adopted_ports);
         self.attachments = attachments;
         if let Some(cluster) = cluster {
             self.cluster = cluster;
@@ -181,6 +182,45 @@ impl Core {
             .set_table_size(ruleset.chains.len(), ruleset.sets.len(), elements);
         self.metrics.set_attachments(self.attachments.len());
         self.record_adopted();
+    }
+
+    /// Ask the kernel which bridge port each adopted pod's address is behind, for those that
+    /// have none yet (the pod's CNI result, which names it, was never seen). An address it
+    /// cannot place (the node never talked to the pod) is logged once and left unguarded
+    /// until a reconcile finds it or the pod is attached.
+    pub(super) fn refresh_adopted_ports(
+        &mut self,
+        attachments: &BTreeMap<AttachmentId, Attachment>,
+    ) {
+        let attached: BTreeSet<PodKey> = attachments.values().map(pod_key).collect();
+        let snapshot = self.compiler.snapshot();
+        let adopted: BTreeSet<IpAddr> = (self.compiler.local_pods())
+            .filter(|key| !attached.contains(*key))
+            .filter_map(|key| snapshot.pods.get(key))
+            .flat_map(|pod| pod.ips.iter().copied())
+            .collect();
+        self.adopted_ports.retain(|ip, _| adopted.contains(ip));
+        self.unguarded.retain(|ip| adopted.contains(ip));
+        let missing: BTreeSet<IpAddr> = (adopted.iter())
+            .filter(|ip| !self.adopted_ports.contains_key(ip) && !self.unguarded.contains(ip))
+            .copied()
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        match self.kernel.host_ports(&missing) {
+            Ok(found) => {
+                for ip in missing.iter().filter(|ip| !found.contains_key(ip)) {
+                    warn!(address = %ip, "cannot find the host interface of an adopted pod: it is not guarded against spoofing until the node has talked to it or the pod is attached");
+                    self.unguarded.insert(*ip);
+                }
+                self.adopted_ports.extend(found);
+            }
+            Err(err) => {
+                warn!(error = %err, "cannot ask the kernel where adopted pods are");
+                self.unguarded.extend(missing);
+            }
+        }
     }
 
     /// Log the pods adopted and released since the last change, and count them.

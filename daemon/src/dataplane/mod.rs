@@ -15,6 +15,7 @@ mod guard;
 pub mod names;
 pub mod netlink;
 pub mod nft;
+pub mod ports;
 #[cfg(test)]
 mod recording;
 pub mod render;
@@ -69,4 +70,9 @@ pub trait Kernel: Send {
     fn tracked_flows(&mut self) -> Result<Vec<Flow>, DataplaneError>;
     /// Forget `flows`: their next packet is judged as a new connection.
     fn forget_flows(&mut self, flows: &[Flow]) -> Result<(), DataplaneError>;
+    /// The host-side interface (bridge port) each of `ips` is behind, where known.
+    fn host_ports(
+        &mut self,
+        ips: &std::collections::BTreeSet<std::net::IpAddr>,
+    ) -> Result<std::collections::BTreeMap<std::net::IpAddr, String>, DataplaneError>;
 }

@@ -173,6 +173,13 @@ impl Kernel for NftKernel {
         self.conntrack()?.delete(flows)
     }
 
+    fn host_ports(
+        &mut self,
+        ips: &std::collections::BTreeSet<std::net::IpAddr>,
+    ) -> Result<std::collections::BTreeMap<std::net::IpAddr, String>, DataplaneError> {
+        super::ports::host_ports(ips)
+    }
+
     /// Both tables, read back into one fingerprint; `None` when the policy table is gone.
     fn dump(&mut self) -> Result<Option<Fingerprint>, DataplaneError> {
         let mut fingerprint = Fingerprint::default();

@@ -23,6 +23,8 @@ pub struct RecordingKernel {
     pub fail_next: Option<String>,
     /// The flows conntrack tracks.
     pub flows: Vec<Flow>,
+    /// The bridge port each address is behind.
+    pub ports: std::collections::BTreeMap<std::net::IpAddr, String>,
 }
 
 impl RecordingKernel {
@@ -64,6 +66,16 @@ impl Kernel for RecordingKernel {
         self.fail(flows.len())?;
         self.flows.retain(|flow| !flows.contains(flow));
         Ok(())
+    }
+
+    fn host_ports(
+        &mut self,
+        ips: &std::collections::BTreeSet<std::net::IpAddr>,
+    ) -> Result<std::collections::BTreeMap<std::net::IpAddr, String>, DataplaneError> {
+        Ok((self.ports.iter())
+            .filter(|(ip, _)| ips.contains(ip))
+            .map(|(ip, port)| (*ip, port.clone()))
+            .collect())
     }
 }
 

@@ -66,6 +66,22 @@ fn pods_running_before_the_daemon_are_adopted_and_enforced() {
         ]),
     );
     dir.write("policy.yaml", POLICY);
+    // The node has talked to its pods (kubelet's probes do): the kernel knows the port each
+    // is behind, which the daemon guards them on.
+    for pod in [&db, &api, &web] {
+        node.netns
+            .exec(&[
+                "busybox",
+                "ping",
+                "-c",
+                "1",
+                "-W",
+                "2",
+                &pod.ip4().to_string(),
+            ])
+            .and_then(podwall_tests::cmd::Output::ok)
+            .expect("the node reaches its pod");
+    }
     node.start_daemon();
 
     let local = [&db, &api, &web];
@@ -91,6 +107,45 @@ fn pods_running_before_the_daemon_are_adopted_and_enforced() {
         "enforced after the takeover"
     );
     assert_eq!(node.metrics().value("podwall_adopted_pods"), 2.0);
+
+    // An adopted pod is guarded too (on the port the kernel found for it): web may not send from an address it was not given.
+    let foreign = {
+        let std::net::IpAddr::V4(gw) = node.gateway4() else {
+            unreachable!("the gateway is IPv4")
+        };
+        let [a, b, c, _] = gw.octets();
+        std::net::IpAddr::V4([a, b, c, 250].into())
+    };
+    for words in [
+        vec![
+            "ip".to_string(),
+            "addr".into(),
+            "add".into(),
+            format!("{foreign}/32"),
+            "dev".into(),
+            web.ifname.clone(),
+        ],
+        vec![
+            "ip".to_string(),
+            "route".into(),
+            "replace".into(),
+            format!("{}/32", api.ip4()),
+            "dev".into(),
+            web.ifname.clone(),
+            "src".into(),
+            foreign.to_string(),
+        ],
+    ] {
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        web.netns
+            .exec(&words)
+            .and_then(podwall_tests::cmd::Output::ok)
+            .expect("configuring the foreign source");
+    }
+    assert!(
+        !reach::probe_once(&Peer::pod(&web), &Peer::pod(&api), Tcp, 5432),
+        "an adopted pod sent from an address it was not given"
+    );
 }
 
 /// The pod's name as its manifest gives it (`Pod::named` keeps it in `cni_args`).
