@@ -25,6 +25,19 @@ pub enum Command {
     /// Remove everything podwall put in this network namespace's kernel (the `inet podwall`
     /// table). Run it after the daemon is stopped for good: pods lose their enforcement.
     Cleanup,
+    /// Ask the running daemon which pods of this node it enforces, how (attached, adopted,
+    /// quarantined) and by which policies.
+    Pods(PodsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PodsArgs {
+    /// The daemon's Unix socket.
+    #[arg(long, default_value = podwall::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// `table` for people, `json` for scripts.
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    pub output: String,
 }
 
 #[derive(Debug, clap::Args)]

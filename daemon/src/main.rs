@@ -32,6 +32,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Explain(args)) => explain::run(&args),
         Some(Command::Cleanup) => cleanup(),
+        Some(Command::Pods(args)) => pods(&args),
         None => run(cli.daemon).map(|()| ExitCode::SUCCESS),
     };
     match result {
@@ -52,6 +53,44 @@ fn usage_line(message: &str) -> String {
         .map(str::trim)
         .collect();
     head.join(" ").trim_start_matches("error: ").to_string()
+}
+
+/// `podwalld pods`: the daemon's answer, one pod a line (or as JSON).
+fn pods(args: &podwalld::config::PodsArgs) -> anyhow::Result<ExitCode> {
+    let reply = podwall::wire::call(
+        &args.socket,
+        &podwall::wire::Request::Pods,
+        std::time::Duration::from_secs(5),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let podwall::wire::Reply::Pods { pods } = reply else {
+        anyhow::bail!("the daemon answered {reply:?}, not the pods it enforces");
+    };
+    if args.output == "json" {
+        println!("{}", serde_json::to_string_pretty(&pods)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let list = |names: &[String]| {
+        if names.is_empty() {
+            "-".to_string()
+        } else {
+            names.join(",")
+        }
+    };
+    println!("POD\tADDRESSES\tHOW\tINGRESS\tEGRESS");
+    for pod in &pods {
+        let ips: Vec<String> = pod.ips.iter().map(ToString::to_string).collect();
+        println!(
+            "{}/{}\t{}\t{}\t{}\t{}",
+            pod.namespace,
+            pod.name,
+            ips.join(","),
+            pod.how,
+            list(&pod.ingress),
+            list(&pod.egress)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn cleanup() -> anyhow::Result<ExitCode> {

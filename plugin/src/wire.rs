@@ -79,6 +79,8 @@ pub enum Request {
     Status,
     /// Detach everything not in `valid` (CNI 1.1 GC).
     Gc { valid: Vec<AttachmentId> },
+    /// Which pods this node enforces, and by which policies (`podwalld pods`).
+    Pods,
 }
 
 /// A successful answer.
@@ -100,6 +102,23 @@ pub enum Reply {
     Gc {
         removed: Vec<AttachmentId>,
     },
+    Pods {
+        pods: Vec<EnforcedPod>,
+    },
+}
+
+/// A pod this node enforces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnforcedPod {
+    pub namespace: String,
+    pub name: String,
+    pub ips: Vec<IpAddr>,
+    /// `attached` (podwall's ADD), `adopted` (running without one) or `quarantined` (its
+    /// labels are not known yet).
+    pub how: String,
+    /// The policies that isolate it, `namespace/name`; empty when none does.
+    pub ingress: Vec<String>,
+    pub egress: Vec<String>,
 }
 
 /// Why the daemon could not do what was asked.

@@ -7,4 +7,5 @@
 mod bench_peers_smoke;
 mod bench_propagation_smoke;
 mod bench_smoke;
+mod cutover;
 mod kuberouter;

@@ -92,6 +92,40 @@ impl Placement<'_> {
     }
 }
 
+impl super::Core {
+    /// The pods this node enforces: how, and by which policies in each direction (those of
+    /// the chain its first address is dispatched to; none for `open`).
+    pub(super) fn enforced_pods(&self) -> Vec<podwall::wire::EnforcedPod> {
+        let attached: BTreeSet<PodKey> = self.attachments.values().map(pod_key).collect();
+        let snapshot = self.compiler.snapshot();
+        let rules = self.compiler.ruleset();
+        let policies = |map: &BTreeMap<IpAddr, String>, ip: Option<&IpAddr>| -> Vec<String> {
+            (ip.and_then(|ip| map.get(ip)))
+                .and_then(|chain| rules.chains.get(chain))
+                .map(|chain| chain.policies.iter().map(ToString::to_string).collect())
+                .unwrap_or_default()
+        };
+        (self.compiler.local_pods())
+            .filter_map(|key| snapshot.pods.get(key))
+            .map(|pod| podwall::wire::EnforcedPod {
+                namespace: pod.key.namespace.clone(),
+                name: pod.key.name.clone(),
+                ips: pod.ips.clone(),
+                how: if pod.quarantined {
+                    "quarantined"
+                } else if attached.contains(&pod.key) {
+                    "attached"
+                } else {
+                    "adopted"
+                }
+                .to_string(),
+                ingress: policies(&rules.ingress, pod.ips.first()),
+                egress: policies(&rules.egress, pod.ips.first()),
+            })
+            .collect()
+    }
+}
+
 /// Whether a pod the source reports is one this node adopts while nothing attached it:
 /// scheduled here, running (or starting) in the pod network, with addresses.
 pub(super) fn adoptable(pod: &Pod, node: &str) -> bool {

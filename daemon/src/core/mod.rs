@@ -214,6 +214,9 @@ impl Core {
                 reason: self.health.reason(),
             }),
             Request::Gc { valid } => self.gc(&valid),
+            Request::Pods => Ok(Reply::Pods {
+                pods: self.enforced_pods(),
+            }),
         }
     }
 

@@ -858,3 +858,30 @@ fn an_adopted_pod_is_guarded_on_the_port_the_kernel_places_it_behind() {
     );
     assert!(core.unguarded.is_empty());
 }
+
+#[test]
+fn pods_lists_each_enforced_pod_how_and_by_which_policies() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut core, _) = core_with(dir.path(), cluster(&format!("{RUNNING_HERE}---{DENY_X}")));
+    attach(&mut core, "y", "b", "10.0.0.3");
+    let Ok(Reply::Pods { pods }) = core.handle(Request::Pods) else {
+        panic!("a pods reply")
+    };
+    let seen: Vec<(String, String, Vec<String>)> = pods
+        .iter()
+        .map(|p| {
+            (
+                format!("{}/{}", p.namespace, p.name),
+                p.how.clone(),
+                p.ingress.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("x/old".into(), "adopted".into(), vec!["x/deny".into()]),
+            ("y/b".into(), "attached".into(), vec![]),
+        ]
+    );
+}
