@@ -88,3 +88,80 @@ fn connections_a_policy_now_denies_are_cut_and_allowed_ones_keep_flowing() {
     assert!(api_tcp.echoes(TIMEOUT), "api's allowed connection was cut");
     assert!(node.metrics().value("podwall_revoked_flows_total") >= 2.0);
 }
+
+#[test]
+#[ignore = "needs root: creates network namespaces"]
+fn a_flow_toward_a_reused_address_does_not_bypass_the_new_pods_ingress() {
+    let world = documents(&[
+        namespace("app", &[]),
+        PodManifest::new("app", "new")
+            .labels(&[("role", "locked")])
+            .yaml(),
+    ]);
+    let locked = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: locked, namespace: app}
+spec: {podSelector: {matchLabels: {role: locked}}, policyTypes: [Ingress]}
+";
+    let node = Node::standalone(
+        "revoke-reuse",
+        NodeOptions::default(),
+        &[("world.yaml", world), ("locked.yaml", locked.into())],
+    );
+    let client = Pod::named("rr-client", "app", "client");
+    let old = Pod::named("rr-old", "app", "old");
+    node.add_all(&[&client, &old]);
+    let reused = old.ip4();
+    let server = EchoServer::start(&old.netns, PORT);
+    let flow = UdpFlow::open(&client.netns, reused);
+    assert!(flow.echoes(), "the old pod is open to the client");
+    drop(server);
+    // The old pod goes; a pod its policy locks gets its address (host-local's IP= argument,
+    // as an address handed out again would).
+    node.del(&old).expect("DEL of the old pod");
+    let mut new = Pod::named("rr-new", "app", "new");
+    new.cni_args = new.cni_args.map(|args| format!("{args};IP={reused}"));
+    node.add(&new)
+        .expect("ADD of the new pod at the old address");
+    assert_eq!(new.ip4(), reused);
+    let _server = EchoServer::start(&new.netns, PORT);
+    // The client resolves the address again, to the new pod (its old neighbour entry would
+    // send to a MAC that is gone).
+    client
+        .netns
+        .exec(&["ip", "neigh", "flush", "dev", &client.ifname])
+        .expect("flushing the client's neighbours");
+    assert!(
+        eventually(CUT, || !flow.echoes()),
+        "the client's flow to the old pod reached the new one past its ingress"
+    );
+}
+
+#[test]
+#[ignore = "needs root: creates network namespaces"]
+fn a_connection_from_another_node_is_cut_where_its_server_runs() {
+    let cluster = podwall_tests::Cluster::started("revoke-x", 2);
+    cluster.apply(&namespace("app", &[]));
+    cluster.apply(&cluster.pod_yaml(0, "app", "db", &[("role", "db")], &[]));
+    cluster.apply(&cluster.pod_yaml(1, "app", "web", &[("role", "web")], &[]));
+    let db = Pod::named("rx-db", "app", "db");
+    let web = Pod::named("rx-web", "app", "web");
+    cluster.attach(0, &db);
+    cluster.attach(1, &web);
+    let _server = EchoServer::start(&db.netns, PORT);
+    let mut conn = None;
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            conn = TcpConn::open(&web.netns, db.ip4(), PORT, TIMEOUT).ok();
+            conn.as_mut().is_some_and(|c| c.echoes(TIMEOUT))
+        }),
+        "web reaches db across nodes"
+    );
+    let mut conn = conn.expect("a connection");
+    cluster.apply(ONLY_API);
+    assert!(
+        eventually(CUT, || !conn.echoes(TIMEOUT)),
+        "web's connection from the other node outlived the policy that denies it"
+    );
+}
