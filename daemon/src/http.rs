@@ -20,10 +20,13 @@ const MAX_REQUEST: usize = 8192;
 pub const MAX_CONNECTIONS: usize = 16;
 
 /// Answer `/healthz` and `/metrics` until `shutdown`, each connection on its own task.
+/// `detail`: whether a 503 says why (the reasons name namespaces, policies and kernel
+/// errors): only on the node's loopback; elsewhere the reason is in the log alone.
 pub async fn serve_http(
     listener: TcpListener,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
+    detail: bool,
     shutdown: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -35,15 +38,22 @@ pub async fn serve_http(
         tokio::spawn(async move {
             let _slot = slot;
             // A client that stalls or sends junk just loses its connection.
-            let _ =
-                tokio::time::timeout(Duration::from_secs(5), respond(stream, &health, &metrics))
-                    .await;
+            let _ = tokio::time::timeout(
+                Duration::from_secs(5),
+                respond(stream, &health, &metrics, detail),
+            )
+            .await;
         });
     })
     .await;
 }
 
-async fn respond(mut stream: TcpStream, health: &Health, metrics: &Metrics) -> std::io::Result<()> {
+async fn respond(
+    mut stream: TcpStream,
+    health: &Health,
+    metrics: &Metrics,
+    detail: bool,
+) -> std::io::Result<()> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < MAX_REQUEST {
@@ -53,7 +63,7 @@ async fn respond(mut stream: TcpStream, health: &Health, metrics: &Metrics) -> s
         }
         buf.extend_from_slice(&chunk[..n]);
     }
-    let (status, content_type, body) = route(&buf, health, metrics);
+    let (status, content_type, body) = route(&buf, health, metrics, detail);
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
@@ -68,6 +78,7 @@ fn route(
     request: &[u8],
     health: &Health,
     metrics: &Metrics,
+    detail: bool,
 ) -> (&'static str, &'static str, String) {
     let line = request.split(|b| *b == b'\r').next().unwrap_or_default();
     let mut parts = std::str::from_utf8(line).unwrap_or("").split(' ');
@@ -76,10 +87,15 @@ fn route(
     match (method, path) {
         ("GET", "/healthz") => match health.reason() {
             None => ("200 OK", "text/plain", "ok\n".into()),
-            Some(reason) => (
+            Some(reason) if detail => (
                 "503 Service Unavailable",
                 "text/plain",
                 format!("{reason}\n"),
+            ),
+            Some(_) => (
+                "503 Service Unavailable",
+                "text/plain",
+                "not ready: the reason is in podwalld's log\n".into(),
             ),
         },
         ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
@@ -100,12 +116,17 @@ mod tests {
             b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
             &health,
             &metrics,
+            true,
         );
         assert_eq!(status, "503 Service Unavailable");
         assert!(body.contains("not programmed"), "{body}");
+        // Served beyond the node's loopback, the reason stays in the log.
+        let (status, _, body) = route(b"GET /healthz HTTP/1.1\r\n\r\n", &health, &metrics, false);
+        assert_eq!(status, "503 Service Unavailable");
+        assert!(!body.contains("not programmed"), "{body}");
         health.set_ready();
         assert_eq!(
-            route(b"GET /healthz HTTP/1.1\r\n\r\n", &health, &metrics).0,
+            route(b"GET /healthz HTTP/1.1\r\n\r\n", &health, &metrics, true).0,
             "200 OK"
         );
     }
@@ -113,19 +134,19 @@ mod tests {
     #[test]
     fn metrics_and_unknown_paths() {
         let (health, metrics) = (Health::default(), Metrics::default());
-        let (status, _, body) = route(b"GET /metrics HTTP/1.1\r\n\r\n", &health, &metrics);
+        let (status, _, body) = route(b"GET /metrics HTTP/1.1\r\n\r\n", &health, &metrics, true);
         assert_eq!(status, "200 OK");
         assert!(body.contains("podwall_attachments 0"));
         assert_eq!(
-            route(b"GET /nope HTTP/1.1\r\n\r\n", &health, &metrics).0,
+            route(b"GET /nope HTTP/1.1\r\n\r\n", &health, &metrics, true).0,
             "404 Not Found"
         );
         assert_eq!(
-            route(b"POST /healthz HTTP/1.1\r\n\r\n", &health, &metrics).0,
+            route(b"POST /healthz HTTP/1.1\r\n\r\n", &health, &metrics, true).0,
             "405 Method Not Allowed"
         );
         assert_eq!(
-            route(b"\x00\xff", &health, &metrics).0,
+            route(b"\x00\xff", &health, &metrics, true).0,
             "405 Method Not Allowed"
         );
     }
@@ -139,6 +160,7 @@ mod tests {
             listener,
             Arc::new(Health::default()),
             Arc::new(Metrics::default()),
+            true,
             shutdown.clone(),
         ));
         let ask = |mut stream: TcpStream| async move {

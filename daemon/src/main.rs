@@ -149,6 +149,7 @@ async fn daemon(config: Config) -> anyhow::Result<()> {
         health_listener,
         health.clone(),
         metrics.clone(),
+        config.health_addr.ip().is_loopback(),
         shutdown.clone(),
     ))];
 
