@@ -7,12 +7,12 @@
 //! layout: the kernel's uapi `linux/netfilter/nfnetlink_conntrack.h`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::time::Duration;
 
-use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
+use netlink_sys::{protocols::NETLINK_NETFILTER, Socket};
 
 use super::netlink::{
-    push_attr, push_message, u32_at, NLA_F_NESTED, NLMSG_ERROR, NLM_F_ACK, NLM_F_REQUEST,
+    kernel_socket, messages, push_attr, push_message, u32_at, NLA_F_NESTED, NLMSG_ERROR, NLM_F_ACK,
+    NLM_F_REQUEST,
 };
 use super::DataplaneError;
 
@@ -138,47 +138,34 @@ pub struct DumpPart {
 /// is well-formed and stops at the first thing that is not; it never panics.
 pub fn parse_dump(datagram: &[u8]) -> DumpPart {
     let mut part = DumpPart::default();
-    let mut rest = datagram;
-    while let (Some(len), Some(kind)) = (u32_at(rest, 0), rest.get(4..6)) {
-        let len = len as usize;
-        if len < 16 || len > rest.len() {
-            break;
-        }
-        match u16::from_ne_bytes([kind[0], kind[1]]) {
+    for (kind, message) in messages(datagram) {
+        match kind {
             NLMSG_DONE => part.done = true,
             NLMSG_ERROR => {
-                let code = u32_at(rest, 16).map_or(0, |c| c as i32);
+                let code = u32_at(message, 16).map_or(0, |c| c as i32);
                 if code != 0 {
                     part.error = Some(code);
                     part.done = true;
                 }
             }
             // nlmsghdr (16) + nfgenmsg (4), then the attributes.
-            _ => part.flows.extend(rest.get(20..len).and_then(flow)),
+            _ => part.flows.extend(message.get(20..).and_then(flow)),
         }
-        rest = rest.get((len + 3) & !3..).unwrap_or_default();
     }
     part
 }
 
-fn message_type(msg: u16) -> u16 {
-    (NFNL_SUBSYS_CTNETLINK << 8) | msg
+/// One ctnetlink request.
+fn request(msg: u16, flags: u16, seq: u32, family: u8, attrs: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let kind = (NFNL_SUBSYS_CTNETLINK << 8) | msg;
+    push_message(&mut out, kind, NLM_F_REQUEST | flags, seq, family, 0, attrs);
+    out
 }
 
 /// The request for every flow of `family`.
 pub fn encode_dump(family: u8, seq: u32) -> Vec<u8> {
-    let mut out = Vec::new();
-    let flags = NLM_F_REQUEST | NLM_F_DUMP;
-    push_message(
-        &mut out,
-        message_type(IPCTNL_MSG_CT_GET),
-        flags,
-        seq,
-        family,
-        0,
-        &[],
-    );
-    out
+    request(IPCTNL_MSG_CT_GET, NLM_F_DUMP, seq, family, &[])
 }
 
 /// The request that deletes `flow`, by its original tuple.
@@ -204,18 +191,7 @@ pub fn encode_delete(flow: &Flow, seq: u32) -> Vec<u8> {
     let mut attrs = Vec::new();
     push_attr(&mut attrs, CTA_TUPLE_ORIG | NLA_F_NESTED, &tuple);
     push_attr(&mut attrs, CTA_ZONE, &flow.zone.to_be_bytes());
-    let mut out = Vec::new();
-    let flags = NLM_F_REQUEST | NLM_F_ACK;
-    push_message(
-        &mut out,
-        message_type(IPCTNL_MSG_CT_DELETE),
-        flags,
-        seq,
-        family,
-        0,
-        &attrs,
-    );
-    out
+    request(IPCTNL_MSG_CT_DELETE, NLM_F_ACK, seq, family, &attrs)
 }
 
 /// A ctnetlink socket in the calling thread's network namespace.
@@ -226,12 +202,7 @@ pub struct ConntrackSocket {
 
 impl ConntrackSocket {
     pub fn open() -> Result<Self, DataplaneError> {
-        let mut socket = Socket::new(NETLINK_NETFILTER).map_err(io)?;
-        socket.bind_auto().map_err(io)?;
-        socket.connect(&SocketAddr::new(0, 0)).map_err(io)?;
-        let timeout = nix::sys::time::TimeVal::new(Duration::from_secs(5).as_secs() as _, 0);
-        nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::ReceiveTimeout, &timeout)
-            .map_err(|e| io(e.into()))?;
+        let socket = kernel_socket(NETLINK_NETFILTER).map_err(io)?;
         Ok(Self { socket, seq: 1 })
     }
 
@@ -319,7 +290,7 @@ mod tests {
     fn as_dump_message(flow: &Flow) -> Vec<u8> {
         let mut msg = encode_delete(flow, 7);
         // Make it a NEW message of a dump, not a DELETE request.
-        msg[4..6].copy_from_slice(&message_type(0).to_ne_bytes());
+        msg[4..6].copy_from_slice(&(NFNL_SUBSYS_CTNETLINK << 8).to_ne_bytes());
         msg
     }
 

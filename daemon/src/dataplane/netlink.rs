@@ -297,30 +297,43 @@ pub(super) fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_ne_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
 }
 
-/// The acknowledgements and errors in a datagram. Whatever the kernel (or anything else on
-/// the socket) sends, this reads what is well-formed and stops at the first thing that is
-/// not; it never panics.
-pub fn parse_acks(datagram: &[u8]) -> Vec<Ack> {
-    let mut acks = Vec::new();
+/// Each netlink message of a datagram: its type and its bytes, header included. Whatever the
+/// kernel (or anything else on the socket) sends, this yields what is well-formed and stops
+/// at the first thing that is not; it never panics.
+pub(super) fn messages(datagram: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     let mut rest = datagram;
-    while let (Some(len), Some(kind)) = (u32_at(rest, 0), rest.get(4..6)) {
-        let len = len as usize;
-        if len < 16 || len > rest.len() {
-            break;
-        }
+    std::iter::from_fn(move || {
+        let len = u32_at(rest, 0)? as usize;
+        let kind = u16::from_ne_bytes(rest.get(4..6)?.try_into().ok()?);
+        let message = rest.get(..len).filter(|_| len >= 16)?;
+        rest = rest.get((len + 3) & !3..).unwrap_or_default();
+        Some((kind, message))
+    })
+}
+
+/// The acknowledgements and errors in a datagram.
+pub fn parse_acks(datagram: &[u8]) -> Vec<Ack> {
+    messages(datagram)
+        .filter(|(kind, _)| *kind == NLMSG_ERROR)
         // nlmsgerr: errno, then the header of the message it answers (its seq at +8).
-        if u16::from_ne_bytes([kind[0], kind[1]]) == NLMSG_ERROR {
-            if let (Some(code), Some(seq)) = (u32_at(rest, 16), u32_at(rest, 20 + 8)) {
-                acks.push(Ack {
-                    seq,
-                    code: code as i32,
-                });
-            }
-        }
-        let advance = (len + 3) & !3;
-        rest = rest.get(advance..).unwrap_or_default();
-    }
-    acks
+        .filter_map(|(_, message)| {
+            Some(Ack {
+                seq: u32_at(message, 20 + 8)?,
+                code: u32_at(message, 16)? as i32,
+            })
+        })
+        .collect()
+}
+
+/// A netlink socket of `protocol` in the calling thread's network namespace, connected to
+/// the kernel; a kernel that never answers must not hang the daemon, so reads time out.
+pub(super) fn kernel_socket(protocol: isize) -> std::io::Result<Socket> {
+    let mut socket = Socket::new(protocol)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    let timeout = nix::sys::time::TimeVal::new(Duration::from_secs(5).as_secs() as _, 0);
+    nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::ReceiveTimeout, &timeout)?;
+    Ok(socket)
 }
 
 /// A netfilter netlink socket in the calling thread's network namespace.
@@ -342,13 +355,7 @@ impl ElementSocket {
             program: "netfilter netlink socket".into(),
             source,
         };
-        let mut socket = Socket::new(NETLINK_NETFILTER).map_err(io)?;
-        socket.bind_auto().map_err(io)?;
-        socket.connect(&SocketAddr::new(0, 0)).map_err(io)?;
-        // A kernel that never answers must not hang the daemon.
-        let timeout = nix::sys::time::TimeVal::new(Duration::from_secs(5).as_secs() as _, 0);
-        nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::ReceiveTimeout, &timeout)
-            .map_err(|e| io(e.into()))?;
+        let socket = kernel_socket(NETLINK_NETFILTER).map_err(io)?;
         Ok(Self {
             socket,
             seq: 1,

@@ -7,11 +7,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::time::Duration;
 
-use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket};
 
-use super::netlink::{u32_at, NLMSG_ERROR, NLM_F_REQUEST};
+use super::netlink::{kernel_socket, messages, u32_at, NLMSG_ERROR, NLM_F_REQUEST};
 use super::DataplaneError;
 
 const RTM_NEWNEIGH: u16 = 28;
@@ -45,18 +44,12 @@ pub struct Neighbour {
 pub fn parse_neighbours(datagram: &[u8]) -> (Vec<Neighbour>, bool) {
     let mut found = Vec::new();
     let mut done = false;
-    let mut rest = datagram;
-    while let (Some(len), Some(kind)) = (u32_at(rest, 0), rest.get(4..6)) {
-        let len = len as usize;
-        if len < 16 || len > rest.len() {
-            break;
-        }
-        match u16::from_ne_bytes([kind[0], kind[1]]) {
+    for (kind, message) in messages(datagram) {
+        match kind {
             NLMSG_DONE | NLMSG_ERROR => done = true,
-            RTM_NEWNEIGH => found.extend(rest.get(16..len).and_then(neighbour)),
+            RTM_NEWNEIGH => found.extend(message.get(16..).and_then(neighbour)),
             _ => {}
         }
-        rest = rest.get((len + 3) & !3..).unwrap_or_default();
     }
     (found, done)
 }
@@ -156,12 +149,7 @@ fn dump(socket: &mut Socket, family: u8, seq: u32) -> Result<Vec<Neighbour>, Dat
 /// The host-side interface each of `ips` is behind, where the kernel knows it (an address
 /// the node never talked to has no neighbour entry yet).
 pub fn host_ports(ips: &BTreeSet<IpAddr>) -> Result<BTreeMap<IpAddr, String>, DataplaneError> {
-    let mut socket = Socket::new(NETLINK_ROUTE).map_err(io)?;
-    socket.bind_auto().map_err(io)?;
-    socket.connect(&SocketAddr::new(0, 0)).map_err(io)?;
-    let timeout = nix::sys::time::TimeVal::new(Duration::from_secs(5).as_secs() as _, 0);
-    nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::ReceiveTimeout, &timeout)
-        .map_err(|e| io(e.into()))?;
+    let mut socket = kernel_socket(NETLINK_ROUTE).map_err(io)?;
     let mut neighbours = dump(&mut socket, AF_INET, 1)?;
     neighbours.extend(dump(&mut socket, AF_INET6, 2)?);
     let fdb = dump(&mut socket, AF_BRIDGE, 3)?;
