@@ -7,7 +7,7 @@
 //! goes back to the caller, and falling off a base chain applies its policy. A packet is
 //! judged as the first of its connection (`ct state new`), from a source that is not the
 //! node itself, as it would reach the `forward` hook. An expression it does not know is an
-//! error, never a guess: what podwall renders is the shape of `dataplane/compiled.rs`, and a
+//! error, never a guess: what podwall renders is the shape of `dataplane/render.rs`, and a
 //! new shape must be taught here.
 
 use std::collections::{BTreeMap, HashSet};
@@ -748,7 +748,7 @@ mod tests {
     use super::*;
 
     /// What `nft -j` printed for a table loaded from the renderer's shapes (the golden
-    /// world of `dataplane/compiled.rs` plus an egress chain with the other port shapes).
+    /// world of `dataplane/render.rs` plus an egress chain with the other port shapes).
     const TABLE_JSON: &str = r#"{"nftables": [
       {"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}},
       {"table": {"family": "inet", "name": "podwall", "handle": 2}},
