@@ -12,8 +12,9 @@ use podwall_policy::{Pod, PodKey, Snapshot};
 
 use crate::dataplane::Guard;
 
-/// The cluster as this node enforces it: every pod as `placed` puts it. Compiling this in
-/// full and following the same rule pod by pod (`Core::pod_event`) give the same ruleset.
+/// The cluster as this node enforces it: every pod as `Placement::pod` puts it. Compiling
+/// this in full and following the same rule pod by pod (`Core::pod_event`) give the same
+/// ruleset.
 pub fn merged(
     cluster: &Snapshot,
     attachments: &BTreeMap<AttachmentId, Attachment>,
