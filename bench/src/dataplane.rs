@@ -542,20 +542,6 @@ impl Kernel for TimedKernel {
         self.time(0, |k| k.dump())
     }
 
-    // The core's connection sweep runs from a background loop the benchmark does not start.
-    fn tracked_flows(
-        &mut self,
-    ) -> Result<Vec<podwalld::dataplane::Flow>, podwalld::dataplane::DataplaneError> {
-        self.inner.tracked_flows()
-    }
-
-    fn forget_flows(
-        &mut self,
-        flows: &[podwalld::dataplane::Flow],
-    ) -> Result<(), podwalld::dataplane::DataplaneError> {
-        self.inner.forget_flows(flows)
-    }
-
     fn host_ports(
         &mut self,
         ips: &std::collections::BTreeSet<IpAddr>,

@@ -9,6 +9,7 @@ use clap::Parser;
 use podwalld::config::{Cli, Command, Config, Source};
 use podwalld::core::{Core, Options};
 use podwalld::dataplane::nft::NftKernel;
+use podwalld::dataplane::Conntrack;
 use podwalld::health::Health;
 use podwalld::metrics::Metrics;
 use podwalld::sources::{kube, manifests};
@@ -248,6 +249,9 @@ async fn daemon(config: Config) -> anyhow::Result<()> {
     )));
     tasks.push(tokio::spawn(sync::revoke_flows(
         core.clone(),
+        Box::new(Conntrack::default()),
+        metrics.clone(),
+        health.clone(),
         shutdown.clone(),
     )));
     tasks.push(tokio::spawn(sync::keep_bridge_netfilter(

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::core::{lock, Core, CoreError};
+use crate::dataplane::{DataplaneError, Flow, FlowTable};
 use crate::health::Health;
 use crate::metrics::Metrics;
 
@@ -164,25 +165,62 @@ pub async fn retry_pending(core: Arc<Mutex<Core>>, shutdown: CancellationToken) 
 const REVOKE_AFTER: Duration = Duration::from_millis(100);
 const REVOKE_RETRY: Duration = Duration::from_secs(1);
 
-/// Cut the connections each change revoked (see `core::flows`), soon after it lands.
-pub async fn revoke_flows(core: Arc<Mutex<Core>>, shutdown: CancellationToken) {
+/// Cut the connections each change revoked (see `core::flows`), soon after it lands. The
+/// flows are listed and deleted outside the core's lock, which is held only to judge them.
+/// While a cut fails, `/healthz` is red naming it, and it is retried every second.
+pub async fn revoke_flows(
+    core: Arc<Mutex<Core>>,
+    table: Box<dyn FlowTable>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) {
     let due = lock(&core).revocations();
+    let table = Arc::new(Mutex::new(table));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = due.notified() => {}
         }
         tokio::time::sleep(REVOKE_AFTER).await;
-        let core = core.clone();
-        match tokio::task::spawn_blocking(move || lock(&core).revoke_flows()).await {
-            Ok(Ok(_)) => continue,
-            Ok(Err(err)) => {
-                warn!(error = %err, "cannot cut the connections a change revoked; retrying")
+        let (core, table) = (core.clone(), table.clone());
+        let sweep = tokio::task::spawn_blocking(move || -> Result<Vec<Flow>, DataplaneError> {
+            let mut table = table
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let flows = table.tracked_flows()?;
+            let revoked = lock(&core).revoked(flows);
+            if !revoked.is_empty() {
+                table.forget_flows(&revoked)?;
             }
-            Err(err) => warn!(error = %err, "cutting revoked connections panicked; retrying"),
-        }
+            Ok(revoked)
+        })
+        .await;
+        let error = match sweep {
+            Ok(Ok(revoked)) => {
+                if let Some(first) = revoked.first() {
+                    metrics.count_revoked_flows(revoked.len());
+                    info!(
+                        flows = revoked.len(),
+                        first = %format!("{} → {}:{}", first.src, first.server, first.server_port),
+                        "cut connections the policies no longer allow"
+                    );
+                }
+                health.set_source("conntrack", Ok(()));
+                continue;
+            }
+            Ok(Err(err)) => format!("{:#}", anyhow::Error::from(err)),
+            Err(err) => format!("the sweep panicked: {err}"),
+        };
         // The rules are right meanwhile; only connections opened before the change may
-        // still flow, so try again until they are cut.
+        // still flow, so say so and try again until they are cut.
+        warn!(error = %error, "cannot cut the connections a change revoked; retrying");
+        health.set_source(
+            "conntrack",
+            Err(format!(
+                "connections a change denied may still flow: {error}"
+            )),
+        );
         tokio::time::sleep(REVOKE_RETRY).await;
         due.notify_one();
     }
@@ -227,5 +265,75 @@ pub async fn keep_bridge_netfilter(
             Err(err) => Err(format!("checking it failed: {err}")),
         };
         health.set_source("br_netfilter", state);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::Options;
+    use crate::dataplane::RecordingKernel;
+    use crate::store::Store;
+
+    /// A conntrack that refuses to list its flows while `refuse` holds.
+    struct Refusing(Arc<Mutex<bool>>);
+
+    impl FlowTable for Refusing {
+        fn tracked_flows(&mut self) -> Result<Vec<Flow>, DataplaneError> {
+            if *self.0.lock().unwrap() {
+                return Err(DataplaneError::Dump("ctnetlink said no".into()));
+            }
+            Ok(Vec::new())
+        }
+        fn forget_flows(&mut self, _: &[Flow]) -> Result<(), DataplaneError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sweep_that_fails_turns_healthz_red_naming_it_until_one_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let (metrics, health) = (Arc::new(Metrics::default()), Arc::new(Health::default()));
+        let core = Core::start(
+            "n1".into(),
+            Default::default(),
+            Store::open(dir.path()).unwrap(),
+            Box::new(RecordingKernel::default()),
+            Options::default(),
+            metrics.clone(),
+            health.clone(),
+        )
+        .unwrap();
+        let core = Arc::new(Mutex::new(core));
+        let refuse = Arc::new(Mutex::new(true));
+        let shutdown = CancellationToken::new();
+        let table = Box::new(Refusing(refuse.clone()));
+        let sweeps = tokio::spawn(revoke_flows(
+            core,
+            table,
+            metrics,
+            health.clone(),
+            shutdown.clone(),
+        ));
+        // The start-up swap made a sweep due.
+        let red = |health: &Health| health.reason().is_some_and(|r| r.contains("conntrack"));
+        for _ in 0..50 {
+            if red(&health) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let reason = health.reason().unwrap_or_default();
+        assert!(reason.contains("ctnetlink said no"), "{reason}");
+        *refuse.lock().unwrap() = false;
+        for _ in 0..100 {
+            if !red(&health) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!red(&health), "a sweep that works again clears it");
+        shutdown.cancel();
+        sweeps.await.unwrap();
     }
 }

@@ -9,9 +9,8 @@ use std::sync::Arc;
 use podwall_policy::interp::{allowed_here, Packet};
 use podwall_policy::{Protocol, Ruleset};
 use tokio::sync::Notify;
-use tracing::info;
 
-use super::{Core, CoreError};
+use super::Core;
 use crate::dataplane::Flow;
 
 /// Whether `rules` still allow `flow`: judged as its first packet, from the client to the
@@ -39,23 +38,12 @@ impl Core {
         self.revocations.clone()
     }
 
-    /// Delete the tracked flows the rules in the kernel no longer allow; returns how many.
-    pub fn revoke_flows(&mut self) -> Result<usize, CoreError> {
-        let flows = self.kernel.tracked_flows()?;
-        let revoked: Vec<Flow> = flows
+    /// Of `flows`, those the rules in the kernel no longer allow. Only this needs the core's
+    /// lock; the sweep lists and deletes flows outside it (`sync::revoke_flows`).
+    pub fn revoked(&self, flows: Vec<Flow>) -> Vec<Flow> {
+        flows
             .into_iter()
             .filter(|flow| !still_allowed(&self.applied.ruleset, flow))
-            .collect();
-        if revoked.is_empty() {
-            return Ok(0);
-        }
-        self.kernel.forget_flows(&revoked)?;
-        self.metrics.count_revoked_flows(revoked.len());
-        info!(
-            flows = revoked.len(),
-            first = %format!("{} → {}:{}", revoked[0].src, revoked[0].server, revoked[0].server_port),
-            "cut connections the policies no longer allow"
-        );
-        Ok(revoked.len())
+            .collect()
     }
 }

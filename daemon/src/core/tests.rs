@@ -25,12 +25,6 @@ impl Kernel for Shared {
     fn dump(&mut self) -> Result<Option<Fingerprint>, DataplaneError> {
         self.0.lock().unwrap().dump()
     }
-    fn tracked_flows(&mut self) -> Result<Vec<crate::dataplane::Flow>, DataplaneError> {
-        self.0.lock().unwrap().tracked_flows()
-    }
-    fn forget_flows(&mut self, flows: &[crate::dataplane::Flow]) -> Result<(), DataplaneError> {
-        self.0.lock().unwrap().forget_flows(flows)
-    }
     fn host_ports(
         &mut self,
         ips: &BTreeSet<IpAddr>,
@@ -803,29 +797,22 @@ fn flow(src: &str, dst: &str, server: &str, port: u16) -> crate::dataplane::Flow
 #[test]
 fn flows_a_change_denies_are_cut_and_the_rest_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let kernel = Shared::default();
-    let mut core = start(dir.path(), cluster(""), &kernel, Options::default());
+    let (mut core, _) = core_with(dir.path(), cluster(""));
     attach(&mut core, "x", "a", "10.0.0.2");
     attach(&mut core, "y", "b", "10.0.0.3");
     let direct = flow("10.0.0.3", "10.0.0.2", "10.0.0.2", 80);
     // Through a Service: sent to the VIP, DNATed to x/a; judged by where it really went.
     let service = flow("10.0.0.3", "10.96.0.10", "10.0.0.2", 80);
     let outward = flow("10.0.0.2", "10.0.0.3", "10.0.0.3", 80);
-    kernel.0.lock().unwrap().flows = vec![direct, service, outward.clone()];
-    assert_eq!(
-        core.revoke_flows().unwrap(),
-        0,
+    let flows = vec![direct.clone(), service.clone(), outward];
+    assert!(
+        core.revoked(flows.clone()).is_empty(),
         "nothing isolates anyone yet"
     );
     // x denies all ingress: the flows into x/a are revoked, x/a's own flow out is not.
     let deny = cluster(DENY_X).policies.into_values().next().unwrap();
     core.apply_changes(vec![Event::Policy(deny)]).unwrap();
-    assert_eq!(core.revoke_flows().unwrap(), 2);
-    assert_eq!(kernel.0.lock().unwrap().flows, vec![outward]);
-    assert!(core
-        .metrics
-        .render()
-        .contains("podwall_revoked_flows_total 2\n"));
+    assert_eq!(core.revoked(flows), vec![direct, service]);
 }
 
 #[test]

@@ -261,6 +261,65 @@ impl ConntrackSocket {
     }
 }
 
+/// The flows conntrack tracks, and their deletion. Apart from the `Kernel`, which the core
+/// holds under its lock: listing a busy node's flows must not hold up a change or an ADD.
+pub trait FlowTable: Send {
+    /// The flows the node did not open from one of its own addresses (the node's own
+    /// traffic is never a pod's; see the output chain).
+    fn tracked_flows(&mut self) -> Result<Vec<Flow>, DataplaneError>;
+    /// Forget `flows`: their next packet is judged as a new connection.
+    fn forget_flows(&mut self, flows: &[Flow]) -> Result<(), DataplaneError>;
+}
+
+/// The production flow table: ctnetlink in the calling thread's namespace, opened on first
+/// use.
+#[derive(Default)]
+pub struct Conntrack {
+    socket: Option<ConntrackSocket>,
+}
+
+impl Conntrack {
+    fn socket(&mut self) -> Result<&mut ConntrackSocket, DataplaneError> {
+        if self.socket.is_none() {
+            self.socket = Some(ConntrackSocket::open()?);
+        }
+        self.socket
+            .as_mut()
+            .ok_or_else(|| DataplaneError::Dump("the conntrack socket did not open".into()))
+    }
+}
+
+impl FlowTable for Conntrack {
+    fn tracked_flows(&mut self) -> Result<Vec<Flow>, DataplaneError> {
+        let own = node_addresses()?;
+        let flows = self.socket()?.flows()?;
+        Ok(flows
+            .into_iter()
+            .filter(|f| !own.contains(&f.src))
+            .collect())
+    }
+
+    fn forget_flows(&mut self, flows: &[Flow]) -> Result<(), DataplaneError> {
+        self.socket()?.delete(flows)
+    }
+}
+
+/// The addresses of the node's own interfaces, in this network namespace.
+fn node_addresses() -> Result<std::collections::BTreeSet<std::net::IpAddr>, DataplaneError> {
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| DataplaneError::Exec {
+        program: "getifaddrs".into(),
+        source: e.into(),
+    })?;
+    Ok(addrs
+        .filter_map(|a| a.address)
+        .filter_map(|a| {
+            a.as_sockaddr_in()
+                .map(|v4| std::net::IpAddr::V4(v4.ip()))
+                .or_else(|| a.as_sockaddr_in6().map(|v6| std::net::IpAddr::V6(v6.ip())))
+        })
+        .collect())
+}
+
 fn io(source: std::io::Error) -> DataplaneError {
     DataplaneError::Exec {
         program: "conntrack netlink socket".into(),

@@ -23,7 +23,7 @@ mod transaction;
 
 use podwall_policy::Ruleset;
 
-pub use conntrack::Flow;
+pub use conntrack::{Conntrack, Flow, FlowTable};
 pub use fingerprint::{entries_of, Fingerprint};
 pub use guard::Guard;
 pub use netlink::{ElementOp, Key};
@@ -65,11 +65,6 @@ pub trait Kernel: Send {
     fn apply_elements(&mut self, ops: &[ElementOp]) -> Result<(), DataplaneError>;
     /// Read our table back: `None` when it does not exist.
     fn dump(&mut self) -> Result<Option<Fingerprint>, DataplaneError>;
-    /// The flows conntrack tracks that the node did not open from one of its own addresses
-    /// (the node's own traffic is never a pod's; see the output chain).
-    fn tracked_flows(&mut self) -> Result<Vec<Flow>, DataplaneError>;
-    /// Forget `flows`: their next packet is judged as a new connection.
-    fn forget_flows(&mut self, flows: &[Flow]) -> Result<(), DataplaneError>;
     /// The host-side interface (bridge port) each of `ips` is behind, where known.
     fn host_ports(
         &mut self,

@@ -11,7 +11,6 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use super::conntrack::{ConntrackSocket, Flow};
 use super::names::{FAMILY, GUARD_FAMILY, GUARD_TARGETS6, TABLE};
 use super::netlink::{ElementOp, ElementSocket, Key};
 use super::render::raw_address;
@@ -22,7 +21,6 @@ use super::{DataplaneError, Desired, Fingerprint, Kernel};
 pub struct NftKernel {
     program: PathBuf,
     elements: Option<ElementSocket>,
-    conntrack: Option<ConntrackSocket>,
 }
 
 impl Default for NftKernel {
@@ -36,7 +34,6 @@ impl NftKernel {
         Self {
             program: program.into(),
             elements: None,
-            conntrack: None,
         }
     }
 
@@ -120,33 +117,6 @@ impl NftKernel {
     }
 }
 
-impl NftKernel {
-    fn conntrack(&mut self) -> Result<&mut ConntrackSocket, DataplaneError> {
-        if self.conntrack.is_none() {
-            self.conntrack = Some(ConntrackSocket::open()?);
-        }
-        self.conntrack
-            .as_mut()
-            .ok_or_else(|| DataplaneError::Dump("the conntrack socket did not open".into()))
-    }
-}
-
-/// The addresses of the node's own interfaces, in this network namespace.
-fn node_addresses() -> Result<std::collections::BTreeSet<std::net::IpAddr>, DataplaneError> {
-    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| DataplaneError::Exec {
-        program: "getifaddrs".into(),
-        source: e.into(),
-    })?;
-    Ok(addrs
-        .filter_map(|a| a.address)
-        .filter_map(|a| {
-            a.as_sockaddr_in()
-                .map(|v4| std::net::IpAddr::V4(v4.ip()))
-                .or_else(|| a.as_sockaddr_in6().map(|v6| std::net::IpAddr::V6(v6.ip())))
-        })
-        .collect())
-}
-
 impl Kernel for NftKernel {
     fn replace(&mut self, desired: &Desired) -> Result<(), DataplaneError> {
         self.commit(&render(desired), 1)
@@ -158,19 +128,6 @@ impl Kernel for NftKernel {
             None => self.elements.insert(ElementSocket::open()?),
         };
         socket.commit(ops)
-    }
-
-    fn tracked_flows(&mut self) -> Result<Vec<Flow>, DataplaneError> {
-        let own = node_addresses()?;
-        let flows = self.conntrack()?.flows()?;
-        Ok(flows
-            .into_iter()
-            .filter(|f| !own.contains(&f.src))
-            .collect())
-    }
-
-    fn forget_flows(&mut self, flows: &[Flow]) -> Result<(), DataplaneError> {
-        self.conntrack()?.delete(flows)
     }
 
     fn host_ports(

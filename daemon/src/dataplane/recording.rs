@@ -5,7 +5,7 @@ use podwall_policy::ruleset::Element;
 
 use super::names::map_direction;
 use super::netlink::{ElementOp, Key};
-use super::{DataplaneError, Desired, Fingerprint, Flow, Kernel};
+use super::{DataplaneError, Desired, Fingerprint, Kernel};
 
 /// One call a `RecordingKernel` received.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,8 +21,6 @@ pub struct RecordingKernel {
     pub table: Option<Desired>,
     /// When set, the next call fails with this detail and changes nothing.
     pub fail_next: Option<String>,
-    /// The flows conntrack tracks.
-    pub flows: Vec<Flow>,
     /// The bridge port each address is behind.
     pub ports: std::collections::BTreeMap<std::net::IpAddr, String>,
 }
@@ -56,16 +54,6 @@ impl Kernel for RecordingKernel {
 
     fn dump(&mut self) -> Result<Option<Fingerprint>, DataplaneError> {
         Ok(self.table.as_ref().map(Fingerprint::of))
-    }
-
-    fn tracked_flows(&mut self) -> Result<Vec<Flow>, DataplaneError> {
-        Ok(self.flows.clone())
-    }
-
-    fn forget_flows(&mut self, flows: &[Flow]) -> Result<(), DataplaneError> {
-        self.fail(flows.len())?;
-        self.flows.retain(|flow| !flows.contains(flow));
-        Ok(())
     }
 
     fn host_ports(
