@@ -163,7 +163,7 @@ impl Core {
             revocations: Arc::new(tokio::sync::Notify::new()),
         };
         let attachments = core.attachments.clone();
-        core.refresh_adopted_ports(&attachments);
+        core.adopt(&attachments);
         // A kernel that refuses the start state does not stop the daemon: ADDs keep being
         // served (each retries the swap) and the retry loop keeps at it, with /healthz red.
         match core.commit_desired() {

@@ -58,7 +58,7 @@ impl Core {
         if !self.unguarded.is_empty() {
             self.unguarded.clear();
             let attachments = self.attachments.clone();
-            self.refresh_adopted_ports(&attachments);
+            self.adopt(&attachments);
         }
         let newly_guarded = self.adopted_ports.len() > placed;
         if let Some(retried) = self.retry_pending() {

@@ -107,7 +107,7 @@ impl Core {
             .into_iter()
             .map(|event| self.compiler.apply(event))
             .collect();
-        self.refresh_adopted_ports(&attachments);
+        self.adopt(&attachments);
         let guard = guard(&attachments, &self.adopted_ports);
         self.attachments = attachments;
         if let Some(cluster) = cluster {
@@ -169,7 +169,7 @@ impl Core {
         Ok(())
     }
 
-    pub(super) fn record_size(&mut self) {
+    pub(super) fn record_size(&self) {
         let ruleset = &self.applied.ruleset;
         let elements = ruleset
             .sets
@@ -181,51 +181,15 @@ impl Core {
         self.metrics
             .set_table_size(ruleset.chains.len(), ruleset.sets.len(), elements);
         self.metrics.set_attachments(self.attachments.len());
-        self.record_adopted();
     }
 
-    /// Ask the kernel which bridge port each adopted pod's address is behind, for those that
-    /// have none yet (the pod's CNI result, which names it, was never seen). An address it
-    /// cannot place (the node never talked to the pod) is logged once and left unguarded
-    /// until a reconcile finds it or the pod is attached.
-    pub(super) fn refresh_adopted_ports(
-        &mut self,
-        attachments: &BTreeMap<AttachmentId, Attachment>,
-    ) {
+    /// Bring the adopted pods (enforced, not attached) in line with `attachments`: log those
+    /// adopted and released, count them, and ask the kernel which bridge port each adopted
+    /// address is behind, for those that have none yet (the pod's CNI result, which names
+    /// it, was never seen). An address it cannot place (the node never talked to the pod) is
+    /// logged once and left unguarded until a reconcile finds it or the pod is attached.
+    pub(super) fn adopt(&mut self, attachments: &BTreeMap<AttachmentId, Attachment>) {
         let attached: BTreeSet<PodKey> = attachments.values().map(pod_key).collect();
-        let snapshot = self.compiler.snapshot();
-        let adopted: BTreeSet<IpAddr> = (self.compiler.local_pods())
-            .filter(|key| !attached.contains(*key))
-            .filter_map(|key| snapshot.pods.get(key))
-            .flat_map(|pod| pod.ips.iter().copied())
-            .collect();
-        self.adopted_ports.retain(|ip, _| adopted.contains(ip));
-        self.unguarded.retain(|ip| adopted.contains(ip));
-        let missing: BTreeSet<IpAddr> = (adopted.iter())
-            .filter(|ip| !self.adopted_ports.contains_key(ip) && !self.unguarded.contains(ip))
-            .copied()
-            .collect();
-        if missing.is_empty() {
-            return;
-        }
-        match self.kernel.host_ports(&missing) {
-            Ok(found) => {
-                for ip in missing.iter().filter(|ip| !found.contains_key(ip)) {
-                    warn!(address = %ip, "cannot find the host interface of an adopted pod: it is not guarded against spoofing until the node has talked to it or the pod is attached");
-                    self.unguarded.insert(*ip);
-                }
-                self.adopted_ports.extend(found);
-            }
-            Err(err) => {
-                warn!(error = %err, "cannot ask the kernel where adopted pods are");
-                self.unguarded.extend(missing);
-            }
-        }
-    }
-
-    /// Log the pods adopted and released since the last change, and count them.
-    fn record_adopted(&mut self) {
-        let attached: BTreeSet<PodKey> = self.attachments.values().map(pod_key).collect();
         let adopted: BTreeSet<PodKey> = (self.compiler.local_pods())
             .filter(|key| !attached.contains(*key))
             .cloned()
@@ -242,7 +206,33 @@ impl Core {
             info!(pod = %key, how, "no longer adopted");
         }
         self.metrics.set_adopted_pods(adopted.len());
+        let snapshot = self.compiler.snapshot();
+        let addresses: BTreeMap<IpAddr, PodKey> = (adopted.iter())
+            .filter_map(|key| snapshot.pods.get(key))
+            .flat_map(|pod| pod.ips.iter().map(|ip| (*ip, pod.key.clone())))
+            .collect();
         self.adopted = adopted;
+        self.adopted_ports
+            .retain(|ip, _| addresses.contains_key(ip));
+        self.unguarded.retain(|ip| addresses.contains_key(ip));
+        let missing: BTreeSet<IpAddr> = (addresses.keys())
+            .filter(|ip| !self.adopted_ports.contains_key(ip) && !self.unguarded.contains(ip))
+            .copied()
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        let found = self.kernel.host_ports(&missing).unwrap_or_else(|err| {
+            warn!(error = %err, "cannot ask the kernel where adopted pods are");
+            BTreeMap::new()
+        });
+        for ip in missing.iter().filter(|ip| !found.contains_key(ip)) {
+            if let Some(pod) = addresses.get(ip) {
+                warn!(%pod, address = %ip, "cannot find the host interface of an adopted pod: it is not guarded against spoofing until the node has talked to it or the pod is attached");
+            }
+            self.unguarded.insert(*ip);
+        }
+        self.adopted_ports.extend(found);
     }
 
     /// Put the source's changes into `cluster`. Returns the compiler events for namespaces
