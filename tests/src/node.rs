@@ -247,6 +247,36 @@ impl Node {
             .expect("a valid address")
     }
 
+    /// Pods as a node without podwall left them (before the migration, or with the daemon
+    /// down and `failurePolicy: open`): each of `pods`, `(pod, name)`, is attached by the
+    /// bridge alone and described in the manifests directory's `world.yaml` as pod `name` of
+    /// `namespace`, labelled `role: name`, running on this node at the addresses it got.
+    /// Returns the bridge's results, in order.
+    pub fn pods_without_podwall(
+        &self,
+        namespace: &str,
+        pods: &[(&crate::Pod, &str)],
+    ) -> Vec<Value> {
+        let bare = self.write_conflist("bare", &self.conflist_json("1.0.0", None));
+        let results = pods
+            .iter()
+            .map(|(pod, name)| {
+                self.libcni("add", &bare, pod)
+                    .unwrap_or_else(|e| panic!("ADD {name} without podwall: {e}"))
+            })
+            .collect();
+        let mut docs = vec![crate::manifests::namespace(namespace, &[])];
+        docs.extend(pods.iter().map(|(pod, name)| {
+            crate::manifests::PodManifest::new(namespace, name)
+                .labels(&[("role", name)])
+                .remote(self.name(), &pod.ips())
+                .yaml()
+        }));
+        self.manifests()
+            .write("world.yaml", &crate::manifests::documents(&docs));
+        results
+    }
+
     /// The default conflist: cniVersion 1.0.0, bridge + host-local, then podwall (closed).
     pub fn conflist(&self) -> &Path {
         &self.conflist

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use podwall::wire::{Reply, Request};
 use podwall_bench::kuberouter;
-use podwall_tests::manifests::{documents, namespace, PodManifest};
 use podwall_tests::probe::{tcp_connects, EchoServer};
 use podwall_tests::{eventually, reach, Node, NodeOptions, Pod};
 
@@ -37,30 +36,11 @@ fn a_node_cuts_over_from_kube_router_without_a_moment_unenforced() {
         },
     );
     // The node as kube-router left it: pods attached by the bridge alone.
-    let bare = node.write_conflist("bare", &node.conflist_json("1.0.0", None));
     let db = Pod::named("co-db", "app", "db");
     let api = Pod::named("co-api", "app", "api");
     let web = Pod::named("co-web", "app", "web");
-    for (pod, name) in [(&db, "db"), (&api, "api"), (&web, "web")] {
-        node.libcni("add", &bare, pod)
-            .unwrap_or_else(|e| panic!("ADD {name}: {e}"));
-    }
-    let here = |pod: &Pod, name: &str| {
-        PodManifest::new("app", name)
-            .labels(&[("role", name)])
-            .remote(node.name(), &pod.ips())
-            .yaml()
-    };
+    node.pods_without_podwall("app", &[(&db, "db"), (&api, "api"), (&web, "web")]);
     let dir = node.manifests();
-    dir.write(
-        "world.yaml",
-        &documents(&[
-            namespace("app", &[]),
-            here(&db, "db"),
-            here(&api, "api"),
-            here(&web, "web"),
-        ]),
-    );
     dir.write("policy.yaml", POLICY);
     let snap = reach::snapshot(&dir, &node, &[]);
     kuberouter::apply(&node.netns, &kuberouter::generate(&snap, node.name()))

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use podwall_policy::Protocol::Tcp;
 use podwall_tests::cni::entry_config;
-use podwall_tests::manifests::{documents, namespace, PodManifest};
 use podwall_tests::reach::{self, cell, Peer};
 use podwall_tests::{Node, NodeOptions, Pod};
 
@@ -37,34 +36,11 @@ fn pods_running_before_the_daemon_are_adopted_and_enforced() {
             ..NodeOptions::default()
         },
     );
-    // Before podwall: the node's conflist has only the bridge.
-    let bare = node.write_conflist("bare", &node.conflist_json("1.0.0", None));
     let db = Pod::named("ad-db", "app", "db");
     let api = Pod::named("ad-api", "app", "api");
     let web = Pod::named("ad-web", "app", "web");
-    let results: Vec<_> = [&db, &api, &web]
-        .iter()
-        .map(|pod| {
-            node.libcni("add", &bare, pod)
-                .unwrap_or_else(|e| panic!("ADD {} without podwall: {e}", pod.container_id))
-        })
-        .collect();
-    let here = |pod: &Pod, role: &str| {
-        PodManifest::new("app", pod_name(pod))
-            .labels(&[("role", role)])
-            .remote(node.name(), &pod.ips())
-            .yaml()
-    };
+    let results = node.pods_without_podwall("app", &[(&db, "db"), (&api, "api"), (&web, "web")]);
     let dir = node.manifests();
-    dir.write(
-        "world.yaml",
-        &documents(&[
-            namespace("app", &[]),
-            here(&db, "db"),
-            here(&api, "api"),
-            here(&web, "web"),
-        ]),
-    );
     dir.write("policy.yaml", POLICY);
     // The node has talked to its pods (kubelet's probes do): the kernel knows the port each
     // is behind, which the daemon guards them on.
@@ -146,15 +122,4 @@ fn pods_running_before_the_daemon_are_adopted_and_enforced() {
         !reach::probe_once(&Peer::pod(&web), &Peer::pod(&api), Tcp, 5432),
         "an adopted pod sent from an address it was not given"
     );
-}
-
-/// The pod's name as its manifest gives it (`Pod::named` keeps it in `cni_args`).
-fn pod_name(pod: &Pod) -> &str {
-    pod.cni_args
-        .as_deref()
-        .and_then(|args| {
-            args.split(';')
-                .find_map(|kv| kv.strip_prefix("K8S_POD_NAME="))
-        })
-        .expect("a named pod")
 }
