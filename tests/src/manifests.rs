@@ -199,6 +199,29 @@ impl PodManifest {
     }
 }
 
+/// Namespace `namespace` with one pod per name of `roles`, labelled `role: <name>` (the
+/// world the issue 13 tests share with [`DB_FROM_API`]).
+pub fn role_pods(namespace_name: &str, roles: &[&str]) -> String {
+    let mut docs = vec![namespace(namespace_name, &[])];
+    docs.extend(roles.iter().map(|role| {
+        PodManifest::new(namespace_name, role)
+            .labels(&[("role", role)])
+            .yaml()
+    }));
+    documents(&docs)
+}
+
+/// In namespace `app`, only pods labelled `role: api` may reach those labelled `role: db`.
+pub const DB_FROM_API: &str = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db-from-api, namespace: app}
+spec:
+  podSelector: {matchLabels: {role: db}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {role: api}}}]
+";
+
 /// Several manifests in one file.
 pub fn documents<S: AsRef<str>>(docs: &[S]) -> String {
     docs.iter()

@@ -10,20 +10,11 @@ use std::time::Duration;
 
 use podwall::wire::{Reply, Request};
 use podwall_bench::kuberouter;
+use podwall_tests::manifests::DB_FROM_API;
 use podwall_tests::probe::{tcp_connects, EchoServer};
 use podwall_tests::{eventually, reach, Node, NodeOptions, Pod};
 
 const PORT: u16 = 5432;
-
-const POLICY: &str = "
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: db-from-api, namespace: app}
-spec:
-  podSelector: {matchLabels: {role: db}}
-  ingress:
-  - from: [{podSelector: {matchLabels: {role: api}}}]
-";
 
 #[test]
 #[ignore = "needs root: creates network namespaces"]
@@ -41,7 +32,7 @@ fn a_node_cuts_over_from_kube_router_without_a_moment_unenforced() {
     let web = Pod::named("co-web", "app", "web");
     node.pods_without_podwall("app", &[(&db, "db"), (&api, "api"), (&web, "web")]);
     let dir = node.manifests();
-    dir.write("policy.yaml", POLICY);
+    dir.write("policy.yaml", DB_FROM_API);
     let snap = reach::snapshot(&dir, &node, &[]);
     kuberouter::apply(&node.netns, &kuberouter::generate(&snap, node.name()))
         .unwrap_or_else(|e| panic!("loading kube-router's rules: {e:#}"));

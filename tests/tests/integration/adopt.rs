@@ -11,20 +11,11 @@ use std::time::Duration;
 
 use podwall_policy::Protocol::Tcp;
 use podwall_tests::cni::entry_config;
+use podwall_tests::manifests::DB_FROM_API;
 use podwall_tests::reach::{self, cell, Peer};
 use podwall_tests::{Node, NodeOptions, Pod};
 
 const APPLY: Duration = Duration::from_secs(10);
-
-const POLICY: &str = "
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: db-from-api, namespace: app}
-spec:
-  podSelector: {matchLabels: {role: db}}
-  ingress:
-  - from: [{podSelector: {matchLabels: {role: api}}}]
-";
 
 #[test]
 #[ignore = "needs root: creates network namespaces"]
@@ -41,7 +32,7 @@ fn pods_running_before_the_daemon_are_adopted_and_enforced() {
     let web = Pod::named("ad-web", "app", "web");
     let results = node.pods_without_podwall("app", &[(&db, "db"), (&api, "api"), (&web, "web")]);
     let dir = node.manifests();
-    dir.write("policy.yaml", POLICY);
+    dir.write("policy.yaml", DB_FROM_API);
     // The node has talked to its pods (kubelet's probes do): the kernel knows the port each
     // is behind, which the daemon guards them on.
     for pod in [&db, &api, &web] {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use nix::sys::socket::setsockopt;
 use nix::sys::socket::sockopt::{IpFreebind, IpTransparent};
-use podwall_tests::manifests::{documents, namespace, PodManifest};
+use podwall_tests::manifests::{role_pods, DB_FROM_API};
 use podwall_tests::{eventually, Node, NodeOptions, Pod, TestNetns};
 
 const PORT: u16 = 5353;
@@ -65,15 +65,8 @@ fn free_bind_socket(addr: IpAddr) -> nix::Result<UdpSocket> {
     Ok(UdpSocket::from(fd))
 }
 
-const WORLD_POLICIES: &str = "
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: db-from-api, namespace: app}
-spec:
-  podSelector: {matchLabels: {role: db}}
-  ingress:
-  - from: [{podSelector: {matchLabels: {role: api}}}]
----
+/// With `DB_FROM_API`: the pods labelled `role: jailed` may send nothing.
+const JAIL: &str = "
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata: {name: jail, namespace: app}
@@ -85,27 +78,14 @@ spec:
 #[test]
 #[ignore = "needs root: creates network namespaces"]
 fn pod_sourced_traffic_through_the_node_stack_is_judged_like_forwarded_traffic() {
-    let world = documents(&[
-        namespace("app", &[]),
-        PodManifest::new("app", "db")
-            .labels(&[("role", "db")])
-            .yaml(),
-        PodManifest::new("app", "api")
-            .labels(&[("role", "api")])
-            .yaml(),
-        PodManifest::new("app", "web")
-            .labels(&[("role", "web")])
-            .yaml(),
-        PodManifest::new("app", "jailed")
-            .labels(&[("role", "jailed")])
-            .yaml(),
-    ]);
+    let world = role_pods("app", &["db", "api", "web", "jailed"]);
     let node = Node::standalone(
         "node-path",
         NodeOptions::default(),
         &[
             ("world.yaml", world),
-            ("policy.yaml", WORLD_POLICIES.into()),
+            ("policy.yaml", DB_FROM_API.into()),
+            ("jail.yaml", JAIL.into()),
         ],
     );
     let db = Pod::named("np-db", "app", "db");

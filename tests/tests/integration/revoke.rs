@@ -7,7 +7,7 @@
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use podwall_tests::manifests::{documents, namespace, PodManifest};
+use podwall_tests::manifests::{documents, namespace, role_pods, PodManifest, DB_FROM_API};
 use podwall_tests::probe::{EchoServer, TcpConn};
 use podwall_tests::{eventually, Node, NodeOptions, Pod, TestNetns};
 
@@ -16,16 +16,6 @@ const TIMEOUT: Duration = Duration::from_millis(500);
 /// The manifests are polled every 250 ms, then the change is committed and the flows it
 /// revoked are cut within a second.
 const CUT: Duration = Duration::from_secs(3);
-
-const ONLY_API: &str = "
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: db-from-api, namespace: app}
-spec:
-  podSelector: {matchLabels: {role: db}}
-  ingress:
-  - from: [{podSelector: {matchLabels: {role: api}}}]
-";
 
 /// A UDP socket of `from` connected to `to:PORT`, and whether one exchange with the echo
 /// server works on it (the same 5-tuple every time, so the same conntrack entry).
@@ -50,18 +40,7 @@ impl UdpFlow {
 #[test]
 #[ignore = "needs root: creates network namespaces"]
 fn connections_a_policy_now_denies_are_cut_and_allowed_ones_keep_flowing() {
-    let world = documents(&[
-        namespace("app", &[]),
-        PodManifest::new("app", "db")
-            .labels(&[("role", "db")])
-            .yaml(),
-        PodManifest::new("app", "api")
-            .labels(&[("role", "api")])
-            .yaml(),
-        PodManifest::new("app", "web")
-            .labels(&[("role", "web")])
-            .yaml(),
-    ]);
+    let world = role_pods("app", &["db", "api", "web"]);
     let node = Node::standalone("revoke", NodeOptions::default(), &[("world.yaml", world)]);
     let db = Pod::named("rv-db", "app", "db");
     let api = Pod::named("rv-api", "app", "api");
@@ -76,7 +55,7 @@ fn connections_a_policy_now_denies_are_cut_and_allowed_ones_keep_flowing() {
     assert!(web_tcp.echoes(TIMEOUT) && api_tcp.echoes(TIMEOUT) && web_udp.echoes());
 
     // db now admits only api.
-    node.manifests().write("policy.yaml", ONLY_API);
+    node.manifests().write("policy.yaml", DB_FROM_API);
     assert!(
         eventually(CUT, || !web_tcp.echoes(TIMEOUT)),
         "web's TCP connection to db outlived the policy that denies it"
@@ -159,7 +138,7 @@ fn a_connection_from_another_node_is_cut_where_its_server_runs() {
         "web reaches db across nodes"
     );
     let mut conn = conn.expect("a connection");
-    cluster.apply(ONLY_API);
+    cluster.apply(DB_FROM_API);
     assert!(
         eventually(CUT, || !conn.echoes(TIMEOUT)),
         "web's connection from the other node outlived the policy that denies it"
