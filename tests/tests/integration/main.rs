@@ -23,6 +23,7 @@ mod kube_rbac;
 mod kube_relist;
 mod kube_restart;
 mod kube_sync;
+mod layout;
 mod node_path;
 mod policy_attach;
 mod policy_drift;
