@@ -474,7 +474,9 @@ impl HotPath {
         match transaction_for(&self.applied, &delta, &guard) {
             Transaction::Elements(ops) => Ok((ops, delta, guard)),
             Transaction::None => Ok((Vec::new(), delta, guard)),
-            Transaction::Replace => bail!("the change is structural: not an element-only change"),
+            Transaction::Structure(_) | Transaction::Replace => {
+                bail!("the change is structural: not an element-only change")
+            }
         }
     }
 
@@ -536,6 +538,14 @@ impl Kernel for TimedKernel {
         ops: &[ElementOp],
     ) -> Result<(), podwalld::dataplane::DataplaneError> {
         self.time(ops.len(), |k| k.apply_elements(ops))
+    }
+
+    fn apply_structure(
+        &mut self,
+        structure: &podwalld::dataplane::Structure,
+    ) -> Result<(), podwalld::dataplane::DataplaneError> {
+        let ops = structure.elements.len() + structure.chains.len();
+        self.time(ops, |k| k.apply_structure(structure))
     }
 
     fn dump(&mut self) -> Result<Option<Fingerprint>, podwalld::dataplane::DataplaneError> {

@@ -89,6 +89,8 @@ pub struct Metrics {
     attachments: AtomicU64,
     adopted_pods: AtomicU64,
     full_replaces: AtomicU64,
+    structural_transactions: AtomicU64,
+    structural_fallbacks: AtomicU64,
     element_transactions: AtomicU64,
     elements_changed: AtomicU64,
     reconcile_repairs: AtomicU64,
@@ -127,6 +129,17 @@ impl Metrics {
     /// The whole table was swapped through `nft -f`.
     pub fn observe_replace(&self) {
         self.full_replaces.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A structural change went over netlink.
+    pub fn observe_structure(&self) {
+        self.structural_transactions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The kernel refused a structural change over netlink; the whole table is swapped
+    /// instead.
+    pub fn observe_structural_fallback(&self) {
+        self.structural_fallbacks.fetch_add(1, Ordering::Relaxed);
     }
 
     /// An element-only transaction of `n` element changes went over netlink.
@@ -281,6 +294,16 @@ impl Metrics {
                     "podwall_full_replaces_total",
                     "Whole-table swaps through nft -f.",
                     &self.full_replaces,
+                ),
+                (
+                    "podwall_structural_transactions_total",
+                    "Changes of sets, chains and rules over netlink.",
+                    &self.structural_transactions,
+                ),
+                (
+                    "podwall_structural_fallbacks_total",
+                    "Structural changes refused over netlink and swapped in whole instead.",
+                    &self.structural_fallbacks,
                 ),
                 (
                     "podwall_element_transactions_total",

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 /// Counters the tests look at.
 pub const FULL_REPLACES: &str = "podwall_full_replaces_total";
+pub const STRUCTURAL_TRANSACTIONS: &str = "podwall_structural_transactions_total";
+pub const STRUCTURAL_FALLBACKS: &str = "podwall_structural_fallbacks_total";
 pub const ELEMENT_TRANSACTIONS: &str = "podwall_element_transactions_total";
 pub const ELEMENTS_CHANGED: &str = "podwall_elements_changed_total";
 pub const RECONCILE_REPAIRS: &str = "podwall_reconcile_repairs_total";

@@ -230,6 +230,56 @@ pub fn table_text(ns: &TestNetns) -> Result<String> {
         .stdout)
 }
 
+/// Every table of the namespace as `nft -j list ruleset` prints it, each object under its
+/// kind, family and name, a chain's rules in order; without handles and without the order
+/// of objects of different chains, which only say in which order objects were made. Two
+/// namespaces whose listings are equal hold the same rules.
+pub fn listing(ns: &TestNetns) -> Result<BTreeMap<String, Vec<String>>> {
+    let out = ns
+        .exec(&["nft", "-j", "list", "ruleset"])
+        .and_then(Output::ok)?;
+    let mut doc: Value =
+        serde_json::from_str(&out.stdout).context("nft -j list ruleset is not JSON")?;
+    strip_handles(&mut doc);
+    let mut objects: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for object in doc["nftables"].as_array().into_iter().flatten() {
+        let Some((kind, body)) = object.as_object().and_then(|o| o.iter().next()) else {
+            continue;
+        };
+        let name = match kind.as_str() {
+            "rule" => &body["chain"],
+            _ => &body["name"],
+        };
+        let key = format!("{kind} {} {} {name}", body["family"], body["table"]);
+        objects.entry(key).or_default().push(body.to_string());
+    }
+    Ok(objects)
+}
+
+fn strip_handles(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.remove("handle");
+            map.remove("metainfo");
+            map.values_mut().for_each(strip_handles);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_handles),
+        _ => {}
+    }
+}
+
+/// The objects that differ between two listings, each with both versions.
+pub fn listing_differences(
+    a: &BTreeMap<String, Vec<String>>,
+    b: &BTreeMap<String, Vec<String>>,
+) -> Vec<String> {
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| format!("{k}:\n  first:  {:?}\n  second: {:?}", a.get(k), b.get(k)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

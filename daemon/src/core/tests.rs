@@ -7,7 +7,9 @@ use podwall_policy::manifests::load;
 
 use super::*;
 use crate::dataplane::names::{OPEN_CHAIN, QUARANTINE_CHAIN};
-use crate::dataplane::{Call, DataplaneError, ElementOp, Fingerprint, Guard, RecordingKernel};
+use crate::dataplane::{
+    Call, DataplaneError, ElementOp, Fingerprint, Guard, RecordingKernel, Structure,
+};
 use podwall_policy::selector::Labels;
 use podwall_policy::Ruleset;
 
@@ -21,6 +23,9 @@ impl Kernel for Shared {
     }
     fn apply_elements(&mut self, ops: &[ElementOp]) -> Result<(), DataplaneError> {
         self.0.lock().unwrap().apply_elements(ops)
+    }
+    fn apply_structure(&mut self, structure: &Structure) -> Result<(), DataplaneError> {
+        self.0.lock().unwrap().apply_structure(structure)
     }
     fn dump(&mut self) -> Result<Option<Fingerprint>, DataplaneError> {
         self.0.lock().unwrap().dump()
@@ -186,9 +191,8 @@ fn the_second_pod_of_an_isolated_group_costs_elements_only() {
     let dir = tempfile::tempdir().unwrap();
     let (mut core, kernel) = core_with(dir.path(), cluster(DENY_X));
     attach(&mut core, "x", "a", "10.0.0.2");
-    assert_eq!(
-        kernel.last_call(),
-        Call::Replace,
+    assert!(
+        matches!(kernel.last_call(), Call::Structure(s) if s.chains.values().all(|c| c.new)),
         "the group's chain is new"
     );
     attach(&mut core, "x", "b", "10.0.0.3");
@@ -257,12 +261,12 @@ spec:
 }
 
 #[test]
-fn a_new_policy_swaps_the_table_and_matches_a_full_compile() {
+fn a_new_policy_is_a_structural_change_that_matches_a_full_compile() {
     let dir = tempfile::tempdir().unwrap();
     let (mut core, kernel) = core_with(dir.path(), cluster(""));
     attach(&mut core, "x", "a", "10.0.0.2");
     core.set_cluster(cluster(DENY_X)).unwrap();
-    assert_eq!(kernel.last_call(), Call::Replace);
+    assert!(matches!(kernel.last_call(), Call::Structure(_)));
     assert_ne!(kernel.table().ingress[&ip("10.0.0.2")], OPEN_CHAIN);
     core.set_cluster(cluster("")).unwrap();
     assert_eq!(
@@ -271,6 +275,27 @@ fn a_new_policy_swaps_the_table_and_matches_a_full_compile() {
         "policy deleted: open again"
     );
     assert_eq!(kernel.table(), full_compile(&core));
+}
+
+#[test]
+fn a_structural_change_refused_over_netlink_lands_whole_and_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut core, kernel) = core_with(dir.path(), cluster(""));
+    attach(&mut core, "x", "a", "10.0.0.2");
+    kernel.0.lock().unwrap().refuse("Invalid argument", 1);
+    core.set_cluster(cluster(DENY_X)).unwrap();
+    assert_eq!(kernel.last_call(), Call::Replace);
+    assert!(core.health.is_ready());
+    assert_eq!(kernel.table(), full_compile(&core));
+    let metrics = core.metrics.render();
+    assert!(
+        metrics.contains("podwall_structural_fallbacks_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("podwall_structural_transactions_total 0"),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -311,7 +336,9 @@ fn check_notices_a_deleted_element() {
 fn a_rejected_attach_fails_the_request_and_stays_pending_until_it_lands() {
     let dir = tempfile::tempdir().unwrap();
     let (mut core, kernel) = core_with(dir.path(), cluster(DENY_X));
-    kernel.0.lock().unwrap().fail_next = Some("no memory".into());
+    // The pod's chain is new: the structural batch is refused, then its whole-table
+    // fallback too.
+    kernel.0.lock().unwrap().refuse("no memory", 2);
     let err = core
         .handle(Request::Attach {
             attachment: attachment("x", "a", "10.0.0.2"),
@@ -530,7 +557,7 @@ fn a_rejected_source_change_stays_pending_and_lands_without_being_resent() {
     let dir = tempfile::tempdir().unwrap();
     let (mut core, kernel) = core_with(dir.path(), cluster(""));
     attach(&mut core, "x", "a", "10.0.0.2");
-    kernel.0.lock().unwrap().fail_next = Some("no memory".into());
+    kernel.0.lock().unwrap().refuse("no memory", 2);
     assert!(core.apply_changes(vec![Event::Policy(deny_x())]).is_err());
     assert!(
         core.cluster.policies.contains_key(&deny_x().key),
@@ -552,9 +579,9 @@ fn changes_while_pending_keep_it_red_until_the_kernel_takes_them_all() {
     let dir = tempfile::tempdir().unwrap();
     let (mut core, kernel) = core_with(dir.path(), cluster(""));
     attach(&mut core, "x", "a", "10.0.0.2");
-    kernel.0.lock().unwrap().fail_next = Some("no memory".into());
+    kernel.0.lock().unwrap().refuse("no memory", 2);
     assert!(core.apply_changes(vec![Event::Policy(deny_x())]).is_err());
-    kernel.0.lock().unwrap().fail_next = Some("still no memory".into());
+    kernel.0.lock().unwrap().refuse("still no memory", 1);
     assert!(core
         .handle(Request::Attach {
             attachment: attachment("y", "b", "10.0.0.3"),
@@ -574,7 +601,7 @@ fn changes_while_pending_keep_it_red_until_the_kernel_takes_them_all() {
 fn a_kernel_that_refuses_the_start_state_does_not_stop_the_daemon() {
     let dir = tempfile::tempdir().unwrap();
     let shared = Shared::default();
-    shared.0.lock().unwrap().fail_next = Some("busy".into());
+    shared.0.lock().unwrap().refuse("busy", 1);
     let mut core = start(dir.path(), cluster(DENY_X), &shared, Options::default());
     let health = core.health.clone();
     assert!(!health.is_ready());

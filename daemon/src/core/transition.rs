@@ -11,7 +11,7 @@ use podwall_policy::{Event, Pod, PodKey, RulesetDelta, Snapshot};
 
 use super::local::{guard, local_ips, merged, pod_key, Claims, Placement};
 use super::{Core, CoreError};
-use crate::dataplane::{transaction_for, Desired, Transaction};
+use crate::dataplane::{transaction_for, DataplaneError, Desired, Guard, Transaction};
 use tracing::{info, warn};
 
 /// What a transition can have changed.
@@ -145,16 +145,18 @@ impl Core {
                     .apply_elements(&ops)
                     .inspect(|_| self.metrics.observe_elements(n))
             }
-            Transaction::Replace => {
-                let mut next = Desired {
-                    ruleset: self.applied.ruleset.clone(),
-                    guard: guard.clone(),
-                };
-                next.ruleset.apply(&delta);
-                self.kernel
-                    .replace(&next)
-                    .inspect(|_| self.metrics.observe_replace())
-            }
+            Transaction::Structure(structure) => match self.kernel.apply_structure(&structure) {
+                Ok(()) => {
+                    self.metrics.observe_structure();
+                    Ok(())
+                }
+                Err(err) => {
+                    warn!(error = %err, "the kernel refused a structural change over netlink; swapping the whole table instead");
+                    self.metrics.observe_structural_fallback();
+                    self.replace_with(&delta, &guard)
+                }
+            },
+            Transaction::Replace => self.replace_with(&delta, &guard),
         };
         self.metrics
             .observe_transaction(started.elapsed(), result.is_ok());
@@ -167,6 +169,18 @@ impl Core {
         self.record_size();
         self.revocations.notify_one();
         Ok(())
+    }
+
+    /// Swap in the applied table with `delta` and `guard`, whole.
+    fn replace_with(&mut self, delta: &RulesetDelta, guard: &Guard) -> Result<(), DataplaneError> {
+        let mut next = Desired {
+            ruleset: self.applied.ruleset.clone(),
+            guard: guard.clone(),
+        };
+        next.ruleset.apply(delta);
+        self.kernel
+            .replace(&next)
+            .inspect(|_| self.metrics.observe_replace())
     }
 
     pub(super) fn record_size(&self) {

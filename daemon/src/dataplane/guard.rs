@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use super::elements::{ElementOp, Key};
 use super::names;
-use super::netlink::{ElementOp, Key};
 
 /// Which addresses each pod's host-side veth may send from: the anti-spoofing guard. A pod
 /// whose veth is listed may send only from its own addresses.

@@ -2,14 +2,20 @@
 //! reads the table back for checks and reconcile.
 //!
 //! Knows nftables, knows nothing of Kubernetes. `nft.rs` alone runs a program and
-//! `netlink.rs` alone opens a socket. Two ways into the kernel, both one transaction each:
+//! `netlink.rs` alone opens a socket. Every change is one kernel transaction:
 //! - a change of elements only (a pod attached, detached or relabelled, a peer appearing)
-//!   goes over netlink as set/map element messages, costing the same whatever the table's
-//!   size;
-//! - a change of structure (a new chain or set, a policy added or removed) swaps the whole
-//!   table with one `nft -f` script, which is fine for changes that are rare and bulky.
+//!   goes over netlink as set/map element messages (`elements`);
+//! - a change of structure (a policy added, changed or removed, the first pod of a new
+//!   policy group) goes over netlink too, as the sets, chains and rules that change with
+//!   their elements (`structure`, `exprs`);
+//!
+//! so a change costs what it changes, whatever the table's size. The whole table is swapped
+//! with one `nft -f` script only at start, to repair drift or a refused change, and as the
+//! fallback when the kernel refuses a structural batch.
 
 pub mod conntrack;
+pub mod elements;
+mod exprs;
 mod fingerprint;
 mod guard;
 pub mod names;
@@ -19,16 +25,19 @@ pub mod ports;
 #[cfg(test)]
 mod recording;
 pub mod render;
+mod shape;
+pub mod structure;
 mod transaction;
 
 use podwall_policy::Ruleset;
 
 pub use conntrack::{Conntrack, Flow, FlowTable};
+pub use elements::{ElementOp, Key};
 pub use fingerprint::{entries_of, Fingerprint};
 pub use guard::Guard;
-pub use netlink::{ElementOp, Key};
 #[cfg(test)]
 pub use recording::{Call, RecordingKernel};
+pub use structure::Structure;
 pub use transaction::{transaction_for, Transaction};
 
 /// Everything podwall keeps in the kernel: the compiled policy table and the guard.
@@ -63,6 +72,8 @@ pub trait Kernel: Send {
     fn replace(&mut self, desired: &Desired) -> Result<(), DataplaneError>;
     /// Change elements of existing sets and maps, in one transaction.
     fn apply_elements(&mut self, ops: &[ElementOp]) -> Result<(), DataplaneError>;
+    /// Add, change and delete sets and chains, with element changes, in one transaction.
+    fn apply_structure(&mut self, structure: &Structure) -> Result<(), DataplaneError>;
     /// Read our table back: `None` when it does not exist.
     fn dump(&mut self) -> Result<Option<Fingerprint>, DataplaneError>;
     /// The host-side interface (bridge port) each of `ips` is behind, where known.

@@ -11,16 +11,18 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
+use super::elements::{push_elements, ElementOp, Key};
 use super::names::{FAMILY, GUARD_FAMILY, GUARD_TARGETS6, TABLE};
-use super::netlink::{ElementOp, ElementSocket, Key};
+use super::netlink::{Batch, NftSocket};
 use super::render::raw_address;
 use super::render::render;
+use super::structure::{self, Structure};
 use super::{DataplaneError, Desired, Fingerprint, Kernel};
 
 /// The production kernel, acting in the calling thread's network namespace.
 pub struct NftKernel {
     program: PathBuf,
-    elements: Option<ElementSocket>,
+    socket: Option<NftSocket>,
 }
 
 impl Default for NftKernel {
@@ -33,7 +35,7 @@ impl NftKernel {
     pub fn new(program: impl Into<PathBuf>) -> Self {
         Self {
             program: program.into(),
-            elements: None,
+            socket: None,
         }
     }
 
@@ -57,6 +59,14 @@ impl NftKernel {
         }
         self.commit(&script, 1)?;
         Ok(true)
+    }
+
+    fn netlink(&mut self, batch: &Batch) -> Result<(), DataplaneError> {
+        let socket = match &mut self.socket {
+            Some(socket) => socket,
+            None => self.socket.insert(NftSocket::open()?),
+        };
+        socket.commit(batch)
     }
 
     fn run(
@@ -123,11 +133,13 @@ impl Kernel for NftKernel {
     }
 
     fn apply_elements(&mut self, ops: &[ElementOp]) -> Result<(), DataplaneError> {
-        let socket = match &mut self.elements {
-            Some(socket) => socket,
-            None => self.elements.insert(ElementSocket::open()?),
-        };
-        socket.commit(ops)
+        let mut batch = Batch::default();
+        push_elements(&mut batch, ops);
+        self.netlink(&batch)
+    }
+
+    fn apply_structure(&mut self, structure: &Structure) -> Result<(), DataplaneError> {
+        self.netlink(&structure::batch(structure))
     }
 
     fn host_ports(

@@ -3,15 +3,16 @@
 
 use podwall_policy::ruleset::Element;
 
+use super::elements::{ElementOp, Key};
 use super::names::map_direction;
-use super::netlink::{ElementOp, Key};
-use super::{DataplaneError, Desired, Fingerprint, Kernel};
+use super::{DataplaneError, Desired, Fingerprint, Kernel, Structure};
 
 /// One call a `RecordingKernel` received.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
     Replace,
     Elements(Vec<ElementOp>),
+    Structure(Structure),
 }
 
 /// A kernel that keeps every call and the resulting table in memory.
@@ -19,15 +20,21 @@ pub enum Call {
 pub struct RecordingKernel {
     pub calls: Vec<Call>,
     pub table: Option<Desired>,
-    /// When set, the next call fails with this detail and changes nothing.
-    pub fail_next: Option<String>,
+    /// The next calls fail with these details, one each, and change nothing.
+    pub refusals: std::collections::VecDeque<String>,
     /// The bridge port each address is behind.
     pub ports: std::collections::BTreeMap<std::net::IpAddr, String>,
 }
 
 impl RecordingKernel {
+    /// Refuse the next `times` calls with `detail`.
+    pub fn refuse(&mut self, detail: &str, times: usize) {
+        self.refusals
+            .extend(std::iter::repeat_n(detail.to_string(), times));
+    }
+
     fn fail(&mut self, ops: usize) -> Result<(), DataplaneError> {
-        match self.fail_next.take() {
+        match self.refusals.pop_front() {
             Some(detail) => Err(DataplaneError::Rejected { ops, detail }),
             None => Ok(()),
         }
@@ -49,6 +56,29 @@ impl Kernel for RecordingKernel {
             apply_op(table, op);
         }
         self.calls.push(Call::Elements(ops.to_vec()));
+        Ok(())
+    }
+
+    fn apply_structure(&mut self, structure: &Structure) -> Result<(), DataplaneError> {
+        self.fail(structure.elements.len() + structure.chains.len())?;
+        let table = self.table.get_or_insert_with(Desired::default);
+        let ruleset = &mut table.ruleset;
+        for (name, set) in structure.new_sets.iter().chain(&structure.refilled_sets) {
+            ruleset.sets.insert(name.clone(), set.clone());
+        }
+        for (name, change) in &structure.chains {
+            ruleset.chains.insert(name.clone(), change.chain.clone());
+        }
+        for op in &structure.elements {
+            apply_op(table, op);
+        }
+        for name in &structure.removed_chains {
+            table.ruleset.chains.remove(name);
+        }
+        for name in &structure.removed_sets {
+            table.ruleset.sets.remove(name);
+        }
+        self.calls.push(Call::Structure(structure.clone()));
         Ok(())
     }
 

@@ -9,14 +9,15 @@
 use std::fmt::Write;
 use std::net::IpAddr;
 
-use podwall_policy::ruleset::{PeerMatch, PortMatch, Rule as PolicyRule};
-use podwall_policy::{Direction, Family, Protocol, Ruleset, Set};
+use podwall_policy::ruleset::Rule as PolicyRule;
+use podwall_policy::{Direction, Family, Ruleset, Set};
 
 use super::names::{
     hairpin_set, map_name, FAMILY, FORWARD_CHAIN, GUARD_CHAIN, GUARD_FAMILY, GUARD_PORTS,
     GUARD_SOURCES4, GUARD_SOURCES6, GUARD_TARGETS6, MAPS, OPEN_CHAIN, OUTPUT_CHAIN,
     QUARANTINE_CHAIN, TABLE,
 };
+use super::shape::{protocol, shape, Field, Ports};
 use super::{Desired, Guard};
 
 /// The base chains' dispatch, in order: a packet meets its source's egress chain before its
@@ -305,45 +306,34 @@ fn write_set(out: &mut String, object: (&str, &str), kind: &str, flags: &str, el
     let _ = writeln!(out, "\t}}");
 }
 
-fn proto(protocol: Protocol) -> &'static str {
-    match protocol {
-        Protocol::Tcp => "tcp",
-        Protocol::Udp => "udp",
-        Protocol::Sctp => "sctp",
-    }
-}
-
 /// One allow rule. The peer is the source of ingress traffic and the destination of egress
 /// traffic; a named port is always resolved on the destination.
 fn rule_text(direction: Direction, rule: &PolicyRule, ruleset: &Ruleset) -> String {
+    let shape = shape(direction, rule, |set| {
+        ruleset.sets.get(set).map(Set::family)
+    });
     let mut parts = Vec::new();
-    let family = rule.family.or_else(|| match &rule.peer {
-        PeerMatch::InSet(set) => ruleset.sets.get(set).map(Set::family),
-        PeerMatch::Any => None,
-    });
-    let family = family.or_else(|| match &rule.ports {
-        PortMatch::Named { set, .. } => ruleset.sets.get(set).map(Set::family),
-        _ => None,
-    });
-    if let Some(family) = family {
+    if let Some(family) = shape.family {
         parts.push(format!(
             "meta nfproto {}",
             if family == Family::V4 { "ipv4" } else { "ipv6" }
         ));
     }
-    let ip = family.map(ip_keyword).unwrap_or("ip");
-    if let PeerMatch::InSet(set) = &rule.peer {
-        let field = if direction == Direction::Ingress {
-            "saddr"
-        } else {
-            "daddr"
+    let ip = shape.family.map(ip_keyword).unwrap_or("ip");
+    if let Some((field, set)) = &shape.peer {
+        let field = match field {
+            Field::Saddr => "saddr",
+            Field::Daddr => "daddr",
         };
         parts.push(format!("{ip} {field} @{set}"));
     }
-    match &rule.ports {
-        PortMatch::Any => {}
-        PortMatch::Protocol(p) => parts.push(format!("meta l4proto {}", proto(*p))),
-        PortMatch::Ports { protocol, ranges } => {
+    match &shape.ports {
+        Ports::Any => {}
+        Ports::Protocol(p) => parts.push(format!("meta l4proto {}", protocol(*p).0)),
+        Ports::Numbers {
+            protocol: p,
+            ranges,
+        } => {
             let ports: Vec<String> = ranges
                 .iter()
                 .map(|(a, b)| {
@@ -356,18 +346,18 @@ fn rule_text(direction: Direction, rule: &PolicyRule, ruleset: &Ruleset) -> Stri
                 .collect();
             parts.push(format!(
                 "meta l4proto {} th dport {{ {} }}",
-                proto(*protocol),
+                protocol(*p).0,
                 ports.join(", ")
             ));
         }
-        PortMatch::Named { protocol, set } => {
+        Ports::Named { protocol: p, set } => {
             parts.push(format!(
                 "meta l4proto {} {ip} daddr . th dport @{set}",
-                proto(*protocol)
+                protocol(*p).0
             ));
         }
     }
-    parts.push(format!("return comment \"{}\"", rule_comment(rule)));
+    parts.push(format!("return comment \"{}\"", shape.comment));
     parts.join(" ")
 }
 
@@ -401,6 +391,7 @@ pub fn rule_comment(rule: &PolicyRule) -> String {
 pub(crate) mod tests {
     use super::*;
     use podwall_policy::manifests::load;
+    use podwall_policy::ruleset::{PeerMatch, PortMatch};
 
     const WORLD: &str = "
 apiVersion: v1

@@ -1,21 +1,28 @@
-//! Which kernel transaction a ruleset delta needs: none, element changes only (the netlink
-//! path, whose cost does not grow with the table), or a swap of the whole table.
+//! Which kernel transaction a ruleset delta needs: none, element changes only, or a change
+//! of structure with its element changes. Both go over netlink, one batch each, and cost
+//! what changes, not the table's size; a whole-table swap is left for the start, repairs,
+//! and a set that would change its type in place.
+
+use std::collections::BTreeMap;
 
 use podwall_policy::ruleset::Element;
-use podwall_policy::{Direction, Family, RulesetDelta};
+use podwall_policy::{Direction, Family, Ruleset, RulesetDelta, Set};
 
+use super::elements::{ElementOp, Key};
 use super::names::{hairpin_set, map_name};
-use super::netlink::{ElementOp, Key};
+use super::shape::shape;
+use super::structure::{ChainChange, Structure};
 use super::{Desired, Guard};
 
 const DIRECTIONS: [Direction; 2] = [Direction::Ingress, Direction::Egress];
 
-/// What must change in the kernel to go from `applied` to `desired`: nothing, elements
-/// only, or the structure (then the whole table is swapped).
+/// What must change in the kernel to go from `applied` to `desired`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transaction {
     None,
     Elements(Vec<ElementOp>),
+    Structure(Box<Structure>),
+    /// Swap the whole table (a set whose type changes under the same name).
     Replace,
 }
 
@@ -25,14 +32,85 @@ pub fn transaction_for(applied: &Desired, delta: &RulesetDelta, guard: &Guard) -
     if delta.is_empty() && guard_deletes.is_empty() && guard_adds.is_empty() {
         return Transaction::None;
     }
-    let applied = &applied.ruleset;
+    let elements = element_ops(&applied.ruleset, delta, guard_deletes, guard_adds);
     let structural = !delta.sets_added.is_empty()
         || !delta.sets_removed.is_empty()
         || !delta.chains_set.is_empty()
         || !delta.chains_removed.is_empty();
-    if structural {
-        return Transaction::Replace;
+    if !structural {
+        return Transaction::Elements(elements);
     }
+    match structure(&applied.ruleset, delta, elements) {
+        Some(structure) => Transaction::Structure(Box::new(structure)),
+        None => Transaction::Replace,
+    }
+}
+
+/// The structural change, or `None` when a set keeps its name but not its type (the
+/// kernel cannot change a set's type while rules refer to it).
+fn structure(
+    applied: &Ruleset,
+    delta: &RulesetDelta,
+    elements: Vec<ElementOp>,
+) -> Option<Structure> {
+    let mut structure = Structure {
+        elements,
+        ..Structure::default()
+    };
+    for (name, set) in &delta.sets_added {
+        match applied
+            .sets
+            .get(name)
+            .filter(|_| delta.sets_removed.contains(name))
+        {
+            Some(old) if same_type(old, set) => {
+                structure.refilled_sets.insert(name.clone(), set.clone());
+            }
+            Some(_) => return None,
+            None => {
+                structure.new_sets.insert(name.clone(), set.clone());
+            }
+        }
+    }
+    structure.removed_sets = (delta.sets_removed.iter())
+        .filter(|name| !delta.sets_added.contains_key(*name))
+        .cloned()
+        .collect();
+    // A rule's family may come from its set, which is new or unchanged.
+    let family_of = |set: &str| {
+        (delta.sets_added.get(set))
+            .or_else(|| applied.sets.get(set))
+            .map(Set::family)
+    };
+    structure.chains = (delta.chains_set.iter())
+        .map(|(name, chain)| {
+            let shapes = (chain.rules.iter())
+                .map(|rule| shape(chain.direction, rule, family_of))
+                .collect();
+            let change = ChainChange {
+                new: !applied.chains.contains_key(name),
+                chain: chain.clone(),
+                shapes,
+            };
+            (name.clone(), change)
+        })
+        .collect::<BTreeMap<_, _>>();
+    structure.removed_chains = delta.chains_removed.clone();
+    Some(structure)
+}
+
+fn same_type(a: &Set, b: &Set) -> bool {
+    std::mem::discriminant(a) == std::mem::discriminant(b) && a.family() == b.family()
+}
+
+/// The element changes of a delta: dispatch, hairpin, set elements and guard, deletes
+/// first (a verdict map element cannot change its verdict in place).
+fn element_ops(
+    applied: &Ruleset,
+    delta: &RulesetDelta,
+    guard_deletes: Vec<ElementOp>,
+    guard_adds: Vec<ElementOp>,
+) -> Vec<ElementOp> {
     let (mut deletes, mut adds) = (guard_deletes, guard_adds);
     for direction in DIRECTIONS {
         for (ip, chain) in delta.map(direction) {
@@ -81,7 +159,7 @@ pub fn transaction_for(applied: &Desired, delta: &RulesetDelta, guard: &Guard) -
         }));
     }
     deletes.extend(adds);
-    Transaction::Elements(deletes)
+    deletes
 }
 
 fn key(element: &Element) -> Key {
@@ -187,17 +265,69 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_new_set_needs_a_replace() {
+    fn a_new_set_and_chain_are_a_structural_change_that_brings_its_elements() {
         let before = Ruleset::default();
-        let after = ruleset_with("10.0.0.2", "in_a", &[]);
-        let none = Guard::default();
-        assert_eq!(
-            transaction_for(&desired(before.clone()), &before.diff(&after), &none),
-            Transaction::Replace
+        let mut after = ruleset_with("10.0.0.2", "in_a", &["10.0.1.1"]);
+        after.chains.insert(
+            "in_a".into(),
+            podwall_policy::Chain {
+                direction: Direction::Ingress,
+                policies: vec![],
+                rules: vec![],
+            },
         );
+        let none = Guard::default();
+        let Transaction::Structure(structure) =
+            transaction_for(&desired(before.clone()), &before.diff(&after), &none)
+        else {
+            panic!("a structural change")
+        };
+        assert_eq!(structure.new_sets.keys().collect::<Vec<_>>(), ["pods4_1"]);
+        assert!(structure.chains["in_a"].new);
+        // The dispatch entry and the hairpin pair of the new pod go in the same batch.
+        assert_eq!(structure.elements.len(), 2, "{:?}", structure.elements);
+        let mut kernel = RecordingKernel {
+            table: Some(desired(before)),
+            ..Default::default()
+        };
+        kernel.apply_structure(&structure).unwrap();
+        assert_eq!(kernel.table, Some(desired(after.clone())));
         assert_eq!(
             transaction_for(&desired(after.clone()), &after.diff(&after), &none),
             Transaction::None
+        );
+    }
+
+    #[test]
+    fn a_set_replaced_whole_is_refilled_unless_its_type_changes() {
+        let interval = |last: &str| Set::Intervals {
+            family: Family::V4,
+            ranges: vec![podwall_policy::ipblock::IpRange {
+                first: "10.0.0.0".parse().unwrap(),
+                last: last.parse().unwrap(),
+            }],
+        };
+        let with = |set: Set| {
+            let mut rs = Ruleset::default();
+            rs.sets.insert("cidr4_x".into(), set);
+            rs
+        };
+        let (a, b) = (with(interval("10.0.0.255")), with(interval("10.0.1.255")));
+        let none = Guard::default();
+        let Transaction::Structure(structure) =
+            transaction_for(&desired(a.clone()), &a.diff(&b), &none)
+        else {
+            panic!("a structural change")
+        };
+        assert_eq!(structure.refilled_sets.len(), 1);
+        assert!(structure.new_sets.is_empty() && structure.removed_sets.is_empty());
+        let c = with(Set::Addresses {
+            family: Family::V4,
+            elements: BTreeSet::new(),
+        });
+        assert_eq!(
+            transaction_for(&desired(a.clone()), &a.diff(&c), &none),
+            Transaction::Replace
         );
     }
 }

@@ -39,3 +39,4 @@ mod render;
 mod revoke;
 mod rig;
 mod socket;
+mod structure;

@@ -1,0 +1,319 @@
+//! Structural changes over netlink build the same table as `nft -f`: a world with every rule
+//! shape the compiler makes is added, changed and removed through netlink batches in one
+//! namespace, and after each step the kernel's table reads back (`nft -j list ruleset`)
+//! exactly as the same world loaded whole with `nft -f` in another. Through the daemon,
+//! policies added, changed and deleted while traffic flows never let a packet see half a
+//! change, and never swap the whole table.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use podwall_policy::manifests::load;
+use podwall_policy::Ruleset;
+use podwall_tests::manifests::{documents, PodManifest};
+use podwall_tests::metrics::{FULL_REPLACES, STRUCTURAL_FALLBACKS, STRUCTURAL_TRANSACTIONS};
+use podwall_tests::netns::TestNetns;
+use podwall_tests::nft::{listing, listing_differences};
+use podwall_tests::probe::tcp_connects;
+use podwall_tests::reach::{self, Peer};
+use podwall_tests::{wait, Node, NodeOptions, Pod};
+use podwalld::dataplane::nft::NftKernel;
+use podwalld::dataplane::render::render;
+use podwalld::dataplane::{transaction_for, Desired, Guard, Kernel, Transaction};
+
+const CLUSTER: &str = "
+apiVersion: v1
+kind: Namespace
+metadata: {name: x, labels: {ns: x}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: y, labels: {ns: y, team: ops}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: x, labels: {pod: a}}
+spec:
+  nodeName: n1
+  containers:
+  - name: c
+    image: i
+    ports: [{containerPort: 80, name: web}, {containerPort: 53, name: dns, protocol: UDP}]
+status: {phase: Running, podIPs: [{ip: 10.9.0.2}, {ip: 'fd00:9::2'}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: c, namespace: x, labels: {pod: c}}
+spec: {nodeName: n1, containers: [{name: c, image: i}]}
+status: {phase: Running, podIPs: [{ip: 10.9.0.3}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: b, namespace: y, labels: {pod: b}}
+spec: {nodeName: n2, containers: [{name: c, image: i, ports: [{containerPort: 8080, name: web}]}]}
+status: {phase: Running, podIPs: [{ip: 10.9.1.2}, {ip: 'fd00:9:1::2'}]}
+";
+
+/// Every rule shape: selectors with a named port in both families, ipBlocks with excepts
+/// (one reaching the top of the address space, one the whole space), one port, one range,
+/// several ports (an anonymous set) up to 65535, a bare protocol, and deny-all.
+const FEATURES: &str = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: default-deny, namespace: x}
+spec: {podSelector: {}, policyTypes: [Ingress, Egress]}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: features, namespace: x}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  ingress:
+  - from:
+    - namespaceSelector: {matchLabels: {team: ops}}
+      podSelector: {matchExpressions: [{key: pod, operator: In, values: [b]}]}
+    ports: [{port: web}, {port: dns, protocol: UDP}]
+  - from: [{ipBlock: {cidr: 'fd00:9::/32', except: ['fd00:9:1::/48']}}]
+    ports: [{port: 8000, endPort: 8100}, {protocol: SCTP, port: 9}]
+  - from: [{ipBlock: {cidr: 192.0.2.0/24}}]
+    ports: [{port: 22}, {port: 80, endPort: 90}, {port: 85}, {port: 65000, endPort: 65535}]
+  - ports: [{protocol: UDP}]
+  egress:
+  - to: [{ipBlock: {cidr: 0.0.0.0/0, except: [10.0.0.0/8]}}]
+  - to: [{ipBlock: {cidr: '::/0'}}]
+    ports: [{port: 443}]
+  - to: [{namespaceSelector: {}}]
+    ports: [{port: web}]
+";
+
+/// FEATURES changed: one policy's rules changed (same chain name, refilled), one removed,
+/// one added.
+const CHANGED: &str = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: features, namespace: x}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  ingress:
+  - from: [{ipBlock: {cidr: 198.51.100.0/24, except: [198.51.100.255/32]}}]
+    ports: [{port: 80}, {port: 8080}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-only, namespace: x}
+spec:
+  podSelector: {matchLabels: {pod: c}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {pod: a}}}]
+    ports: [{port: web}]
+";
+
+fn world(policies: &str) -> Desired {
+    let loaded = load([("cluster.yaml", CLUSTER), ("policies.yaml", policies)]);
+    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+    let mut guard = Guard::default();
+    guard.sources.insert(
+        "veth-a".into(),
+        ["10.9.0.2".parse().unwrap(), "fd00:9::2".parse().unwrap()].into(),
+    );
+    Desired {
+        ruleset: podwall_policy::compile(&loaded.snapshot, "n1"),
+        guard,
+    }
+}
+
+fn load_whole(node: &TestNetns, desired: &Desired) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("table.nft");
+    std::fs::write(&path, render(desired)).unwrap();
+    let out = node.exec(&["nft", "-f", path.to_str().unwrap()]).unwrap();
+    assert!(out.success(), "nft refused the script: {}", out.stderr);
+}
+
+#[test]
+#[ignore = "needs root: creates network namespaces"]
+fn structural_changes_over_netlink_read_back_as_the_same_table_loaded_whole() {
+    let empty = Desired {
+        ruleset: Ruleset::default(),
+        guard: world(FEATURES).guard,
+    };
+    let steps = [
+        ("policies added", world(FEATURES)),
+        ("policies changed, removed and added", world(CHANGED)),
+        ("every policy removed", empty.clone()),
+    ];
+    let node = TestNetns::new("struct-nl");
+    load_whole(&node, &empty);
+    let mut applied = empty;
+    for (step, next) in steps {
+        let delta = applied.ruleset.diff(&next.ruleset);
+        let Transaction::Structure(structure) = transaction_for(&applied, &delta, &next.guard)
+        else {
+            panic!("{step}: a structural change")
+        };
+        node.run_in(|| NftKernel::default().apply_structure(&structure))
+            .unwrap_or_else(|e| panic!("{step}: the kernel refused the batch: {e}"));
+        let whole = TestNetns::new("struct-nft");
+        load_whole(&whole, &next);
+        let (built, loaded) = (listing(&node).unwrap(), listing(&whole).unwrap());
+        assert!(
+            loaded.len() > 10,
+            "{step}: the listing holds the tables: {loaded:?}"
+        );
+        let differences = listing_differences(&built, &loaded);
+        assert!(
+            differences.is_empty(),
+            "{step}:\n{}",
+            differences.join("\n")
+        );
+        applied = next;
+    }
+}
+
+const APPLY: Duration = Duration::from_secs(10);
+
+const PODS: &str = "
+apiVersion: v1
+kind: Namespace
+metadata: {name: flip}
+";
+
+/// Isolates the server; `steady` may always reach it, `stranger` never.
+const BASE: &str = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: steady, namespace: flip}
+spec:
+  podSelector: {matchLabels: {app: server}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {role: steady}}}]
+    ports: [{port: 80}]
+";
+
+/// The policy that changes: it admits client `a` or `b` (same policy, new rules: its chain
+/// is refilled), or is gone (the server's chain changes name: chains created and deleted).
+fn admitting(client: &str) -> String {
+    format!(
+        "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: flipping, namespace: flip}}
+spec:
+  podSelector: {{matchLabels: {{app: server}}}}
+  ingress:
+  - from: [{{podSelector: {{matchLabels: {{role: {client}}}}}}}]
+    ports: [{{port: 80}}, {{port: 8000, endPort: 8100}}, {{port: 9000}}]
+"
+    )
+}
+
+/// Connect from `from` to `to` again and again until `stop`: how many connections got
+/// through and how many did not.
+fn probe_until(stop: &AtomicBool, from: &Pod, to: std::net::IpAddr) -> (usize, usize) {
+    let (mut through, mut refused) = (0, 0);
+    while !stop.load(Ordering::Relaxed) {
+        // Under a second: a dropped SYN is not saved by its retransmission.
+        if tcp_connects(&from.netns, to, 80, Duration::from_millis(900)) {
+            through += 1;
+        } else {
+            refused += 1;
+        }
+    }
+    (through, refused)
+}
+
+#[test]
+#[ignore = "needs root: creates network namespaces"]
+fn policies_added_changed_and_deleted_while_traffic_flows_apply_whole_over_netlink() {
+    let mut node = Node::with_options(
+        "struct",
+        NodeOptions {
+            manifests: true,
+            ..NodeOptions::default()
+        },
+    );
+    let dir = node.manifests();
+    let pod =
+        |name: &str, labels: &[(&str, &str)]| PodManifest::new("flip", name).labels(labels).yaml();
+    dir.write(
+        "pods.yaml",
+        &documents(&[
+            PODS.to_string(),
+            pod("server", &[("app", "server")]),
+            pod("steady", &[("role", "steady")]),
+            pod("stranger", &[("role", "stranger")]),
+            pod("a", &[("role", "a")]),
+            pod("b", &[("role", "b")]),
+        ]),
+    );
+    dir.write("base.yaml", BASE);
+    node.start_daemon();
+    let named = |name: &str| Pod::named(&format!("flip-{name}"), "flip", name);
+    let (server, steady, stranger, a, b) = (
+        named("server"),
+        named("steady"),
+        named("stranger"),
+        named("a"),
+        named("b"),
+    );
+    node.add_all(&[&server, &steady, &stranger, &a, &b]);
+    let _echo = reach::serve(&[Peer::pod(&server)], &[80]);
+    let to = server.ip4();
+    let reaches = |client: &Pod| tcp_connects(&client.netns, to, 80, Duration::from_millis(900));
+    assert!(reaches(&steady) && !reaches(&stranger) && !reaches(&a));
+
+    let before = node.metrics();
+    let versions = [Some("a"), Some("b"), None, Some("b"), Some("a"), None];
+    let stop = AtomicBool::new(false);
+    let ((steady_through, steady_refused), (stranger_through, stranger_refused)) =
+        std::thread::scope(|s| {
+            let steady = s.spawn(|| probe_until(&stop, &steady, to));
+            let stranger = s.spawn(|| probe_until(&stop, &stranger, to));
+            for (i, admitted) in versions.iter().enumerate() {
+                match admitted {
+                    Some(client) => dir.write("flipping.yaml", &admitting(client)),
+                    None => dir.remove("flipping.yaml"),
+                }
+                let (want_a, want_b) = (*admitted == Some("a"), *admitted == Some("b"));
+                let applied =
+                    wait::eventually(APPLY, || reaches(&a) == want_a && reaches(&b) == want_b);
+                assert!(applied, "step {i}: admitting {admitted:?} was not enforced");
+            }
+            stop.store(true, Ordering::Relaxed);
+            (
+                steady.join().expect("prober"),
+                stranger.join().expect("prober"),
+            )
+        });
+    assert_eq!(
+        (steady_refused, stranger_through),
+        (0, 0),
+        "no packet saw a half-applied policy: steady got through {steady_through} times, \
+         stranger was refused {stranger_refused} times"
+    );
+    assert!(
+        steady_through > 10 && stranger_refused > 2,
+        "the probers ran"
+    );
+
+    let after = node.metrics();
+    let log = node.daemon_log();
+    assert_eq!(
+        after.delta(&before, FULL_REPLACES),
+        0.0,
+        "no whole-table swap; the daemon said:\n{log}"
+    );
+    assert_eq!(after.delta(&before, STRUCTURAL_FALLBACKS), 0.0, "{log}");
+    assert!(
+        after.delta(&before, STRUCTURAL_TRANSACTIONS) >= versions.len() as f64,
+        "each change was a structural netlink batch: {after:?}"
+    );
+
+    // What the batches built reads back as what a restart swaps in whole from the same state.
+    let built = listing(&node.netns).unwrap();
+    node.stop_daemon();
+    node.start_daemon();
+    let swapped = listing(&node.netns).unwrap();
+    let differences = listing_differences(&built, &swapped);
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
+}
