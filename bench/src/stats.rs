@@ -32,6 +32,14 @@ impl Samples {
         self.quantile(0.99)
     }
 
+    /// The arithmetic mean; zero when there are none.
+    pub fn mean(&self) -> Duration {
+        match u32::try_from(self.0.len()) {
+            Ok(n) if n > 0 => self.0.iter().sum::<Duration>() / n,
+            _ => Duration::ZERO,
+        }
+    }
+
     pub fn extend(&mut self, other: &Samples) {
         self.0.extend_from_slice(&other.0);
     }

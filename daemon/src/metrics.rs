@@ -84,6 +84,8 @@ impl ResultCounter {
 pub struct Metrics {
     attaches: ResultCounter,
     attach_seconds: Histogram,
+    /// Nanoseconds spent in each `AttachPhase`, over all attaches.
+    attach_phases: [AtomicU64; ATTACH_PHASES.len()],
     transactions: ResultCounter,
     transaction_seconds: Histogram,
     attachments: AtomicU64,
@@ -112,6 +114,21 @@ pub struct Metrics {
     bridge_netfilter_restores: AtomicU64,
 }
 
+/// Where an attach's time goes in the daemon, in the order it is spent: asking the API
+/// server for a pod the watchers have not delivered yet, waiting for the core, compiling
+/// the change, the kernel's transaction, the store's flush.
+#[derive(Debug, Clone, Copy)]
+pub enum AttachPhase {
+    Lookup = 0,
+    Queue = 1,
+    Compile = 2,
+    Kernel = 3,
+    Store = 4,
+}
+
+/// The `phase` label values of `podwall_attach_phase_seconds_total`.
+pub const ATTACH_PHASES: [&str; 5] = ["lookup", "queue", "compile", "kernel", "store"];
+
 /// The `kind` label values of `podwall_errors_total`.
 pub const ERROR_KINDS: [&str; 4] = ["api", "kernel", "store", "request"];
 
@@ -119,6 +136,11 @@ impl Metrics {
     pub fn observe_attach(&self, elapsed: Duration, ok: bool) {
         self.attaches.record(ok);
         self.attach_seconds.observe(elapsed);
+    }
+
+    pub fn observe_attach_phase(&self, phase: AttachPhase, elapsed: Duration) {
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.attach_phases[phase as usize].fetch_add(nanos, Ordering::Relaxed);
     }
 
     pub fn observe_transaction(&self, elapsed: Duration, ok: bool) {
@@ -342,6 +364,18 @@ impl Metrics {
                 ),
             ],
         );
+        let _ = writeln!(
+            out,
+            "# HELP podwall_attach_phase_seconds_total Time attaches spent in each phase in the daemon.\n\
+             # TYPE podwall_attach_phase_seconds_total counter"
+        );
+        for (phase, nanos) in ATTACH_PHASES.iter().zip(&self.attach_phases) {
+            let seconds = nanos.load(Ordering::Relaxed) as f64 / 1e9;
+            let _ = writeln!(
+                out,
+                "podwall_attach_phase_seconds_total{{phase=\"{phase}\"}} {seconds}"
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP podwall_errors_total Errors by kind.\n# TYPE podwall_errors_total counter"

@@ -104,6 +104,7 @@ async fn answer(
     }
     let line = line?;
     let request = wire::decode_request(&line)?;
+    let looked_up = std::time::Instant::now();
     if let (Some(lookup), Request::Attach { attachment }) = (&lookup, &request) {
         let key = podwall_policy::PodKey {
             namespace: attachment.pod.namespace.clone(),
@@ -116,9 +117,15 @@ async fn answer(
             }
         }
     }
-    let outcome = tokio::task::spawn_blocking(move || lock(&core).handle(request))
-        .await
-        .map_err(|e| WireError::new(ErrorKind::Internal, format!("request handler failed: {e}")))?;
+    let queued = std::time::Instant::now();
+    let lookup = queued - looked_up;
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut core = lock(&core);
+        core.queued(&request, lookup, queued.elapsed());
+        core.handle(request)
+    })
+    .await
+    .map_err(|e| WireError::new(ErrorKind::Internal, format!("request handler failed: {e}")))?;
     outcome.map(ReplyFrame::reply).map_err(to_wire)
 }
 

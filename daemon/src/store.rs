@@ -1,5 +1,6 @@
 //! The sled store behind typed methods: the node's attachments, so that a restarted daemon
-//! knows its pods before any API server answers.
+//! knows its pods before any API server answers, and the last-known cluster state, one
+//! record per object, so that writing it costs the objects that changed.
 //!
 //! sled allows one process per store; only the daemon opens it. Every write is flushed before
 //! it returns: the plugin is told "attached" only once the attachment survives a crash.
@@ -33,13 +34,48 @@ pub enum StoreError {
 
 /// Tree names are part of the on-disk format.
 const ATTACHMENTS: &str = "attachments/v1";
+/// The cluster as one snapshot record (read, for an upgrade, and then removed).
 const CLUSTER: &str = "cluster/v1";
 const SNAPSHOT_KEY: &[u8] = b"snapshot";
+/// The cluster, one record per object (see `object_key`).
+const CLUSTER_OBJECTS: &str = "cluster/v2";
 
+/// A handle on the store; clones share it.
+#[derive(Clone)]
 pub struct Store {
     db: sled::Db,
     attachments: sled::Tree,
     cluster: sled::Tree,
+    objects: sled::Tree,
+}
+
+/// Changes to the stored cluster state: objects written and objects removed, or, when
+/// `whole`, the new state of everything (what is not written is removed).
+#[derive(Debug, Default, PartialEq)]
+pub struct ClusterChanges {
+    pub whole: bool,
+    pub namespaces: Vec<podwall_policy::Namespace>,
+    pub pods: Vec<podwall_policy::Pod>,
+    pub policies: Vec<podwall_policy::Policy>,
+    pub removed: Vec<ObjectRef>,
+}
+
+/// A cluster object by kind and name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ObjectRef {
+    Namespace(String),
+    Pod(podwall_policy::PodKey),
+    Policy(podwall_policy::PolicyKey),
+}
+
+/// `kind NUL namespace NUL name`: NUL appears in no Kubernetes name.
+fn object_key(object: &ObjectRef) -> Vec<u8> {
+    let (kind, namespace, name) = match object {
+        ObjectRef::Namespace(name) => ("ns", "", name.as_str()),
+        ObjectRef::Pod(key) => ("pod", key.namespace.as_str(), key.name.as_str()),
+        ObjectRef::Policy(key) => ("policy", key.namespace.as_str(), key.name.as_str()),
+    };
+    [kind, namespace, name].join("\0").into_bytes()
 }
 
 impl Store {
@@ -50,10 +86,12 @@ impl Store {
         })?;
         let attachments = db.open_tree(ATTACHMENTS)?;
         let cluster = db.open_tree(CLUSTER)?;
+        let objects = db.open_tree(CLUSTER_OBJECTS)?;
         Ok(Self {
             db,
             attachments,
             cluster,
+            objects,
         })
     }
 
@@ -116,6 +154,26 @@ impl Store {
     /// The last-known state of the cluster (API objects, converted), so that a restart
     /// enforces it while the API server is unreachable.
     pub fn cluster(&self) -> Result<Option<podwall_policy::Snapshot>, StoreError> {
+        if self.objects.is_empty() {
+            return self.cluster_v1();
+        }
+        let mut snapshot = podwall_policy::Snapshot::default();
+        for entry in self.objects.iter() {
+            let (key, value) = entry?;
+            let corrupt = StoreError::CorruptCluster;
+            if key.starts_with(b"ns\0") {
+                snapshot.upsert_namespace(serde_json::from_slice(&value).map_err(corrupt)?);
+            } else if key.starts_with(b"pod\0") {
+                snapshot.upsert_pod(serde_json::from_slice(&value).map_err(corrupt)?);
+            } else if key.starts_with(b"policy\0") {
+                snapshot.upsert_policy(serde_json::from_slice(&value).map_err(corrupt)?);
+            }
+        }
+        Ok(Some(snapshot))
+    }
+
+    /// The state an earlier version stored as one record.
+    fn cluster_v1(&self) -> Result<Option<podwall_policy::Snapshot>, StoreError> {
         let Some(bytes) = self.cluster.get(SNAPSHOT_KEY)? else {
             return Ok(None);
         };
@@ -137,18 +195,52 @@ impl Store {
     /// Forget the stored cluster state (one that cannot be read): the next start relists.
     pub fn discard_cluster(&self) -> Result<(), StoreError> {
         self.cluster.remove(SNAPSHOT_KEY)?;
+        self.objects.clear()?;
         self.db.flush()?;
         Ok(())
     }
 
-    pub fn put_cluster(&self, snapshot: &podwall_policy::Snapshot) -> Result<(), StoreError> {
-        let stored = StoredCluster {
-            namespaces: snapshot.namespaces.values().cloned().collect(),
-            pods: snapshot.pods.values().cloned().collect(),
-            policies: snapshot.policies.values().cloned().collect(),
+    /// Write `changes` to the stored cluster state in one atomic batch.
+    pub fn put_cluster_changes(&self, changes: &ClusterChanges) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut written = std::collections::BTreeSet::new();
+        let mut put = |object: ObjectRef, value: Result<Vec<u8>, serde_json::Error>| {
+            let key = object_key(&object);
+            batch.insert(key.clone(), value.map_err(StoreError::Encode)?);
+            written.insert(key);
+            Ok::<(), StoreError>(())
         };
-        let value = serde_json::to_vec(&stored).map_err(StoreError::Encode)?;
-        self.cluster.insert(SNAPSHOT_KEY, value)?;
+        for ns in &changes.namespaces {
+            put(
+                ObjectRef::Namespace(ns.name.clone()),
+                serde_json::to_vec(ns),
+            )?;
+        }
+        for pod in &changes.pods {
+            put(ObjectRef::Pod(pod.key.clone()), serde_json::to_vec(pod))?;
+        }
+        for policy in &changes.policies {
+            put(
+                ObjectRef::Policy(policy.key.clone()),
+                serde_json::to_vec(policy),
+            )?;
+        }
+        for object in &changes.removed {
+            batch.remove(object_key(object));
+        }
+        if changes.whole {
+            for key in self.objects.iter().keys() {
+                let key = key?;
+                if !written.contains(key.as_ref()) {
+                    batch.remove(key);
+                }
+            }
+        }
+        self.objects.apply_batch(batch)?;
+        // Written whole in the new form: the old form's record is not needed any more.
+        if changes.whole {
+            self.cluster.remove(SNAPSHOT_KEY)?;
+        }
         self.db.flush()?;
         Ok(())
     }
@@ -272,9 +364,7 @@ mod tests {
         assert_eq!(store.cluster().unwrap(), None);
     }
 
-    #[test]
-    fn the_cluster_snapshot_survives_reopening() {
-        let dir = tempfile::tempdir().unwrap();
+    fn world() -> podwall_policy::Snapshot {
         let loaded = podwall_policy::manifests::load([(
             "world.yaml",
             "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {team: web}}\n---\n\
@@ -289,15 +379,70 @@ mod tests {
             (loaded.snapshot.pods.len(), loaded.snapshot.policies.len()),
             (1, 1)
         );
+        loaded.snapshot
+    }
+
+    fn whole(snapshot: &podwall_policy::Snapshot) -> ClusterChanges {
+        ClusterChanges {
+            whole: true,
+            namespaces: snapshot.namespaces.values().cloned().collect(),
+            pods: snapshot.pods.values().cloned().collect(),
+            policies: snapshot.policies.values().cloned().collect(),
+            removed: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_cluster_state_survives_reopening_and_changes_by_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut snapshot = world();
         {
             let store = Store::open(dir.path()).unwrap();
             assert_eq!(store.cluster().unwrap(), None);
-            store.put_cluster(&loaded.snapshot).unwrap();
+            store.put_cluster_changes(&whole(&snapshot)).unwrap();
         }
-        assert_eq!(
-            Store::open(dir.path()).unwrap().cluster().unwrap(),
-            Some(loaded.snapshot)
-        );
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.cluster().unwrap(), Some(snapshot.clone()));
+        // One pod relabelled, the policy removed: only they are written.
+        let key = snapshot.pods.keys().next().unwrap().clone();
+        let mut pod = snapshot.pods[&key].clone();
+        pod.labels = [("app".to_string(), "web".to_string())].into();
+        snapshot.upsert_pod(pod.clone());
+        let policy = snapshot.policies.keys().next().unwrap().clone();
+        snapshot.policies.remove(&policy);
+        store
+            .put_cluster_changes(&ClusterChanges {
+                pods: vec![pod],
+                removed: vec![ObjectRef::Policy(policy)],
+                ..ClusterChanges::default()
+            })
+            .unwrap();
+        assert_eq!(store.cluster().unwrap(), Some(snapshot.clone()));
+        // A whole write removes what it does not name.
+        let mut smaller = snapshot.clone();
+        smaller.pods.clear();
+        store.put_cluster_changes(&whole(&smaller)).unwrap();
+        assert_eq!(store.cluster().unwrap(), Some(smaller));
+    }
+
+    #[test]
+    fn a_cluster_stored_as_one_record_is_read_then_replaced_by_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshot = world();
+        let store = Store::open(dir.path()).unwrap();
+        let old = StoredCluster {
+            namespaces: snapshot.namespaces.values().cloned().collect(),
+            pods: snapshot.pods.values().cloned().collect(),
+            policies: snapshot.policies.values().cloned().collect(),
+        };
+        store
+            .cluster
+            .insert(SNAPSHOT_KEY, serde_json::to_vec(&old).unwrap())
+            .unwrap();
+        assert_eq!(store.cluster().unwrap(), Some(snapshot.clone()));
+        store.put_cluster_changes(&whole(&snapshot)).unwrap();
+        assert_eq!(store.cluster.get(SNAPSHOT_KEY).unwrap(), None);
+        assert_eq!(store.cluster().unwrap(), Some(snapshot));
     }
 
     #[test]

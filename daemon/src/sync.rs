@@ -46,18 +46,23 @@ pub async fn follow_source(
         let persist = dirty && tokio::time::Instant::now() >= next_persist;
         let core = core.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let mut core = lock(&core);
-            let applied = if batch.is_empty() {
-                Ok(())
-            } else {
-                apply(&mut core, batch)
+            let (applied, write) = {
+                let mut core = lock(&core);
+                let applied = if batch.is_empty() {
+                    Ok(())
+                } else {
+                    apply(&mut core, batch)
+                };
+                (applied, persist.then(|| core.cluster_changes()).flatten())
             };
-            if persist {
-                if let Err(err) = core.persist_cluster() {
+            // Written after the lock is released: an ADD never waits behind the store.
+            if let Some((store, changes)) = write {
+                if let Err(err) = store.put_cluster_changes(&changes) {
                     warn!(
                         error = format!("{:#}", anyhow::Error::from(err)),
                         "cannot store the cluster state"
                     );
+                    lock(&core).cluster_write_failed();
                 }
             }
             applied

@@ -1,12 +1,16 @@
 //! Pod start: CNI ADD and DEL through libcni (the runner a container runtime embeds), one
-//! pod after another and 8 at once, for three chains on three nodes side by side:
+//! pod after another and 8 at once, for four chains on three nodes side by side:
 //! - `bridge`: bridge + host-local alone, no enforcement;
-//! - `bridge+podwall`: the podwall node of a world, its daemon up with the world loaded;
+//! - `bridge+podwall`: the podwall node of a world, its daemon up with the world loaded; the
+//!   pods are new replicas of the world's workloads, so their policy group exists;
+//! - `bridge+podwall, new group`: the same node, each pod selected by a policy of its own
+//!   (with a peer), so its ADD creates its group's chain and sets;
 //! - `bridge+firewall`: Debian's `firewall` plugin chained after bridge (iptables backend),
 //!   the stock way to add filtering to a chain.
 //!
 //! Every timing is one whole `pwt-cnitool` run, so it includes the runner's own start
-//! (the same for the three).
+//! (the same for all). For podwall, the daemon's `/metrics` also say where each ADD's time
+//! went inside the daemon (`podwall_attach_phase_seconds_total`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Barrier;
@@ -28,20 +32,30 @@ pub const PARALLEL: usize = 8;
 pub enum Chain {
     Bridge,
     Podwall,
+    PodwallNewGroup,
     Firewall,
 }
 
 impl Chain {
-    pub const ALL: [Chain; 3] = [Chain::Bridge, Chain::Podwall, Chain::Firewall];
+    pub const ALL: [Chain; 4] = [
+        Chain::Bridge,
+        Chain::Podwall,
+        Chain::PodwallNewGroup,
+        Chain::Firewall,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Chain::Bridge => "bridge",
             Chain::Podwall => "bridge+podwall",
+            Chain::PodwallNewGroup => "bridge+podwall, new group",
             Chain::Firewall => "bridge+firewall",
         }
     }
 }
+
+/// The daemon's attach phases (`podwall_attach_phase_seconds_total`), as the table names them.
+pub const PHASES: [&str; 5] = ["lookup", "queue", "compile", "kernel", "store"];
 
 /// ADD and DEL samples of one chain, sequential and parallel.
 #[derive(Debug, Clone)]
@@ -51,6 +65,8 @@ pub struct Row {
     pub del: Samples,
     pub add_parallel: Samples,
     pub del_parallel: Samples,
+    /// For podwall: the mean time per sequential ADD in each of `PHASES`, in the daemon.
+    pub phases: Vec<Duration>,
 }
 
 /// The two nodes besides the world's podwall node.
@@ -99,6 +115,7 @@ pub fn measure(
     // the ADD, as kubelet only starts pods the API server has scheduled.
     let slots = sequential.max(PARALLEL);
     let pw_name = pair.pw().name().to_string();
+    let new_groups = new_group_pods(pair, rounds, slots)?;
     let mut names = Vec::new();
     for k in 0..slots {
         let (ns, labels) = pair.spec.replica(k);
@@ -126,20 +143,37 @@ pub fn measure(
             del: Samples::default(),
             add_parallel: Samples::default(),
             del_parallel: Samples::default(),
+            phases: Vec::new(),
         })
         .collect();
-    for round in 0..rounds {
+    let mut phase_totals = [[0.0; PHASES.len()]; 2];
+    for (round, new_group) in new_groups.iter().enumerate() {
         for i in order(Chain::ALL.len(), round) {
             let chain = Chain::ALL[i];
             let (node, conflist) = match chain {
                 Chain::Bridge => (&baselines.bridge, baselines.bridge_conflist.as_path()),
-                Chain::Podwall => (pair.pw(), pair.pw().conflist()),
+                Chain::Podwall | Chain::PodwallNewGroup => (pair.pw(), pair.pw().conflist()),
                 Chain::Firewall => (&baselines.firewall, baselines.firewall_conflist.as_path()),
+            };
+            let names = match chain {
+                Chain::PodwallNewGroup => new_group,
+                _ => &names,
             };
             let row = &mut rows[i];
             let pods = new_pods(&names[..sequential], round, "s");
+            let before = phase_seconds(node, chain);
             for pod in &pods {
                 row.add.push(timed(node, "add", conflist, pod)?);
+            }
+            let after = phase_seconds(node, chain);
+            if let Some(totals) = match chain {
+                Chain::Podwall => Some(&mut phase_totals[0]),
+                Chain::PodwallNewGroup => Some(&mut phase_totals[1]),
+                _ => None,
+            } {
+                for (total, (a, b)) in totals.iter_mut().zip(after.iter().zip(&before)) {
+                    *total += a - b;
+                }
             }
             for pod in &pods {
                 row.del.push(timed(node, "del", conflist, pod)?);
@@ -150,7 +184,64 @@ pub fn measure(
             row.del_parallel.0.extend(dels);
         }
     }
+    for (row, totals) in rows[1..=2].iter_mut().zip(phase_totals) {
+        let adds = row.add.len().max(1) as f64;
+        row.phases = (totals.iter())
+            .map(|seconds| Duration::from_secs_f64((seconds / adds).max(0.0)))
+            .collect();
+    }
     Ok(rows)
+}
+
+/// Seconds the daemon spent in each of `PHASES` so far; zeros for a chain without podwall.
+fn phase_seconds(node: &Node, chain: Chain) -> [f64; PHASES.len()] {
+    let mut out = [0.0; PHASES.len()];
+    if matches!(chain, Chain::Podwall | Chain::PodwallNewGroup) {
+        let metrics = node.metrics();
+        for (value, phase) in out.iter_mut().zip(PHASES) {
+            let series = format!("podwall_attach_phase_seconds_total{{phase=\"{phase}\"}}");
+            *value = metrics.samples.get(&series).copied().unwrap_or(0.0);
+        }
+    }
+    out
+}
+
+/// For each round, `slots` pods of a local namespace that each start a policy group of their
+/// own: a policy selects only that pod and admits one remote app to it, so its ADD creates
+/// the group's chain and the policy's peer sets. Their objects exist before the ADDs.
+fn new_group_pods(pair: &Pair, rounds: usize, slots: usize) -> Result<Vec<Vec<(String, String)>>> {
+    let pw_name = pair.pw().name().to_string();
+    let (ns, _) = pair.spec.replica(0);
+    let mut all = Vec::new();
+    for round in 0..rounds {
+        let mut names = Vec::new();
+        for k in 0..slots {
+            let name = format!("start-new-{round}-{k}");
+            let policy = format!(
+                "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+                 metadata: {{name: {name}, namespace: {ns}}}\n\
+                 spec:\n  podSelector: {{matchLabels: {{grp: {name}}}}}\n  ingress:\n\
+                 \x20 - from: [{{namespaceSelector: {{}}, podSelector: {{matchLabels: {{app: a{k}}}}}}}]\n\
+                 \x20   ports: [{{port: 8080}}]\n"
+            );
+            let pod = PodManifest::new(&ns, &name)
+                .labels(&[("grp", name.as_str()), ("tier", "local")])
+                .ports(&[("http", 8080, "TCP")])
+                .remote(&pw_name, &[])
+                .yaml();
+            for yaml in [policy, pod] {
+                pair.cluster
+                    .api
+                    .apply_yaml(&yaml)
+                    .map_err(|e| anyhow!("creating {ns}/{name}: {e:?}"))?;
+            }
+            names.push((ns.clone(), name));
+        }
+        all.push(names);
+    }
+    // Let the daemon's watchers deliver them, as they would have before kubelet's ADD.
+    std::thread::sleep(Duration::from_secs(1));
+    Ok(all)
 }
 
 fn new_pods(names: &[(String, String)], round: usize, tag: &str) -> Vec<Pod> {

@@ -81,6 +81,53 @@ impl Report {
                 )?;
             }
         }
+        writeln!(f)?;
+        self.add_breakdown(f)
+    }
+
+    /// Where a sequential ADD's time goes: means, so that the parts add up.
+    fn add_breakdown(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "### Where podwall's ADD time goes: means per sequential ADD, ms\n\n\
+             \"podwall's share\" is the chain's ADD less bridge's alone; the daemon's phases are \
+             its `podwall_attach_phase_seconds_total`; the rest is the plugin's run, the socket \
+             and the reply.\n"
+        )?;
+        writeln!(
+            f,
+            "| world | chain | ADD | bridge ADD | podwall's share | {} | daemon | rest |",
+            podstart::PHASES.join(" | ")
+        )?;
+        writeln!(
+            f,
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        )?;
+        for w in &self.worlds {
+            let Some(bridge) = (w.podstart.iter())
+                .find(|r| r.chain == podstart::Chain::Bridge)
+                .map(|r| r.add.mean())
+            else {
+                continue;
+            };
+            for r in w.podstart.iter().filter(|r| !r.phases.is_empty()) {
+                let share = r.add.mean().saturating_sub(bridge);
+                let daemon: Duration = r.phases.iter().sum();
+                let phases: Vec<String> = r.phases.iter().map(|d| ms(*d)).collect();
+                writeln!(
+                    f,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                    w.spec.label(),
+                    r.chain.name(),
+                    ms(r.add.mean()),
+                    ms(bridge),
+                    ms(share),
+                    phases.join(" | "),
+                    ms(daemon),
+                    ms(share.saturating_sub(daemon)),
+                )?;
+            }
+        }
         writeln!(f)
     }
 

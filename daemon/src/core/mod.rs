@@ -18,6 +18,7 @@ mod error;
 mod flows;
 mod local;
 mod pending;
+mod persist;
 mod transition;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -39,8 +40,8 @@ use transition::{describe, Scope};
 
 use crate::dataplane::{entries_of, Desired, Kernel};
 use crate::health::Health;
-use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::metrics::{AttachPhase, Metrics};
+use crate::store::{ClusterChanges, Store};
 
 /// The one lock around the core, held for one transaction at a time. A panic while it was
 /// held cannot leave a transaction half done in the kernel (each commits whole), so a
@@ -87,6 +88,10 @@ pub struct Core {
     health: Arc<Health>,
     /// Notified when the kernel took a change: `revoke_flows` is due.
     revocations: Arc<tokio::sync::Notify>,
+    /// How long the last transition's kernel transaction took.
+    last_commit: std::time::Duration,
+    /// Cluster objects not yet written to the store.
+    dirty: persist::Dirty,
 }
 
 impl Core {
@@ -161,6 +166,8 @@ impl Core {
             metrics,
             health,
             revocations: Arc::new(tokio::sync::Notify::new()),
+            last_commit: std::time::Duration::ZERO,
+            dirty: persist::Dirty::default(),
         };
         let attachments = core.attachments.clone();
         core.adopt(&attachments);
@@ -220,6 +227,22 @@ impl Core {
         }
     }
 
+    /// A request spent `lookup` asking the API server for its pod and `waited` waiting for
+    /// the core: counted when it is an attach.
+    pub fn queued(
+        &self,
+        request: &Request,
+        lookup: std::time::Duration,
+        waited: std::time::Duration,
+    ) {
+        if matches!(request, Request::Attach { .. }) {
+            self.metrics
+                .observe_attach_phase(AttachPhase::Lookup, lookup);
+            self.metrics
+                .observe_attach_phase(AttachPhase::Queue, waited);
+        }
+    }
+
     /// Whether the source has told us about pod `key` (kube mode asks the API server directly
     /// on attach when it has not).
     pub fn knows_pod(&self, key: &PodKey) -> bool {
@@ -229,14 +252,22 @@ impl Core {
     /// A pod fetched directly, ahead of the watch: the attach that follows uses its labels.
     pub fn learn_pod(&mut self, pod: Pod) {
         if !self.cluster.pods.contains_key(&pod.key) {
+            self.dirty.mark_pod(&pod.key);
             self.claims.add(&pod);
             self.cluster.pods.insert(pod.key.clone(), pod);
         }
     }
 
-    /// Keep the cluster state in the store, for a restart while the API is unreachable.
-    pub fn persist_cluster(&self) -> Result<(), crate::store::StoreError> {
-        self.store.put_cluster(&self.cluster)
+    /// The cluster objects changed since the stored state was last written (cloned, so that
+    /// the caller writes them outside the core's lock), and the store to write them to.
+    pub fn cluster_changes(&mut self) -> Option<(Store, ClusterChanges)> {
+        let changes = self.dirty.take(&self.cluster)?;
+        Some((self.store.clone(), changes))
+    }
+
+    /// Writing the changes failed: the next write is of the whole state, so none is lost.
+    pub fn cluster_write_failed(&mut self) {
+        self.dirty.mark_all();
     }
 
     /// The source reported changed objects (the API watchers' events): only they are
@@ -281,11 +312,20 @@ impl Core {
         pods.push(pod_key(&attachment));
         next.insert(attachment.id.clone(), attachment.clone());
         let what = format!("pod {} attached", attachment.pod);
+        let started = Instant::now();
         self.transition(next, None, Scope::Pods(pods), what)?;
+        let compile = started.elapsed().saturating_sub(self.last_commit);
+        self.metrics
+            .observe_attach_phase(AttachPhase::Compile, compile);
+        self.metrics
+            .observe_attach_phase(AttachPhase::Kernel, self.last_commit);
+        let started = Instant::now();
         for old in &stale {
             self.store.remove_attachment(&old.id)?;
         }
         self.store.put_attachment(&attachment)?;
+        self.metrics
+            .observe_attach_phase(AttachPhase::Store, started.elapsed());
         info!(pod = %attachment.pod, container_id = %attachment.id.container_id, "attached");
         let chains = entries_of(&self.applied.ruleset, &attachment.ips)
             .into_iter()

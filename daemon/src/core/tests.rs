@@ -278,6 +278,23 @@ fn a_new_policy_is_a_structural_change_that_matches_a_full_compile() {
 }
 
 #[test]
+fn an_attach_says_where_its_time_went() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut core, _kernel) = core_with(dir.path(), cluster(DENY_X));
+    attach(&mut core, "x", "a", "10.0.0.2");
+    let text = core.metrics.render();
+    let seconds = |phase: &str| -> f64 {
+        let series = format!("podwall_attach_phase_seconds_total{{phase=\"{phase}\"}} ");
+        let line = text.lines().find(|l| l.starts_with(&series));
+        line.and_then(|l| l[series.len()..].parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in {text}"))
+    };
+    // Compiling and the store's flush take time even with a kernel in memory.
+    assert!(seconds("compile") > 0.0 && seconds("store") > 0.0, "{text}");
+    assert!(seconds("kernel") >= 0.0);
+}
+
+#[test]
 fn a_structural_change_refused_over_netlink_lands_whole_and_is_counted() {
     let dir = tempfile::tempdir().unwrap();
     let (mut core, kernel) = core_with(dir.path(), cluster(""));

@@ -60,6 +60,7 @@ impl Core {
         scope: Scope,
         mut what: String,
     ) -> Result<(), CoreError> {
+        self.last_commit = std::time::Duration::ZERO;
         let local = local_ips(&attachments);
         // Addresses attached or released here.
         let mut touched: BTreeSet<IpAddr> = local_ips(&self.attachments)
@@ -111,6 +112,9 @@ impl Core {
         let guard = guard(&attachments, &self.adopted_ports);
         self.attachments = attachments;
         if let Some(cluster) = cluster {
+            for event in Event::between(&self.cluster, &cluster) {
+                self.dirty.mark(&event);
+            }
             self.cluster = cluster;
             self.claims = Claims::of(&self.cluster);
         }
@@ -158,8 +162,9 @@ impl Core {
             },
             Transaction::Replace => self.replace_with(&delta, &guard),
         };
+        self.last_commit = started.elapsed();
         self.metrics
-            .observe_transaction(started.elapsed(), result.is_ok());
+            .observe_transaction(self.last_commit, result.is_ok());
         if let Err(err) = result {
             return Err(self.refused(what, err));
         }
@@ -266,6 +271,7 @@ impl Core {
             }
         };
         for change in changes {
+            self.dirty.mark(&change);
             match change {
                 Event::Pod(pod) => {
                     pods.insert(pod.key.clone());
