@@ -108,6 +108,7 @@ pub struct Metrics {
     pending_since: Mutex<Option<Instant>>,
     store_discards: AtomicU64,
     bridge_netfilter_restores: AtomicU64,
+    manifest_files_read: AtomicU64,
 }
 
 /// The `kind` label values of `podwall_errors_total`.
@@ -197,6 +198,11 @@ impl Metrics {
     pub fn count_bridge_netfilter_restore(&self) {
         self.bridge_netfilter_restores
             .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A file of the manifests directory was read (it changed, or this is the first load).
+    pub fn count_manifest_read(&self) {
+        self.manifest_files_read.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn render(&self) -> String {
@@ -316,6 +322,11 @@ impl Metrics {
                     "podwall_bridge_netfilter_restores_total",
                     "Times br_netfilter was found off and turned back on.",
                     &self.bridge_netfilter_restores,
+                ),
+                (
+                    "podwall_manifest_files_read_total",
+                    "Files of the manifests directory read: the first load, then those that changed.",
+                    &self.manifest_files_read,
                 ),
             ],
         );
