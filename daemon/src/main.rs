@@ -266,6 +266,7 @@ async fn daemon(config: Config) -> anyhow::Result<()> {
         source,
         updates,
         core,
+        matches!(config.source, Source::Kubernetes { .. }),
         shutdown.clone(),
     )));
     info!(node = %config.node_name, source, socket = %config.socket.display(), health = %config.health_addr, "podwalld serving");
