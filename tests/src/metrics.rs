@@ -8,6 +8,7 @@ pub const FULL_REPLACES: &str = "podwall_full_replaces_total";
 pub const ELEMENT_TRANSACTIONS: &str = "podwall_element_transactions_total";
 pub const ELEMENTS_CHANGED: &str = "podwall_elements_changed_total";
 pub const RECONCILE_REPAIRS: &str = "podwall_reconcile_repairs_total";
+pub const MANIFEST_FILES_READ: &str = "podwall_manifest_files_read_total";
 
 /// One scrape: `name{labels}` → value.
 #[derive(Debug, Clone, Default, PartialEq)]
