@@ -44,6 +44,9 @@ const GIVE_UP: Duration = Duration::from_secs(30);
 const LOCAL_EXTRA: usize = 3;
 /// Remote pods per namespace.
 const PER_NAMESPACE: usize = 100;
+/// The core's time per source update, as `/metrics` sums and counts it.
+const SYNC_SECONDS_SUM: &str = "podwall_sync_duration_seconds_sum";
+const SYNC_SECONDS_COUNT: &str = "podwall_sync_duration_seconds_count";
 /// Distinct `app` labels among the remote pods.
 const APPS: usize = 20;
 
@@ -124,6 +127,10 @@ impl Row {
 pub struct World {
     pub pods: usize,
     pub sync: Duration,
+    /// How long the core took, on average, to apply one source update during the changes
+    /// (`podwall_sync_duration_seconds`, reconciles included): it holds its lock that long,
+    /// and an ADD that comes meanwhile waits.
+    pub per_update: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -169,9 +176,10 @@ impl fmt::Display for Report {
         for w in &self.worlds {
             writeln!(
                 f,
-                "{:>7} pods: daemon start to healthy in {} ms",
+                "{:>7} pods: daemon start to healthy in {} ms; the core applied a source update in {} ms on average",
                 w.pods,
-                ms(w.sync)
+                ms(w.sync),
+                ms(w.per_update)
             )?;
         }
         Ok(())
@@ -349,6 +357,12 @@ fn measure_world(pods: usize, changes: usize, source: Source) -> Result<(World, 
         .iter()
         .map(|p| EchoServer::start(&p.netns, 80))
         .collect();
+    let daemon = match (&cluster, &node) {
+        (Some(cluster), _) => cluster.node(0),
+        (None, Some(node)) => node,
+        (None, None) => bail!("no world was built"),
+    };
+    let metrics = daemon.metrics();
     let (host, editor) = match (&cluster, &node) {
         (Some(cluster), _) => {
             for pod in &local {
@@ -410,8 +424,18 @@ fn measure_world(pods: usize, changes: usize, source: Source) -> Result<(World, 
         }
         Ok(rows)
     })?;
+    let (after, sum, count) = (daemon.metrics(), SYNC_SECONDS_SUM, SYNC_SECONDS_COUNT);
+    let per_update = after.delta(&metrics, sum) / after.delta(&metrics, count).max(1.0);
     drop(servers);
-    Ok((World { pods, sync }, rows))
+    let per_update = Duration::from_secs_f64(per_update);
+    Ok((
+        World {
+            pods,
+            sync,
+            per_update,
+        },
+        rows,
+    ))
 }
 
 /// One probe: does a TCP connection to `target` open within `ATTEMPT`?
