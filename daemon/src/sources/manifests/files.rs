@@ -134,6 +134,8 @@ impl Files {
         changed: impl IntoIterator<Item = (String, Option<String>)>,
     ) -> Outcome {
         let mut outcome = Outcome::default();
+        // The last word on each name counts.
+        let changed: BTreeMap<String, Option<String>> = changed.into_iter().collect();
         let mut next: BTreeMap<String, Option<File>> = BTreeMap::new();
         for (name, text) in changed {
             let old = self.files.get(&name);
@@ -380,6 +382,69 @@ mod tests {
             ["-policy shop/deny"],
             "no readable version to keep"
         );
+    }
+
+    /// The directory as a whole load sees it, each broken file replaced by its last
+    /// readable text: how the manifests source read the directory before it went by file.
+    fn whole_load(
+        dir: &BTreeMap<String, String>,
+        last_good: &mut BTreeMap<String, String>,
+    ) -> Snapshot {
+        last_good.retain(|name, _| dir.contains_key(name));
+        let mut effective = Vec::new();
+        for (name, text) in dir {
+            if !load([(name.as_str(), text.as_str())]).has_fatal_errors() {
+                last_good.insert(name.clone(), text.clone());
+            }
+            effective.push((name.as_str(), last_good.get(name).unwrap_or(text).clone()));
+        }
+        load(effective.iter().map(|(n, t)| (*n, t.as_str()))).snapshot
+    }
+
+    #[test]
+    fn random_edits_agree_with_reloading_the_whole_directory_at_every_step() {
+        let texts: Vec<Option<String>> = vec![
+            None,
+            Some(NS.to_string()),
+            Some(DENY.to_string()),
+            Some(BROKEN.to_string()),
+            Some(pod("a", "10.0.0.1")),
+            Some(pod("a", "10.0.0.2")),
+            Some(format!("{}---\n{DENY}", pod("b", "10.0.0.3"))),
+            Some(format!("{NS}---\n{}---\n{BROKEN}", pod("a", "10.0.0.4"))),
+            Some(DENY.replace("podSelector: {}", "podSelector: {matchLabels: {a: b}}")),
+        ];
+        let names = ["a.yaml", "b.yaml", "c.yaml", "d.yaml"];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let (mut dir, mut last_good) = (BTreeMap::new(), BTreeMap::new());
+        let mut files = Files::default();
+        let mut core = Snapshot::default();
+        for step in 0..500 {
+            let mut change = Vec::new();
+            for _ in 0..=next(2) {
+                let name = names[next(names.len())].to_string();
+                let text = texts[next(texts.len())].clone();
+                match &text {
+                    Some(text) => drop(dir.insert(name.clone(), text.clone())),
+                    None => drop(dir.remove(&name)),
+                }
+                change.push((name, text));
+            }
+            let outcome = files.update(change);
+            apply(&mut core, outcome.events);
+            let whole = whole_load(&dir, &mut last_good);
+            assert_eq!(files.snapshot(), whole, "step {step}");
+            assert_eq!(
+                core, whole,
+                "step {step}: the events lead to the same cluster"
+            );
+        }
     }
 
     #[test]
