@@ -96,7 +96,10 @@ fn a_policy_file_is_enforced_through_inotify_reading_only_that_file() {
         eventually(QUICK, || !reaches()),
         "the policy is enforced within {QUICK:?}"
     );
-    eprintln!("policy enforced {:?} after the write", t0.elapsed());
+    eprintln!(
+        "denied {:?} after the write, the denied probe's {PROBE:?} timeout included",
+        t0.elapsed()
+    );
     assert_eq!(read() - loaded, 1.0, "only the new file is read");
 
     // A broken edit: read, and the last readable version keeps enforcing.
