@@ -1,12 +1,16 @@
-//! The propagation benchmark (issue 5): how long an API change takes to be enforced. A
-//! kube-mode node watches the test API server, which holds 100, 1k or 10k pods (nearly all
-//! of them on other nodes, with addresses; a few attached to the node for real), and a
-//! prober connects to a local pod every ~2 ms. Each sample is the time from the control call
-//! that changes the API server's state until the prober first sees the new verdict:
+//! The propagation benchmark (issue 5): how long a change of the cluster takes to be
+//! enforced. A kube-mode node watches the test API server, which holds 100, 1k or 10k pods
+//! (nearly all of them on other nodes, with addresses; a few attached to the node for real),
+//! and a prober connects to a local pod every ~2 ms. Each sample is the time from the control
+//! call that changes the API server's state until the prober first sees the new verdict:
 //! - `peer label`: a remote peer pod's label flips, which adds it to or removes it from the
 //!   peers a local pod's policy admits (an element change in the kernel);
 //! - `policy add/del`: a policy that isolates a local pod is created or deleted (a change of
 //!   the table's structure).
+//!
+//! With [`Source::Manifests`] the same world is a standalone node's `--manifests` directory
+//! (one file per namespace of 100 remote pods, ~2.5 MB at 10k pods), and a change is a file
+//! written (`peer.yaml`, `isolate2.yaml`) or removed.
 //!
 //! The remote peer is a host behind the node at a documentation address, reported by a Pod
 //! object of another node; the local pods are attached through the real CNI chain. A
@@ -23,8 +27,9 @@ use podwall_tests::apiserver::ApiServer;
 use podwall_tests::cluster::Cluster;
 use podwall_tests::cni::Pod;
 use podwall_tests::external::ExternalHost;
-use podwall_tests::manifests::{documents, namespace, PodManifest};
+use podwall_tests::manifests::{documents, namespace, ManifestDir, PodManifest};
 use podwall_tests::probe::EchoServer;
+use podwall_tests::{Node, NodeOptions};
 
 /// The remote peer's address (RFC 5737), behind the node.
 const PEER_ADDR: &str = "198.51.100.7";
@@ -39,16 +44,29 @@ const GIVE_UP: Duration = Duration::from_secs(30);
 const LOCAL_EXTRA: usize = 3;
 /// Remote pods per namespace.
 const PER_NAMESPACE: usize = 100;
+/// The core's time per source update, as `/metrics` sums and counts it.
+const SYNC_SECONDS_SUM: &str = "podwall_sync_duration_seconds_sum";
+const SYNC_SECONDS_COUNT: &str = "podwall_sync_duration_seconds_count";
 /// Distinct `app` labels among the remote pods.
 const APPS: usize = 20;
+
+/// Where the world lives and its changes are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The test API server, watched by a kube-mode node.
+    Api,
+    /// A standalone node's manifests directory.
+    Manifests,
+}
 
 /// What to build and how often to change it.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Pods in the API server, one world each.
+    /// Pods in the cluster, one world each.
     pub sizes: Vec<usize>,
     /// Changes measured per size and kind (half of them allow, half deny).
     pub changes: usize,
+    pub source: Source,
 }
 
 impl Options {
@@ -57,6 +75,7 @@ impl Options {
         Options {
             sizes: vec![100, 1_000, 10_000],
             changes: 20,
+            source: Source::Api,
         }
     }
 
@@ -65,6 +84,7 @@ impl Options {
         Options {
             sizes: vec![20],
             changes: 4,
+            source: Source::Api,
         }
     }
 }
@@ -107,10 +127,15 @@ impl Row {
 pub struct World {
     pub pods: usize,
     pub sync: Duration,
+    /// How long the core took, on average, to apply one source update during the changes
+    /// (`podwall_sync_duration_seconds`, reconciles included): it holds its lock that long,
+    /// and an ADD that comes meanwhile waits.
+    pub per_update: Duration,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Report {
+    pub source: Source,
     pub worlds: Vec<World>,
     pub rows: Vec<Row>,
 }
@@ -126,10 +151,11 @@ impl Report {
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1000.0);
-        writeln!(
-            f,
-            "API change -> enforced (prober every ~2 ms), milliseconds"
-        )?;
+        let what = match self.source {
+            Source::Api => "API change",
+            Source::Manifests => "manifests file change",
+        };
+        writeln!(f, "{what} -> enforced (prober every ~2 ms), milliseconds")?;
         writeln!(
             f,
             "{:>7}  {:<15} {:>4} {:>8} {:>8} {:>8}",
@@ -150,9 +176,10 @@ impl fmt::Display for Report {
         for w in &self.worlds {
             writeln!(
                 f,
-                "{:>7} pods: daemon start to healthy in {} ms",
+                "{:>7} pods: daemon start to healthy in {} ms; the core applied a source update in {} ms on average",
                 w.pods,
-                ms(w.sync)
+                ms(w.sync),
+                ms(w.per_update)
             )?;
         }
         Ok(())
@@ -161,9 +188,13 @@ impl fmt::Display for Report {
 
 /// Build each world and measure it.
 pub fn run(options: &Options) -> Result<Report> {
-    let mut report = Report::default();
+    let mut report = Report {
+        source: options.source,
+        worlds: Vec::new(),
+        rows: Vec::new(),
+    };
     for &pods in &options.sizes {
-        let (world, rows) = measure_world(pods, options.changes)
+        let (world, rows) = measure_world(pods, options.changes, options.source)
             .with_context(|| format!("world of {pods} pods"))?;
         report.worlds.push(world);
         report.rows.extend(rows);
@@ -191,76 +222,176 @@ fn peer_yaml(role: &str) -> String {
         .yaml()
 }
 
-fn measure_world(pods: usize, changes: usize) -> Result<(World, Vec<Row>)> {
-    let locals = 2 + LOCAL_EXTRA;
-    if pods < locals + 1 {
-        bail!("a world needs at least {} pods", locals + 1);
-    }
-    let remotes = pods - locals - 1;
-    let mut cluster = Cluster::new(&format!("prop{pods}"), 1);
+/// Where the changes are made: the API server, or files of the manifests directory.
+enum Editor<'a> {
+    Api(&'a ApiServer),
+    Dir(ManifestDir),
+}
 
-    // The world, in the API server before the daemon starts (its first list has it all).
-    let mut docs = vec![namespace("bench", &[])];
+impl Editor<'_> {
+    /// Create or replace the object `yaml` (file `file` of the directory); the time just
+    /// before.
+    fn put(&self, file: &str, yaml: &str) -> Result<Instant> {
+        let t0 = Instant::now();
+        match self {
+            Editor::Api(api) => api
+                .apply_yaml(yaml)
+                .map(drop)
+                .map_err(|e| anyhow::anyhow!("changing the API server: {e:?}"))?,
+            Editor::Dir(dir) => dir.write(file, yaml),
+        }
+        Ok(t0)
+    }
+
+    /// Delete the object `yaml` (file `file`); the time just before.
+    fn delete(&self, file: &str, yaml: &str) -> Result<Instant> {
+        let t0 = Instant::now();
+        match self {
+            Editor::Api(api) => api
+                .delete_yaml(yaml)
+                .map(drop)
+                .map_err(|e| anyhow::anyhow!("changing the API server: {e:?}"))?,
+            Editor::Dir(dir) => dir.remove(file),
+        }
+        Ok(t0)
+    }
+}
+
+/// The world's objects: the remote pods' namespaces with their pods (a group each), then
+/// the bench namespace, its policies and the stranger peer.
+fn world_docs(remotes: usize, local_names: &[String]) -> (Vec<Vec<String>>, Vec<String>) {
+    let mut groups = Vec::new();
     for n in 0..remotes.div_ceil(PER_NAMESPACE) {
-        docs.push(namespace(&format!("r{n}"), &[("tier", "remote")]));
+        let mut docs = vec![namespace(&format!("r{n}"), &[("tier", "remote")])];
+        for i in n * PER_NAMESPACE..remotes.min((n + 1) * PER_NAMESPACE) {
+            let app = format!("app{}", i % APPS);
+            docs.push(
+                PodManifest::new(&format!("r{n}"), &format!("p{i}"))
+                    .labels(&[("app", &app)])
+                    .remote(&format!("pwt-remote-{}", i % 50), &[remote_ip(i)])
+                    .yaml(),
+            );
+        }
+        groups.push(docs);
     }
-    for i in 0..remotes {
-        let app = format!("app{}", i % APPS);
-        docs.push(
-            PodManifest::new(&format!("r{}", i / PER_NAMESPACE), &format!("p{i}"))
-                .labels(&[("app", &app)])
-                .remote(&format!("pwt-remote-{}", i % 50), &[remote_ip(i)])
-                .yaml(),
-        );
-    }
-    docs.push(peer_yaml("stranger"));
-    let mut local_names = vec!["target".to_string(), "target2".to_string()];
-    for k in 0..LOCAL_EXTRA {
-        local_names.push(format!("local{k}"));
-        docs.push(policy(
-            &format!("local{k}"),
-            &format!("local{k}"),
+    let mut bench = vec![namespace("bench", &[])];
+    for (k, name) in local_names.iter().skip(2).enumerate() {
+        bench.push(policy(
+            name,
+            name,
             &format!(
                 "  ingress:\n  - from: [{{namespaceSelector: {{matchLabels: {{tier: remote}}}}, podSelector: {{matchLabels: {{app: app{k}}}}}}}]\n"
             ),
         ));
     }
-    for name in &local_names {
-        docs.push(cluster.pod_yaml(0, "bench", name, &[("app", name)], &[]));
-    }
-    docs.push(policy(
+    bench.push(policy(
         "target",
         "target",
         "  ingress:\n  - from: [{podSelector: {matchLabels: {role: client}}}]\n",
     ));
-    for chunk in docs.chunks(500) {
-        cluster.apply(&documents(chunk));
+    (groups, bench)
+}
+
+fn measure_world(pods: usize, changes: usize, source: Source) -> Result<(World, Vec<Row>)> {
+    let locals = 2 + LOCAL_EXTRA;
+    if pods < locals + 1 {
+        bail!("a world needs at least {} pods", locals + 1);
     }
-
-    let node = &mut cluster.nodes[0];
-    let started = Instant::now();
-    node.spawn_daemon().context("starting podwalld")?;
-    node.wait_healthy(Duration::from_secs(120))
-        .with_context(|| format!("podwalld did not sync:\n{}", node.daemon_log()))?;
-    let sync = started.elapsed();
-
+    let remotes = pods - locals - 1;
+    let mut local_names = vec!["target".to_string(), "target2".to_string()];
+    local_names.extend((0..LOCAL_EXTRA).map(|k| format!("local{k}")));
+    let (groups, mut bench) = world_docs(remotes, &local_names);
     let local: Vec<Pod> = local_names
         .iter()
         .map(|n| Pod::named(&format!("prop-{n}"), "bench", n))
         .collect();
+
+    // The world is in place before the daemon starts (its first list or load has it all).
+    let (mut cluster, mut node) = (None, None);
+    let started;
+    match source {
+        Source::Api => {
+            let cluster = cluster.insert(Cluster::new(&format!("prop{pods}"), 1));
+            for name in &local_names {
+                bench.push(cluster.pod_yaml(0, "bench", name, &[("app", name)], &[]));
+            }
+            bench.push(peer_yaml("stranger"));
+            let docs: Vec<String> = groups.into_iter().flatten().chain(bench).collect();
+            for chunk in docs.chunks(500) {
+                cluster.apply(&documents(chunk));
+            }
+            let node = &mut cluster.nodes[0];
+            started = Instant::now();
+            node.spawn_daemon().context("starting podwalld")?;
+            node.wait_healthy(Duration::from_secs(120))
+                .with_context(|| format!("podwalld did not sync:\n{}", node.daemon_log()))?;
+        }
+        Source::Manifests => {
+            let options = NodeOptions {
+                manifests: true,
+                ..NodeOptions::default()
+            };
+            let node = node.insert(Node::with_options(&format!("propm{pods}"), options));
+            let dir = node.manifests();
+            for name in &local_names {
+                bench.push(
+                    PodManifest::new("bench", name)
+                        .labels(&[("app", name)])
+                        .yaml(),
+                );
+            }
+            for (n, docs) in groups.iter().enumerate() {
+                dir.write(&format!("r{n}.yaml"), &documents(docs));
+            }
+            dir.write("bench.yaml", &documents(&bench));
+            dir.write("peer.yaml", &peer_yaml("stranger"));
+            started = Instant::now();
+            node.spawn_daemon().context("starting podwalld")?;
+            node.wait_healthy(Duration::from_secs(120))
+                .with_context(|| format!("podwalld did not load:\n{}", node.daemon_log()))?;
+        }
+    }
+    let sync = started.elapsed();
+
     let servers: Vec<EchoServer> = local[..2]
         .iter()
         .map(|p| EchoServer::start(&p.netns, 80))
         .collect();
-    for pod in &local {
-        cluster.attach(0, pod);
-    }
-    let host = ExternalHost::attach(cluster.node(0), PEER_ADDR);
+    let daemon = match (&cluster, &node) {
+        (Some(cluster), _) => cluster.node(0),
+        (None, Some(node)) => node,
+        (None, None) => bail!("no world was built"),
+    };
+    let metrics = daemon.metrics();
+    let (host, editor) = match (&cluster, &node) {
+        (Some(cluster), _) => {
+            for pod in &local {
+                cluster.attach(0, pod);
+            }
+            let host = ExternalHost::attach(cluster.node(0), PEER_ADDR);
+            (host, Editor::Api(&cluster.api))
+        }
+        (None, Some(node)) => {
+            for pod in &local {
+                node.add(pod)
+                    .map_err(|e| anyhow::anyhow!("ADD {}: {e}", pod.container_id))?;
+            }
+            (
+                ExternalHost::attach(node, PEER_ADDR),
+                Editor::Dir(node.manifests()),
+            )
+        }
+        (None, None) => bail!("no world was built"),
+    };
     let targets = [
         SocketAddr::new(local[0].ip4(), 80),
         SocketAddr::new(local[1].ip4(), 80),
     ];
-    let api = &cluster.api;
+    let isolate = policy(
+        "isolate2",
+        "target2",
+        "  ingress:\n  - from: [{podSelector: {matchLabels: {role: nobody}}}]\n",
+    );
     let rows = host.netns.run_in(|| -> Result<Vec<Row>> {
         // Both targets start as the changes leave them: target denies the stranger,
         // target2 is open.
@@ -270,30 +401,17 @@ fn measure_world(pods: usize, changes: usize) -> Result<(World, Vec<Row>)> {
         for change in Change::ALL {
             let mut samples = Vec::new();
             for i in 0..changes {
-                let (target, want) = match change {
+                let (target, allow, t0) = match change {
                     Change::PeerLabel => {
                         let allow = i % 2 == 0;
                         let yaml = peer_yaml(if allow { "client" } else { "stranger" });
-                        (targets[0], apply_timed(api, &yaml, allow))
+                        (targets[0], allow, editor.put("peer.yaml", &yaml)?)
                     }
-                    Change::Policy => {
-                        let isolate = policy(
-                            "isolate2",
-                            "target2",
-                            "  ingress:\n  - from: [{podSelector: {matchLabels: {role: nobody}}}]\n",
-                        );
-                        let allow = i % 2 == 1;
-                        let t0 = Instant::now();
-                        if allow {
-                            api.delete_yaml(&isolate)
-                        } else {
-                            api.apply_yaml(&isolate)
-                        }
-                        .map_err(|e| anyhow::anyhow!("changing the API server: {e:?}"))?;
-                        (targets[1], (t0, allow))
+                    Change::Policy if i % 2 == 1 => {
+                        (targets[1], true, editor.delete("isolate2.yaml", &isolate)?)
                     }
+                    Change::Policy => (targets[1], false, editor.put("isolate2.yaml", &isolate)?),
                 };
-                let (t0, allow) = want;
                 samples.push(wait_for(target, allow, t0).with_context(|| {
                     format!("{} change {i} (want allowed={allow})", change.name())
                 })?);
@@ -306,15 +424,18 @@ fn measure_world(pods: usize, changes: usize) -> Result<(World, Vec<Row>)> {
         }
         Ok(rows)
     })?;
+    let (after, sum, count) = (daemon.metrics(), SYNC_SECONDS_SUM, SYNC_SECONDS_COUNT);
+    let per_update = after.delta(&metrics, sum) / after.delta(&metrics, count).max(1.0);
     drop(servers);
-    Ok((World { pods, sync }, rows))
-}
-
-fn apply_timed(api: &ApiServer, yaml: &str, allow: bool) -> (Instant, bool) {
-    let t0 = Instant::now();
-    api.apply_yaml(yaml)
-        .unwrap_or_else(|e| panic!("changing the API server: {e:?}"));
-    (t0, allow)
+    let per_update = Duration::from_secs_f64(per_update);
+    Ok((
+        World {
+            pods,
+            sync,
+            per_update,
+        },
+        rows,
+    ))
 }
 
 /// One probe: does a TCP connection to `target` open within `ATTEMPT`?

@@ -18,9 +18,6 @@ use podwalld::{explain, http, server, sync};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-/// How often the manifests directory is checked for changes.
-const MANIFESTS_POLL: std::time::Duration = std::time::Duration::from_millis(250);
-
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -157,15 +154,14 @@ async fn daemon(config: Config) -> anyhow::Result<()> {
     // The cluster comes from a manifests directory, or from the API server's watchers.
     let (source, cluster, updates, lookup) = match &config.source {
         Source::Manifests(dir) => {
-            // Taken before the first read, so that a change during it is seen by the watcher.
-            let start = manifests::initial_fingerprint(dir);
-            let mut reader = manifests::Reader::new(dir.clone());
-            let cluster = reader.load()?.snapshot;
+            // Watched before the first read, so that a change during it is seen.
+            let watch = manifests::start_watching(dir);
+            let mut reader = manifests::Reader::new(dir.clone(), metrics.clone());
+            let cluster = reader.load()?;
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             tasks.push(tokio::spawn(manifests::watch(
                 reader,
-                MANIFESTS_POLL,
-                start,
+                watch,
                 tx,
                 shutdown.clone(),
             )));
@@ -270,6 +266,7 @@ async fn daemon(config: Config) -> anyhow::Result<()> {
         source,
         updates,
         core,
+        matches!(config.source, Source::Kubernetes { .. }),
         shutdown.clone(),
     )));
     info!(node = %config.node_name, source, socket = %config.socket.display(), health = %config.health_addr, "podwalld serving");

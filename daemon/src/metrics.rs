@@ -112,6 +112,7 @@ pub struct Metrics {
     pending_since: Mutex<Option<Instant>>,
     store_discards: AtomicU64,
     bridge_netfilter_restores: AtomicU64,
+    manifest_files_read: AtomicU64,
 }
 
 /// Where an attach's time goes in the daemon, in the order it is spent: asking the API
@@ -232,6 +233,11 @@ impl Metrics {
     pub fn count_bridge_netfilter_restore(&self) {
         self.bridge_netfilter_restores
             .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A file of the manifests directory was read (it changed, or this is the first load).
+    pub fn count_manifest_read(&self) {
+        self.manifest_files_read.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn render(&self) -> String {
@@ -361,6 +367,11 @@ impl Metrics {
                     "podwall_bridge_netfilter_restores_total",
                     "Times br_netfilter was found off and turned back on.",
                     &self.bridge_netfilter_restores,
+                ),
+                (
+                    "podwall_manifest_files_read_total",
+                    "Files of the manifests directory read: the first load, then those that changed.",
+                    &self.manifest_files_read,
                 ),
             ],
         );

@@ -20,12 +20,15 @@ use crate::metrics::Metrics;
 const PERSIST_EVERY: Duration = Duration::from_secs(5);
 
 /// Feed every update from a source (the manifests reader, the API watchers) to the core,
-/// in order, and keep a recent cluster state in the store. Updates that queued up while the
-/// core was busy are applied together: consecutive change batches become one transaction.
+/// in order, and, when `persist`, keep a recent cluster state in the store (a restart in
+/// Kubernetes mode starts from it; a manifests directory is its own record, and storing it
+/// would hold the core's lock for nothing). Updates that queued up while the core was busy
+/// are applied together: consecutive change batches become one transaction.
 pub async fn follow_source(
     name: &'static str,
     mut updates: mpsc::UnboundedReceiver<Update>,
     core: Arc<Mutex<Core>>,
+    persist: bool,
     shutdown: CancellationToken,
 ) {
     // Updates since the last write to the store; written once PERSIST_EVERY has passed,
@@ -42,8 +45,8 @@ pub async fn follow_source(
         while let Ok(update) = updates.try_recv() {
             batch.push(update);
         }
-        dirty |= !batch.is_empty();
-        let persist = dirty && tokio::time::Instant::now() >= next_persist;
+        dirty |= persist && !batch.is_empty();
+        let write_now = dirty && tokio::time::Instant::now() >= next_persist;
         let core = core.clone();
         let result = tokio::task::spawn_blocking(move || {
             let (applied, write) = {
@@ -53,7 +56,7 @@ pub async fn follow_source(
                 } else {
                     apply(&mut core, batch)
                 };
-                (applied, persist.then(|| core.cluster_changes()).flatten())
+                (applied, write_now.then(|| core.cluster_changes()).flatten())
             };
             // Written after the lock is released: an ADD never waits behind the store.
             if let Some((store, changes)) = write {
@@ -69,7 +72,7 @@ pub async fn follow_source(
         })
         .instrument(info_span!("source", name))
         .await;
-        if persist {
+        if write_now {
             dirty = false;
             next_persist = tokio::time::Instant::now() + PERSIST_EVERY;
         }

@@ -1,5 +1,5 @@
 //! The `--manifests` directory of a standalone node: Namespace, Pod and NetworkPolicy
-//! manifests that a test writes, replaces and deletes while the daemon polls the directory.
+//! manifests that a test writes, replaces and deletes while the daemon follows the directory.
 //!
 //! Every change is atomic: the text goes to a dotfile (which the daemon skips) and is renamed
 //! into place, so the daemon never reads half a file. Small YAML builders keep the tests'

@@ -10,6 +10,7 @@ pub const STRUCTURAL_FALLBACKS: &str = "podwall_structural_fallbacks_total";
 pub const ELEMENT_TRANSACTIONS: &str = "podwall_element_transactions_total";
 pub const ELEMENTS_CHANGED: &str = "podwall_elements_changed_total";
 pub const RECONCILE_REPAIRS: &str = "podwall_reconcile_repairs_total";
+pub const MANIFEST_FILES_READ: &str = "podwall_manifest_files_read_total";
 
 /// One scrape: `name{labels}` → value.
 #[derive(Debug, Clone, Default, PartialEq)]

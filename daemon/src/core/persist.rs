@@ -32,11 +32,17 @@ impl Default for Dirty {
 
 impl Dirty {
     pub(super) fn mark_pod(&mut self, key: &PodKey) {
-        self.pods.insert(key.clone());
+        if !self.all {
+            self.pods.insert(key.clone());
+        }
     }
 
-    /// The object `event` adds, changes or removes.
+    /// The object `event` adds, changes or removes. Nothing to keep while the next write is
+    /// whole anyway (also: a source whose state is never stored never makes a write).
     pub(super) fn mark(&mut self, event: &Event) {
+        if self.all {
+            return;
+        }
         match event {
             Event::Pod(pod) => self.pods.insert(pod.key.clone()),
             Event::PodDeleted(key) => self.pods.insert(key.clone()),
@@ -48,7 +54,7 @@ impl Dirty {
     }
 
     pub(super) fn mark_all(&mut self) {
-        self.all = true;
+        *self = Dirty::default();
     }
 
     /// The changes to write for `cluster`, and a clean slate; `None` when nothing changed.

@@ -4,9 +4,9 @@
 pub mod kube;
 pub mod manifests;
 
-/// What a source tells the core: a whole new state (a manifests reload, the first list of
-/// the API), or the objects that changed (the API's watch events), which the core compiles
-/// alone.
+/// What a source tells the core: a whole new state (the API watchers' first complete list),
+/// or the objects that changed (the API's watch events, the changed files of a manifests
+/// directory), which the core compiles alone.
 #[derive(Debug, Clone)]
 pub enum Update {
     Snapshot(podwall_policy::Snapshot),

@@ -258,7 +258,7 @@ fn wait_for_commit(node: &Node, before: &Metrics) -> Result<String> {
         if Instant::now() >= end {
             return Ok(format!("no commit seen in {APPLY:?}"));
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

@@ -24,6 +24,7 @@ mod kube_relist;
 mod kube_restart;
 mod kube_sync;
 mod layout;
+mod manifests_watch;
 mod node_path;
 mod policy_attach;
 mod policy_drift;
