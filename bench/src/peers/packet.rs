@@ -1,7 +1,9 @@
 //! Per packet: one TCP stream's throughput (iperf3) and new connections per second with
 //! their connect latency, from a client pod to the target pod on an allowed path (the
 //! `probe-by-label` policy admits the client; the target is behind every policy of its
-//! group as well), on three nodes: no rules at all, podwall, the kube-router shape.
+//! group as well), on four nodes: no rules at all; conntrack only (br_netfilter on and one
+//! `ct state established,related accept` rule: what any stateful filter on a bridge pays);
+//! podwall; the kube-router shape.
 //!
 //! Established packets take the conntrack fast path in both enforcers, so the stream mostly
 //! measures the bridge; new connections pay for the whole policy walk.
@@ -31,16 +33,23 @@ const CLIENT: (&str, &str) = ("probe", "client");
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Path {
     NoRules,
+    ConntrackOnly,
     Podwall,
     KubeRouter,
 }
 
 impl Path {
-    pub const ALL: [Path; 3] = [Path::NoRules, Path::Podwall, Path::KubeRouter];
+    pub const ALL: [Path; 4] = [
+        Path::NoRules,
+        Path::ConntrackOnly,
+        Path::Podwall,
+        Path::KubeRouter,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Path::NoRules => "no rules",
+            Path::ConntrackOnly => "conntrack only",
             Path::Podwall => "podwall",
             Path::KubeRouter => "kube-router shape",
         }
@@ -71,7 +80,8 @@ pub fn measure(
     stream: Duration,
     burst: Duration,
 ) -> Result<Vec<(Path, Row)>> {
-    let plain = plain_node()?;
+    let plain = plain_node("pkt-plain", None)?;
+    let tracked = plain_node("pkt-ct", Some(CONNTRACK_ONLY))?;
     let pw_client = Pod::named("pkt-pw", CLIENT.0, CLIENT.1);
     let client_yaml = PodManifest::new(CLIENT.0, CLIENT.1)
         .labels(&[("role", "client")])
@@ -95,6 +105,11 @@ pub fn measure(
     let ends = |path: Path| -> (&TestNetns, &TestNetns, IpAddr) {
         match path {
             Path::NoRules => (&plain.client.netns, &plain.server.netns, plain.server.ip4()),
+            Path::ConntrackOnly => (
+                &tracked.client.netns,
+                &tracked.server.netns,
+                tracked.server.ip4(),
+            ),
             Path::Podwall => (
                 &pw_client.netns,
                 &pair.pw_pods[0].netns,
@@ -125,11 +140,33 @@ pub fn measure(
     Ok(rows)
 }
 
-fn plain_node() -> Result<Plain> {
-    let node = Node::with_options("pkt-plain", NodeOptions::default());
+/// The conntrack-only node's rules.
+const CONNTRACK_ONLY: &str = "table inet ct {
+    chain forward {
+        type filter hook forward priority filter; policy accept;
+        ct state established,related accept
+    }
+}
+";
+
+/// A node with bridge alone, and with `rules` loaded and bridged traffic passed through
+/// netfilter (br_netfilter) when given.
+fn plain_node(label: &str, rules: Option<&str>) -> Result<Plain> {
+    let node = Node::with_options(label, NodeOptions::default());
+    if let Some(rules) = rules {
+        node.netns
+            .set_sysctl("net.bridge.bridge-nf-call-iptables", "1")
+            .context("turning br_netfilter on")?;
+        let path = node.dir().join("rules.nft");
+        std::fs::write(&path, rules).context("writing the rules")?;
+        node.netns
+            .exec(&["nft", "-f", &path.display().to_string()])
+            .and_then(podwall_tests::cmd::Output::ok)
+            .context("loading the rules")?;
+    }
     let conflist = node.write_conflist("bridge", &node.conflist_json("1.0.0", None));
-    let client = Pod::new("pkt-plain-c");
-    let server = Pod::new("pkt-plain-s");
+    let client = Pod::new(&format!("{label}-c"));
+    let server = Pod::new(&format!("{label}-s"));
     for pod in [&client, &server] {
         node.libcni("add", &conflist, pod)
             .map_err(|e| anyhow!("ADD on the node without rules: {e}"))?;

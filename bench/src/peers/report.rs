@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::{change, podstart, Report};
+use super::{change, packet, podstart, Report};
 use crate::stats::{dratio, ms, ratio, Samples};
 
 fn median(values: &[f64]) -> f64 {
@@ -274,20 +274,29 @@ impl Report {
         )?;
         writeln!(
             f,
-            "| path | stream Gbit/s | connections/s | connect p50 µs | connect p99 µs | conn/s vs no rules |"
+            "| path | stream Gbit/s | connections/s | connect p50 µs | connect p99 µs | conn/s vs no rules | conn/s vs conntrack only |"
         )?;
-        writeln!(f, "|---|---:|---:|---:|---:|---:|")?;
-        let base = rows.first().map(|(_, r)| median(&r.rate)).unwrap_or(0.0);
+        writeln!(f, "|---|---:|---:|---:|---:|---:|---:|")?;
+        let rate_of = |wanted: packet::Path| {
+            (rows.iter())
+                .find(|(path, _)| *path == wanted)
+                .map_or(0.0, |(_, r)| median(&r.rate))
+        };
+        let (none, tracked) = (
+            rate_of(packet::Path::NoRules),
+            rate_of(packet::Path::ConntrackOnly),
+        );
         for (path, r) in rows {
             writeln!(
                 f,
-                "| {} | {:.1} | {:.0} | {:.0} | {:.0} | {} |",
+                "| {} | {:.1} | {:.0} | {:.0} | {:.0} | {} | {} |",
                 path.name(),
                 median(&r.gbits),
                 median(&r.rate),
                 r.connect.p50().as_secs_f64() * 1e6,
                 r.connect.p99().as_secs_f64() * 1e6,
-                ratio(base, median(&r.rate)),
+                ratio(none, median(&r.rate)),
+                ratio(tracked, median(&r.rate)),
             )?;
         }
         writeln!(f)
