@@ -152,6 +152,9 @@ async fn daemon(config: Config) -> anyhow::Result<()> {
     ))];
 
     // The cluster comes from a manifests directory, or from the API server's watchers.
+    // Whether the cluster the core starts from is what the store holds, object by object
+    // (then only changes need writing).
+    let mut in_store = false;
     let (source, cluster, updates, lookup) = match &config.source {
         Source::Manifests(dir) => {
             // Watched before the first read, so that a change during it is seen.
@@ -172,6 +175,7 @@ async fn daemon(config: Config) -> anyhow::Result<()> {
             cache_sync_timeout,
         } => {
             let client = kube_client(kubeconfig.as_deref()).await?;
+            let by_object = store.holds_cluster_by_object();
             let stored = match store.cluster() {
                 Ok(stored) => stored,
                 // A cache, not the truth: relist rather than refuse to start.
@@ -207,6 +211,7 @@ async fn daemon(config: Config) -> anyhow::Result<()> {
                         policies = stored.policies.len(),
                         "starting from the stored cluster state"
                     );
+                    in_store = by_object;
                     stored
                 }
                 None => kube::wait_synced(&mut rx, &health, *cache_sync_timeout).await?,
@@ -216,7 +221,7 @@ async fn daemon(config: Config) -> anyhow::Result<()> {
     };
 
     let socket = server::bind(&config.socket)?;
-    let core = Core::start(
+    let mut core = Core::start(
         config.node_name.clone(),
         cluster,
         store,
@@ -230,6 +235,9 @@ async fn daemon(config: Config) -> anyhow::Result<()> {
         metrics.clone(),
         health.clone(),
     )?;
+    if in_store {
+        core.cluster_is_stored();
+    }
     let core = Arc::new(Mutex::new(core));
     let socket =
         tokio::net::UnixListener::from_std(socket).context("registering the plugin socket")?;

@@ -172,6 +172,12 @@ impl Store {
         Ok(Some(snapshot))
     }
 
+    /// Whether the cluster state is stored one record per object (not by an earlier
+    /// version, not empty).
+    pub fn holds_cluster_by_object(&self) -> bool {
+        !self.objects.is_empty()
+    }
+
     /// The state an earlier version stored as one record.
     fn cluster_v1(&self) -> Result<Option<podwall_policy::Snapshot>, StoreError> {
         let Some(bytes) = self.cluster.get(SNAPSHOT_KEY)? else {

@@ -265,6 +265,11 @@ impl Core {
         Some((self.store.clone(), changes))
     }
 
+    /// The cluster the core started from is the stored one: only changes need writing.
+    pub fn cluster_is_stored(&mut self) {
+        self.dirty = persist::Dirty::clean();
+    }
+
     /// Writing the changes failed: the next write is of the whole state, so none is lost.
     pub fn cluster_write_failed(&mut self) {
         self.dirty.mark_all();

@@ -31,6 +31,14 @@ impl Default for Dirty {
 }
 
 impl Dirty {
+    /// Everything is stored as it is.
+    pub(super) fn clean() -> Self {
+        Self {
+            all: false,
+            ..Dirty::default()
+        }
+    }
+
     pub(super) fn mark_pod(&mut self, key: &PodKey) {
         if !self.all {
             self.pods.insert(key.clone());
@@ -59,13 +67,7 @@ impl Dirty {
 
     /// The changes to write for `cluster`, and a clean slate; `None` when nothing changed.
     pub(super) fn take(&mut self, cluster: &Snapshot) -> Option<ClusterChanges> {
-        let dirty = std::mem::replace(
-            self,
-            Dirty {
-                all: false,
-                ..Dirty::default()
-            },
-        );
+        let dirty = std::mem::replace(self, Dirty::clean());
         if dirty.all {
             return Some(ClusterChanges {
                 whole: true,

@@ -73,13 +73,7 @@ impl Fingerprint {
             names::QUARANTINE_CHAIN.to_string(),
             vec!["drop".to_string()],
         );
-        chains.insert(
-            names::GUARD_CHAIN.to_string(),
-            render::GUARD_FINGERPRINT
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-        );
+        chains.insert(names::GUARD_CHAIN.to_string(), render::guard_fingerprint());
         let guard = &desired.guard.sources;
         sets.insert(names::GUARD_PORTS.to_string(), Some(guard.len()));
         for (name, v4) in [

@@ -100,8 +100,12 @@ fn render_guard(guard: &Guard) -> String {
         out,
         "\tchain {GUARD_CHAIN} {{\n\t\ttype filter hook prerouting priority filter; policy accept;"
     );
+    // One lookup decides whether a frame is a guarded pod's at all; the checks after it
+    // each start with a cheap protocol match (every frame pays this chain, not only new
+    // flows).
+    let _ = writeln!(out, "\t\tiifname != @{GUARD_PORTS} accept");
     for rule in GUARD_RULES {
-        let _ = writeln!(out, "\t\tiifname @{GUARD_PORTS} {rule} drop");
+        let _ = writeln!(out, "\t\t{rule} drop");
     }
     let _ = writeln!(out, "\t}}\n}}");
     out
@@ -134,8 +138,13 @@ fn ifname(name: &str) -> String {
         .collect()
 }
 
-/// How the guard chain's rules read back from the kernel.
-pub const GUARD_FINGERPRINT: [&str; GUARD_RULES.len()] = ["drop"; GUARD_RULES.len()];
+/// How the guard chain's rules read back from the kernel: the port check, then the drops.
+pub fn guard_fingerprint() -> Vec<String> {
+    std::iter::once("accept")
+        .chain(GUARD_RULES.map(|_| "drop"))
+        .map(String::from)
+        .collect()
+}
 
 /// The script that replaces the `inet podwall` table with `ruleset`.
 pub fn render_ruleset(ruleset: &Ruleset) -> String {
