@@ -10,7 +10,9 @@
 //!
 //! With [`Source::Manifests`] the same world is a standalone node's `--manifests` directory
 //! (one file per namespace of 100 remote pods, ~2.5 MB at 10k pods), and a change is a file
-//! written (`peer.yaml`, `isolate2.yaml`) or removed.
+//! written (`peer.yaml`, `isolate2.yaml`) or removed. There it also starts 30 new pods as
+//! kubelet would (each one's manifest written a second before its ADD, its address
+//! published after) and times their ADDs against ADDs through bridge alone on the node.
 //!
 //! The remote peer is a host behind the node at a documentation address, reported by a Pod
 //! object of another node; the local pods are attached through the real CNI chain. A
@@ -29,6 +31,8 @@ use podwall_tests::cni::Pod;
 use podwall_tests::external::ExternalHost;
 use podwall_tests::manifests::{documents, namespace, ManifestDir, PodManifest};
 use podwall_tests::probe::EchoServer;
+
+use crate::stats::Samples;
 use podwall_tests::{Node, NodeOptions};
 
 /// The remote peer's address (RFC 5737), behind the node.
@@ -131,6 +135,9 @@ pub struct World {
     /// (`podwall_sync_duration_seconds`, reconciles included): it holds its lock that long,
     /// and an ADD that comes meanwhile waits.
     pub per_update: Duration,
+    /// Standalone only: ADDs of new pods whose manifests were written a second before, with
+    /// podwall and through bridge alone on the same node, interleaved.
+    pub adds: Option<(Samples, Samples)>,
 }
 
 #[derive(Debug, Clone)]
@@ -181,6 +188,20 @@ impl fmt::Display for Report {
                 ms(w.sync),
                 ms(w.per_update)
             )?;
+            if let Some((podwall, bridge)) = &w.adds {
+                writeln!(
+                    f,
+                    "{:>7} pods: ADD of {} new pods (manifest written 1 s before, IP published after): \
+                     p50 {} ms, p99 {} ms; bridge alone p50 {} ms, p99 {} ms; p50 ×{:.2}",
+                    w.pods,
+                    podwall.len(),
+                    ms(podwall.p50()),
+                    ms(podwall.p99()),
+                    ms(bridge.p50()),
+                    ms(bridge.p99()),
+                    podwall.p50().as_secs_f64() / bridge.p50().as_secs_f64().max(1e-9),
+                )?;
+            }
         }
         Ok(())
     }
@@ -428,14 +449,61 @@ fn measure_world(pods: usize, changes: usize, source: Source) -> Result<(World, 
     let per_update = after.delta(&metrics, sum) / after.delta(&metrics, count).max(1.0);
     drop(servers);
     let per_update = Duration::from_secs_f64(per_update);
+    let adds = match &node {
+        Some(node) => Some(standalone_adds(node, STANDALONE_ADDS)?),
+        None => None,
+    };
     Ok((
         World {
             pods,
             sync,
             per_update,
+            adds,
         },
         rows,
     ))
+}
+
+/// New pods started on the standalone node in the issue's way.
+const STANDALONE_ADDS: usize = 30;
+
+/// `n` pods started as kubelet would on a standalone node: each one's manifest (no address
+/// yet) is written a second before its ADD, and rewritten with its address after. Each ADD
+/// is paired with one through bridge alone on the same node (its own network), in
+/// alternating order.
+fn standalone_adds(node: &Node, n: usize) -> Result<(Samples, Samples)> {
+    let dir = node.manifests();
+    // The same network (so the same address pool) without podwall.
+    let bare = node.write_conflist("bare", &node.conflist_json("1.0.0", None));
+    let (mut podwall, mut bridge) = (Samples::default(), Samples::default());
+    for i in 0..n {
+        let name = format!("new{i}");
+        let file = format!("{name}.yaml");
+        dir.write(&file, &PodManifest::new("bench", &name).yaml());
+        std::thread::sleep(Duration::from_secs(1));
+        let pod = Pod::named(&format!("prop-{name}"), "bench", &name);
+        let plain = Pod::new(&format!("prop-bare{i}"));
+        let mut run = |with_podwall: bool| -> Result<()> {
+            let started = Instant::now();
+            if with_podwall {
+                node.add(&pod)
+                    .map_err(|e| anyhow::anyhow!("ADD {}: {e}", pod.container_id))?;
+                podwall.push(started.elapsed());
+            } else {
+                node.libcni("add", &bare, &plain)
+                    .map_err(|e| anyhow::anyhow!("ADD {} (bridge): {e}", plain.container_id))?;
+                bridge.push(started.elapsed());
+            }
+            Ok(())
+        };
+        run(i % 2 == 0)?;
+        run(i % 2 == 1)?;
+        let yaml = PodManifest::new("bench", &name)
+            .remote(node.name(), &[pod.ip4()])
+            .yaml();
+        dir.write(&file, &yaml);
+    }
+    Ok((podwall, bridge))
 }
 
 /// One probe: does a TCP connection to `target` open within `ATTEMPT`?

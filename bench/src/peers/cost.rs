@@ -1,7 +1,8 @@
 //! Programming cost of a full sync, side by side on one world:
 //! - podwall: `podwalld` restarted with its state (attachments and the stored cluster), until
-//!   healthy: it lists the API server, compiles, and replaces its table in one transaction.
-//!   CPU and peak memory are the daemon's own, up to that point.
+//!   it serves ADDs (it compiled the stored state and put it in the kernel), and until
+//!   healthy (it listed the API server and applied what changed). CPU and peak memory are
+//!   the daemon's own, up to that point.
 //! - kube-router shape, cold: its chains and sets removed, then a full resync (what a
 //!   restarted kube-router does).
 //! - kube-router shape, warm: a full resync over what is loaded (what each of its periodic
@@ -24,6 +25,8 @@ pub struct Side {
 
 #[derive(Debug, Clone, Default)]
 pub struct Row {
+    /// podwalld's restart until its socket serves ADDs (the stored state enforced).
+    pub serving: Samples,
     pub podwall: Side,
     pub cold: Side,
     pub warm: Side,
@@ -34,7 +37,8 @@ pub fn measure(pair: &mut Pair, rounds: usize) -> Result<Row> {
     for round in 0..rounds {
         for i in order(2, round) {
             if i == 0 {
-                let (took, usage) = pair.pw_restart()?;
+                let (serving, took, usage) = pair.pw_restart()?;
+                row.serving.push(serving);
                 row.podwall.wall.push(took);
                 row.podwall.cpu.push(usage.cpu);
                 row.podwall.peak_rss_kib = row.podwall.peak_rss_kib.max(usage.peak_rss_kib);

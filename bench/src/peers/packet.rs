@@ -141,7 +141,7 @@ pub fn measure(
 }
 
 /// The conntrack-only node's rules.
-const CONNTRACK_ONLY: &str = "table inet ct {
+const CONNTRACK_ONLY: &str = "table inet tracked {
     chain forward {
         type filter hook forward priority filter; policy accept;
         ct state established,related accept

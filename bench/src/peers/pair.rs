@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use podwall_policy::Snapshot;
 use podwall_tests::cluster::Cluster;
 use podwall_tests::cni::{result_ips, Pod};
@@ -166,16 +166,26 @@ impl Pair {
 
     /// Restart podwalld (with its state: attachments and stored cluster) and wait until it
     /// is healthy again; returns the time it took and the daemon's usage at that point.
-    pub fn pw_restart(&mut self) -> Result<(Duration, process::Usage)> {
+    /// Restart podwalld: how long until it serves ADDs (its socket answers, the stored
+    /// state enforced), how long until it is healthy (the lists arrived and were applied),
+    /// and its resources up to then.
+    pub fn pw_restart(&mut self) -> Result<(Duration, Duration, process::Usage)> {
         let node = &mut self.cluster.nodes[0];
         node.stop_daemon();
         let started = Instant::now();
         node.spawn_daemon().context("restarting podwalld")?;
+        while node.call(&podwall::wire::Request::Status).is_err() {
+            if started.elapsed() > SYNC_DEADLINE {
+                bail!("podwalld does not serve its socket:\n{}", node.daemon_log());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let serving = started.elapsed();
         node.wait_healthy(SYNC_DEADLINE)
             .with_context(|| format!("podwalld did not sync again:\n{}", node.daemon_log()))?;
         let took = started.elapsed();
         let pid = node.daemon_pid().context("podwalld is not running")?;
-        Ok((took, process::usage(pid)?))
+        Ok((serving, took, process::usage(pid)?))
     }
 }
 

@@ -5,6 +5,9 @@
 //!   pods are new replicas of the world's workloads, so their policy group exists;
 //! - `bridge+podwall, new group`: the same node, each pod selected by a policy of its own
 //!   (with a peer), so its ADD creates its group's chain and sets;
+//! - `bridge+podwall, policies changing`: replicas again, while a policy selecting every
+//!   local pod of their namespace is added and deleted every 50 ms (each a structural change
+//!   of the node's table), so ADDs meet bulk changes;
 //! - `bridge+firewall`: Debian's `firewall` plugin chained after bridge (iptables backend),
 //!   the stock way to add filtering to a chain.
 //!
@@ -13,6 +16,7 @@
 //! went inside the daemon (`podwall_attach_phase_seconds_total`).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
@@ -33,14 +37,16 @@ pub enum Chain {
     Bridge,
     Podwall,
     PodwallNewGroup,
+    PodwallChurn,
     Firewall,
 }
 
 impl Chain {
-    pub const ALL: [Chain; 4] = [
+    pub const ALL: [Chain; 5] = [
         Chain::Bridge,
         Chain::Podwall,
         Chain::PodwallNewGroup,
+        Chain::PodwallChurn,
         Chain::Firewall,
     ];
 
@@ -49,6 +55,7 @@ impl Chain {
             Chain::Bridge => "bridge",
             Chain::Podwall => "bridge+podwall",
             Chain::PodwallNewGroup => "bridge+podwall, new group",
+            Chain::PodwallChurn => "bridge+podwall, policies changing",
             Chain::Firewall => "bridge+firewall",
         }
     }
@@ -146,13 +153,15 @@ pub fn measure(
             phases: Vec::new(),
         })
         .collect();
-    let mut phase_totals = [[0.0; PHASES.len()]; 2];
+    let mut phase_totals = [[0.0; PHASES.len()]; 3];
     for (round, new_group) in new_groups.iter().enumerate() {
         for i in order(Chain::ALL.len(), round) {
             let chain = Chain::ALL[i];
             let (node, conflist) = match chain {
                 Chain::Bridge => (&baselines.bridge, baselines.bridge_conflist.as_path()),
-                Chain::Podwall | Chain::PodwallNewGroup => (pair.pw(), pair.pw().conflist()),
+                Chain::Podwall | Chain::PodwallNewGroup | Chain::PodwallChurn => {
+                    (pair.pw(), pair.pw().conflist())
+                }
                 Chain::Firewall => (&baselines.firewall, baselines.firewall_conflist.as_path()),
             };
             let names = match chain {
@@ -162,13 +171,26 @@ pub fn measure(
             let row = &mut rows[i];
             let pods = new_pods(&names[..sequential], round, "s");
             let before = phase_seconds(node, chain);
-            for pod in &pods {
-                row.add.push(timed(node, "add", conflist, pod)?);
-            }
+            let stop = AtomicBool::new(false);
+            std::thread::scope(|s| -> Result<()> {
+                let churn = (chain == Chain::PodwallChurn).then(|| s.spawn(|| churn(pair, &stop)));
+                let added = pods.iter().try_for_each(|pod| {
+                    row.add.push(timed(node, "add", conflist, pod)?);
+                    Ok(())
+                });
+                stop.store(true, Ordering::Relaxed);
+                if let Some(churn) = churn {
+                    churn
+                        .join()
+                        .map_err(|_| anyhow!("the policy churn panicked"))??;
+                }
+                added
+            })?;
             let after = phase_seconds(node, chain);
             if let Some(totals) = match chain {
                 Chain::Podwall => Some(&mut phase_totals[0]),
                 Chain::PodwallNewGroup => Some(&mut phase_totals[1]),
+                Chain::PodwallChurn => Some(&mut phase_totals[2]),
                 _ => None,
             } {
                 for (total, (a, b)) in totals.iter_mut().zip(after.iter().zip(&before)) {
@@ -184,7 +206,7 @@ pub fn measure(
             row.del_parallel.0.extend(dels);
         }
     }
-    for (row, totals) in rows[1..=2].iter_mut().zip(phase_totals) {
+    for (row, totals) in rows[1..=3].iter_mut().zip(phase_totals) {
         let adds = row.add.len().max(1) as f64;
         row.phases = (totals.iter())
             .map(|seconds| Duration::from_secs_f64((seconds / adds).max(0.0)))
@@ -193,10 +215,38 @@ pub fn measure(
     Ok(rows)
 }
 
+/// Add and delete a policy that selects every local pod of the replicas' namespace, every
+/// 50 ms, until `stop`.
+fn churn(pair: &Pair, stop: &AtomicBool) -> Result<()> {
+    let (ns, _) = pair.spec.replica(0);
+    let yaml = format!(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+         metadata: {{name: start-churn, namespace: {ns}}}\n\
+         spec:\n  podSelector: {{matchLabels: {{tier: local}}}}\n  ingress:\n\
+         \x20 - from: [{{namespaceSelector: {{}}, podSelector: {{matchLabels: {{app: a1}}}}}}]\n"
+    );
+    while !stop.load(Ordering::Relaxed) {
+        pair.cluster
+            .api
+            .apply_yaml(&yaml)
+            .map_err(|e| anyhow!("adding the churning policy: {e:?}"))?;
+        std::thread::sleep(Duration::from_millis(50));
+        pair.cluster
+            .api
+            .delete_yaml(&yaml)
+            .map_err(|e| anyhow!("deleting the churning policy: {e:?}"))?;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
 /// Seconds the daemon spent in each of `PHASES` so far; zeros for a chain without podwall.
 fn phase_seconds(node: &Node, chain: Chain) -> [f64; PHASES.len()] {
     let mut out = [0.0; PHASES.len()];
-    if matches!(chain, Chain::Podwall | Chain::PodwallNewGroup) {
+    if matches!(
+        chain,
+        Chain::Podwall | Chain::PodwallNewGroup | Chain::PodwallChurn
+    ) {
         let metrics = node.metrics();
         for (value, phase) in out.iter_mut().zip(PHASES) {
             let series = format!("podwall_attach_phase_seconds_total{{phase=\"{phase}\"}}");

@@ -235,19 +235,20 @@ impl Report {
         )?;
         writeln!(
             f,
-            "| world | podwalld first sync | podwalld restart wall | CPU | peak RSS | kube-router cold wall | CPU | restore RSS | kube-router resync wall | CPU | restore RSS | resync / restart wall |"
+            "| world | podwalld first sync | podwalld restart → serving | → healthy | CPU | peak RSS | kube-router cold wall | CPU | restore RSS | kube-router resync wall | CPU | restore RSS | resync / serving | resync / healthy |"
         )?;
         writeln!(
             f,
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         )?;
         for w in &self.worlds {
             let c = &w.cost;
             writeln!(
                 f,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 w.spec.label(),
                 ms(w.first_sync),
+                ms(c.serving.p50()),
                 ms(c.podwall.wall.p50()),
                 ms(c.podwall.cpu.p50()),
                 mib(c.podwall.peak_rss_kib),
@@ -257,6 +258,7 @@ impl Report {
                 ms(c.warm.wall.p50()),
                 ms(c.warm.cpu.p50()),
                 mib(c.warm.peak_rss_kib),
+                dratio(c.serving.p50(), c.warm.wall.p50()),
                 dratio(c.podwall.wall.p50(), c.warm.wall.p50()),
             )?;
         }
