@@ -105,12 +105,17 @@ impl Options {
 }
 
 /// Everything one world measured.
+/// Plugin runs and socket round trips timed alone per world.
+const OUTSIDE_SAMPLES: usize = 40;
+
 #[derive(Debug, Clone)]
 pub struct WorldReport {
     pub spec: Spec,
     /// podwalld start to healthy with the world in the API server (before any pod).
     pub first_sync: Duration,
     pub podstart: Vec<podstart::Row>,
+    /// The plugin's run and a socket round trip, alone, where pod start was measured.
+    pub outside: Option<podstart::Outside>,
     pub changes: Vec<change::Row>,
     pub cost: cost::Row,
 }
@@ -148,12 +153,16 @@ pub fn run(options: &Options) -> Result<Report> {
         let label = spec.label();
         say(&format!("world {label}: building"));
         let mut pair = Pair::build(spec).with_context(|| format!("building world {label}"))?;
-        let mut podstart = Vec::new();
+        let (mut podstart, mut outside) = (Vec::new(), None);
         if let (true, Some(baselines)) = (options.podstart.contains(&spec), &baselines) {
             say(&format!("world {label}: pod start"));
             podstart =
                 podstart::measure(&pair, baselines, options.rounds, options.sequential_starts)
                     .with_context(|| format!("pod start in {label}"))?;
+            outside = Some(
+                podstart::outside(pair.pw(), OUTSIDE_SAMPLES)
+                    .with_context(|| format!("plugin and socket in {label}"))?,
+            );
         }
         say(&format!("world {label}: change -> enforced"));
         let changes = change::measure(&mut pair, options.change_rounds)
@@ -181,6 +190,7 @@ pub fn run(options: &Options) -> Result<Report> {
             spec,
             first_sync: pair.pw_first_sync,
             podstart,
+            outside,
             changes,
             cost,
         });

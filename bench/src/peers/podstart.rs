@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use podwall_tests::cni::Pod;
 use podwall_tests::manifests::PodManifest;
 use podwall_tests::node::{Node, NodeOptions};
@@ -74,6 +74,39 @@ pub struct Row {
     pub del_parallel: Samples,
     /// For podwall: the mean time per sequential ADD in each of `PHASES`, in the daemon.
     pub phases: Vec<Duration>,
+}
+
+/// Parts of an ADD outside the daemon, timed alone on the podwall node: the plugin binary's
+/// run (`CNI_COMMAND=VERSION`, no socket) and one request on the daemon's socket (`status`),
+/// means.
+#[derive(Debug, Clone, Default)]
+pub struct Outside {
+    pub plugin_run: Samples,
+    pub socket_round_trip: Samples,
+}
+
+/// Time `n` plugin runs and `n` socket round trips on `node`.
+pub fn outside(node: &Node, n: usize) -> Result<Outside> {
+    let mut out = Outside::default();
+    let plugin = podwall_tests::bins::plugin();
+    for _ in 0..n {
+        let started = Instant::now();
+        let status = std::process::Command::new(&plugin)
+            .env("CNI_COMMAND", "VERSION")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .context("running the plugin")?;
+        out.plugin_run.push(started.elapsed());
+        if !status.success() {
+            bail!("the plugin's VERSION failed: {status}");
+        }
+        let started = Instant::now();
+        node.call(&podwall::wire::Request::Status)
+            .map_err(|e| anyhow!("status on the daemon's socket: {e}"))?;
+        out.socket_round_trip.push(started.elapsed());
+    }
+    Ok(out)
 }
 
 /// The two nodes besides the world's podwall node.

@@ -92,16 +92,18 @@ impl Report {
             "### Where podwall's ADD time goes: means per sequential ADD, ms\n\n\
              \"podwall's share\" is the chain's ADD less bridge's alone; the daemon's phases are \
              its `podwall_attach_phase_seconds_total`; the rest is the plugin's run, the socket \
-             and the reply.\n"
+             and the reply, and the runner's work for a second plugin in the chain. Timed alone \
+             on the same node: the plugin's run (`VERSION`, no socket) and one `status` request \
+             on the socket (means).\n"
         )?;
         writeln!(
             f,
-            "| world | chain | ADD | bridge ADD | podwall's share | {} | daemon | rest |",
+            "| world | chain | ADD | bridge ADD | podwall's share | {} | daemon | rest | plugin run alone | socket round trip alone |",
             podstart::PHASES.join(" | ")
         )?;
         writeln!(
             f,
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         )?;
         for w in &self.worlds {
             let Some(bridge) = (w.podstart.iter())
@@ -114,9 +116,12 @@ impl Report {
                 let share = r.add.mean().saturating_sub(bridge);
                 let daemon: Duration = r.phases.iter().sum();
                 let phases: Vec<String> = r.phases.iter().map(|d| ms(*d)).collect();
+                let (run, trip) = w.outside.as_ref().map_or(("-".into(), "-".into()), |o| {
+                    (ms(o.plugin_run.mean()), ms(o.socket_round_trip.mean()))
+                });
                 writeln!(
                     f,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     w.spec.label(),
                     r.chain.name(),
                     ms(r.add.mean()),
@@ -125,6 +130,8 @@ impl Report {
                     phases.join(" | "),
                     ms(daemon),
                     ms(share.saturating_sub(daemon)),
+                    run,
+                    trip,
                 )?;
             }
         }
