@@ -69,8 +69,8 @@ pub enum Expr {
     Verdict(i32),
 }
 
-/// A rule's expressions, and the port ranges of the anonymous set its `Lookup` with id
-/// `anonymous_id` reads, when it has one.
+/// A rule's expressions, and the port ranges of the anonymous set its `Lookup` reads, when
+/// it has one (the set must be created in the batch before the rule).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleExprs {
     pub exprs: Vec<Expr>,

@@ -417,7 +417,8 @@ fn an_unreadable_stored_cluster_state_is_discarded_and_relisted() {
 
     let node = &mut cluster.nodes[0];
     node.stop_daemon();
-    damage_store(&node.state_dir(), "cluster/v1", b"snapshot");
+    // One object's record (the store keeps one per object: kind, namespace, name).
+    damage_store(&node.state_dir(), "cluster/v2", b"pod\0app\0a");
     node.start_daemon();
     assert!(node.metrics().value("podwall_store_discards_total") >= 1.0);
     assert!(reach::settles(APPLY, &pb, &pa, Tcp, 80, false));
