@@ -105,10 +105,7 @@ async fn answer(
     let line = line?;
     let request = wire::decode_request(&line)?;
     if let (Some(lookup), Request::Attach { attachment }) = (&lookup, &request) {
-        let key = podwall_policy::PodKey {
-            namespace: attachment.pod.namespace.clone(),
-            name: attachment.pod.name.clone(),
-        };
+        let key = podwall_policy::PodKey::new(&attachment.pod.namespace, &attachment.pod.name);
         let known = lock(&core).knows_pod(&key);
         if !known {
             if let Some(pod) = lookup.get(&key.namespace, &key.name).await {

@@ -109,8 +109,8 @@ impl super::Core {
         (self.compiler.local_pods())
             .filter_map(|key| snapshot.pods.get(key))
             .map(|pod| podwall::wire::EnforcedPod {
-                namespace: pod.key.namespace.clone(),
-                name: pod.key.name.clone(),
+                namespace: pod.key.namespace.to_string(),
+                name: pod.key.name.to_string(),
                 ips: pod.ips.clone(),
                 how: if pod.quarantined {
                     "quarantined"
@@ -160,7 +160,7 @@ pub(super) fn local_pod(
             pod
         }
     };
-    pod.node = Some(node.to_string());
+    pod.node = Some(node.into());
     pod.ips = ips;
     pod.phase = Phase::Active;
     pod.host_network = false;
@@ -168,10 +168,7 @@ pub(super) fn local_pod(
 }
 
 pub(super) fn pod_key(attachment: &Attachment) -> PodKey {
-    PodKey {
-        namespace: attachment.pod.namespace.clone(),
-        name: attachment.pod.name.clone(),
-    }
+    PodKey::new(&attachment.pod.namespace, &attachment.pod.name)
 }
 
 /// Each attached pod's host-side veth may send only from the pod's addresses. A result

@@ -18,7 +18,7 @@ mod policy;
 mod policy_api;
 mod snapshot;
 
-pub use key::{ObjectKey, PodKey, PolicyKey, DEFAULT_NAMESPACE};
+pub use key::{Name, ObjectKey, PodKey, PolicyKey, DEFAULT_NAMESPACE};
 pub use pod::{ContainerPort, Namespace, Phase, Pod, NAMESPACE_NAME_LABEL};
 pub use policy::{
     Direction, NamespaceScope, Peer, Peers, Policy, PortMatch, PortSpec, Protocol, Rule,

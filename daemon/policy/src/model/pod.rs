@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{PodKey, Protocol};
+use super::{Name, PodKey, Protocol};
 use crate::ipblock::Family;
 use crate::selector::Labels;
 
@@ -36,7 +36,7 @@ pub struct Pod {
     pub key: PodKey,
     pub labels: Labels,
     /// `spec.nodeName`; only pods of the compiling node get dispatch entries.
-    pub node: Option<String>,
+    pub node: Option<Name>,
     /// `status.podIPs` (or `status.podIP`), at most one per family in practice.
     pub ips: Vec<IpAddr>,
     /// The `containerPorts` of the pod's containers.

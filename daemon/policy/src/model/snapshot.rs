@@ -80,7 +80,7 @@ impl Snapshot {
         self.namespaces
             .keys()
             .cloned()
-            .chain(self.pods.keys().map(|k| k.namespace.clone()))
+            .chain(self.pods.keys().map(|k| k.namespace.to_string()))
             .collect()
     }
 }
