@@ -17,7 +17,7 @@ use crate::error::{Errors, Problem};
 
 /// Labels of a pod or namespace: a map that its copies share. A clone is a reference count,
 /// so the daemon's copies of the cluster hold each pod's labels once, and an interned set
-/// once for all the pods that carry it (the replicas of a workload).
+/// (`model::Interner`) once for all the pods that carry it (the replicas of a workload).
 /// Read it as the map it derefs to; [`insert`](Labels::insert) copies it first if shared.
 #[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Labels(Arc<BTreeMap<String, String>>);
@@ -31,6 +31,11 @@ impl Labels {
     /// Sets label `key`, returning its old value. Other copies keep the labels they had.
     pub fn insert(&mut self, key: String, value: String) -> Option<String> {
         Arc::make_mut(&mut self.0).insert(key, value)
+    }
+
+    /// Whether no copy but this one exists (an interner's entry nobody uses any more).
+    pub(crate) fn is_unique(&self) -> bool {
+        Arc::strong_count(&self.0) == 1
     }
 }
 
@@ -232,6 +237,24 @@ mod tests {
 
     fn values(v: &[&str]) -> BTreeSet<String> {
         v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_label_set_to_a_shared_copy_leaves_the_other_copies_as_they_were() {
+        let original = labels(&[("app", "web")]);
+        let mut changed = original.clone();
+        assert!(
+            std::ptr::eq(&*original, &*changed),
+            "a clone shares the map"
+        );
+        changed.insert("tier".to_string(), "front".to_string());
+        assert_eq!(original, labels(&[("app", "web")]));
+        assert_eq!(changed, labels(&[("app", "web"), ("tier", "front")]));
+        assert_eq!(
+            serde_json::to_string(&changed).unwrap(),
+            r#"{"app":"web","tier":"front"}"#,
+            "stored as the plain map it was"
+        );
     }
 
     /// (requirement, labels, expected match, what it shows)

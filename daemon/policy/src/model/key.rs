@@ -16,7 +16,7 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 
 /// A name (of a namespace, an object, a node) that its copies share: a clone is a reference
 /// count, so the daemon's copies of the cluster (the source's, the core's, the compiler's)
-/// hold each pod's name once, and an interned one once for every pod that holds it.
+/// hold each pod's name once, and an interned one (`model::Interner`) once for every pod.
 /// It compares, hashes and prints as the text it holds.
 #[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Name(Arc<str>);
@@ -24,6 +24,11 @@ pub struct Name(Arc<str>);
 impl Name {
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Whether no copy but this one exists (an interner's entry nobody uses any more).
+    pub(crate) fn is_unique(&self) -> bool {
+        Arc::strong_count(&self.0) == 1
     }
 }
 
