@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::{Namespace as ApiNamespace, Pod as ApiPod};
+use k8s_openapi::api::core::v1::Namespace as ApiNamespace;
 use k8s_openapi::api::networking::v1::NetworkPolicy as ApiPolicy;
 use kube::runtime::watcher::Event as WatchEvent;
 use podwall_policy::diff::diff;
@@ -15,13 +15,13 @@ use podwall_policy::ModelError;
 use podwall_policy::{Event, Snapshot};
 use tracing::{debug, warn};
 
-use super::Kind;
+use super::{Kind, SlimPod};
 
 /// One watcher event, of whichever kind. Moved once per event, so the size difference of
 /// the variants does not matter.
 #[allow(clippy::large_enum_variant)]
 pub enum Update {
-    Pod(WatchEvent<ApiPod>),
+    Pod(WatchEvent<SlimPod>),
     Namespace(WatchEvent<ApiNamespace>),
     Policy(WatchEvent<ApiPolicy>),
 }
@@ -142,7 +142,7 @@ trait Watched: Sized {
     const DELETED: fn(Self::Key) -> Event;
 }
 
-impl Watched for ApiPod {
+impl Watched for SlimPod {
     const KIND: Kind = Kind::Pods;
     type Key = PodKey;
     type Value = Pod;
@@ -165,8 +165,8 @@ impl Watched for ApiPod {
 }
 
 /// A pod always converts: a field it cannot use is ignored, which is worth a debug line only.
-fn pod_from_api(api: &ApiPod) -> Pod {
-    let (pod, errors) = Pod::from_api(api);
+fn pod_from_api(api: &SlimPod) -> Pod {
+    let (pod, errors) = Pod::from_api(&api.0);
     for error in errors {
         debug!(pod = %pod.key, error = %error, "pod field ignored");
     }
@@ -271,7 +271,7 @@ fn remove<K: Ord, V>(map: &mut BTreeMap<K, V>, key: K, deleted: fn(K) -> Event) 
 mod tests {
     use super::*;
 
-    fn pod(ns: &str, name: &str, labels: &[(&str, &str)], ip: &str) -> ApiPod {
+    fn pod(ns: &str, name: &str, labels: &[(&str, &str)], ip: &str) -> SlimPod {
         serde_json::from_value(serde_json::json!({
             "metadata": {"name": name, "namespace": ns, "labels": labels.iter().cloned().collect::<BTreeMap<_, _>>()},
             "spec": {"nodeName": "n2", "containers": [{"name": "c", "image": "i"}]},
@@ -296,7 +296,7 @@ mod tests {
     }
 
     /// Feed one complete list of each kind.
-    fn synced(pods: Vec<ApiPod>) -> Cache {
+    fn synced(pods: Vec<SlimPod>) -> Cache {
         let mut cache = Cache::default();
         cache.apply(Update::Pod(WatchEvent::Init));
         for p in pods {
@@ -395,7 +395,8 @@ mod tests {
     #[test]
     fn apply_and_delete_change_the_snapshot() {
         let mut cache = synced(vec![]);
-        let apply = |cache: &mut Cache, p: ApiPod| cache.apply(Update::Pod(WatchEvent::Apply(p))).0;
+        let apply =
+            |cache: &mut Cache, p: SlimPod| cache.apply(Update::Pod(WatchEvent::Apply(p))).0;
         assert_eq!(apply(&mut cache, pod("x", "a", &[], "10.0.0.2")).len(), 1);
         assert!(
             apply(&mut cache, pod("x", "a", &[], "10.0.0.2")).is_empty(),
