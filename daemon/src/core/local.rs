@@ -80,7 +80,11 @@ impl Placement<'_> {
             pod.ips.retain(|ip| !self.attached.contains(ip));
             return (!pod.ips.is_empty()).then_some(pod);
         }
-        pod.ips.retain(|ip| !self.held_here(ip));
+        // Only a pod that loses an address is changed: the unchanged ones stay shared with
+        // the cluster's copy (`Pod` copies on write).
+        if pod.ips.iter().any(|ip| self.held_here(ip)) {
+            pod.ips.retain(|ip| !self.held_here(ip));
+        }
         Some(pod)
     }
 
@@ -220,7 +224,7 @@ impl Claims {
 
     pub(super) fn add(&mut self, pod: &Pod) {
         for ip in &pod.ips {
-            let keys = self.0.entry(*ip).or_default();
+            let keys = self.0.entry(*ip).or_insert_with(|| Vec::with_capacity(1));
             if let Err(at) = keys.binary_search(&pod.key) {
                 keys.insert(at, pod.key.clone());
             }

@@ -22,7 +22,7 @@ mod snapshot;
 
 pub use intern::Interner;
 pub use key::{Name, ObjectKey, PodKey, PolicyKey, DEFAULT_NAMESPACE};
-pub use pod::{ContainerPort, Namespace, Phase, Pod, NAMESPACE_NAME_LABEL};
+pub use pod::{ContainerPort, Namespace, Phase, Pod, PodFields, NAMESPACE_NAME_LABEL};
 pub use policy::{
     Direction, NamespaceScope, Peer, Peers, Policy, PortMatch, PortSpec, Protocol, Rule,
 };

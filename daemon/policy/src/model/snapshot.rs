@@ -31,7 +31,8 @@ impl Snapshot {
             return;
         }
         for pod in self.pods.values_mut() {
-            if pod.node.as_deref() != Some(node) {
+            // Touching a pod copies it (`Pod` copies on write): only those that lose one.
+            if pod.node.as_deref() != Some(node) && pod.ips.iter().any(|ip| local.contains(ip)) {
                 pod.ips.retain(|ip| !local.contains(ip));
             }
         }

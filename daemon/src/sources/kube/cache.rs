@@ -153,7 +153,7 @@ impl Watched for SlimPod {
     }
 
     fn deleted_key(&self) -> Option<PodKey> {
-        Some(pod_from_api(self).key)
+        Some(pod_from_api(self).key.clone())
     }
 
     fn map(snapshot: &mut Snapshot) -> &mut BTreeMap<PodKey, Pod> {
