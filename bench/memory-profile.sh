@@ -60,4 +60,4 @@ heaptrack_print -f "$out"/heap.* --print-leaks 1 --print-peaks 0 --print-allocat
     END {
         flush()
         for (k in sum) printf "%8.2f MiB %9d allocations  %s\n", sum[k] / 1048576, calls[k], k
-    }' | sort -rn | head -n "$sites"
+    }' | sort -rn | sed -n "1,${sites}p"

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use podwall::wire::{Attachment, AttachmentId};
 
@@ -35,25 +36,36 @@ pub enum StoreError {
 const ATTACHMENTS: &str = "attachments/v1";
 const CLUSTER: &str = "cluster/v1";
 const SNAPSHOT_KEY: &[u8] = b"snapshot";
+/// sled's page cache. The store is read once at start and written to: it needs no cache
+/// worth the name, and sled's default (1 GiB) keeps the last cluster snapshot written (one
+/// value of about 120 bytes per cluster pod) in memory for good.
+const CACHE_BYTES: u64 = 1 << 20;
 
 pub struct Store {
     db: sled::Db,
     attachments: sled::Tree,
     cluster: sled::Tree,
+    /// The size of the cluster state last written, to size the next one's buffer.
+    cluster_bytes: AtomicUsize,
 }
 
 impl Store {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::open(dir).map_err(|source| StoreError::Open {
-            path: dir.display().to_string(),
-            source,
-        })?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+            .map_err(|source| StoreError::Open {
+                path: dir.display().to_string(),
+                source,
+            })?;
         let attachments = db.open_tree(ATTACHMENTS)?;
         let cluster = db.open_tree(CLUSTER)?;
         Ok(Self {
             db,
             attachments,
             cluster,
+            cluster_bytes: AtomicUsize::new(0),
         })
     }
 
@@ -112,6 +124,14 @@ struct StoredCluster {
     policies: Vec<podwall_policy::Policy>,
 }
 
+/// `StoredCluster` as it is written: borrowed from the snapshot, not cloned.
+#[derive(serde::Serialize)]
+struct StoredClusterRef<'a> {
+    namespaces: Vec<&'a podwall_policy::Namespace>,
+    pods: Vec<&'a podwall_policy::Pod>,
+    policies: Vec<&'a podwall_policy::Policy>,
+}
+
 impl Store {
     /// The last-known state of the cluster (API objects, converted), so that a restart
     /// enforces it while the API server is unreachable.
@@ -141,13 +161,19 @@ impl Store {
         Ok(())
     }
 
+    /// Writes the cluster state. It is one value of about 120 bytes per pod, encoded into a
+    /// buffer the size of the last one (and a little more), so that a large cluster's write
+    /// does not leave the allocator the garbage of a buffer doubled again and again.
     pub fn put_cluster(&self, snapshot: &podwall_policy::Snapshot) -> Result<(), StoreError> {
-        let stored = StoredCluster {
-            namespaces: snapshot.namespaces.values().cloned().collect(),
-            pods: snapshot.pods.values().cloned().collect(),
-            policies: snapshot.policies.values().cloned().collect(),
+        let stored = StoredClusterRef {
+            namespaces: snapshot.namespaces.values().collect(),
+            pods: snapshot.pods.values().collect(),
+            policies: snapshot.policies.values().collect(),
         };
-        let value = serde_json::to_vec(&stored).map_err(StoreError::Encode)?;
+        let last = self.cluster_bytes.load(Ordering::Relaxed);
+        let mut value = Vec::with_capacity(last + last / 16);
+        serde_json::to_writer(&mut value, &stored).map_err(StoreError::Encode)?;
+        self.cluster_bytes.store(value.len(), Ordering::Relaxed);
         self.cluster.insert(SNAPSHOT_KEY, value)?;
         self.db.flush()?;
         Ok(())
