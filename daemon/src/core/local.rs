@@ -208,10 +208,27 @@ pub(super) fn local_ips(attachments: &BTreeMap<AttachmentId, Attachment>) -> BTr
 /// Which pods the source says hold each address: those whose placement an address attached,
 /// adopted or released here can change. Kept beside `Core::cluster`, so that an attach finds
 /// them without scanning every pod of the cluster. An address almost always has one claim,
-/// so each address keeps a sorted `Vec` (one small allocation), not a set (a tree node with
-/// room for eleven keys, the largest part of the daemon's memory per pod when it was one).
+/// held in the map's own node; only an address two pods claim (a late delete) allocates a
+/// list. A `BTreeSet` per address was a tree node with room for eleven keys: the largest part
+/// of the daemon's memory per pod.
 #[derive(Debug, Default)]
-pub(super) struct Claims(BTreeMap<IpAddr, Vec<PodKey>>);
+pub(super) struct Claims(BTreeMap<IpAddr, Claim>);
+
+#[derive(Debug)]
+enum Claim {
+    One(PodKey),
+    /// Sorted, two or more.
+    Many(Vec<PodKey>),
+}
+
+impl Claim {
+    fn keys(&self) -> &[PodKey] {
+        match self {
+            Claim::One(key) => std::slice::from_ref(key),
+            Claim::Many(keys) => keys,
+        }
+    }
+}
 
 impl Claims {
     pub(super) fn of(cluster: &Snapshot) -> Self {
@@ -224,34 +241,51 @@ impl Claims {
 
     pub(super) fn add(&mut self, pod: &Pod) {
         for ip in &pod.ips {
-            let keys = self.0.entry(*ip).or_insert_with(|| Vec::with_capacity(1));
-            if let Err(at) = keys.binary_search(&pod.key) {
-                keys.insert(at, pod.key.clone());
+            let key = &pod.key;
+            match self.0.get_mut(ip) {
+                None => {
+                    self.0.insert(*ip, Claim::One(key.clone()));
+                }
+                Some(claim) => {
+                    let mut keys = claim.keys().to_vec();
+                    if let Err(at) = keys.binary_search(key) {
+                        keys.insert(at, key.clone());
+                        *claim = Claim::Many(keys);
+                    }
+                }
             }
         }
     }
 
     pub(super) fn remove(&mut self, pod: &Pod) {
         for ip in &pod.ips {
-            if let Some(keys) = self.0.get_mut(ip) {
-                keys.retain(|key| *key != pod.key);
-                if keys.is_empty() {
+            let Some(claim) = self.0.get_mut(ip) else {
+                continue;
+            };
+            let mut keys: Vec<PodKey> = (claim.keys().iter())
+                .filter(|key| **key != pod.key)
+                .cloned()
+                .collect();
+            match keys.len() {
+                0 => {
                     self.0.remove(ip);
                 }
+                1 => *claim = Claim::One(keys.remove(0)),
+                _ => *claim = Claim::Many(keys),
             }
         }
     }
 
     /// The pods that claim `ip`.
     pub(super) fn of_ip<'a>(&'a self, ip: &IpAddr) -> impl Iterator<Item = &'a PodKey> + 'a {
-        self.0.get(ip).into_iter().flatten()
+        self.0.get(ip).map(Claim::keys).unwrap_or_default().iter()
     }
 
     /// The pods that claim any of `ips`.
     pub(super) fn on(&self, ips: &BTreeSet<IpAddr>) -> BTreeSet<PodKey> {
         ips.iter()
             .filter_map(|ip| self.0.get(ip))
-            .flatten()
+            .flat_map(Claim::keys)
             .cloned()
             .collect()
     }
