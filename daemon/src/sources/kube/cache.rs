@@ -244,7 +244,9 @@ fn replace<K: Ord + Clone, V: PartialEq + Clone>(
             None => deleted(change.key().clone()),
         })
         .collect();
-    *current = listed;
+    // Rebuilt from its sorted entries: a list arrives in key order, and a map grown by
+    // inserting keys in order leaves every node half empty (the core's copy of it too).
+    *current = listed.into_iter().collect();
     changes
 }
 
