@@ -39,9 +39,9 @@ fn pod(ns: usize, i: usize) -> Pod {
     );
     // 110 of the 10,000 pods run on the measured node.
     pod.node = Some(if n % 91 == 0 {
-        NODE.to_string()
+        NODE.into()
     } else {
-        format!("node-{}", n % 90 + 1)
+        format!("node-{}", n % 90 + 1).into()
     });
     pod.ports = vec![ContainerPort {
         name: Some("http".into()),

@@ -354,7 +354,7 @@ fn peer_pod(options: &Options, k: usize) -> Pod {
         k % 20,
         k % 3,
     );
-    pod.node = Some(format!("n{}", 2 + k % 50));
+    pod.node = Some(format!("n{}", 2 + k % 50).into());
     pod
 }
 
@@ -415,8 +415,8 @@ fn attachment_of(pod: &Pod) -> Attachment {
             ifname: "eth0".into(),
         },
         pod: PodRef {
-            namespace: pod.key.namespace.clone(),
-            name: pod.key.name.clone(),
+            namespace: pod.key.namespace.to_string(),
+            name: pod.key.name.to_string(),
             uid: None,
         },
         netns: format!("/run/netns/bench-{}", pod.key.name),

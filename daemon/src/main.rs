@@ -192,10 +192,14 @@ async fn daemon(config: Config) -> anyhow::Result<()> {
                 }
                 Err(err) => return Err(err).context("reading the stored cluster state"),
             };
+            let from_store = stored.is_some();
+            let cache = kube::Cache::from_snapshot(stored.unwrap_or_default());
+            // The core's copy shares the cache's names and label sets.
+            let stored = from_store.then(|| cache.snapshot().clone());
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
             tasks.push(tokio::spawn(kube::run(
                 client.clone(),
-                kube::Cache::from_snapshot(stored.clone().unwrap_or_default()),
+                cache,
                 tx,
                 health.clone(),
                 metrics.clone(),

@@ -106,10 +106,7 @@ async fn answer(
     let request = wire::decode_request(&line)?;
     let looked_up = std::time::Instant::now();
     if let (Some(lookup), Request::Attach { attachment }) = (&lookup, &request) {
-        let key = podwall_policy::PodKey {
-            namespace: attachment.pod.namespace.clone(),
-            name: attachment.pod.name.clone(),
-        };
+        let key = podwall_policy::PodKey::new(&attachment.pod.namespace, &attachment.pod.name);
         let known = lock(&core).knows_pod(&key);
         if !known {
             if let Some(pod) = lookup.get(&key.namespace, &key.name).await {

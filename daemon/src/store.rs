@@ -39,6 +39,10 @@ const CLUSTER: &str = "cluster/v1";
 const SNAPSHOT_KEY: &[u8] = b"snapshot";
 /// The cluster, one record per object (see `object_key`).
 const CLUSTER_OBJECTS: &str = "cluster/v2";
+/// sled's page cache. The store is read once at start and written to: it needs no cache
+/// worth the name, and sled's default (1 GiB) keeps the last cluster snapshot written (one
+/// value of about 120 bytes per cluster pod) in memory for good.
+const CACHE_BYTES: u64 = 1 << 20;
 
 /// A handle on the store; clones share it.
 #[derive(Clone)]
@@ -80,10 +84,14 @@ fn object_key(object: &ObjectRef) -> Vec<u8> {
 
 impl Store {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::open(dir).map_err(|source| StoreError::Open {
-            path: dir.display().to_string(),
-            source,
-        })?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+            .map_err(|source| StoreError::Open {
+                path: dir.display().to_string(),
+                source,
+            })?;
         let attachments = db.open_tree(ATTACHMENTS)?;
         let cluster = db.open_tree(CLUSTER)?;
         let objects = db.open_tree(CLUSTER_OBJECTS)?;

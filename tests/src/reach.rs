@@ -129,7 +129,7 @@ pub fn snapshot(dir: &ManifestDir, node: &Node, local: &[&Pod]) -> Snapshot {
             .entry(key.clone())
             .or_insert_with(|| PolicyPod::new(key, Default::default(), Vec::new()));
         entry.ips = ips;
-        entry.node = Some(node.name().to_string());
+        entry.node = Some(node.name().into());
     }
     snap
 }

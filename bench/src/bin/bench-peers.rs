@@ -18,11 +18,13 @@ use podwall_tests::cli;
 const PROGRAM: &str = "bench-peers";
 const USAGE: &str =
     "usage: bench-peers [--smoke] [--worlds S/1k,L/10k,...|none] [--footprint N,N,...|none]
-                   [--rounds N] [--change-rounds N]   (as root)
+                   [--footprint-baseline PODWALLD] [--rounds N] [--change-rounds N]   (as root)
 
 --worlds   the worlds to build (default: S, M and L, each with 1k and 10k remote pods); pod
            start runs only in S/1k and L/10k, isolation in M/1k, per packet in L/10k, when built
---footprint  cluster pods of the idle-footprint worlds (default: 1000,10000,100000)";
+--footprint  cluster pods of the idle-footprint worlds (default: 1000,10000,100000)
+--footprint-baseline  another podwalld binary (an earlier build) measured beside this one,
+           in turn, at each footprint size";
 
 fn main() -> ExitCode {
     cli::main(
@@ -47,6 +49,13 @@ fn main() -> ExitCode {
                     cli::list(arg, args.next(), "pod counts", true, |n| n.parse().ok())
                         .map(|sizes| options.footprint.0 = sizes)
                 }
+                "--footprint-baseline" => match args.next() {
+                    Some(path) if std::path::Path::new(&path).is_file() => {
+                        options.footprint_baseline = Some(path.into());
+                        Ok(())
+                    }
+                    _ => Err("--footprint-baseline needs the path of a podwalld binary".into()),
+                },
                 "--rounds" => cli::positive(arg, args.next()).map(|n| options.rounds = n),
                 "--change-rounds" => {
                     cli::positive(arg, args.next()).map(|n| options.change_rounds = n)

@@ -4,12 +4,12 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use k8s_openapi::api::core::v1::{Namespace as ApiNamespace, Pod as ApiPod};
+use k8s_openapi::api::core::v1::Namespace as ApiNamespace;
 use k8s_openapi::api::networking::v1::NetworkPolicy as ApiPolicy;
 use kube::core::WatchEvent as WireEvent;
 use kube::runtime::watcher::Event;
 use nix::time::{clock_gettime, ClockId};
-use podwalld::sources::kube::{Cache, Update};
+use podwalld::sources::kube::{Cache, SlimPod, Update};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
@@ -150,7 +150,7 @@ pub(super) fn time_folds(
         .collect();
     for round in 0..options.rounds {
         for (row, line) in rows.iter_mut().zip(&lines) {
-            let (event, d) = timed(|| decode::<ApiPod>(line));
+            let (event, d) = timed(|| decode::<SlimPod>(line));
             let event = event?;
             let ((changes, _), f) = timed(|| cache.apply(Update::Pod(event)));
             row.decode.push(d);

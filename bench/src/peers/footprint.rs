@@ -1,13 +1,16 @@
 //! Daemon footprint: `podwalld`'s resident memory and CPU at idle, in Kubernetes mode, with
 //! 1k, 10k and 100k pods in the cluster (world L's policies; a few pods of the node
-//! attached, so the node has chains and peer sets to keep).
+//! attached, so the node has chains and peer sets to keep). Given another daemon binary (an
+//! earlier build), each size measures both, in turn, in alternating order.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use podwall_tests::cluster::Cluster;
+use podwall_tests::cluster::{Cluster, SEED};
 use podwall_tests::cni::Pod;
 use podwall_tests::manifests::documents;
+use podwall_tests::node::NodeOptions;
 
 use super::process;
 use super::world::{Spec, L};
@@ -17,6 +20,8 @@ const ATTACHED: usize = 10;
 
 #[derive(Debug, Clone)]
 pub struct Row {
+    /// The daemon measured: `None` for the build under test, or the other binary's path.
+    pub baseline: Option<PathBuf>,
     pub cluster_pods: usize,
     /// Daemon start to healthy.
     pub sync: Duration,
@@ -27,18 +32,40 @@ pub struct Row {
     pub idle_cpu: f64,
 }
 
-/// One world per size: load it, wait `settle`, then watch the daemon for `idle`.
-pub fn measure(sizes: &[usize], settle: Duration, idle: Duration) -> Result<Vec<Row>> {
+/// One world per size and daemon: load it, wait `settle`, then watch the daemon for `idle`.
+/// With a `baseline` binary, each size measures it and the build under test, the first of
+/// the two alternating from size to size.
+pub fn measure(
+    sizes: &[usize],
+    settle: Duration,
+    idle: Duration,
+    baseline: Option<&Path>,
+) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
-    for &pods in sizes {
-        rows.push(one(pods, settle, idle).with_context(|| format!("{pods} cluster pods"))?);
+    for (i, &pods) in sizes.iter().enumerate() {
+        let mut daemons = vec![None];
+        if let Some(other) = baseline {
+            daemons.insert(i % 2, Some(other));
+        }
+        for daemon in daemons {
+            let row = one(pods, settle, idle, daemon).with_context(|| {
+                let which = daemon.map_or("podwalld".to_string(), |d| d.display().to_string());
+                format!("{which} with {pods} cluster pods")
+            })?;
+            rows.push(row);
+        }
     }
     Ok(rows)
 }
 
-fn one(pods: usize, settle: Duration, idle: Duration) -> Result<Row> {
+fn one(pods: usize, settle: Duration, idle: Duration, daemon: Option<&Path>) -> Result<Row> {
     let spec = Spec::new(L, pods);
-    let mut cluster = Cluster::new(&format!("fp{pods}"), 1);
+    let options = NodeOptions {
+        daemon: daemon.map(Path::to_path_buf),
+        ..NodeOptions::default()
+    };
+    let mut cluster = Cluster::empty(&format!("fp{pods}"), 1, options);
+    cluster.apply(SEED);
     let node_name = cluster.node(0).name().to_string();
     let mut docs = spec.cluster_docs();
     docs.extend((0..ATTACHED).map(|i| spec.local_pod_yaml(i, &node_name)));
@@ -74,6 +101,7 @@ fn one(pods: usize, settle: Duration, idle: Duration) -> Result<Row> {
     let after = process::usage(pid)?;
     let idle_cpu = after.cpu.saturating_sub(before.cpu).as_secs_f64() / t0.elapsed().as_secs_f64();
     Ok(Row {
+        baseline: daemon.map(Path::to_path_buf),
         cluster_pods: pods,
         sync,
         rss_kib: after.rss_kib,

@@ -322,7 +322,7 @@ fn controller_loop(node: &Node, mut snap: Snapshot, rx: mpsc::Receiver<Event>) -
             match event {
                 Event::Up { key, ip, at } => {
                     let mut pod = PolicyPod::new(key.clone(), Labels::new(), vec![ip]);
-                    pod.node = Some(node.name().to_string());
+                    pod.node = Some(node.name().into());
                     snap.upsert_pod(pod);
                     pending.push(at);
                 }

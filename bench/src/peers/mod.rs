@@ -50,6 +50,8 @@ pub struct Options {
     pub packet: Option<(Spec, Duration, Duration)>,
     /// Cluster sizes of the footprint benchmark, its settle and idle windows.
     pub footprint: (Vec<usize>, Duration, Duration),
+    /// Another daemon binary (an earlier build) the footprint benchmark measures too.
+    pub footprint_baseline: Option<std::path::PathBuf>,
 }
 
 impl Options {
@@ -81,6 +83,7 @@ impl Options {
                 Duration::from_secs(3),
                 Duration::from_secs(5),
             ),
+            footprint_baseline: None,
         }
     }
 
@@ -100,6 +103,7 @@ impl Options {
                 Duration::from_millis(500),
                 Duration::from_secs(1),
             ),
+            footprint_baseline: None,
         }
     }
 }
@@ -197,7 +201,9 @@ pub fn run(options: &Options) -> Result<Report> {
     }
     let (sizes, settle, idle) = &options.footprint;
     say("footprint");
-    report.footprint = footprint::measure(sizes, *settle, *idle).context("footprint")?;
+    report.footprint =
+        footprint::measure(sizes, *settle, *idle, options.footprint_baseline.as_deref())
+            .context("footprint")?;
     report.took = started.elapsed();
     Ok(report)
 }

@@ -313,12 +313,25 @@ impl Report {
 
     fn footprint(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "## 6. podwalld at idle (world L's policies)\n")?;
+        // The daemon column only when another binary was measured beside this build.
+        let compared = self.footprint.iter().any(|r| r.baseline.is_some());
+        let (head, rule) = if compared {
+            ("| daemon ", "|---")
+        } else {
+            ("", "")
+        };
         writeln!(
             f,
-            "| cluster pods | start to healthy s | RSS MiB | peak RSS MiB | idle CPU % of a core |"
+            "{head}| cluster pods | start to healthy s | RSS MiB | peak RSS MiB | idle CPU % of a core |"
         )?;
-        writeln!(f, "|---:|---:|---:|---:|---:|")?;
+        writeln!(f, "{rule}|---:|---:|---:|---:|---:|")?;
         for r in &self.footprint {
+            if compared {
+                match &r.baseline {
+                    Some(path) => write!(f, "| {} ", path.display())?,
+                    None => write!(f, "| this build ")?,
+                }
+            }
             writeln!(
                 f,
                 "| {} | {:.2} | {} | {} | {:.2} |",

@@ -6,14 +6,93 @@
 //! hash) equal. That is what lets the compiler share one set between identical peers.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Errors, Problem};
 
-/// Labels of a pod or namespace.
-pub type Labels = BTreeMap<String, String>;
+/// Labels of a pod or namespace: a map that its copies share. A clone is a reference count,
+/// so the daemon's copies of the cluster hold each pod's labels once, and an interned set
+/// (`model::Interner`) once for all the pods that carry it (the replicas of a workload).
+/// Read it as the map it derefs to; [`insert`](Labels::insert) copies it first if shared.
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Labels(Arc<BTreeMap<String, String>>);
+
+impl Labels {
+    /// No labels.
+    pub fn new() -> Self {
+        Labels::default()
+    }
+
+    /// Sets label `key`, returning its old value. Other copies keep the labels they had.
+    pub fn insert(&mut self, key: String, value: String) -> Option<String> {
+        Arc::make_mut(&mut self.0).insert(key, value)
+    }
+
+    /// Whether no copy but this one exists (an interner's entry nobody uses any more).
+    pub(crate) fn is_unique(&self) -> bool {
+        Arc::strong_count(&self.0) == 1
+    }
+}
+
+impl Deref for Labels {
+    type Target = BTreeMap<String, String>;
+    fn deref(&self) -> &BTreeMap<String, String> {
+        &self.0
+    }
+}
+
+impl From<BTreeMap<String, String>> for Labels {
+    fn from(map: BTreeMap<String, String>) -> Self {
+        Labels(Arc::new(map))
+    }
+}
+
+impl<K: Into<String>, V: Into<String>, const N: usize> From<[(K, V); N]> for Labels {
+    fn from(pairs: [(K, V); N]) -> Self {
+        pairs.into_iter().collect()
+    }
+}
+
+impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Labels {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        Labels(Arc::new(
+            iter.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        ))
+    }
+}
+
+impl<'a> IntoIterator for &'a Labels {
+    type Item = (&'a String, &'a String);
+    type IntoIter = std::collections::btree_map::Iter<'a, String, String>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl fmt::Debug for Labels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl Serialize for Labels {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Labels {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        BTreeMap::deserialize(deserializer).map(Labels::from)
+    }
+}
 
 /// One requirement; a selector matches when all of them do.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -158,6 +237,24 @@ mod tests {
 
     fn values(v: &[&str]) -> BTreeSet<String> {
         v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_label_set_to_a_shared_copy_leaves_the_other_copies_as_they_were() {
+        let original = labels(&[("app", "web")]);
+        let mut changed = original.clone();
+        assert!(
+            std::ptr::eq(&*original, &*changed),
+            "a clone shares the map"
+        );
+        changed.insert("tier".to_string(), "front".to_string());
+        assert_eq!(original, labels(&[("app", "web")]));
+        assert_eq!(changed, labels(&[("app", "web"), ("tier", "front")]));
+        assert_eq!(
+            serde_json::to_string(&changed).unwrap(),
+            r#"{"app":"web","tier":"front"}"#,
+            "stored as the plain map it was"
+        );
     }
 
     /// (requirement, labels, expected match, what it shows)

@@ -189,7 +189,7 @@ fn pod(i: usize) -> impl Strategy<Value = Pod> {
                 ips.push(format!("fd00::{}", i + 1).parse().unwrap());
             }
             let mut pod = Pod::new(PodKey::new(ns, format!("pod{i}")), labels, ips);
-            pod.node = Some(node.to_string());
+            pod.node = Some(node.into());
             pod.ports = ports;
             pod.host_network = host;
             pod.phase = if finished {
@@ -279,7 +279,7 @@ fn world_with_twins() -> impl Strategy<Value = Snapshot> {
                 twin.node = NODES
                     .iter()
                     .find(|n| original.node.as_deref() != Some(**n))
-                    .map(|n| n.to_string());
+                    .map(|n| (*n).into());
                 twin.ports = ports;
                 twin.phase = if finished {
                     Phase::Finished

@@ -80,7 +80,11 @@ impl Placement<'_> {
             pod.ips.retain(|ip| !self.attached.contains(ip));
             return (!pod.ips.is_empty()).then_some(pod);
         }
-        pod.ips.retain(|ip| !self.held_here(ip));
+        // Only a pod that loses an address is changed: the unchanged ones stay shared with
+        // the cluster's copy (`Pod` copies on write).
+        if pod.ips.iter().any(|ip| self.held_here(ip)) {
+            pod.ips.retain(|ip| !self.held_here(ip));
+        }
         Some(pod)
     }
 
@@ -109,8 +113,8 @@ impl super::Core {
         (self.compiler.local_pods())
             .filter_map(|key| snapshot.pods.get(key))
             .map(|pod| podwall::wire::EnforcedPod {
-                namespace: pod.key.namespace.clone(),
-                name: pod.key.name.clone(),
+                namespace: pod.key.namespace.to_string(),
+                name: pod.key.name.to_string(),
                 ips: pod.ips.clone(),
                 how: if pod.quarantined {
                     "quarantined"
@@ -160,7 +164,7 @@ pub(super) fn local_pod(
             pod
         }
     };
-    pod.node = Some(node.to_string());
+    pod.node = Some(node.into());
     pod.ips = ips;
     pod.phase = Phase::Active;
     pod.host_network = false;
@@ -168,10 +172,7 @@ pub(super) fn local_pod(
 }
 
 pub(super) fn pod_key(attachment: &Attachment) -> PodKey {
-    PodKey {
-        namespace: attachment.pod.namespace.clone(),
-        name: attachment.pod.name.clone(),
-    }
+    PodKey::new(&attachment.pod.namespace, &attachment.pod.name)
 }
 
 /// Each attached pod's host-side veth may send only from the pod's addresses. A result
@@ -206,9 +207,28 @@ pub(super) fn local_ips(attachments: &BTreeMap<AttachmentId, Attachment>) -> BTr
 
 /// Which pods the source says hold each address: those whose placement an address attached,
 /// adopted or released here can change. Kept beside `Core::cluster`, so that an attach finds
-/// them without scanning every pod of the cluster.
+/// them without scanning every pod of the cluster. An address almost always has one claim,
+/// held in the map's own node; only an address two pods claim (a late delete) allocates a
+/// list. A `BTreeSet` per address was a tree node with room for eleven keys: the largest part
+/// of the daemon's memory per pod.
 #[derive(Debug, Default)]
-pub(super) struct Claims(BTreeMap<IpAddr, BTreeSet<PodKey>>);
+pub(super) struct Claims(BTreeMap<IpAddr, Claim>);
+
+#[derive(Debug)]
+enum Claim {
+    One(PodKey),
+    /// Sorted, two or more.
+    Many(Vec<PodKey>),
+}
+
+impl Claim {
+    fn keys(&self) -> &[PodKey] {
+        match self {
+            Claim::One(key) => std::slice::from_ref(key),
+            Claim::Many(keys) => keys,
+        }
+    }
+}
 
 impl Claims {
     pub(super) fn of(cluster: &Snapshot) -> Self {
@@ -221,32 +241,81 @@ impl Claims {
 
     pub(super) fn add(&mut self, pod: &Pod) {
         for ip in &pod.ips {
-            self.0.entry(*ip).or_default().insert(pod.key.clone());
+            let key = &pod.key;
+            match self.0.get_mut(ip) {
+                None => {
+                    self.0.insert(*ip, Claim::One(key.clone()));
+                }
+                Some(claim) => {
+                    let mut keys = claim.keys().to_vec();
+                    if let Err(at) = keys.binary_search(key) {
+                        keys.insert(at, key.clone());
+                        *claim = Claim::Many(keys);
+                    }
+                }
+            }
         }
     }
 
     pub(super) fn remove(&mut self, pod: &Pod) {
         for ip in &pod.ips {
-            if let Some(keys) = self.0.get_mut(ip) {
-                keys.remove(&pod.key);
-                if keys.is_empty() {
+            let Some(claim) = self.0.get_mut(ip) else {
+                continue;
+            };
+            let mut keys: Vec<PodKey> = (claim.keys().iter())
+                .filter(|key| **key != pod.key)
+                .cloned()
+                .collect();
+            match keys.len() {
+                0 => {
                     self.0.remove(ip);
                 }
+                1 => *claim = Claim::One(keys.remove(0)),
+                _ => *claim = Claim::Many(keys),
             }
         }
     }
 
     /// The pods that claim `ip`.
     pub(super) fn of_ip<'a>(&'a self, ip: &IpAddr) -> impl Iterator<Item = &'a PodKey> + 'a {
-        self.0.get(ip).into_iter().flatten()
+        self.0.get(ip).map(Claim::keys).unwrap_or_default().iter()
     }
 
     /// The pods that claim any of `ips`.
     pub(super) fn on(&self, ips: &BTreeSet<IpAddr>) -> BTreeSet<PodKey> {
         ips.iter()
             .filter_map(|ip| self.0.get(ip))
-            .flatten()
+            .flat_map(Claim::keys)
             .cloned()
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, ips: &[&str]) -> Pod {
+        let ips = ips.iter().map(|ip| ip.parse().unwrap()).collect();
+        Pod::new(PodKey::new("x", name), Labels::new(), ips)
+    }
+
+    #[test]
+    fn an_address_keeps_each_claim_once_until_its_last_claim_goes() {
+        let ip: IpAddr = "10.0.0.2".parse().unwrap();
+        let (old, new) = (
+            pod("old", &["10.0.0.2"]),
+            pod("new", &["10.0.0.2", "fd00::2"]),
+        );
+        let mut claims = Claims::default();
+        claims.add(&new);
+        claims.add(&old);
+        claims.add(&new);
+        let names = |c: &Claims| c.of_ip(&ip).map(|k| k.name.to_string()).collect::<Vec<_>>();
+        assert_eq!(names(&claims), ["new", "old"]);
+        claims.remove(&old);
+        assert_eq!(names(&claims), ["new"]);
+        claims.remove(&new);
+        assert!(claims.0.is_empty(), "{claims:?}");
     }
 }

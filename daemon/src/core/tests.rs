@@ -555,7 +555,7 @@ spec:
     core.apply_changes(vec![Event::Pod(peer("db")), Event::Pod(peer("web"))])
         .unwrap();
     assert!(kernel.0.lock().unwrap().calls.len() <= calls + 1);
-    core.apply_changes(vec![Event::PodDeleted(peer("web").key)])
+    core.apply_changes(vec![Event::PodDeleted(peer("web").key.clone())])
         .unwrap();
     assert_eq!(kernel.table(), full_compile(&core));
 }
@@ -756,6 +756,32 @@ spec:
     attach(&mut core, "y", "other", "10.0.0.9");
     assert!(!holds_address(&kernel, "10.0.0.9"));
     assert_eq!(kernel.table(), full_compile(&core));
+}
+
+#[test]
+fn the_compiler_shares_the_clusters_copy_of_a_pod_until_it_must_change_it() {
+    let extra = "
+apiVersion: v1
+kind: Pod
+metadata: {name: far, namespace: y, labels: {role: client}}
+spec: {nodeName: n2, containers: [{name: c, image: i}]}
+status: {phase: Running, podIPs: [{ip: 10.0.0.2}]}
+";
+    let dir = tempfile::tempdir().unwrap();
+    let (mut core, _) = core_with(dir.path(), cluster(extra));
+    let key = PodKey::new("y", "far");
+    let shared = |core: &Core| {
+        std::ptr::eq(
+            &*core.cluster.pods[&key],
+            &*core.compiler.snapshot().pods[&key],
+        )
+    };
+    assert!(shared(&core), "one copy of a pod nothing changes");
+    // Its address attached here is taken from the compiler's copy only.
+    attach(&mut core, "y", "local", "10.0.0.2");
+    assert!(!shared(&core));
+    assert!(core.compiler.snapshot().pods[&key].ips.is_empty());
+    assert_eq!(core.cluster.pods[&key].ips, [ip("10.0.0.2")]);
 }
 
 fn holds_address(kernel: &Shared, address: &str) -> bool {

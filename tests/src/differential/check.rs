@@ -67,7 +67,7 @@ pub fn snapshot<'a>(
             .get(key)
             .cloned()
             .unwrap_or_else(|| Pod::new(key.clone(), Labels::new(), Vec::new()));
-        pod.node = Some(node.to_string());
+        pod.node = Some(node.into());
         pod.ips = ips.to_vec();
         pod.phase = Phase::Active;
         pod.host_network = false;

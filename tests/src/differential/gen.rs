@@ -929,7 +929,7 @@ impl Generator {
             .values()
             .filter_map(|p| {
                 Some((
-                    p.key.clone()?.namespace,
+                    p.key.clone()?.namespace.to_string(),
                     p.manifest.as_ref()?.labels.clone(),
                 ))
             })
@@ -1121,7 +1121,7 @@ impl Generator {
             .pods
             .values()
             .filter_map(|p| p.manifest.as_ref())
-            .flat_map(|d| d.labels.clone())
+            .flat_map(|d| d.labels.iter().map(|(k, v)| (k.clone(), v.clone())))
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
@@ -1139,7 +1139,7 @@ impl Generator {
             .pods
             .values()
             .filter(|p| p.remote.is_none())
-            .filter_map(|p| p.key.as_ref().map(|k| k.namespace.clone()))
+            .filter_map(|p| p.key.as_ref().map(|k| k.namespace.to_string()))
             .collect();
         if !local.is_empty() && self.rng.percent(60) {
             self.rng.pick(&local).clone()

@@ -1,11 +1,13 @@
 //! Issue 5: the first start in Kubernetes mode. With an empty store the daemon waits for the
 //! first list of every kind; an unreachable API server makes it exit within
 //! `--cache-sync-timeout` with one line saying so, and a kind whose first list is empty
-//! (no NetworkPolicy yet, the usual case) still completes the sync when it comes last.
+//! (no NetworkPolicy yet, the usual case) still completes the sync when it comes last. The
+//! first list of a large cluster arrives in pages, never in one response.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use podwall_tests::manifests::namespace;
+use podwall_tests::manifests::{documents, namespace, PodManifest};
 use podwall_tests::{eventually, Cluster, NodeOptions};
 
 #[test]
@@ -91,5 +93,35 @@ fn first_start_syncs_when_the_kind_listed_last_has_no_objects() {
         healthy.is_ok(),
         "the daemon never synced after the empty policy list: {healthy:?}\n{}",
         node.daemon_log()
+    );
+}
+
+#[test]
+#[ignore = "needs root: creates network namespaces"]
+fn the_first_list_of_pods_arrives_in_pages_of_500() {
+    let mut cluster = Cluster::new("paged", 1);
+    let pods: Vec<String> = (0..1200u32)
+        .map(|i| {
+            let ip = IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 64, 0, 1)) + i));
+            PodManifest::new(&format!("ns{}", i / 100), &format!("p{i}"))
+                .labels(&[("app", "web")])
+                .remote("elsewhere", &[ip])
+                .yaml()
+        })
+        .collect();
+    cluster
+        .api
+        .apply_yaml(&documents(&pods))
+        .expect("loading 1200 pods");
+    cluster.nodes[0].start_daemon();
+    let lists: Vec<String> = (cluster.api.requests().into_iter())
+        .filter(|r| r.verb == "list" && r.resource == "pods")
+        .map(|r| r.uri)
+        .collect();
+    assert_eq!(lists.len(), 3, "1200 pods and more, 500 a page: {lists:?}");
+    assert!(lists.iter().all(|u| u.contains("limit=500")), "{lists:?}");
+    assert!(
+        lists[1..].iter().all(|u| u.contains("continue=")),
+        "{lists:?}"
     );
 }

@@ -213,7 +213,7 @@ impl Compiler {
         };
         let candidates: Vec<PeerKey> = self
             .peers_by_namespace
-            .get(&key.namespace)
+            .get(key.namespace.as_str())
             .into_iter()
             .flatten()
             .chain(self.peers_by_labels.iter())

@@ -42,7 +42,7 @@ impl Compiler {
     pub(super) fn refresh_named_ports(&mut self, key: &PodKey, old: Option<&Pod>) {
         let new = self.snap.pods.get(key).cloned();
         for (pod, add) in [(old.cloned(), false), (new, true)] {
-            let Some(pod) = pod.filter(Pod::is_policed) else {
+            let Some(pod) = pod.filter(|p| p.is_policed()) else {
                 continue;
             };
             // A name resolves to its first declaration, as in `Pod::named_port`, even if the

@@ -9,8 +9,10 @@
 //! The types and their conversions from the API objects are in separate files: [`Policy`]
 //! and its rules, [`Pod`] and [`Namespace`], the [`ObjectKey`] they are known by, the
 //! [`Snapshot`] that holds them all; `policy_api` and `pod_api` hold the `from_api`
-//! conversions. Everything is re-exported here, so `model::Pod` is the one path to each name.
+//! conversions; [`Interner`] gives pods one shared copy of their namespace, node and labels.
+//! Everything is re-exported here, so `model::Pod` is the one path to each name.
 
+mod intern;
 mod key;
 mod pod;
 mod pod_api;
@@ -18,8 +20,9 @@ mod policy;
 mod policy_api;
 mod snapshot;
 
-pub use key::{ObjectKey, PodKey, PolicyKey, DEFAULT_NAMESPACE};
-pub use pod::{ContainerPort, Namespace, Phase, Pod, NAMESPACE_NAME_LABEL};
+pub use intern::Interner;
+pub use key::{Name, ObjectKey, PodKey, PolicyKey, DEFAULT_NAMESPACE};
+pub use pod::{ContainerPort, Namespace, Phase, Pod, PodFields, NAMESPACE_NAME_LABEL};
 pub use policy::{
     Direction, NamespaceScope, Peer, Peers, Policy, PortMatch, PortSpec, Protocol, Rule,
 };

@@ -1,11 +1,14 @@
 //! Pods and namespaces as policy sees them: labels, addresses, declared ports and whether
 //! policy applies at all.
 
+use std::fmt;
 use std::net::IpAddr;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{PodKey, Protocol};
+use super::{Name, PodKey, Protocol};
 use crate::ipblock::Family;
 use crate::selector::Labels;
 
@@ -22,27 +25,76 @@ pub struct ContainerPort {
 }
 
 /// The lifecycle phase of a pod, as far as policy cares.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Phase {
     /// Pending, Running, Unknown or unset: the pod may send and receive.
+    #[default]
     Active,
     /// Succeeded or Failed: the pod is ignored and its IPs may already belong to another pod.
     Finished,
 }
 
-/// A pod as policy sees it.
+/// A pod as policy sees it: its [`PodFields`], which its copies share. The daemon keeps
+/// three copies of the cluster (the source's, the core's, the compiler's merged one); a
+/// clone is a reference count, so they hold each pod once, and a change through one copy
+/// (`DerefMut`) copies that pod first, leaving the others as they were.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Pod(Arc<PodFields>);
+
+impl Deref for Pod {
+    type Target = PodFields;
+    fn deref(&self) -> &PodFields {
+        &self.0
+    }
+}
+
+impl DerefMut for Pod {
+    fn deref_mut(&mut self) -> &mut PodFields {
+        Arc::make_mut(&mut self.0)
+    }
+}
+
+impl From<PodFields> for Pod {
+    fn from(fields: PodFields) -> Self {
+        Pod(Arc::new(fields))
+    }
+}
+
+impl fmt::Debug for Pod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl Serialize for Pod {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Pod {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        PodFields::deserialize(deserializer).map(Pod::from)
+    }
+}
+
+/// What a [`Pod`] says. Fields a pod of another node rarely has (ports, host network, a
+/// finished phase) are left out of the stored form when they are empty or the default.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Pod {
+pub struct PodFields {
     pub key: PodKey,
     pub labels: Labels,
     /// `spec.nodeName`; only pods of the compiling node get dispatch entries.
-    pub node: Option<String>,
+    pub node: Option<Name>,
     /// `status.podIPs` (or `status.podIP`), at most one per family in practice.
     pub ips: Vec<IpAddr>,
     /// The `containerPorts` of the pod's containers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<ContainerPort>,
     /// hostNetwork pods share the node's addresses: never targets, never matched by selectors.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub host_network: bool,
+    #[serde(default, skip_serializing_if = "Phase::is_active")]
     pub phase: Phase,
     /// An attached pod the source has not described yet: its labels and ports are unknown,
     /// so as a local pod it sends and receives nothing new until they are (the daemon sets
@@ -51,10 +103,16 @@ pub struct Pod {
     pub quarantined: bool,
 }
 
+impl Phase {
+    fn is_active(&self) -> bool {
+        *self == Phase::Active
+    }
+}
+
 impl Pod {
     /// A running, pod-network pod with the given IPs and labels; the rest empty.
     pub fn new(key: PodKey, labels: Labels, ips: Vec<IpAddr>) -> Self {
-        Pod {
+        Pod::from(PodFields {
             key,
             labels,
             node: None,
@@ -63,9 +121,11 @@ impl Pod {
             host_network: false,
             phase: Phase::Active,
             quarantined: false,
-        }
+        })
     }
+}
 
+impl PodFields {
     /// Whether policy applies to this pod at all: as a target and as a selector peer.
     pub fn is_policed(&self) -> bool {
         !self.host_network && self.phase == Phase::Active
@@ -99,5 +159,48 @@ impl Namespace {
         let name = name.into();
         labels.insert(NAMESPACE_NAME_LABEL.to_string(), name.clone());
         Namespace { name, labels }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_to_one_copy_of_a_pod_leaves_the_others_as_they_were() {
+        let pod = Pod::new(
+            PodKey::new("x", "a"),
+            Labels::new(),
+            vec!["10.0.0.1".parse().unwrap()],
+        );
+        let mut moved = pod.clone();
+        assert!(std::ptr::eq(&*pod, &*moved), "a clone shares the pod");
+        moved.ips = vec!["10.0.0.2".parse().unwrap()];
+        assert_eq!(pod.ips, ["10.0.0.1".parse::<IpAddr>().unwrap()]);
+        assert_ne!(pod, moved);
+    }
+
+    #[test]
+    fn the_stored_form_leaves_out_what_is_empty_or_the_default_and_reads_it_back() {
+        let pod = Pod::new(
+            PodKey::new("x", "a"),
+            Labels::from([("app", "web")]),
+            Vec::new(),
+        );
+        let text = serde_json::to_string(&pod).unwrap();
+        assert!(
+            !text.contains("ports") && !text.contains("host_network") && !text.contains("phase"),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<Pod>(&text).unwrap(), pod);
+        // A record written before these were left out.
+        let older = r#"{"key":{"namespace":"x","name":"a"},"labels":{"app":"web"},"node":null,
+            "ips":[],"ports":[],"host_network":false,"phase":"Active"}"#;
+        assert_eq!(serde_json::from_str::<Pod>(older).unwrap(), pod);
+        let mut finished = pod.clone();
+        finished.phase = Phase::Finished;
+        finished.host_network = true;
+        let text = serde_json::to_string(&finished).unwrap();
+        assert_eq!(serde_json::from_str::<Pod>(&text).unwrap(), finished);
     }
 }

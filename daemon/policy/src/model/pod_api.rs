@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use k8s_openapi::api::core::v1 as core;
 
 use super::policy_api::port_number;
-use super::{ContainerPort, Namespace, ObjectKey, Phase, Pod, Protocol};
+use super::{ContainerPort, Name, Namespace, ObjectKey, Phase, Pod, PodFields, Protocol};
 use crate::error::{Errors, ModelError, Problem};
 
 impl Pod {
@@ -71,16 +71,17 @@ impl Pod {
             Some("Succeeded" | "Failed") => Phase::Finished,
             _ => Phase::Active,
         };
-        let pod = Pod {
-            labels: pod.metadata.labels.clone().unwrap_or_default(),
-            node: spec.and_then(|s| s.node_name.clone()),
+        ips.shrink_to_fit();
+        let pod = Pod::from(PodFields {
+            labels: pod.metadata.labels.clone().unwrap_or_default().into(),
+            node: spec.and_then(|s| s.node_name.as_deref()).map(Name::from),
             ips,
             ports,
             host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
             phase,
             key,
             quarantined: false,
-        };
+        });
         (pod, errs.into_vec())
     }
 }
@@ -99,7 +100,7 @@ impl Namespace {
         }
         Ok(Namespace::new(
             name,
-            ns.metadata.labels.clone().unwrap_or_default(),
+            ns.metadata.labels.clone().unwrap_or_default().into(),
         ))
     }
 }

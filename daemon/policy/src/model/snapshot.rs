@@ -31,7 +31,8 @@ impl Snapshot {
             return;
         }
         for pod in self.pods.values_mut() {
-            if pod.node.as_deref() != Some(node) {
+            // Touching a pod copies it (`Pod` copies on write): only those that lose one.
+            if pod.node.as_deref() != Some(node) && pod.ips.iter().any(|ip| local.contains(ip)) {
                 pod.ips.retain(|ip| !local.contains(ip));
             }
         }
@@ -75,12 +76,50 @@ impl Snapshot {
             .find(|p| p.is_policed() && p.ips.contains(ip))
     }
 
-    /// Namespaces that have pods or objects, sorted.
+    /// Namespaces that have pods or objects, sorted. The pods are keyed by namespace first,
+    /// so this visits one pod per namespace, not every pod: the compiler asks for each new
+    /// namespaceSelector peer, and a large cluster has a hundred times more pods than
+    /// namespaces.
     pub fn namespace_names(&self) -> BTreeSet<String> {
-        self.namespaces
+        let mut names: BTreeSet<String> = self.namespaces.keys().cloned().collect();
+        let mut next = self.pods.keys().next();
+        while let Some(key) = next {
+            names.insert(key.namespace.to_string());
+            // The least key of a later namespace: `ns` followed by NUL sorts after every
+            // `ns/name` and before any other namespace that starts with `ns`.
+            let after = PodKey::new(format!("{}\0", key.namespace), "");
+            next = self.pods.range(after..).next().map(|(k, _)| k);
+        }
+        names
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_names_are_those_of_every_pod_and_namespace_object() {
+        let mut snap = Snapshot::default();
+        for (ns, name) in [
+            ("a", "x"),
+            ("a", "y"),
+            ("a-b", "x"),
+            ("a\u{1}", "x"),
+            ("ab", "x"),
+            ("ab", "\u{0}"),
+            ("b", ""),
+        ] {
+            snap.upsert_pod(Pod::new(PodKey::new(ns, name), Labels::new(), Vec::new()));
+        }
+        snap.upsert_namespace(Namespace::new("z", Labels::new()));
+        let every: BTreeSet<String> = snap
+            .namespaces
             .keys()
             .cloned()
-            .chain(self.pods.keys().map(|k| k.namespace.clone()))
-            .collect()
+            .chain(snap.pods.keys().map(|k| k.namespace.to_string()))
+            .collect();
+        assert_eq!(snap.namespace_names(), every);
+        assert_eq!(every.len(), 6);
     }
 }

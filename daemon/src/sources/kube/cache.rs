@@ -6,22 +6,22 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::{Namespace as ApiNamespace, Pod as ApiPod};
+use k8s_openapi::api::core::v1::Namespace as ApiNamespace;
 use k8s_openapi::api::networking::v1::NetworkPolicy as ApiPolicy;
 use kube::runtime::watcher::Event as WatchEvent;
 use podwall_policy::diff::diff;
-use podwall_policy::model::{Namespace, Pod, PodKey, Policy, PolicyKey};
+use podwall_policy::model::{Interner, Namespace, Pod, PodKey, Policy, PolicyKey};
 use podwall_policy::ModelError;
 use podwall_policy::{Event, Snapshot};
 use tracing::{debug, warn};
 
-use super::Kind;
+use super::{Kind, SlimPod};
 
 /// One watcher event, of whichever kind. Moved once per event, so the size difference of
 /// the variants does not matter.
 #[allow(clippy::large_enum_variant)]
 pub enum Update {
-    Pod(WatchEvent<ApiPod>),
+    Pod(WatchEvent<SlimPod>),
     Namespace(WatchEvent<ApiNamespace>),
     Policy(WatchEvent<ApiPolicy>),
 }
@@ -42,13 +42,17 @@ pub struct Cache {
     /// a 410 Gone or a dropped watch) swaps in whole and causes no churn. A kind's buffer is
     /// a `Snapshot` in which only that kind's map is filled.
     relists: BTreeMap<Kind, Snapshot>,
+    /// The one copy of the namespace, node and label set that many pods share.
+    interner: Interner,
 }
 
 impl Cache {
     /// Start from the last-known state (the store's), which the first lists replace.
     pub fn from_snapshot(snapshot: Snapshot) -> Self {
+        let mut interner = Interner::new();
         Self {
-            snapshot,
+            snapshot: interner.snapshot(snapshot),
+            interner,
             ..Default::default()
         }
     }
@@ -87,7 +91,7 @@ impl Cache {
                 Vec::new()
             }
             WatchEvent::InitApply(api) => {
-                if let Some((key, value)) = K::convert(api, broken) {
+                if let Some((key, value)) = K::convert(api, broken, &mut self.interner) {
                     K::map(self.relists.entry(K::KIND).or_default()).insert(key, value);
                 }
                 Vec::new()
@@ -102,7 +106,7 @@ impl Cache {
                     K::DELETED,
                 )
             }
-            WatchEvent::Apply(api) => match K::convert(api, broken) {
+            WatchEvent::Apply(api) => match K::convert(api, broken, &mut self.interner) {
                 Some((key, value)) => upsert(K::map(&mut self.snapshot), key, value, K::UPSERTED),
                 None => Vec::new(),
             },
@@ -122,8 +126,13 @@ trait Watched: Sized {
     type Value: PartialEq + Clone;
 
     /// The object as the compiler sees it, with its key, or `None` to skip it. A pod's or a
-    /// namespace's problems are logged here; a policy's go to `broken`, to be reported.
-    fn convert(self, broken: &mut Vec<Broken>) -> Option<(Self::Key, Self::Value)>;
+    /// namespace's problems are logged here; a policy's go to `broken`, to be reported. A
+    /// pod holds the `interner`'s copies of what pods share.
+    fn convert(
+        self,
+        broken: &mut Vec<Broken>,
+        interner: &mut Interner,
+    ) -> Option<(Self::Key, Self::Value)>;
     /// The key of a deleted object, or `None` when it has none (so it cannot be cached).
     fn deleted_key(&self) -> Option<Self::Key>;
     /// The map of this kind in `snapshot`.
@@ -133,18 +142,18 @@ trait Watched: Sized {
     const DELETED: fn(Self::Key) -> Event;
 }
 
-impl Watched for ApiPod {
+impl Watched for SlimPod {
     const KIND: Kind = Kind::Pods;
     type Key = PodKey;
     type Value = Pod;
 
-    fn convert(self, _: &mut Vec<Broken>) -> Option<(PodKey, Pod)> {
-        let pod = pod_from_api(&self);
+    fn convert(self, _: &mut Vec<Broken>, interner: &mut Interner) -> Option<(PodKey, Pod)> {
+        let pod = interner.pod(pod_from_api(&self));
         Some((pod.key.clone(), pod))
     }
 
     fn deleted_key(&self) -> Option<PodKey> {
-        Some(pod_from_api(self).key)
+        Some(pod_from_api(self).key.clone())
     }
 
     fn map(snapshot: &mut Snapshot) -> &mut BTreeMap<PodKey, Pod> {
@@ -156,8 +165,8 @@ impl Watched for ApiPod {
 }
 
 /// A pod always converts: a field it cannot use is ignored, which is worth a debug line only.
-fn pod_from_api(api: &ApiPod) -> Pod {
-    let (pod, errors) = Pod::from_api(api);
+fn pod_from_api(api: &SlimPod) -> Pod {
+    let (pod, errors) = Pod::from_api(&api.0);
     for error in errors {
         debug!(pod = %pod.key, error = %error, "pod field ignored");
     }
@@ -169,7 +178,7 @@ impl Watched for ApiNamespace {
     type Key = String;
     type Value = Namespace;
 
-    fn convert(self, _: &mut Vec<Broken>) -> Option<(String, Namespace)> {
+    fn convert(self, _: &mut Vec<Broken>, _: &mut Interner) -> Option<(String, Namespace)> {
         match Namespace::from_api(&self) {
             Ok(ns) => Some((ns.name.clone(), ns)),
             Err(error) => {
@@ -197,7 +206,7 @@ impl Watched for ApiPolicy {
     type Value = Policy;
 
     /// A policy with errors converts to its fail-closed stand-in, and is reported.
-    fn convert(self, broken: &mut Vec<Broken>) -> Option<(PolicyKey, Policy)> {
+    fn convert(self, broken: &mut Vec<Broken>, _: &mut Interner) -> Option<(PolicyKey, Policy)> {
         let (policy, errors) = Policy::from_api(&self);
         if !errors.is_empty() {
             broken.push(Broken {
@@ -235,7 +244,9 @@ fn replace<K: Ord + Clone, V: PartialEq + Clone>(
             None => deleted(change.key().clone()),
         })
         .collect();
-    *current = listed;
+    // Rebuilt from its sorted entries: a list arrives in key order, and a map grown by
+    // inserting keys in order leaves every node half empty (the core's copy of it too).
+    *current = listed.into_iter().collect();
     changes
 }
 
@@ -262,7 +273,7 @@ fn remove<K: Ord, V>(map: &mut BTreeMap<K, V>, key: K, deleted: fn(K) -> Event) 
 mod tests {
     use super::*;
 
-    fn pod(ns: &str, name: &str, labels: &[(&str, &str)], ip: &str) -> ApiPod {
+    fn pod(ns: &str, name: &str, labels: &[(&str, &str)], ip: &str) -> SlimPod {
         serde_json::from_value(serde_json::json!({
             "metadata": {"name": name, "namespace": ns, "labels": labels.iter().cloned().collect::<BTreeMap<_, _>>()},
             "spec": {"nodeName": "n2", "containers": [{"name": "c", "image": "i"}]},
@@ -287,7 +298,7 @@ mod tests {
     }
 
     /// Feed one complete list of each kind.
-    fn synced(pods: Vec<ApiPod>) -> Cache {
+    fn synced(pods: Vec<SlimPod>) -> Cache {
         let mut cache = Cache::default();
         cache.apply(Update::Pod(WatchEvent::Init));
         for p in pods {
@@ -386,7 +397,8 @@ mod tests {
     #[test]
     fn apply_and_delete_change_the_snapshot() {
         let mut cache = synced(vec![]);
-        let apply = |cache: &mut Cache, p: ApiPod| cache.apply(Update::Pod(WatchEvent::Apply(p))).0;
+        let apply =
+            |cache: &mut Cache, p: SlimPod| cache.apply(Update::Pod(WatchEvent::Apply(p))).0;
         assert_eq!(apply(&mut cache, pod("x", "a", &[], "10.0.0.2")).len(), 1);
         assert!(
             apply(&mut cache, pod("x", "a", &[], "10.0.0.2")).is_empty(),
@@ -447,6 +459,23 @@ mod tests {
             "10.0.0.0/8",
         ))));
         assert!(fine.is_empty());
+    }
+
+    #[test]
+    fn pods_with_equal_labels_hold_one_copy_of_them_and_of_their_namespace() {
+        let cache = synced(vec![
+            pod("x", "a", &[("app", "web")], "10.0.0.2"),
+            pod("x", "b", &[("app", "web")], "10.0.0.3"),
+        ]);
+        let pods: Vec<&Pod> = cache.snapshot().pods.values().collect();
+        assert!(std::ptr::eq(&*pods[0].labels, &*pods[1].labels));
+        assert!(std::ptr::eq(
+            pods[0].key.namespace.as_str(),
+            pods[1].key.namespace.as_str()
+        ));
+        let restarted = Cache::from_snapshot(cache.snapshot().clone());
+        let pods: Vec<&Pod> = restarted.snapshot().pods.values().collect();
+        assert!(std::ptr::eq(&*pods[0].labels, &*pods[1].labels));
     }
 
     #[test]

@@ -4,10 +4,11 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod as ApiPod;
 use kube::{Api, Client};
 use podwall_policy::Pod;
 use tracing::warn;
+
+use super::SlimPod;
 
 /// Fetches a pod the watch cache has not seen yet, so that a pod attached right after it was
 /// created still gets its labels (kube mode).
@@ -28,9 +29,9 @@ impl PodLookup {
     /// The pod as the API server has it now, or `None` when it does not exist or does not
     /// answer in time.
     pub async fn get(&self, namespace: &str, name: &str) -> Option<Pod> {
-        let api: Api<ApiPod> = Api::namespaced(self.client.clone(), namespace);
+        let api: Api<SlimPod> = Api::namespaced(self.client.clone(), namespace);
         match tokio::time::timeout(LOOKUP_TIMEOUT, api.get_opt(name)).await {
-            Ok(Ok(Some(pod))) => Some(Pod::from_api(&pod).0),
+            Ok(Ok(Some(pod))) => Some(Pod::from_api(&pod.0).0),
             Ok(Ok(None)) => None,
             Ok(Err(err)) => {
                 warn!(pod = %format!("{namespace}/{name}"), error = %err, "cannot get the pod; it attaches quarantined until its labels are known");

@@ -3,20 +3,21 @@
 //!
 //! `run` owns the watchers: it batches bursts of events into one publication and reports
 //! each kind's state to `/healthz`. The rest is split by concern: `cache` is the pure part
-//! (watch events in, snapshot out) and is unit-tested; `events` posts a Kubernetes Event on
-//! each NetworkPolicy that fails to compile; `lookup` GETs a pod the watch has not delivered
-//! yet, for the plugin socket.
+//! (watch events in, snapshot out) and is unit-tested; `slim` decodes a Pod into only what
+//! enforcement reads; `events` posts a Kubernetes Event on each NetworkPolicy that fails to
+//! compile; `lookup` GETs a pod the watch has not delivered yet, for the plugin socket.
 
 mod cache;
 mod events;
 mod lookup;
+mod slim;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Namespace as ApiNamespace, Pod as ApiPod};
+use k8s_openapi::api::core::v1::Namespace as ApiNamespace;
 use k8s_openapi::api::networking::v1::NetworkPolicy as ApiPolicy;
 use kube::runtime::watcher::{self, Event as WatchEvent};
 use kube::runtime::WatchStreamExt;
@@ -28,6 +29,7 @@ use tracing::{info, warn};
 pub use self::cache::{Broken, Cache, Update};
 use self::events::BrokenPolicyEvents;
 pub use self::lookup::PodLookup;
+pub use self::slim::SlimPod;
 use super::{Update as SourceUpdate, Updates};
 use crate::health::Health;
 use crate::metrics::Metrics;
@@ -58,6 +60,10 @@ const BATCH: Duration = Duration::from_millis(5);
 /// A watch error that persists this long (the watcher retries with backoff) marks the kind
 /// unhealthy; a relist after a 410 or a dropped connection recovers well before.
 const ERROR_GRACE: Duration = Duration::from_secs(15);
+/// Objects per list request (`limit`, then `continue`): a first list of a large cluster
+/// arrives page by page, and no response holds the whole cluster. (kube-rs's default too,
+/// said here so that it stays so.)
+const LIST_PAGE: u32 = 500;
 
 fn stream<K>(
     api: Api<K>,
@@ -68,7 +74,7 @@ where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
     K::DynamicType: Default,
 {
-    watcher::watcher(api, watcher::Config::default())
+    watcher::watcher(api, watcher::Config::default().page_size(LIST_PAGE))
         .default_backoff()
         .map(move |item| (kind, item.map(wrap)))
 }
@@ -86,7 +92,7 @@ pub async fn run(
 ) {
     let mut kube_events = BrokenPolicyEvents::new(client.clone(), node);
     let mut streams = futures::stream::select_all([
-        stream(Api::<ApiPod>::all(client.clone()), Kind::Pods, Update::Pod).boxed(),
+        stream(Api::<SlimPod>::all(client.clone()), Kind::Pods, Update::Pod).boxed(),
         stream(
             Api::<ApiNamespace>::all(client.clone()),
             Kind::Namespaces,
