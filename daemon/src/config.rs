@@ -48,7 +48,7 @@ pub struct DaemonArgs {
     /// Unix socket for the plugin.
     #[arg(long, default_value = podwall::DEFAULT_SOCKET)]
     pub socket: PathBuf,
-    /// Directory of the sled state store.
+    /// Directory of the state store (the attachments in sled, the cluster state in a file).
     #[arg(long, default_value = "/var/lib/podwall")]
     pub state_dir: PathBuf,
     /// Address of `GET /healthz` and `GET /metrics`.
@@ -102,7 +102,7 @@ pub struct Config {
     pub node_name: String,
     /// The plugin's Unix socket: root only, one request a connection.
     pub socket: PathBuf,
-    /// The sled store of attachments and the last-known cluster, so that a restart enforces
+    /// The store of attachments (sled) and the last-known cluster (a file), so that a restart enforces
     /// at once, also while the API server is unreachable.
     pub state_dir: PathBuf,
     /// Where `/healthz` and `/metrics` are served.

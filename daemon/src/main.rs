@@ -152,9 +152,6 @@ async fn daemon(config: Config) -> anyhow::Result<()> {
     ))];
 
     // The cluster comes from a manifests directory, or from the API server's watchers.
-    // Whether the cluster the core starts from is what the store holds, object by object
-    // (then only changes need writing).
-    let mut in_store = false;
     let (source, cluster, updates, lookup) = match &config.source {
         Source::Manifests(dir) => {
             // Watched before the first read, so that a change during it is seen.
@@ -175,7 +172,6 @@ async fn daemon(config: Config) -> anyhow::Result<()> {
             cache_sync_timeout,
         } => {
             let client = kube_client(kubeconfig.as_deref()).await?;
-            let by_object = store.holds_cluster_by_object();
             let stored = match store.cluster() {
                 Ok(stored) => stored,
                 // A cache, not the truth: relist rather than refuse to start.
@@ -215,7 +211,6 @@ async fn daemon(config: Config) -> anyhow::Result<()> {
                         policies = stored.policies.len(),
                         "starting from the stored cluster state"
                     );
-                    in_store = by_object;
                     stored
                 }
                 None => kube::wait_synced(&mut rx, &health, *cache_sync_timeout).await?,
@@ -225,7 +220,7 @@ async fn daemon(config: Config) -> anyhow::Result<()> {
     };
 
     let socket = server::bind(&config.socket)?;
-    let mut core = Core::start(
+    let core = Core::start(
         config.node_name.clone(),
         cluster,
         store,
@@ -239,9 +234,6 @@ async fn daemon(config: Config) -> anyhow::Result<()> {
         metrics.clone(),
         health.clone(),
     )?;
-    if in_store {
-        core.cluster_is_stored();
-    }
     let core = Arc::new(Mutex::new(core));
     let socket =
         tokio::net::UnixListener::from_std(socket).context("registering the plugin socket")?;

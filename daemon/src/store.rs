@@ -1,12 +1,19 @@
-//! The sled store behind typed methods: the node's attachments, so that a restarted daemon
-//! knows its pods before any API server answers, and the last-known cluster state, one
-//! record per object, so that writing it costs the objects that changed.
+//! The state store behind typed methods: the node's attachments, so that a restarted daemon
+//! knows its pods before any API server answers, in sled; the last-known cluster state in a
+//! file beside sled's, `cluster.json`.
 //!
 //! sled allows one process per store; only the daemon opens it. Every write is flushed before
-//! it returns: the plugin is told "attached" only once the attachment survives a crash.
+//! it returns: the plugin is told "attached" only once the attachment survives a crash. The
+//! cluster state is not a sled value because sled keeps every value it wrote in memory, and
+//! this one is about 120 bytes per cluster pod, rewritten every few seconds while the cluster
+//! changes; the file is written whole, synced and renamed into place, streamed from the
+//! snapshot without a buffer of its size. A state an older daemon left in sled is read when
+//! there is no file, and removed once the file is written.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::fs::File;
+use std::io::{BufWriter, ErrorKind};
+use std::path::{Path, PathBuf};
 
 use podwall::wire::{Attachment, AttachmentId};
 
@@ -24,6 +31,12 @@ pub enum StoreError {
     Encode(#[source] serde_json::Error),
     #[error("state store holds an unreadable cluster snapshot")]
     CorruptCluster(#[source] serde_json::Error),
+    #[error("cannot read or write the cluster state file {path}")]
+    ClusterFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("state store holds an unreadable attachment under key {key:?}")]
     Corrupt {
         key: String,
@@ -32,16 +45,13 @@ pub enum StoreError {
     },
 }
 
-/// Tree names are part of the on-disk format.
+/// Tree and file names are part of the on-disk format.
 const ATTACHMENTS: &str = "attachments/v1";
-/// The cluster as one snapshot record (read, for an upgrade, and then removed).
-const CLUSTER: &str = "cluster/v1";
+/// Where daemons before the cluster file kept the cluster state (read, then removed).
+const LEGACY_CLUSTER: &str = "cluster/v1";
 const SNAPSHOT_KEY: &[u8] = b"snapshot";
-/// The cluster, one record per object (see `object_key`).
-const CLUSTER_OBJECTS: &str = "cluster/v2";
-/// sled's page cache. The store is read once at start and written to: it needs no cache
-/// worth the name, and sled's default (1 GiB) keeps the last cluster snapshot written (one
-/// value of about 120 bytes per cluster pod) in memory for good.
+const CLUSTER_FILE: &str = "cluster.json";
+/// sled's page cache: the store is read once, at start, and holds a few small records.
 const CACHE_BYTES: u64 = 1 << 20;
 
 /// A handle on the store; clones share it.
@@ -49,37 +59,8 @@ const CACHE_BYTES: u64 = 1 << 20;
 pub struct Store {
     db: sled::Db,
     attachments: sled::Tree,
-    cluster: sled::Tree,
-    objects: sled::Tree,
-}
-
-/// Changes to the stored cluster state: objects written and objects removed, or, when
-/// `whole`, the new state of everything (what is not written is removed).
-#[derive(Debug, Default, PartialEq)]
-pub struct ClusterChanges {
-    pub whole: bool,
-    pub namespaces: Vec<podwall_policy::Namespace>,
-    pub pods: Vec<podwall_policy::Pod>,
-    pub policies: Vec<podwall_policy::Policy>,
-    pub removed: Vec<ObjectRef>,
-}
-
-/// A cluster object by kind and name.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum ObjectRef {
-    Namespace(String),
-    Pod(podwall_policy::PodKey),
-    Policy(podwall_policy::PolicyKey),
-}
-
-/// `kind NUL namespace NUL name`: NUL appears in no Kubernetes name.
-fn object_key(object: &ObjectRef) -> Vec<u8> {
-    let (kind, namespace, name) = match object {
-        ObjectRef::Namespace(name) => ("ns", "", name.as_str()),
-        ObjectRef::Pod(key) => ("pod", key.namespace.as_str(), key.name.as_str()),
-        ObjectRef::Policy(key) => ("policy", key.namespace.as_str(), key.name.as_str()),
-    };
-    [kind, namespace, name].join("\0").into_bytes()
+    legacy_cluster: sled::Tree,
+    dir: PathBuf,
 }
 
 impl Store {
@@ -93,13 +74,12 @@ impl Store {
                 source,
             })?;
         let attachments = db.open_tree(ATTACHMENTS)?;
-        let cluster = db.open_tree(CLUSTER)?;
-        let objects = db.open_tree(CLUSTER_OBJECTS)?;
+        let legacy_cluster = db.open_tree(LEGACY_CLUSTER)?;
         Ok(Self {
             db,
             attachments,
-            cluster,
-            objects,
+            legacy_cluster,
+            dir: dir.to_path_buf(),
         })
     }
 
@@ -158,41 +138,29 @@ struct StoredCluster {
     policies: Vec<podwall_policy::Policy>,
 }
 
+/// `StoredCluster` as it is written: borrowed from the snapshot, not cloned.
+#[derive(serde::Serialize)]
+struct StoredClusterRef<'a> {
+    namespaces: Vec<&'a podwall_policy::Namespace>,
+    pods: Vec<&'a podwall_policy::Pod>,
+    policies: Vec<&'a podwall_policy::Policy>,
+}
+
 impl Store {
     /// The last-known state of the cluster (API objects, converted), so that a restart
     /// enforces it while the API server is unreachable.
     pub fn cluster(&self) -> Result<Option<podwall_policy::Snapshot>, StoreError> {
-        if self.objects.is_empty() {
-            return self.cluster_v1();
-        }
-        let mut snapshot = podwall_policy::Snapshot::default();
-        for entry in self.objects.iter() {
-            let (key, value) = entry?;
-            let corrupt = StoreError::CorruptCluster;
-            if key.starts_with(b"ns\0") {
-                snapshot.upsert_namespace(serde_json::from_slice(&value).map_err(corrupt)?);
-            } else if key.starts_with(b"pod\0") {
-                snapshot.upsert_pod(serde_json::from_slice(&value).map_err(corrupt)?);
-            } else if key.starts_with(b"policy\0") {
-                snapshot.upsert_policy(serde_json::from_slice(&value).map_err(corrupt)?);
+        let stored: StoredCluster = match std::fs::read(self.cluster_file()) {
+            Ok(bytes) => serde_json::from_slice(&bytes),
+            Err(err) if err.kind() == ErrorKind::NotFound => {
+                match self.legacy_cluster.get(SNAPSHOT_KEY)? {
+                    Some(bytes) => serde_json::from_slice(&bytes),
+                    None => return Ok(None),
+                }
             }
+            Err(source) => return Err(self.file_error(source)),
         }
-        Ok(Some(snapshot))
-    }
-
-    /// Whether the cluster state is stored one record per object (not by an earlier
-    /// version, not empty).
-    pub fn holds_cluster_by_object(&self) -> bool {
-        !self.objects.is_empty()
-    }
-
-    /// The state an earlier version stored as one record.
-    fn cluster_v1(&self) -> Result<Option<podwall_policy::Snapshot>, StoreError> {
-        let Some(bytes) = self.cluster.get(SNAPSHOT_KEY)? else {
-            return Ok(None);
-        };
-        let stored: StoredCluster =
-            serde_json::from_slice(&bytes).map_err(StoreError::CorruptCluster)?;
+        .map_err(StoreError::CorruptCluster)?;
         let mut snapshot = podwall_policy::Snapshot::default();
         for ns in stored.namespaces {
             snapshot.upsert_namespace(ns);
@@ -208,55 +176,50 @@ impl Store {
 
     /// Forget the stored cluster state (one that cannot be read): the next start relists.
     pub fn discard_cluster(&self) -> Result<(), StoreError> {
-        self.cluster.remove(SNAPSHOT_KEY)?;
-        self.objects.clear()?;
+        match std::fs::remove_file(self.cluster_file()) {
+            Ok(()) => {}
+            Err(err) if err.kind() == ErrorKind::NotFound => {}
+            Err(source) => return Err(self.file_error(source)),
+        }
+        self.legacy_cluster.remove(SNAPSHOT_KEY)?;
         self.db.flush()?;
         Ok(())
     }
 
-    /// Write `changes` to the stored cluster state in one atomic batch.
-    pub fn put_cluster_changes(&self, changes: &ClusterChanges) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        let mut written = std::collections::BTreeSet::new();
-        let mut put = |object: ObjectRef, value: Result<Vec<u8>, serde_json::Error>| {
-            let key = object_key(&object);
-            batch.insert(key.clone(), value.map_err(StoreError::Encode)?);
-            written.insert(key);
-            Ok::<(), StoreError>(())
+    /// Writes the cluster state: streamed into a new file, synced, renamed over the last
+    /// one, so that a crash leaves the old state or the new one, never half of one.
+    pub fn put_cluster(&self, snapshot: &podwall_policy::Snapshot) -> Result<(), StoreError> {
+        let stored = StoredClusterRef {
+            namespaces: snapshot.namespaces.values().collect(),
+            pods: snapshot.pods.values().collect(),
+            policies: snapshot.policies.values().collect(),
         };
-        for ns in &changes.namespaces {
-            put(
-                ObjectRef::Namespace(ns.name.clone()),
-                serde_json::to_vec(ns),
-            )?;
+        let path = self.cluster_file();
+        let partial = self.dir.join(format!("{CLUSTER_FILE}.partial"));
+        let write = || -> std::io::Result<()> {
+            let mut out = BufWriter::new(File::create(&partial)?);
+            serde_json::to_writer(&mut out, &stored)?;
+            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            std::fs::rename(&partial, &path)?;
+            File::open(&self.dir)?.sync_all()
+        };
+        write().map_err(|source| self.file_error(source))?;
+        if self.legacy_cluster.contains_key(SNAPSHOT_KEY)? {
+            self.legacy_cluster.remove(SNAPSHOT_KEY)?;
+            self.db.flush()?;
         }
-        for pod in &changes.pods {
-            put(ObjectRef::Pod(pod.key.clone()), serde_json::to_vec(pod))?;
-        }
-        for policy in &changes.policies {
-            put(
-                ObjectRef::Policy(policy.key.clone()),
-                serde_json::to_vec(policy),
-            )?;
-        }
-        for object in &changes.removed {
-            batch.remove(object_key(object));
-        }
-        if changes.whole {
-            for key in self.objects.iter().keys() {
-                let key = key?;
-                if !written.contains(key.as_ref()) {
-                    batch.remove(key);
-                }
-            }
-        }
-        self.objects.apply_batch(batch)?;
-        // Written whole in the new form: the old form's record is not needed any more.
-        if changes.whole {
-            self.cluster.remove(SNAPSHOT_KEY)?;
-        }
-        self.db.flush()?;
         Ok(())
+    }
+
+    fn cluster_file(&self) -> PathBuf {
+        self.dir.join(CLUSTER_FILE)
+    }
+
+    fn file_error(&self, source: std::io::Error) -> StoreError {
+        StoreError::ClusterFile {
+            path: self.cluster_file().display().to_string(),
+            source,
+        }
     }
 }
 
@@ -366,8 +329,15 @@ mod tests {
     fn a_corrupt_cluster_snapshot_can_be_discarded() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        store
-            .cluster
+        std::fs::write(dir.path().join(CLUSTER_FILE), b"{\"pods\": [").unwrap();
+        assert!(matches!(
+            store.cluster(),
+            Err(StoreError::CorruptCluster(_))
+        ));
+        store.discard_cluster().unwrap();
+        assert_eq!(store.cluster().unwrap(), None);
+        // So is one an older daemon left in sled.
+        (store.legacy_cluster)
             .insert(SNAPSHOT_KEY, b"{\"pods\": [".to_vec())
             .unwrap();
         assert!(matches!(
@@ -378,7 +348,34 @@ mod tests {
         assert_eq!(store.cluster().unwrap(), None);
     }
 
-    fn world() -> podwall_policy::Snapshot {
+    #[test]
+    fn the_cluster_state_an_older_daemon_kept_in_sled_is_read_then_moved_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut snapshot = podwall_policy::Snapshot::default();
+        snapshot.upsert_namespace(podwall_policy::Namespace::new(
+            "shop",
+            podwall_policy::selector::Labels::new(),
+        ));
+        let store = Store::open(dir.path()).unwrap();
+        let older = serde_json::json!({"namespaces": [{"name": "shop", "labels": {"kubernetes.io/metadata.name": "shop"}}], "pods": [], "policies": []});
+        (store.legacy_cluster)
+            .insert(SNAPSHOT_KEY, serde_json::to_vec(&older).unwrap())
+            .unwrap();
+        assert_eq!(store.cluster().unwrap(), Some(snapshot.clone()));
+        snapshot.upsert_namespace(podwall_policy::Namespace::new(
+            "ops",
+            podwall_policy::selector::Labels::new(),
+        ));
+        store.put_cluster(&snapshot).unwrap();
+        assert_eq!(store.legacy_cluster.get(SNAPSHOT_KEY).unwrap(), None);
+        assert!(dir.path().join(CLUSTER_FILE).is_file());
+        assert!(!dir.path().join(format!("{CLUSTER_FILE}.partial")).exists());
+        assert_eq!(store.cluster().unwrap(), Some(snapshot));
+    }
+
+    #[test]
+    fn the_cluster_snapshot_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
         let loaded = podwall_policy::manifests::load([(
             "world.yaml",
             "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {team: web}}\n---\n\
@@ -393,70 +390,15 @@ mod tests {
             (loaded.snapshot.pods.len(), loaded.snapshot.policies.len()),
             (1, 1)
         );
-        loaded.snapshot
-    }
-
-    fn whole(snapshot: &podwall_policy::Snapshot) -> ClusterChanges {
-        ClusterChanges {
-            whole: true,
-            namespaces: snapshot.namespaces.values().cloned().collect(),
-            pods: snapshot.pods.values().cloned().collect(),
-            policies: snapshot.policies.values().cloned().collect(),
-            removed: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn the_cluster_state_survives_reopening_and_changes_by_object() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut snapshot = world();
         {
             let store = Store::open(dir.path()).unwrap();
             assert_eq!(store.cluster().unwrap(), None);
-            store.put_cluster_changes(&whole(&snapshot)).unwrap();
+            store.put_cluster(&loaded.snapshot).unwrap();
         }
-        let store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.cluster().unwrap(), Some(snapshot.clone()));
-        // One pod relabelled, the policy removed: only they are written.
-        let key = snapshot.pods.keys().next().unwrap().clone();
-        let mut pod = snapshot.pods[&key].clone();
-        pod.labels = [("app".to_string(), "web".to_string())].into();
-        snapshot.upsert_pod(pod.clone());
-        let policy = snapshot.policies.keys().next().unwrap().clone();
-        snapshot.policies.remove(&policy);
-        store
-            .put_cluster_changes(&ClusterChanges {
-                pods: vec![pod],
-                removed: vec![ObjectRef::Policy(policy)],
-                ..ClusterChanges::default()
-            })
-            .unwrap();
-        assert_eq!(store.cluster().unwrap(), Some(snapshot.clone()));
-        // A whole write removes what it does not name.
-        let mut smaller = snapshot.clone();
-        smaller.pods.clear();
-        store.put_cluster_changes(&whole(&smaller)).unwrap();
-        assert_eq!(store.cluster().unwrap(), Some(smaller));
-    }
-
-    #[test]
-    fn a_cluster_stored_as_one_record_is_read_then_replaced_by_objects() {
-        let dir = tempfile::tempdir().unwrap();
-        let snapshot = world();
-        let store = Store::open(dir.path()).unwrap();
-        let old = StoredCluster {
-            namespaces: snapshot.namespaces.values().cloned().collect(),
-            pods: snapshot.pods.values().cloned().collect(),
-            policies: snapshot.policies.values().cloned().collect(),
-        };
-        store
-            .cluster
-            .insert(SNAPSHOT_KEY, serde_json::to_vec(&old).unwrap())
-            .unwrap();
-        assert_eq!(store.cluster().unwrap(), Some(snapshot.clone()));
-        store.put_cluster_changes(&whole(&snapshot)).unwrap();
-        assert_eq!(store.cluster.get(SNAPSHOT_KEY).unwrap(), None);
-        assert_eq!(store.cluster().unwrap(), Some(snapshot));
+        assert_eq!(
+            Store::open(dir.path()).unwrap().cluster().unwrap(),
+            Some(loaded.snapshot)
+        );
     }
 
     #[test]

@@ -21,8 +21,7 @@ const PERSIST_EVERY: Duration = Duration::from_secs(5);
 
 /// Feed every update from a source (the manifests reader, the API watchers) to the core,
 /// in order, and, when `persist`, keep a recent cluster state in the store (a restart in
-/// Kubernetes mode starts from it; a manifests directory is its own record, and storing it
-/// would hold the core's lock for nothing). Updates that queued up while the core was busy
+/// Kubernetes mode starts from it; a manifests directory is its own record). Updates that queued up while the core was busy
 /// are applied together: consecutive change batches become one transaction.
 pub async fn follow_source(
     name: &'static str,
@@ -56,27 +55,28 @@ pub async fn follow_source(
                 } else {
                     apply(&mut core, batch)
                 };
-                (applied, write_now.then(|| core.cluster_changes()).flatten())
+                (applied, write_now.then(|| core.cluster_to_store()))
             };
             // Written after the lock is released: an ADD never waits behind the store.
-            if let Some((store, changes)) = write {
-                if let Err(err) = store.put_cluster_changes(&changes) {
+            let written = match write {
+                Some((store, cluster)) => store.put_cluster(&cluster).map_err(|err| {
                     warn!(
                         error = format!("{:#}", anyhow::Error::from(err)),
-                        "cannot store the cluster state"
+                        "cannot store the cluster state; trying again at the next write"
                     );
-                    lock(&core).cluster_write_failed();
-                }
-            }
-            applied
+                }),
+                None => Ok(()),
+            };
+            (applied, written.is_ok())
         })
         .instrument(info_span!("source", name))
         .await;
         if write_now {
-            dirty = false;
+            // A write that failed leaves the state to be written again.
+            dirty = !matches!(result, Ok((_, true)));
             next_persist = tokio::time::Instant::now() + PERSIST_EVERY;
         }
-        match result {
+        match result.map(|(applied, _)| applied) {
             Ok(Ok(())) => debug!(source = name, "applied cluster update"),
             Ok(Err(err)) => {
                 warn!(source = name, error = %err, "the kernel refused a cluster update; it stays pending and is retried")

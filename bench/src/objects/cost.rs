@@ -91,43 +91,22 @@ pub(super) fn time_persist(
     .len();
     let dir = tempfile::tempdir()?;
     let store = podwalld::store::Store::open(dir.path())?;
-    let whole = podwalld::store::ClusterChanges {
-        whole: true,
-        namespaces: snapshot.namespaces.values().cloned().collect(),
-        pods: snapshot.pods.values().cloned().collect(),
-        policies: snapshot.policies.values().cloned().collect(),
-        removed: Vec::new(),
-    };
-    let changed = podwalld::store::ClusterChanges {
-        pods: snapshot.pods.values().take(CHANGED_PODS).cloned().collect(),
-        ..podwalld::store::ClusterChanges::default()
-    };
-    store.put_cluster_changes(&whole)?;
+    store.put_cluster(snapshot)?;
     let mut row = Persisted {
         pods,
         bytes,
         cpu: Samples::default(),
         wall: Samples::default(),
-        change_cpu: Samples::default(),
-        change_wall: Samples::default(),
     };
     for _ in 0..PERSIST_ROUNDS {
-        for (changes, cpu_samples, wall_samples) in [
-            (&whole, &mut row.cpu, &mut row.wall),
-            (&changed, &mut row.change_cpu, &mut row.change_wall),
-        ] {
-            let started = Instant::now();
-            let (written, cpu) = timed(|| store.put_cluster_changes(changes));
-            written?;
-            wall_samples.push(started.elapsed());
-            cpu_samples.push(cpu);
-        }
+        let started = Instant::now();
+        let (written, cpu) = timed(|| store.put_cluster(snapshot));
+        written?;
+        row.wall.push(started.elapsed());
+        row.cpu.push(cpu);
     }
     Ok(row)
 }
-
-/// The pods a steady write carries: the objects changed in 5 s of heavy churn.
-pub(super) const CHANGED_PODS: usize = 1_000;
 
 pub(super) fn time_folds(
     options: &Options,

@@ -13,9 +13,8 @@
 //! [`measure`] then replays that life against the daemon's own `sources::kube::Cache` (the
 //! pure fold every watch event goes through), holding `cache_pods` other pods, and times the
 //! JSON decode kube-rs does and the fold, on the thread's CPU clock. Last, it times what the
-//! daemon does at most every 5 s while the cluster changes: write the cluster state to its
-//! sled store (`Store::put_cluster_changes`), whole (the first write after a start) and as
-//! the objects of a change, at `persist_pods` cluster pods.
+//! daemon does at most every 5 s while the cluster changes: write the whole cluster state to
+//! its store (`Store::put_cluster`, a file), at `persist_pods` cluster pods.
 
 mod cost;
 mod life;
@@ -26,7 +25,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-use cost::{time_folds, time_persist, CHANGED_PODS, PERSIST_ROUNDS};
+use cost::{time_folds, time_persist, PERSIST_ROUNDS};
 pub use life::{event_line, pod_essentials, pod_life, test_api_pod, Stage};
 use life::{metadata_only, size, without_managed_fields};
 
@@ -122,12 +121,9 @@ pub struct Persisted {
     pub pods: usize,
     /// The stored value: the whole cluster state as JSON.
     pub bytes: usize,
-    /// Thread CPU and wall time of one whole write, over `rounds` rewrites.
+    /// Thread CPU and wall time of one `Store::put_cluster`, over `rounds` rewrites.
     pub cpu: Samples,
     pub wall: Samples,
-    /// The same for a write of `CHANGED_PODS` changed pods.
-    pub change_cpu: Samples,
-    pub change_wall: Samples,
 }
 
 pub fn measure(options: &Options) -> Result<Report> {
@@ -247,28 +243,25 @@ impl fmt::Display for Report {
         }
         let _ = writeln!(
             out,
-            "\nThe cluster state written to the store (Store::put_cluster_changes, at most every \
-             5 s while the cluster changes, after the core's lock is released), {PERSIST_ROUNDS} \
-             writes each: whole (the first write after a start), and {CHANGED_PODS} changed pods\n"
+            "\nThe cluster state written to the store (Store::put_cluster, at most every 5 s \
+             while the cluster changes), {PERSIST_ROUNDS} rewrites\n"
         );
         let _ = writeln!(
             out,
-            "| cluster pods | stored JSON MiB | whole: CPU p50 ms | CPU max ms | wall p50 ms | wall max ms | {CHANGED_PODS} pods: CPU p50 ms | wall p50 ms |"
+            "| cluster pods | stored JSON MiB | CPU p50 ms | CPU max ms | wall p50 ms | wall max ms |"
         );
-        let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|");
         let ms = |d: Duration| format!("{:.0}", d.as_secs_f64() * 1e3);
         for p in &self.persisted {
             let _ = writeln!(
                 out,
-                "| {} | {:.1} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {:.1} | {} | {} | {} | {} |",
                 p.pods,
                 p.bytes as f64 / (1024.0 * 1024.0),
                 ms(p.cpu.p50()),
                 ms(p.cpu.quantile(1.0)),
                 ms(p.wall.p50()),
-                ms(p.wall.quantile(1.0)),
-                ms(p.change_cpu.p50()),
-                ms(p.change_wall.p50()),
+                ms(p.wall.quantile(1.0))
             );
         }
         f.write_str(&out)

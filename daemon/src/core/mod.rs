@@ -18,7 +18,6 @@ mod error;
 mod flows;
 mod local;
 mod pending;
-mod persist;
 mod transition;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -41,7 +40,7 @@ use transition::{describe, Scope};
 use crate::dataplane::{entries_of, Desired, Kernel};
 use crate::health::Health;
 use crate::metrics::{AttachPhase, Metrics};
-use crate::store::{ClusterChanges, Store};
+use crate::store::Store;
 
 /// The one lock around the core, held for one transaction at a time. A panic while it was
 /// held cannot leave a transaction half done in the kernel (each commits whole), so a
@@ -90,8 +89,6 @@ pub struct Core {
     revocations: Arc<tokio::sync::Notify>,
     /// How long the last transition's kernel transaction took.
     last_commit: std::time::Duration,
-    /// Cluster objects not yet written to the store.
-    dirty: persist::Dirty,
 }
 
 impl Core {
@@ -167,7 +164,6 @@ impl Core {
             health,
             revocations: Arc::new(tokio::sync::Notify::new()),
             last_commit: std::time::Duration::ZERO,
-            dirty: persist::Dirty::default(),
         };
         let attachments = core.attachments.clone();
         core.adopt(&attachments);
@@ -252,27 +248,15 @@ impl Core {
     /// A pod fetched directly, ahead of the watch: the attach that follows uses its labels.
     pub fn learn_pod(&mut self, pod: Pod) {
         if !self.cluster.pods.contains_key(&pod.key) {
-            self.dirty.mark_pod(&pod.key);
             self.claims.add(&pod);
             self.cluster.pods.insert(pod.key.clone(), pod);
         }
     }
 
-    /// The cluster objects changed since the stored state was last written (cloned, so that
-    /// the caller writes them outside the core's lock), and the store to write them to.
-    pub fn cluster_changes(&mut self) -> Option<(Store, ClusterChanges)> {
-        let changes = self.dirty.take(&self.cluster)?;
-        Some((self.store.clone(), changes))
-    }
-
-    /// The cluster the core started from is the stored one: only changes need writing.
-    pub fn cluster_is_stored(&mut self) {
-        self.dirty = persist::Dirty::clean();
-    }
-
-    /// Writing the changes failed: the next write is of the whole state, so none is lost.
-    pub fn cluster_write_failed(&mut self) {
-        self.dirty.mark_all();
+    /// The cluster state to keep in the store, and the store: a copy, so that the caller
+    /// writes it after releasing the core's lock (its pods are shared, not copied).
+    pub fn cluster_to_store(&self) -> (Store, Snapshot) {
+        (self.store.clone(), self.cluster.clone())
     }
 
     /// The source reported changed objects (the API watchers' events): only they are

@@ -112,9 +112,6 @@ impl Core {
         let guard = guard(&attachments, &self.adopted_ports);
         self.attachments = attachments;
         if let Some(cluster) = cluster {
-            for event in Event::between(&self.cluster, &cluster) {
-                self.dirty.mark(&event);
-            }
             self.cluster = cluster;
             self.claims = Claims::of(&self.cluster);
         }
@@ -271,7 +268,6 @@ impl Core {
             }
         };
         for change in changes {
-            self.dirty.mark(&change);
             match change {
                 Event::Pod(pod) => {
                     pods.insert(pod.key.clone());
