@@ -41,7 +41,7 @@ use crate::ruleset::{
     names, Chain, ChainName, Element, PeerMatch, PortMatch, Rule, Ruleset, RulesetDelta, Set,
     SetName,
 };
-use crate::selector::Selector;
+use crate::selector::{Labels, Selector};
 use journal::Journal;
 use local::LocalPod;
 use rules::Compiled;
@@ -126,6 +126,9 @@ pub struct Compiler {
     chain_refs: BTreeMap<ChainName, usize>,
     local: BTreeMap<PodKey, LocalPod>,
     journal: Journal,
+    /// During a full compile only: the pods of each label set (pods share their sets), so
+    /// that a namespaceSelector peer judges each set once. Events keep no such index.
+    label_groups: Option<BTreeMap<Labels, Vec<PodKey>>>,
 }
 
 impl Compiler {
@@ -148,14 +151,24 @@ impl Compiler {
             chain_refs: BTreeMap::new(),
             local: BTreeMap::new(),
             journal: Journal::default(),
+            label_groups: None,
         };
         let keys: Vec<PodKey> = c.snap.pods.keys().cloned().collect();
         for key in keys {
             c.attach(&key);
         }
+        let mut groups: BTreeMap<Labels, Vec<PodKey>> = BTreeMap::new();
+        for pod in c.snap.pods.values() {
+            groups
+                .entry(pod.labels.clone())
+                .or_default()
+                .push(pod.key.clone());
+        }
+        c.label_groups = Some(groups);
         for policy in policies.into_values() {
             c.upsert_policy(policy);
         }
+        c.label_groups = None;
         c.journal = Journal::default();
         c
     }

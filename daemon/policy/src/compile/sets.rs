@@ -89,14 +89,27 @@ impl Compiler {
                 .filter(|ns| sel.matches(&self.snap.namespace_labels(ns)))
                 .collect(),
         };
-        for ns in &namespaces {
-            for pod in pods_in(&self.snap, ns) {
-                if pod.is_policed() && peer.1.matches(&pod.labels) {
-                    members.insert(pod.key.clone());
-                    for ip in &pod.ips {
-                        *held[fam_index(Family::of(ip))].entry(*ip).or_insert(0) += 1;
-                    }
-                }
+        let candidates: Vec<&Pod> = match (&peer.0, &self.label_groups) {
+            // A full compile: the selector is judged once per label set, not once per pod of
+            // every namespace in scope (at 100k pods, most of a start-up's CPU).
+            (NamespaceScope::Matching(_), Some(groups)) => {
+                let in_scope: BTreeSet<&str> = namespaces.iter().map(String::as_str).collect();
+                (groups.iter())
+                    .filter(|(labels, _)| peer.1.matches(labels))
+                    .flat_map(|(_, keys)| keys)
+                    .filter(|key| in_scope.contains(key.namespace.as_str()))
+                    .filter_map(|key| self.snap.pods.get(key))
+                    .collect()
+            }
+            _ => (namespaces.iter())
+                .flat_map(|ns| pods_in(&self.snap, ns))
+                .filter(|pod| peer.1.matches(&pod.labels))
+                .collect(),
+        };
+        for pod in candidates.into_iter().filter(|pod| pod.is_policed()) {
+            members.insert(pod.key.clone());
+            for ip in &pod.ips {
+                *held[fam_index(Family::of(ip))].entry(*ip).or_insert(0) += 1;
             }
         }
         for (family, held) in Family::ALL.into_iter().zip(held) {

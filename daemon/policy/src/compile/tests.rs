@@ -493,3 +493,60 @@ fn deleting_the_last_policy_removes_its_chains_and_sets() {
     replay.apply(&delta);
     assert_eq!(&replay, after);
 }
+
+#[test]
+fn a_full_compile_groups_pods_by_label_set_and_agrees_with_adding_the_policy_later() {
+    // Pods of a label set in several namespaces, labelled and not, one of them finished and
+    // one on the host network: a namespaceSelector peer counts only those in scope.
+    let peers = policy(
+        "x",
+        "from-team",
+        "podSelector: {}\ningress:\n- from: [{namespaceSelector: {matchLabels: {team: web}}, podSelector: {matchLabels: {app: api}}}]\n- from: [{namespaceSelector: {}, podSelector: {matchExpressions: [{key: app, operator: NotIn, values: [api]}]}}]",
+    );
+    let snap = {
+        let mut snap = world(&peers);
+        for (i, (ns, app)) in [
+            ("x", "api"),
+            ("y", "api"),
+            ("y", "db"),
+            ("z", "api"),
+            ("z", "api"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut pod = Pod::new(
+                PodKey::new(ns, format!("p{i}")),
+                Labels::from([("app", app)]),
+                vec![format!("10.9.0.{i}").parse().unwrap()],
+            );
+            pod.node = Some("node-b".into());
+            pod.host_network = i == 3;
+            snap.upsert_pod(pod);
+        }
+        snap.upsert_namespace(Namespace::new("y", Labels::from([("team", "web")])));
+        snap
+    };
+    let full = Compiler::new(snap.clone(), "node-a");
+    let mut without = snap;
+    let policies = std::mem::take(&mut without.policies);
+    let mut later = Compiler::new(without, "node-a");
+    for policy in policies.into_values() {
+        later.apply(Event::Policy(policy));
+    }
+    assert_eq!(full.ruleset(), later.ruleset());
+    let members: usize = full
+        .ruleset()
+        .sets
+        .values()
+        .map(|set| match set {
+            Set::Addresses { elements, .. } => elements.len(),
+            _ => 0,
+        })
+        .sum();
+    assert!(
+        members > 0,
+        "the peers have members: {:?}",
+        full.ruleset().sets
+    );
+}
