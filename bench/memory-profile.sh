@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Where podwalld's memory goes (docs/benchmarks.md, "Where the memory goes"), as root: the
 # footprint benchmark's world (world L's policies) with PODS cluster pods, the daemon run
-# under heaptrack, then what it still held when the benchmark stopped it, by allocation
-# site. The daemon is the release build with line tables (cargo profile `profiling`).
+# under heaptrack, then what it holds after the benchmark's idle window, by allocation site.
+# The daemon is the release build with line tables (cargo profile `profiling`).
 #   bash bench/memory-profile.sh            # 10000 cluster pods
 #   bash bench/memory-profile.sh 100000 40  # the size, and how many sites to print
 set -euo pipefail
@@ -30,16 +30,32 @@ cargo build --profile profiling -p podwalld --bin podwalld >&2
 out=$(realpath "$target")/memory-profile
 rm -rf "$out"
 mkdir -p "$out"
-# The rig runs $PODWALLD inside the node's namespace with the daemon's arguments.
+# The rig runs $PODWALLD inside the node's namespace with the daemon's arguments. heaptrack
+# runs the daemon as its child, so the daemon outlives the rig's SIGTERM to this wrapper:
+# what it holds is read from the recording while it still runs, and then it is stopped.
 cat >"$out/podwalld" <<EOF
-#!/bin/sh
-exec heaptrack -o "$out/heap" "$(realpath "$target")/profiling/podwalld" "\$@"
+#!/bin/bash
+heaptrack -o "$out/heap" "$(realpath "$target")/profiling/podwalld" "\$@" &
+tracker=\$!
+for _ in \$(seq 100); do
+    daemon=\$(pgrep -P "\$tracker" -x podwalld) && break
+    sleep 0.1
+done
+echo "\$daemon" >"$out/daemon.pid"
+wait "\$tracker"
 EOF
 chmod +x "$out/podwalld"
+stop_daemon() {
+    local pid
+    pid=$(cat "$out/daemon.pid" 2>/dev/null) || return 0
+    if [[ -n $pid ]]; then kill -TERM "$pid" 2>/dev/null || true; fi
+}
+trap stop_daemon EXIT
 PODWALLD="$out/podwalld" RUST_LOG=${RUST_LOG:-info} \
     "$target/release/bench-peers" --worlds none --footprint "$pods" >&2
-# "Leaks" are the allocations still live when the daemon stopped: what it held at idle. They
-# are summed by the innermost frame of podwall's own code, with the next one out.
+# "Leaks" are the allocations live at the end of the recording so far: what the daemon holds
+# at idle. They are summed by the innermost frame of podwall's own code, with the next one
+# out.
 heaptrack_print -f "$out"/heap.* --print-leaks 1 --print-peaks 0 --print-allocators 0 \
     --print-temporary 0 --merge-backtraces 0 -n 1000000 -s 1000000 2>/dev/null | awk '
     function bytes(s,   n, u) {
