@@ -153,8 +153,8 @@ spec:
 }
 
 /// A daemon whose `nft` refuses every call while `<dir>/refuse` exists: the kernel saying no
-/// to the whole-table swaps (and read-backs) for as long as the test wants. Element changes
-/// go over netlink and are not affected.
+/// to the whole-table swaps (and read-backs) for as long as the test wants. Changes over
+/// netlink are not affected by it.
 fn daemon_with_refusing_nft(dir: &Path) -> PathBuf {
     let nft = dir.join("nft");
     std::fs::write(
@@ -181,12 +181,26 @@ fn daemon_with_refusing_nft(dir: &Path) -> PathBuf {
     daemon
 }
 
+/// Denies namespace `r` all but pods labelled `app: admin` (there are none): its chain
+/// needs a set of their addresses.
 const DENY: &str = "
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata: {name: deny, namespace: r}
-spec: {podSelector: {}}
+spec:
+  podSelector: {}
+  ingress: [{from: [{podSelector: {matchLabels: {app: admin}}}]}]
 ";
+
+/// The IPv4 peer set DENY's chain needs, as the compiler names it.
+fn deny_peer_set(world: &str) -> String {
+    let loaded = podwall_policy::manifests::load([("world.yaml", world), ("deny.yaml", DENY)]);
+    let ruleset = podwall_policy::compile(&loaded.snapshot, "any");
+    (ruleset.sets.keys())
+        .find(|name| name.starts_with("pods4_"))
+        .cloned()
+        .expect("DENY has a peer set")
+}
 
 #[test]
 #[ignore = "needs root: creates network namespaces"]
@@ -202,15 +216,13 @@ fn a_change_the_kernel_refuses_stays_pending_named_in_healthz_until_it_lands() {
             ..NodeOptions::default()
         },
     );
-    node.manifests().write(
-        "world.yaml",
-        &documents(&[
-            namespace("r", &[]),
-            namespace("other", &[]),
-            PodManifest::new("r", "a").yaml(),
-            PodManifest::new("other", "b").yaml(),
-        ]),
-    );
+    let world = documents(&[
+        namespace("r", &[]),
+        namespace("other", &[]),
+        PodManifest::new("r", "a").yaml(),
+        PodManifest::new("other", "b").yaml(),
+    ]);
+    node.manifests().write("world.yaml", &world);
     node.start_daemon();
     let (a, b) = (
         Pod::named("rf-a", "r", "a"),
@@ -221,7 +233,24 @@ fn a_change_the_kernel_refuses_stays_pending_named_in_healthz_until_it_lands() {
     let _servers = reach::serve(&[pa.clone(), pb.clone()], &[80]);
     assert!(reach::settles(APPLY, &pb, &pa, Tcp, 80, true));
 
+    // The kernel refuses the policy's structural batch: a set of the name its peer set will
+    // have, but of another type, is already in the table. Its whole-table fallback goes
+    // through the refusing `nft`.
     std::fs::write(tools.path().join("refuse"), "").unwrap();
+    let set = deny_peer_set(&world);
+    let out = node
+        .netns
+        .exec(&[
+            "nft",
+            "add",
+            "set",
+            "inet",
+            "podwall",
+            &set,
+            "{ type ipv6_addr; }",
+        ])
+        .unwrap();
+    assert!(out.success(), "{}", out.stderr);
     node.manifests().write("deny.yaml", DENY);
     assert!(
         eventually(APPLY, || {
