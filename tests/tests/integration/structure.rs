@@ -317,3 +317,59 @@ fn policies_added_changed_and_deleted_while_traffic_flows_apply_whole_over_netli
     let differences = listing_differences(&built, &swapped);
     assert!(differences.is_empty(), "{}", differences.join("\n"));
 }
+
+#[test]
+#[ignore = "needs root: creates network namespaces"]
+fn a_new_policy_whose_peer_set_holds_thousands_of_pods_lands_in_one_batch() {
+    // 6,000 peers: their elements are cut into several messages of one batch.
+    let mut peers = String::new();
+    for i in 0..6_000u32 {
+        peers.push_str(&format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}, namespace: y, labels: {{pod: b}}}}\n\
+             spec: {{nodeName: n2, containers: [{{name: c, image: i}}]}}\n\
+             status: {{phase: Running, podIPs: [{{ip: 10.{}.{}.{}}}]}}\n",
+            100 + i / 65536,
+            i / 256 % 256,
+            i % 256
+        ));
+    }
+    let policy = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: many, namespace: x}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  ingress: [{from: [{namespaceSelector: {}, podSelector: {matchLabels: {pod: b}}}]}]
+";
+    let compile = |policies: &str| {
+        let loaded = load([
+            ("cluster.yaml", CLUSTER),
+            ("peers.yaml", peers.as_str()),
+            ("policies.yaml", policies),
+        ]);
+        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+        Desired {
+            ruleset: podwall_policy::compile(&loaded.snapshot, "n1"),
+            guard: Guard::default(),
+        }
+    };
+    let (before, after) = (compile(""), compile(policy));
+    let node = TestNetns::new("struct-big");
+    load_whole(&node, &before);
+    let delta = before.ruleset.diff(&after.ruleset);
+    let Transaction::Structure(structure) = transaction_for(&before, &delta, &after.guard) else {
+        panic!("a structural change")
+    };
+    node.run_in(|| NftKernel::default().apply_structure(&structure))
+        .unwrap_or_else(|e| panic!("the kernel refused the batch: {e}"));
+    let whole = TestNetns::new("struct-bignft");
+    load_whole(&whole, &after);
+    let (built, loaded) = (listing(&node).unwrap(), listing(&whole).unwrap());
+    let differences = listing_differences(&built, &loaded);
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
+    let largest = (after.ruleset.sets.values())
+        .map(podwall_policy::Set::len)
+        .max()
+        .unwrap_or(0);
+    assert!(largest >= 6_000, "the peer set holds every peer: {largest}");
+}
