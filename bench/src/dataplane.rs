@@ -552,6 +552,12 @@ impl Kernel for TimedKernel {
         self.time(0, |k| k.dump())
     }
 
+    fn tables_id(
+        &mut self,
+    ) -> Result<Option<podwalld::dataplane::TablesId>, podwalld::dataplane::DataplaneError> {
+        self.inner.tables_id()
+    }
+
     fn host_ports(
         &mut self,
         ips: &std::collections::BTreeSet<IpAddr>,

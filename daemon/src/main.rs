@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use clap::Parser;
 use podwalld::config::{Cli, Command, Config, Source};
-use podwalld::core::{Core, Options};
+use podwalld::core::{lock, Core, Options};
 use podwalld::dataplane::nft::NftKernel;
 use podwalld::dataplane::Conntrack;
 use podwalld::health::Health;
@@ -152,6 +152,9 @@ async fn daemon(config: Config) -> anyhow::Result<()> {
     ))];
 
     // The cluster comes from a manifests directory, or from the API server's watchers.
+    // Watchers of a start from the stored state begin once the socket serves: the lists
+    // would otherwise compete with the start's compile for the node's CPU.
+    let mut deferred = None;
     let (source, cluster, updates, lookup) = match &config.source {
         Source::Manifests(dir) => {
             // Watched before the first read, so that a change during it is seen.
@@ -172,7 +175,7 @@ async fn daemon(config: Config) -> anyhow::Result<()> {
             cache_sync_timeout,
         } => {
             let client = kube_client(kubeconfig.as_deref()).await?;
-            let stored = match store.cluster() {
+            let stored = match store.cluster_interned() {
                 Ok(stored) => stored,
                 // A cache, not the truth: relist rather than refuse to start.
                 Err(err @ podwalld::store::StoreError::CorruptCluster(_)) => {
@@ -189,11 +192,14 @@ async fn daemon(config: Config) -> anyhow::Result<()> {
                 Err(err) => return Err(err).context("reading the stored cluster state"),
             };
             let from_store = stored.is_some();
-            let cache = kube::Cache::from_snapshot(stored.unwrap_or_default());
+            let cache = match stored {
+                Some((snapshot, interner)) => kube::Cache::from_interned(snapshot, interner),
+                None => kube::Cache::default(),
+            };
             // The core's copy shares the cache's names and label sets.
             let stored = from_store.then(|| cache.snapshot().clone());
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-            tasks.push(tokio::spawn(kube::run(
+            let watch = kube::run(
                 client.clone(),
                 cache,
                 tx,
@@ -201,7 +207,7 @@ async fn daemon(config: Config) -> anyhow::Result<()> {
                 metrics.clone(),
                 config.node_name.clone(),
                 shutdown.clone(),
-            )));
+            );
             let cluster = match stored {
                 // Serve attachments and keep the rules right from the last-known state while
                 // the API server is (maybe) unreachable; health stays red until it syncs.
@@ -211,9 +217,13 @@ async fn daemon(config: Config) -> anyhow::Result<()> {
                         policies = stored.policies.len(),
                         "starting from the stored cluster state"
                     );
+                    deferred = Some(watch);
                     stored
                 }
-                None => kube::wait_synced(&mut rx, &health, *cache_sync_timeout).await?,
+                None => {
+                    tasks.push(tokio::spawn(watch));
+                    kube::wait_synced(&mut rx, &health, *cache_sync_timeout).await?
+                }
             };
             ("api", cluster, rx, Some(kube::PodLookup::new(client)))
         }
@@ -234,6 +244,7 @@ async fn daemon(config: Config) -> anyhow::Result<()> {
         metrics.clone(),
         health.clone(),
     )?;
+    let read_back_first = core.read_back_due();
     let core = Arc::new(Mutex::new(core));
     let socket =
         tokio::net::UnixListener::from_std(socket).context("registering the plugin socket")?;
@@ -263,16 +274,19 @@ async fn daemon(config: Config) -> anyhow::Result<()> {
     )));
     tasks.push(tokio::spawn(sync::reconcile_every(
         config.sync_period,
+        read_back_first,
         core.clone(),
         shutdown.clone(),
     )));
+    let persist = matches!(config.source, Source::Kubernetes { .. });
     tasks.push(tokio::spawn(sync::follow_source(
         source,
         updates,
-        core,
-        matches!(config.source, Source::Kubernetes { .. }),
+        core.clone(),
+        persist,
         shutdown.clone(),
     )));
+    tasks.extend(deferred.map(tokio::spawn));
     info!(node = %config.node_name, source, socket = %config.socket.display(), health = %config.health_addr, "podwalld serving");
     wait_for_signal().await?;
     // Rules stay in the kernel: pods keep their enforcement while the daemon is away.
@@ -281,7 +295,34 @@ async fn daemon(config: Config) -> anyhow::Result<()> {
     for task in tasks {
         let _ = task.await;
     }
+    tokio::task::spawn_blocking(move || hand_over(&core, persist))
+        .await
+        .context("handing the kernel over")?;
     Ok(())
+}
+
+/// With every task ended: write the cluster state a last time (Kubernetes mode) and record
+/// how the kernel is left, so that the next start can keep the table instead of swapping
+/// it in again.
+fn hand_over(core: &Mutex<Core>, persist_cluster: bool) {
+    let mut core = lock(core);
+    if persist_cluster {
+        let (store, cluster) = core.cluster_to_store();
+        if let Err(err) = store.put_cluster(&cluster) {
+            warn!(
+                error = format!("{:#}", anyhow::Error::from(err)),
+                "cannot store the cluster state at stop: the next start swaps the whole table in"
+            );
+            return;
+        }
+    }
+    match core.hand_over() {
+        Ok(true) => info!("recorded how the kernel is left: the next start can keep the table"),
+        Ok(false) => {}
+        Err(err) => {
+            warn!(error = %err, "cannot record how the kernel is left: the next start swaps the whole table in")
+        }
+    }
 }
 
 /// A client from `--kubeconfig`, or the in-cluster config when there is none.

@@ -91,6 +91,7 @@ pub struct Metrics {
     attachments: AtomicU64,
     adopted_pods: AtomicU64,
     full_replaces: AtomicU64,
+    handovers: AtomicU64,
     structural_transactions: AtomicU64,
     structural_fallbacks: AtomicU64,
     element_transactions: AtomicU64,
@@ -152,6 +153,11 @@ impl Metrics {
     /// The whole table was swapped through `nft -f`.
     pub fn observe_replace(&self) {
         self.full_replaces.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A start kept the table the last daemon left instead of swapping it in.
+    pub fn count_handover(&self) {
+        self.handovers.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A structural change went over netlink.
@@ -322,6 +328,11 @@ impl Metrics {
                     "podwall_full_replaces_total",
                     "Whole-table swaps through nft -f.",
                     &self.full_replaces,
+                ),
+                (
+                    "podwall_start_handovers_total",
+                    "Starts that kept the table a cleanly stopped daemon left (0 or 1).",
+                    &self.handovers,
                 ),
                 (
                     "podwall_structural_transactions_total",

@@ -134,6 +134,7 @@ fn to_wire(err: CoreError) -> WireError {
         CoreError::RulesMissing(_) => ErrorKind::RulesMissing,
         CoreError::Kernel(_) => ErrorKind::Kernel,
         CoreError::Store(_) => ErrorKind::Store,
+        CoreError::Stopping => ErrorKind::Internal,
     };
     WireError::new(kind, err.to_string())
 }
@@ -180,6 +181,7 @@ mod tests {
             (CoreError::RulesMissing("x".into()), ErrorKind::RulesMissing),
             (CoreError::Kernel("refused".into()), ErrorKind::Kernel),
             (CoreError::Store("full".into()), ErrorKind::Store),
+            (CoreError::Stopping, ErrorKind::Internal),
         ] {
             let wire = to_wire(err.clone());
             assert_eq!(wire.kind, kind);

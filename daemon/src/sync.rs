@@ -105,15 +105,19 @@ fn apply(core: &mut Core, batch: Vec<Update>) -> Result<(), CoreError> {
     }
 }
 
-/// Every `period`, compare the kernel with what was applied and repair drift.
+/// Every `period`, compare the kernel with what was applied and repair drift; at once
+/// first when `read_back_first` (the start kept the table it found, see `core::handover`).
 pub async fn reconcile_every(
     period: Duration,
+    read_back_first: bool,
     core: Arc<Mutex<Core>>,
     shutdown: CancellationToken,
 ) {
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker.tick().await; // the first tick is immediate; start-up just programmed the kernel
+    if !read_back_first {
+        ticker.tick().await; // the first tick is immediate; start-up just programmed the kernel
+    }
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,

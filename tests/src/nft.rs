@@ -206,6 +206,23 @@ pub fn table_exists(ns: &TestNetns) -> Result<bool> {
         .any(|t| t["family"] == FAMILY && t["name"] == TABLE))
 }
 
+/// The kernel's handle of each of podwall's tables, by family: a table deleted and created
+/// again gets a new one.
+pub fn table_handles(ns: &TestNetns) -> Result<BTreeMap<String, u64>> {
+    let out = ns
+        .exec(&["nft", "-j", "list", "tables"])
+        .and_then(Output::ok)?;
+    let doc: Value = serde_json::from_str(&out.stdout).context("nft -j list tables is not JSON")?;
+    Ok(doc["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|item| item.get("table"))
+        .filter(|t| t["name"] == TABLE)
+        .filter_map(|t| Some((t["family"].as_str()?.to_string(), t["handle"].as_u64()?)))
+        .collect())
+}
+
 /// The table, or `None` when the daemon has not created it.
 pub fn read_table(ns: &TestNetns) -> Result<Option<Ruleset>> {
     // Asking for the list of tables first tells "absent" from "nft failed" without

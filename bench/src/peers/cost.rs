@@ -1,8 +1,10 @@
 //! Programming cost of a full sync, side by side on one world:
-//! - podwall: `podwalld` restarted with its state (attachments and the stored cluster), until
-//!   it serves ADDs (it compiled the stored state and put it in the kernel), and until
-//!   healthy (it listed the API server and applied what changed). CPU and peak memory are
-//!   the daemon's own, up to that point.
+//! - podwall: `podwalld` stopped (SIGTERM) and started with its state (attachments and the
+//!   stored cluster), until it serves ADDs (it compiled the stored state and kept the table
+//!   the stopped daemon handed over), and until healthy (it read the table back, listed the
+//!   API server and applied what changed). CPU and peak memory are the daemon's own, up to
+//!   that point. And after a crash (SIGKILL: no handover), until it serves: the stored state
+//!   compiled and swapped in whole.
 //! - kube-router shape, cold: its chains and sets removed, then a full resync (what a
 //!   restarted kube-router does).
 //! - kube-router shape, warm: a full resync over what is loaded (what each of its periodic
@@ -12,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::pair::Pair;
+use super::pair::{Pair, Stop};
 use crate::kuberouter;
 use crate::stats::{order, Samples};
 
@@ -27,6 +29,8 @@ pub struct Side {
 pub struct Row {
     /// podwalld's restart until its socket serves ADDs (the stored state enforced).
     pub serving: Samples,
+    /// The same after a crash.
+    pub crash_serving: Samples,
     pub podwall: Side,
     pub cold: Side,
     pub warm: Side,
@@ -37,7 +41,9 @@ pub fn measure(pair: &mut Pair, rounds: usize) -> Result<Row> {
     for round in 0..rounds {
         for i in order(2, round) {
             if i == 0 {
-                let (serving, took, usage) = pair.pw_restart()?;
+                let (crashed, _, _) = pair.pw_restart(Stop::Crash)?;
+                row.crash_serving.push(crashed);
+                let (serving, took, usage) = pair.pw_restart(Stop::Clean)?;
                 row.serving.push(serving);
                 row.podwall.wall.push(took);
                 row.podwall.cpu.push(usage.cpu);

@@ -164,14 +164,16 @@ impl Pair {
         apply_to(&mut self.kr_snapshot, op);
     }
 
-    /// Restart podwalld (with its state: attachments and stored cluster) and wait until it
-    /// is healthy again; returns the time it took and the daemon's usage at that point.
-    /// Restart podwalld: how long until it serves ADDs (its socket answers, the stored
-    /// state enforced), how long until it is healthy (the lists arrived and were applied),
-    /// and its resources up to then.
-    pub fn pw_restart(&mut self) -> Result<(Duration, Duration, process::Usage)> {
+    /// Stop podwalld as `stop` says and start it again with its state (attachments and
+    /// stored cluster): how long until it serves ADDs (its socket answers, the stored state
+    /// enforced), how long until it is healthy (the lists arrived and were applied), and its
+    /// resources up to then.
+    pub fn pw_restart(&mut self, stop: Stop) -> Result<(Duration, Duration, process::Usage)> {
         let node = &mut self.cluster.nodes[0];
-        node.stop_daemon();
+        match stop {
+            Stop::Clean => node.stop_daemon(),
+            Stop::Crash => node.kill_daemon(),
+        };
         let started = Instant::now();
         node.spawn_daemon().context("restarting podwalld")?;
         while node.call(&podwall::wire::Request::Status).is_err() {
@@ -187,6 +189,15 @@ impl Pair {
         let pid = node.daemon_pid().context("podwalld is not running")?;
         Ok((serving, took, process::usage(pid)?))
     }
+}
+
+/// How podwalld is stopped before a restart.
+#[derive(Debug, Clone, Copy)]
+pub enum Stop {
+    /// SIGTERM, as the kubelet stops a DaemonSet pod: it hands the kernel over.
+    Clean,
+    /// SIGKILL: no handover, the next start swaps the table in.
+    Crash,
 }
 
 /// A change, as the YAML a user would `kubectl apply` or `kubectl delete`.

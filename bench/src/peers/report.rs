@@ -242,23 +242,24 @@ impl Report {
         )?;
         writeln!(
             f,
-            "| world | podwalld first sync | podwalld restart → serving | → healthy | CPU | peak RSS | kube-router cold wall | CPU | restore RSS | kube-router resync wall | CPU | restore RSS | resync / serving | resync / healthy |"
+            "| world | podwalld first sync | podwalld restart → serving | → healthy | CPU | peak RSS | after a crash → serving | kube-router cold wall | CPU | restore RSS | kube-router resync wall | CPU | restore RSS | resync / serving | resync / healthy | resync / serving after a crash |"
         )?;
         writeln!(
             f,
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         )?;
         for w in &self.worlds {
             let c = &w.cost;
             writeln!(
                 f,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 w.spec.label(),
                 ms(w.first_sync),
                 ms(c.serving.p50()),
                 ms(c.podwall.wall.p50()),
                 ms(c.podwall.cpu.p50()),
                 mib(c.podwall.peak_rss_kib),
+                ms(c.crash_serving.p50()),
                 ms(c.cold.wall.p50()),
                 ms(c.cold.cpu.p50()),
                 mib(c.cold.peak_rss_kib),
@@ -267,6 +268,7 @@ impl Report {
                 mib(c.warm.peak_rss_kib),
                 dratio(c.serving.p50(), c.warm.wall.p50()),
                 dratio(c.podwall.wall.p50(), c.warm.wall.p50()),
+                dratio(c.crash_serving.p50(), c.warm.wall.p50()),
             )?;
         }
         writeln!(f)

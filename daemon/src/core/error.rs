@@ -18,6 +18,9 @@ pub enum CoreError {
     Kernel(String),
     #[error("{0}")]
     Store(String),
+    /// The daemon is stopping; the next one serves the request.
+    #[error("podwalld is stopping; try again")]
+    Stopping,
 }
 
 impl CoreError {

@@ -146,9 +146,10 @@ pub(super) fn local_pod(
     node: &str,
     quarantine_unknown: bool,
 ) -> Option<Pod> {
+    // Compared in place: a full compile asks this of every pod in the cluster.
     let ips: Vec<IpAddr> = attachments
         .values()
-        .filter(|a| pod_key(a) == *key)
+        .filter(|a| key.namespace == a.pod.namespace && key.name == a.pod.name)
         .flat_map(|a| a.ips.iter().copied())
         .collect();
     if ips.is_empty() {

@@ -16,6 +16,7 @@
 
 mod error;
 mod flows;
+mod handover;
 mod local;
 mod pending;
 mod transition;
@@ -89,12 +90,17 @@ pub struct Core {
     revocations: Arc<tokio::sync::Notify>,
     /// How long the last transition's kernel transaction took.
     last_commit: std::time::Duration,
+    /// This start kept the table the last daemon left and has not read it back yet.
+    read_back_due: bool,
+    /// Handed over at stop: no request changes the kernel any more.
+    stopped: bool,
 }
 
 impl Core {
     /// Load the store, compile, and put the result in the kernel in one atomic swap: a
     /// restart never leaves a moment without rules, and never flushes before the new state
-    /// is in.
+    /// is in. When the last daemon stopped cleanly and left exactly this state in the
+    /// kernel, the table is kept instead (see `handover`).
     pub fn start(
         node: String,
         cluster: Snapshot,
@@ -164,9 +170,29 @@ impl Core {
             health,
             revocations: Arc::new(tokio::sync::Notify::new()),
             last_commit: std::time::Duration::ZERO,
+            read_back_due: false,
+            stopped: false,
         };
+        let handover = core.store.take_handover().unwrap_or_else(|err| {
+            warn!(
+                error = format!("{:#}", anyhow::Error::from(err)),
+                "cannot read how the last daemon left the kernel; swapping the start state in"
+            );
+            None
+        });
         let attachments = core.attachments.clone();
         core.adopt(&attachments);
+        if handover.is_some_and(|handover| core.keep_handed_over(&handover)) {
+            info!(
+                attachments = core.attachments.len(),
+                chains = core.applied.ruleset.chains.len(),
+                sets = core.applied.ruleset.sets.len(),
+                "kept the table the last daemon left: it holds this start's state"
+            );
+            core.record_size();
+            core.health.set_ready();
+            return Ok(core);
+        }
         // A kernel that refuses the start state does not stop the daemon: ADDs keep being
         // served (each retries the swap) and the retry loop keeps at it, with /healthz red.
         match core.commit_desired() {
@@ -193,7 +219,11 @@ impl Core {
     }
 
     pub fn handle(&mut self, request: Request) -> Result<Reply, CoreError> {
-        let result = self.dispatch(request);
+        let result = if self.stopped {
+            Err(CoreError::Stopping)
+        } else {
+            self.dispatch(request)
+        };
         if let Err(err) = &result {
             self.metrics.count_error(err.metric_kind());
         }

@@ -87,6 +87,7 @@ impl Core {
             self.metrics.count_repair();
         }
         self.health.set_ready();
+        self.read_back();
         Ok(drift)
     }
 
@@ -129,6 +130,8 @@ impl Core {
         result?;
         self.metrics.observe_replace();
         self.applied = desired;
+        // Swapped whole: what a kept start had yet to read back is known now.
+        self.read_back();
         self.record_size();
         self.revocations.notify_one();
         Ok(())
@@ -153,6 +156,13 @@ impl Core {
             .set_pending(Some((pending.changes, pending.since)));
         self.health.set_failed(pending.reason());
         err
+    }
+
+    /// The kernel was found (or made) to hold what was applied.
+    fn read_back(&mut self) {
+        if std::mem::take(&mut self.read_back_due) {
+            self.health.set_source(super::handover::READ_BACK, Ok(()));
+        }
     }
 
     /// The kernel holds the desired state again.

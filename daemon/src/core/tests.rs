@@ -15,7 +15,7 @@ use podwall_policy::Ruleset;
 
 /// A kernel the test can look into after handing it to `Core`.
 #[derive(Clone, Default)]
-struct Shared(Arc<Mutex<RecordingKernel>>);
+pub(super) struct Shared(pub(super) Arc<Mutex<RecordingKernel>>);
 
 impl Kernel for Shared {
     fn replace(&mut self, desired: &Desired) -> Result<(), DataplaneError> {
@@ -30,6 +30,9 @@ impl Kernel for Shared {
     fn dump(&mut self) -> Result<Option<Fingerprint>, DataplaneError> {
         self.0.lock().unwrap().dump()
     }
+    fn tables_id(&mut self) -> Result<Option<crate::dataplane::TablesId>, DataplaneError> {
+        self.0.lock().unwrap().tables_id()
+    }
     fn host_ports(
         &mut self,
         ips: &BTreeSet<IpAddr>,
@@ -39,7 +42,7 @@ impl Kernel for Shared {
 }
 
 impl Shared {
-    fn last_call(&self) -> Call {
+    pub(super) fn last_call(&self) -> Call {
         self.0
             .lock()
             .unwrap()
@@ -48,7 +51,7 @@ impl Shared {
             .cloned()
             .expect("a call")
     }
-    fn table(&self) -> Ruleset {
+    pub(super) fn table(&self) -> Ruleset {
         self.0
             .lock()
             .unwrap()
@@ -72,20 +75,20 @@ kind: Namespace
 metadata: {name: y}
 ";
 
-const DENY_X: &str = "
+pub(super) const DENY_X: &str = "
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata: {name: deny, namespace: x}
 spec: {podSelector: {}}
 ";
 
-fn cluster(extra: &str) -> Snapshot {
+pub(super) fn cluster(extra: &str) -> Snapshot {
     let loaded = load([("ns.yaml", NAMESPACES), ("extra.yaml", extra)]);
     assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
     loaded.snapshot
 }
 
-fn attachment(ns: &str, name: &str, ip: &str) -> Attachment {
+pub(super) fn attachment(ns: &str, name: &str, ip: &str) -> Attachment {
     Attachment {
         id: AttachmentId {
             container_id: format!("c-{name}"),
@@ -102,7 +105,7 @@ fn attachment(ns: &str, name: &str, ip: &str) -> Attachment {
     }
 }
 
-fn attach(core: &mut Core, ns: &str, name: &str, ip: &str) {
+pub(super) fn attach(core: &mut Core, ns: &str, name: &str, ip: &str) {
     core.handle(Request::Attach {
         attachment: attachment(ns, name, ip),
     })
@@ -129,7 +132,12 @@ fn core_with(dir: &std::path::Path, cluster: Snapshot) -> (Core, Shared) {
 }
 
 /// A core on node n1 over the store in `dir` and `kernel`.
-fn start(dir: &std::path::Path, cluster: Snapshot, kernel: &Shared, options: Options) -> Core {
+pub(super) fn start(
+    dir: &std::path::Path,
+    cluster: Snapshot,
+    kernel: &Shared,
+    options: Options,
+) -> Core {
     Core::start(
         "n1".into(),
         cluster,
@@ -144,7 +152,7 @@ fn start(dir: &std::path::Path, cluster: Snapshot, kernel: &Shared, options: Opt
 
 /// The table a from-scratch compile of the core's state gives: the incremental path must
 /// always end there.
-fn full_compile(core: &Core) -> Ruleset {
+pub(super) fn full_compile(core: &Core) -> Ruleset {
     let snap = merged(
         &core.cluster,
         &core.attachments,

@@ -11,16 +11,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket};
 
 use super::netlink::{
-    kernel_socket, messages, push_attr, push_message, u32_at, NLA_F_NESTED, NLMSG_ERROR, NLM_F_ACK,
-    NLM_F_REQUEST,
+    attribute, kernel_socket, messages, push_attr, push_message, u32_at, NLA_F_NESTED, NLMSG_DONE,
+    NLMSG_ERROR, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
 };
 use super::DataplaneError;
 
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_GET: u16 = 1;
 const IPCTNL_MSG_CT_DELETE: u16 = 2;
-const NLM_F_DUMP: u16 = 0x300;
-const NLMSG_DONE: u16 = 3;
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 
@@ -52,21 +50,6 @@ pub struct Flow {
     /// The server: the reply tuple's source address and port.
     pub server: IpAddr,
     pub server_port: u16,
-}
-
-/// The attributes of one netlink message: (type without flags, payload).
-fn attributes(mut bytes: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        let len = usize::from(u16::from_ne_bytes(bytes.get(0..2)?.try_into().ok()?));
-        let kind = u16::from_ne_bytes(bytes.get(2..4)?.try_into().ok()?) & !NLA_F_NESTED;
-        let payload = bytes.get(4..len)?;
-        bytes = bytes.get((len + 3) & !3..).unwrap_or_default();
-        Some((kind, payload))
-    })
-}
-
-fn attribute(bytes: &[u8], kind: u16) -> Option<&[u8]> {
-    attributes(bytes).find(|(k, _)| *k == kind).map(|(_, p)| p)
 }
 
 fn address(bytes: &[u8]) -> Option<IpAddr> {

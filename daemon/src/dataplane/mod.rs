@@ -18,6 +18,7 @@ pub mod elements;
 mod exprs;
 mod fingerprint;
 mod guard;
+pub mod handover;
 pub mod names;
 pub mod netlink;
 pub mod nft;
@@ -35,6 +36,7 @@ pub use conntrack::{Conntrack, Flow, FlowTable};
 pub use elements::{ElementOp, Key};
 pub use fingerprint::{entries_of, Fingerprint};
 pub use guard::Guard;
+pub use handover::{Digest, Handover, TablesId};
 #[cfg(test)]
 pub use recording::{Call, RecordingKernel};
 pub use structure::Structure;
@@ -76,6 +78,9 @@ pub trait Kernel: Send {
     fn apply_structure(&mut self, structure: &Structure) -> Result<(), DataplaneError>;
     /// Read our table back: `None` when it does not exist.
     fn dump(&mut self) -> Result<Option<Fingerprint>, DataplaneError>;
+    /// Which tables the kernel holds (see `handover`): `None` when the policy table does not
+    /// exist. Cheap: it lists the tables, not what they hold.
+    fn tables_id(&mut self) -> Result<Option<TablesId>, DataplaneError>;
     /// The host-side interface (bridge port) each of `ips` is behind, where known.
     fn host_ports(
         &mut self,

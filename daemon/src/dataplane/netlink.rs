@@ -18,14 +18,16 @@ pub(super) const NLM_F_REQUEST: u16 = 0x1;
 pub(super) const NLM_F_ACK: u16 = 0x4;
 pub(super) const NLM_F_CREATE: u16 = 0x400;
 pub(super) const NLM_F_APPEND: u16 = 0x800;
+pub(super) const NLM_F_DUMP: u16 = 0x300;
 pub(super) const NLMSG_ERROR: u16 = 0x2;
+pub(super) const NLMSG_DONE: u16 = 0x3;
 pub(super) const NLA_F_NESTED: u16 = 0x8000;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
-const NFNL_SUBSYS_NFTABLES: u16 = 10;
+pub(super) const NFNL_SUBSYS_NFTABLES: u16 = 10;
 pub(super) const NFPROTO_INET: u8 = 1;
 pub(super) const NFPROTO_BRIDGE: u8 = 7;
-const AF_UNSPEC: u8 = 0;
+pub(super) const AF_UNSPEC: u8 = 0;
 
 /// One nftables transaction being built: the messages that go between BATCH_BEGIN and
 /// BATCH_END, in order.
@@ -169,6 +171,22 @@ pub(super) fn messages(datagram: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     })
 }
 
+/// The attributes of one netlink message: (type without flags, payload). Like `messages`,
+/// it yields what is well-formed and stops at the first thing that is not.
+pub(super) fn attributes(mut bytes: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        let len = usize::from(u16::from_ne_bytes(bytes.get(0..2)?.try_into().ok()?));
+        let kind = u16::from_ne_bytes(bytes.get(2..4)?.try_into().ok()?) & !NLA_F_NESTED;
+        let payload = bytes.get(4..len)?;
+        bytes = bytes.get((len + 3) & !3..).unwrap_or_default();
+        Some((kind, payload))
+    })
+}
+
+pub(super) fn attribute(bytes: &[u8], kind: u16) -> Option<&[u8]> {
+    attributes(bytes).find(|(k, _)| *k == kind).map(|(_, p)| p)
+}
+
 /// The acknowledgements and errors in a datagram.
 pub fn parse_acks(datagram: &[u8]) -> Vec<Ack> {
     messages(datagram)
@@ -272,6 +290,88 @@ impl NftSocket {
             })
         }
     }
+
+    /// Every table of the namespace, as the kernel lists them (no content: cheap).
+    pub fn tables(&mut self) -> Result<Vec<TableEntry>, DataplaneError> {
+        let seq = self.seq;
+        self.seq = self.seq.wrapping_add(1);
+        let mut request = Vec::new();
+        let kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE;
+        let flags = NLM_F_REQUEST | NLM_F_DUMP;
+        push_message(&mut request, kind, flags, seq, AF_UNSPEC, 0, &[]);
+        self.socket.send(&request, 0).map_err(io_error)?;
+        let mut tables = Vec::new();
+        loop {
+            let (reply, _) = self.socket.recv_from_full().map_err(io_error)?;
+            let part = parse_tables(&reply, seq);
+            tables.extend(part.tables);
+            if let Some(code) = part.error {
+                let error = std::io::Error::from_raw_os_error(-code);
+                return Err(DataplaneError::Dump(format!("listing the tables: {error}")));
+            }
+            if part.done {
+                return Ok(tables);
+            }
+        }
+    }
+}
+
+const NFT_MSG_NEWTABLE: u16 = 0;
+const NFT_MSG_GETTABLE: u16 = 1;
+const NFTA_TABLE_NAME: u16 = 1;
+const NFTA_TABLE_HANDLE: u16 = 4;
+
+/// A table as the kernel lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableEntry {
+    /// `NFPROTO_*`.
+    pub family: u8,
+    pub name: String,
+    /// Numbered per namespace, never reused within a boot.
+    pub handle: u64,
+}
+
+/// What one datagram of a table dump said.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TablesPart {
+    pub tables: Vec<TableEntry>,
+    pub done: bool,
+    pub error: Option<i32>,
+}
+
+/// The tables in a datagram answering the dump numbered `seq` (anything else is skipped).
+/// Reads what is well-formed and stops at the first thing that is not; it never panics.
+pub fn parse_tables(datagram: &[u8], seq: u32) -> TablesPart {
+    let mut part = TablesPart::default();
+    let table = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE;
+    for (kind, message) in messages(datagram).filter(|(_, m)| u32_at(m, 8) == Some(seq)) {
+        match kind {
+            NLMSG_DONE => part.done = true,
+            NLMSG_ERROR => {
+                let code = u32_at(message, 16).map_or(0, |c| c as i32);
+                if code != 0 {
+                    part.error = Some(code);
+                    part.done = true;
+                }
+            }
+            _ if kind == table => part.tables.extend(table_entry(message)),
+            _ => {}
+        }
+    }
+    part
+}
+
+/// nlmsghdr (16), nfgenmsg (its family first), then the attributes.
+fn table_entry(message: &[u8]) -> Option<TableEntry> {
+    let attrs = message.get(20..)?;
+    let name = attribute(attrs, NFTA_TABLE_NAME)?;
+    let name = std::str::from_utf8(name.strip_suffix(&[0]).unwrap_or(name)).ok()?;
+    let handle = attribute(attrs, NFTA_TABLE_HANDLE)?;
+    Some(TableEntry {
+        family: *message.get(16)?,
+        name: name.to_string(),
+        handle: u64::from_be_bytes(handle.get(..8)?.try_into().ok()?),
+    })
 }
 
 fn io_error(source: std::io::Error) -> DataplaneError {
@@ -322,6 +422,37 @@ mod tests {
         }
         let codes: Vec<i32> = parse_acks(&reply).iter().map(|a| a.code).collect();
         assert_eq!(codes, vec![0, -2]);
+    }
+
+    #[test]
+    fn tables_are_read_from_a_dump_answering_this_request_only() {
+        let table = |family: u8, name: &str, handle: u64, seq: u32| {
+            let mut attrs = Vec::new();
+            push_attr(&mut attrs, NFTA_TABLE_NAME, &c_string(name));
+            push_attr(&mut attrs, NFTA_TABLE_HANDLE, &handle.to_be_bytes());
+            let mut out = Vec::new();
+            let kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE;
+            push_message(&mut out, kind, 0, seq, family, 0, &attrs);
+            out
+        };
+        let mut datagram = table(NFPROTO_INET, "podwall", 7, 5);
+        datagram.extend(table(NFPROTO_BRIDGE, "podwall", 9, 4)); // an older request's
+        datagram.extend(table(NFPROTO_BRIDGE, "podwall", 8, 5));
+        let part = parse_tables(&datagram, 5);
+        let found: Vec<(u8, &str, u64)> = (part.tables.iter())
+            .map(|t| (t.family, t.name.as_str(), t.handle))
+            .collect();
+        assert_eq!(
+            found,
+            [(NFPROTO_INET, "podwall", 7), (NFPROTO_BRIDGE, "podwall", 8)]
+        );
+        assert!(!part.done);
+        let mut done = Vec::new();
+        push_message(&mut done, NLMSG_DONE, 0, 5, 0, 0, &[]);
+        assert!(parse_tables(&done, 5).done);
+        for cut in 0..datagram.len() {
+            let _ = parse_tables(&datagram[..cut], 5);
+        }
     }
 
     #[test]

@@ -13,11 +13,11 @@ use serde_json::Value;
 
 use super::elements::{push_elements, ElementOp, Key};
 use super::names::{FAMILY, GUARD_FAMILY, GUARD_TARGETS6, TABLE};
-use super::netlink::{Batch, NftSocket};
+use super::netlink::{Batch, NftSocket, NFPROTO_BRIDGE, NFPROTO_INET};
 use super::render::raw_address;
 use super::render::render;
 use super::structure::{self, Structure};
-use super::{DataplaneError, Desired, Fingerprint, Kernel};
+use super::{DataplaneError, Desired, Fingerprint, Kernel, TablesId};
 
 /// The production kernel, acting in the calling thread's network namespace.
 pub struct NftKernel {
@@ -62,11 +62,7 @@ impl NftKernel {
     }
 
     fn netlink(&mut self, batch: &Batch) -> Result<(), DataplaneError> {
-        let socket = match &mut self.socket {
-            Some(socket) => socket,
-            None => self.socket.insert(NftSocket::open()?),
-        };
-        socket.commit(batch)
+        self.socket()?.commit(batch)
     }
 
     fn run(
@@ -113,17 +109,35 @@ impl NftKernel {
         }
     }
 
+    fn socket(&mut self) -> Result<&mut NftSocket, DataplaneError> {
+        if self.socket.is_none() {
+            self.socket = Some(NftSocket::open()?);
+        }
+        self.socket
+            .as_mut()
+            .ok_or_else(|| DataplaneError::Dump("no netlink socket".into()))
+    }
+
     // Listing a missing table is an error whose text we would have to parse; listing the
     // tables first tells absence apart from failure.
-    fn table_exists(&self, family: &str) -> Result<bool, DataplaneError> {
-        let (ok, tables, stderr) = self.run(&["-j", "list", "tables", family], None)?;
-        if !ok {
-            return Err(DataplaneError::Dump(stderr));
-        }
-        let doc = parse_json(&tables)?;
-        let exists =
-            objects(&doc).any(|o| o["table"]["family"] == family && o["table"]["name"] == TABLE);
-        Ok(exists)
+    fn table_exists(&mut self, family: &str) -> Result<bool, DataplaneError> {
+        Ok(self.table_handles()?.iter().any(|(f, _)| *f == family))
+    }
+
+    /// The handle of each of podwall's tables, by family, asked over netlink: cheap.
+    fn table_handles(&mut self) -> Result<Vec<(String, u64)>, DataplaneError> {
+        let tables = self.socket()?.tables()?;
+        Ok((tables.into_iter())
+            .filter(|t| t.name == TABLE)
+            .filter_map(|t| {
+                let family = match t.family {
+                    NFPROTO_INET => FAMILY,
+                    NFPROTO_BRIDGE => GUARD_FAMILY,
+                    _ => return None,
+                };
+                Some((family.to_string(), t.handle))
+            })
+            .collect())
     }
 }
 
@@ -147,6 +161,27 @@ impl Kernel for NftKernel {
         ips: &std::collections::BTreeSet<std::net::IpAddr>,
     ) -> Result<std::collections::BTreeMap<std::net::IpAddr, String>, DataplaneError> {
         super::ports::host_ports(ips)
+    }
+
+    fn tables_id(&mut self) -> Result<Option<TablesId>, DataplaneError> {
+        let handles = self.table_handles()?;
+        if !handles.iter().any(|(family, _)| family == FAMILY) {
+            return Ok(None);
+        }
+        use std::os::unix::fs::MetadataExt;
+        fn unreadable(what: &'static str) -> impl Fn(std::io::Error) -> DataplaneError {
+            move |e| DataplaneError::Dump(format!("cannot read {what}: {e}"))
+        }
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map_err(unreadable("the boot id"))?;
+        // The calling thread's namespace: the one the tables were listed in.
+        let netns = std::fs::metadata("/proc/thread-self/ns/net")
+            .map_err(unreadable("the network namespace"))?;
+        Ok(Some(TablesId {
+            boot: boot.trim().to_string(),
+            netns: netns.ino(),
+            handles,
+        }))
     }
 
     /// Both tables, read back into one fingerprint; `None` when the policy table is gone.

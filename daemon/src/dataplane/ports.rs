@@ -10,13 +10,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket};
 
-use super::netlink::{kernel_socket, messages, u32_at, NLMSG_ERROR, NLM_F_REQUEST};
+use super::netlink::{
+    attributes, kernel_socket, messages, u32_at, NLMSG_DONE, NLMSG_ERROR, NLM_F_DUMP, NLM_F_REQUEST,
+};
 use super::DataplaneError;
 
 const RTM_NEWNEIGH: u16 = 28;
 const RTM_GETNEIGH: u16 = 30;
-const NLM_F_DUMP: u16 = 0x300;
-const NLMSG_DONE: u16 = 3;
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 const AF_BRIDGE: u8 = 7;
@@ -66,13 +66,8 @@ fn neighbour(body: &[u8]) -> Option<Neighbour> {
     if state & (NUD_INCOMPLETE | NUD_FAILED) != 0 {
         return Some(entry);
     }
-    let mut attrs = body.get(NDMSG..)?;
-    while let (Some(len), Some(kind)) = (attrs.get(0..2), attrs.get(2..4)) {
-        let len = usize::from(u16::from_ne_bytes([len[0], len[1]]));
-        let Some(payload) = attrs.get(4..len) else {
-            break;
-        };
-        match u16::from_ne_bytes([kind[0], kind[1]]) {
+    for (kind, payload) in attributes(body.get(NDMSG..)?) {
+        match kind {
             NDA_DST => {
                 entry.address = match payload.len() {
                     4 => <[u8; 4]>::try_from(payload)
@@ -88,7 +83,6 @@ fn neighbour(body: &[u8]) -> Option<Neighbour> {
             NDA_MASTER => entry.master = u32_at(payload, 0),
             _ => {}
         }
-        attrs = attrs.get((len + 3) & !3..).unwrap_or_default();
     }
     Some(entry)
 }

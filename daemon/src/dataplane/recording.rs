@@ -5,7 +5,7 @@ use podwall_policy::ruleset::Element;
 
 use super::elements::{ElementOp, Key};
 use super::names::map_direction;
-use super::{DataplaneError, Desired, Fingerprint, Kernel, Structure};
+use super::{DataplaneError, Desired, Fingerprint, Kernel, Structure, TablesId};
 
 /// One call a `RecordingKernel` received.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +24,8 @@ pub struct RecordingKernel {
     pub refusals: std::collections::VecDeque<String>,
     /// The bridge port each address is behind.
     pub ports: std::collections::BTreeMap<std::net::IpAddr, String>,
+    /// The handle the table got when it was last created (each replace creates it anew).
+    pub handle: u64,
 }
 
 impl RecordingKernel {
@@ -45,6 +47,7 @@ impl Kernel for RecordingKernel {
     fn replace(&mut self, desired: &Desired) -> Result<(), DataplaneError> {
         self.fail(1)?;
         self.table = Some(desired.clone());
+        self.handle += 1;
         self.calls.push(Call::Replace);
         Ok(())
     }
@@ -84,6 +87,14 @@ impl Kernel for RecordingKernel {
 
     fn dump(&mut self) -> Result<Option<Fingerprint>, DataplaneError> {
         Ok(self.table.as_ref().map(Fingerprint::of))
+    }
+
+    fn tables_id(&mut self) -> Result<Option<TablesId>, DataplaneError> {
+        Ok(self.table.as_ref().map(|_| TablesId {
+            boot: "recorded".to_string(),
+            netns: 1,
+            handles: vec![("inet".to_string(), self.handle)],
+        }))
     }
 
     fn host_ports(

@@ -1,8 +1,12 @@
 //! Issue 2: a daemon restart — graceful or a crash — keeps every attachment and every kernel
 //! rule, and connections established before it keep flowing during and after it.
 
+use std::time::Duration;
+
+use podwall_tests::manifests::role_pods;
+use podwall_tests::node::NodeOptions;
 use podwall_tests::probe::{self, EchoServer, TcpConn, PROBE_TIMEOUT};
-use podwall_tests::{Node, Pod};
+use podwall_tests::{eventually, nft, Node, Pod};
 
 #[derive(Clone, Copy, Debug)]
 enum Restart {
@@ -83,4 +87,109 @@ fn graceful_restart_keeps_attachments_rules_and_connections() {
 #[ignore = "needs root: creates network namespaces"]
 fn crash_restart_keeps_attachments_rules_and_connections() {
     restart_keeps_attachments_and_traffic(Restart::Crash);
+}
+
+/// Issue 14: a restart after a clean stop keeps the table the last daemon left instead of
+/// rewriting it, and still finds what changed while it was away; a crash swaps the table.
+#[test]
+#[ignore = "needs root: creates network namespaces"]
+fn a_clean_restart_keeps_the_table_reads_it_back_and_a_crash_swaps_it() {
+    let only_client = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-from-client, namespace: app}
+spec:
+  podSelector: {matchLabels: {role: web}}
+  ingress: [{from: [{podSelector: {matchLabels: {role: client}}}], ports: [{port: 7000}]}]
+";
+    let mut node = Node::standalone(
+        "handover",
+        NodeOptions::default(),
+        &[
+            ("world.yaml", role_pods("app", &["web", "client", "other"])),
+            ("policy.yaml", only_client.into()),
+        ],
+    );
+    let pods: Vec<Pod> = ["web", "client", "other"]
+        .iter()
+        .map(|r| Pod::named(&format!("ho-{r}"), "app", r))
+        .collect();
+    node.add_all(&pods.iter().collect::<Vec<_>>());
+    let (web, client, other) = (&pods[0], &pods[1], &pods[2]);
+    let server = EchoServer::start(&web.netns, 7000);
+    let enforced = || {
+        probe::tcp_connects(&client.netns, web.ip4(), server.port(), PROBE_TIMEOUT)
+            && !probe::tcp_connects(&other.netns, web.ip4(), server.port(), PROBE_TIMEOUT)
+    };
+    assert!(enforced(), "{}", node.ruleset_text());
+    let listing = nft::listing(&node.netns).expect("the listing");
+    let handles = nft::table_handles(&node.netns).expect("the table handles");
+    assert_eq!(handles.len(), 2, "both tables: {handles:?}");
+
+    // A clean stop and start: the same tables, not rewritten, read back once.
+    node.stop_daemon();
+    node.start_daemon();
+    let metrics = node.metrics();
+    assert_eq!(
+        (
+            metrics.value("podwall_start_handovers_total"),
+            metrics.value("podwall_full_replaces_total")
+        ),
+        (1.0, 0.0),
+        "kept, not swapped:\n{}",
+        node.daemon_log()
+    );
+    assert_eq!(nft::table_handles(&node.netns).unwrap(), handles);
+    assert_eq!(nft::listing(&node.netns).unwrap(), listing);
+    assert!(eventually(Duration::from_secs(5), || node.healthz().ok() == Some(200)));
+    assert_eq!(node.metrics().value("podwall_reconcile_repairs_total"), 0.0);
+    assert!(enforced());
+    // It serves new pods at once.
+    let late = Pod::named("ho-late", "app", "other");
+    node.add(&late)
+        .unwrap_or_else(|e| panic!("ADD after the restart: {e}"));
+    node.del(&late)
+        .unwrap_or_else(|e| panic!("DEL after the restart: {e}"));
+
+    // Changed by hand while the daemon was away: kept (same tables), then repaired by the
+    // read-back before /healthz turns 200.
+    node.stop_daemon();
+    let table = node.ruleset().expect("the table");
+    let web_chain = table
+        .target("ingress4", web.ip4())
+        .expect("web's ingress chain")
+        .to_string();
+    node.netns
+        .exec(&["nft", "flush", "chain", "inet", "podwall", &web_chain])
+        .and_then(podwall_tests::cmd::Output::ok)
+        .expect("flushing web's chain by hand");
+    node.start_daemon();
+    assert!(eventually(Duration::from_secs(5), || node.healthz().ok() == Some(200)));
+    let metrics = node.metrics();
+    assert_eq!(
+        (
+            metrics.value("podwall_start_handovers_total"),
+            metrics.value("podwall_reconcile_repairs_total")
+        ),
+        (1.0, 1.0),
+        "kept, then repaired:\n{}",
+        node.daemon_log()
+    );
+    assert_eq!(nft::listing(&node.netns).unwrap(), listing);
+    assert!(enforced());
+
+    // A crash leaves no record: the next start swaps the table in whole.
+    node.kill_daemon();
+    node.start_daemon();
+    let metrics = node.metrics();
+    assert_eq!(
+        (
+            metrics.value("podwall_start_handovers_total"),
+            metrics.value("podwall_full_replaces_total")
+        ),
+        (0.0, 1.0)
+    );
+    assert_ne!(nft::table_handles(&node.netns).unwrap(), handles);
+    assert_eq!(nft::listing(&node.netns).unwrap(), listing);
+    assert!(enforced());
 }

@@ -50,8 +50,13 @@ impl Cache {
     /// Start from the last-known state (the store's), which the first lists replace.
     pub fn from_snapshot(snapshot: Snapshot) -> Self {
         let mut interner = Interner::new();
+        Self::from_interned(interner.snapshot(snapshot), interner)
+    }
+
+    /// `from_snapshot`, for a snapshot whose pods already share the copies `interner` holds.
+    pub fn from_interned(snapshot: Snapshot, interner: Interner) -> Self {
         Self {
-            snapshot: interner.snapshot(snapshot),
+            snapshot,
             interner,
             ..Default::default()
         }

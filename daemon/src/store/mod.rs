@@ -1,6 +1,7 @@
 //! The state store behind typed methods: the node's attachments, so that a restarted daemon
 //! knows its pods before any API server answers, in sled; the last-known cluster state in a
-//! file beside sled's, `cluster.json`.
+//! file beside sled's, `cluster.json`; and how the last clean stop left the kernel,
+//! `handover.json`, read once by the next start.
 //!
 //! sled allows one process per store; only the daemon opens it. Every write is flushed before
 //! it returns: the plugin is told "attached" only once the attachment survives a crash. The
@@ -10,12 +11,16 @@
 //! snapshot without a buffer of its size. A state an older daemon left in sled is read when
 //! there is no file, and removed once the file is written.
 
+mod cluster;
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, ErrorKind};
 use std::path::{Path, PathBuf};
 
 use podwall::wire::{Attachment, AttachmentId};
+
+use crate::dataplane::Handover;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -31,8 +36,8 @@ pub enum StoreError {
     Encode(#[source] serde_json::Error),
     #[error("state store holds an unreadable cluster snapshot")]
     CorruptCluster(#[source] serde_json::Error),
-    #[error("cannot read or write the cluster state file {path}")]
-    ClusterFile {
+    #[error("cannot read or write the state file {path}")]
+    File {
         path: String,
         #[source]
         source: std::io::Error,
@@ -51,6 +56,7 @@ const ATTACHMENTS: &str = "attachments/v1";
 const LEGACY_CLUSTER: &str = "cluster/v1";
 const SNAPSHOT_KEY: &[u8] = b"snapshot";
 const CLUSTER_FILE: &str = "cluster.json";
+const HANDOVER_FILE: &str = "handover.json";
 /// sled's page cache: the store is read once, at start, and holds a few small records.
 const CACHE_BYTES: u64 = 1 << 20;
 
@@ -130,48 +136,31 @@ impl Store {
     }
 }
 
-/// The snapshot as lists: its maps are keyed by structs, which JSON object keys cannot be.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct StoredCluster {
-    namespaces: Vec<podwall_policy::Namespace>,
-    pods: Vec<podwall_policy::Pod>,
-    policies: Vec<podwall_policy::Policy>,
-}
-
-/// `StoredCluster` as it is written: borrowed from the snapshot, not cloned.
-#[derive(serde::Serialize)]
-struct StoredClusterRef<'a> {
-    namespaces: Vec<&'a podwall_policy::Namespace>,
-    pods: Vec<&'a podwall_policy::Pod>,
-    policies: Vec<&'a podwall_policy::Policy>,
-}
-
 impl Store {
     /// The last-known state of the cluster (API objects, converted), so that a restart
     /// enforces it while the API server is unreachable.
     pub fn cluster(&self) -> Result<Option<podwall_policy::Snapshot>, StoreError> {
-        let stored: StoredCluster = match std::fs::read(self.cluster_file()) {
-            Ok(bytes) => serde_json::from_slice(&bytes),
+        Ok(self.cluster_interned()?.map(|(snapshot, _)| snapshot))
+    }
+
+    /// `cluster()`, and the interner that holds the names and label sets its pods share.
+    pub fn cluster_interned(
+        &self,
+    ) -> Result<Option<(podwall_policy::Snapshot, podwall_policy::model::Interner)>, StoreError>
+    {
+        let bytes = match std::fs::read(self.cluster_file()) {
+            Ok(bytes) => bytes,
             Err(err) if err.kind() == ErrorKind::NotFound => {
                 match self.legacy_cluster.get(SNAPSHOT_KEY)? {
-                    Some(bytes) => serde_json::from_slice(&bytes),
+                    Some(bytes) => bytes.to_vec(),
                     None => return Ok(None),
                 }
             }
             Err(source) => return Err(self.file_error(source)),
-        }
-        .map_err(StoreError::CorruptCluster)?;
-        let mut snapshot = podwall_policy::Snapshot::default();
-        for ns in stored.namespaces {
-            snapshot.upsert_namespace(ns);
-        }
-        for pod in stored.pods {
-            snapshot.upsert_pod(pod);
-        }
-        for policy in stored.policies {
-            snapshot.upsert_policy(policy);
-        }
-        Ok(Some(snapshot))
+        };
+        cluster::read(&bytes)
+            .map(Some)
+            .map_err(StoreError::CorruptCluster)
     }
 
     /// Forget the stored cluster state (one that cannot be read): the next start relists.
@@ -189,16 +178,11 @@ impl Store {
     /// Writes the cluster state: streamed into a new file, synced, renamed over the last
     /// one, so that a crash leaves the old state or the new one, never half of one.
     pub fn put_cluster(&self, snapshot: &podwall_policy::Snapshot) -> Result<(), StoreError> {
-        let stored = StoredClusterRef {
-            namespaces: snapshot.namespaces.values().collect(),
-            pods: snapshot.pods.values().collect(),
-            policies: snapshot.policies.values().collect(),
-        };
         let path = self.cluster_file();
         let partial = self.dir.join(format!("{CLUSTER_FILE}.partial"));
         let write = || -> std::io::Result<()> {
             let mut out = BufWriter::new(File::create(&partial)?);
-            serde_json::to_writer(&mut out, &stored)?;
+            cluster::write(snapshot, &mut out)?;
             out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
             std::fs::rename(&partial, &path)?;
             File::open(&self.dir)?.sync_all()
@@ -216,10 +200,49 @@ impl Store {
     }
 
     fn file_error(&self, source: std::io::Error) -> StoreError {
-        StoreError::ClusterFile {
+        StoreError::File {
             path: self.cluster_file().display().to_string(),
             source,
         }
+    }
+
+    /// Record how a clean stop left the kernel, for the next start only (see `take_handover`).
+    pub fn put_handover(&self, handover: &Handover) -> Result<(), StoreError> {
+        let path = self.dir.join(HANDOVER_FILE);
+        let bytes = serde_json::to_vec(handover).map_err(StoreError::Encode)?;
+        let partial = self.dir.join(format!("{HANDOVER_FILE}.partial"));
+        let write = || -> std::io::Result<()> {
+            std::fs::write(&partial, &bytes)?;
+            File::open(&partial)?.sync_all()?;
+            std::fs::rename(&partial, &path)?;
+            File::open(&self.dir)?.sync_all()
+        };
+        write().map_err(|source| StoreError::File {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    /// How the last clean stop left the kernel, removed as it is read: it speaks of the
+    /// kernel at that moment only, and the first change after this start makes it untrue.
+    /// A record that cannot be read is no record (the start then swaps the table in).
+    pub fn take_handover(&self) -> Result<Option<Handover>, StoreError> {
+        let path = self.dir.join(HANDOVER_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(err) if err.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(StoreError::File {
+                    path: path.display().to_string(),
+                    source,
+                })
+            }
+        };
+        std::fs::remove_file(&path).map_err(|source| StoreError::File {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(serde_json::from_slice(&bytes).ok())
     }
 }
 

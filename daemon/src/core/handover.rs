@@ -1,0 +1,203 @@
+//! Restarts that do not rewrite the kernel. A clean stop records which tables the kernel
+//! holds and a digest of what they hold (`dataplane::handover`); the next start keeps them
+//! when they are still those tables and its own start state has that digest. A restart then
+//! costs reading the store and compiling, not rewriting a table that grows with the cluster.
+//!
+//! Kept is not trusted blindly: the kernel is read back once, right after the socket serves,
+//! and `/healthz` stays red (naming why) until that read-back found the table as expected or
+//! repaired it. A crash, a stop with changes pending, a reboot, another namespace, a table
+//! deleted or created again, or a start state that differs in any rule or element: each
+//! means no record or a record that does not match, and the start swaps the table in whole.
+
+use tracing::{info, warn};
+
+use super::{Core, CoreError};
+use crate::dataplane::{Digest, Handover};
+
+/// The `/healthz` condition that is red between a kept start and its read-back.
+pub(super) const READ_BACK: &str = "handover";
+
+impl Core {
+    /// At a clean stop, once nothing else will change the kernel: stop taking requests and
+    /// record how the kernel is left. Returns whether a record was written; none is while
+    /// changes are pending, since the kernel does not hold the desired state then.
+    pub fn hand_over(&mut self) -> Result<bool, CoreError> {
+        self.stopped = true;
+        if self.pending.is_some() {
+            warn!("changes are pending at stop: the next start swaps the whole table in");
+            return Ok(false);
+        }
+        let Some(tables) = self.kernel.tables_id()? else {
+            return Ok(false);
+        };
+        let handover = Handover {
+            tables,
+            digest: Digest::of(&self.applied),
+        };
+        self.store.put_handover(&handover)?;
+        Ok(true)
+    }
+
+    /// Whether the kernel holds what `handover` recorded and that is this start's state,
+    /// `self.desired()`: then the table is kept and read back once instead of swapped in.
+    pub(super) fn keep_handed_over(&mut self, handover: &Handover) -> bool {
+        let tables = match self.kernel.tables_id() {
+            Ok(Some(tables)) => tables,
+            Ok(None) => return false,
+            Err(err) => {
+                warn!(error = %err, "cannot tell which tables the kernel holds; swapping the start state in");
+                return false;
+            }
+        };
+        if tables != handover.tables {
+            info!("the kernel's tables are not the ones the last daemon left; swapping the start state in");
+            return false;
+        }
+        let desired = self.desired();
+        if Digest::of(&desired) != handover.digest {
+            info!("the stored state compiles to other rules than the kernel holds; swapping the start state in");
+            return false;
+        }
+        self.applied = desired;
+        self.read_back_due = true;
+        self.health.set_source(
+            READ_BACK,
+            Err("kept the table the last daemon left; not read back yet".to_string()),
+        );
+        self.metrics.count_handover();
+        true
+    }
+
+    /// Whether this start kept the table and has not read it back yet.
+    pub fn read_back_due(&self) -> bool {
+        self.read_back_due
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use podwall::wire::{Reply, Request};
+
+    use super::super::tests::{attach, cluster, full_compile, start, Shared, DENY_X};
+    use super::*;
+    use crate::core::Options;
+    use crate::dataplane::Call;
+
+    fn replaces(kernel: &Shared) -> usize {
+        let kernel = kernel.0.lock().unwrap();
+        kernel.calls.iter().filter(|c| **c == Call::Replace).count()
+    }
+
+    /// A core with two pods attached, stopped cleanly over `kernel`.
+    fn stopped(dir: &std::path::Path, kernel: &Shared) {
+        let mut core = start(dir, cluster(DENY_X), kernel, Options::default());
+        attach(&mut core, "x", "a", "10.0.0.2");
+        attach(&mut core, "y", "b", "10.0.0.3");
+        assert!(core.hand_over().unwrap(), "recorded");
+        let refused = core.handle(Request::Status).unwrap_err();
+        assert_eq!(
+            refused,
+            CoreError::Stopping,
+            "no request after the handover"
+        );
+    }
+
+    #[test]
+    fn a_clean_restart_keeps_the_table_and_reads_it_back_before_ready() {
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = Shared::default();
+        stopped(dir.path(), &kernel);
+        let before = (replaces(&kernel), kernel.table());
+        let mut core = start(dir.path(), cluster(DENY_X), &kernel, Options::default());
+        assert_eq!(
+            (replaces(&kernel), kernel.table()),
+            before,
+            "kept as it was"
+        );
+        assert_eq!(core.applied.ruleset, full_compile(&core));
+        assert!(core.read_back_due());
+        let reason = core.health.reason().unwrap_or_default();
+        assert!(reason.contains("not read back yet"), "{reason}");
+        // It serves at once, and its changes go in as changes, not swaps.
+        attach(&mut core, "x", "c", "10.0.0.4");
+        assert!(matches!(kernel.last_call(), Call::Elements(_)));
+        assert!(!core.health.is_ready(), "still not read back");
+        assert_eq!(core.reconcile().unwrap(), Vec::<String>::new());
+        assert!(core.health.is_ready(), "{:?}", core.health.reason());
+        assert_eq!(replaces(&kernel), before.0);
+        // The record is gone with this start: the next one swaps unless this stops cleanly.
+        drop(core);
+        start(dir.path(), cluster(DENY_X), &kernel, Options::default());
+        assert_eq!(replaces(&kernel), before.0 + 1);
+    }
+
+    #[test]
+    fn a_table_created_again_since_the_stop_is_swapped_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = Shared::default();
+        stopped(dir.path(), &kernel);
+        // Another writer put the same content in a new table: the handle differs.
+        let table = kernel.0.lock().unwrap().table.clone().unwrap();
+        crate::dataplane::Kernel::replace(&mut *kernel.0.lock().unwrap(), &table).unwrap();
+        let before = replaces(&kernel);
+        let core = start(dir.path(), cluster(DENY_X), &kernel, Options::default());
+        assert_eq!(replaces(&kernel), before + 1);
+        assert!(!core.read_back_due() && core.health.is_ready());
+    }
+
+    #[test]
+    fn a_start_state_other_than_the_kernels_is_swapped_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = Shared::default();
+        stopped(dir.path(), &kernel);
+        let before = replaces(&kernel);
+        // The stored cluster says one thing more than the kernel was left with.
+        let core = start(dir.path(), cluster(""), &kernel, Options::default());
+        assert_eq!(replaces(&kernel), before + 1);
+        assert_eq!(kernel.table(), full_compile(&core));
+    }
+
+    #[test]
+    fn a_kept_table_edited_by_hand_is_repaired_by_the_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = Shared::default();
+        stopped(dir.path(), &kernel);
+        let mut core = start(dir.path(), cluster(DENY_X), &kernel, Options::default());
+        kernel
+            .0
+            .lock()
+            .unwrap()
+            .table
+            .as_mut()
+            .unwrap()
+            .ruleset
+            .chains
+            .clear();
+        let drift = core.reconcile().unwrap();
+        assert!(!drift.is_empty());
+        assert!(core.health.is_ready(), "{:?}", core.health.reason());
+        assert_eq!(kernel.table(), full_compile(&core));
+    }
+
+    #[test]
+    fn nothing_is_recorded_while_changes_are_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = Shared::default();
+        let mut core = start(dir.path(), cluster(DENY_X), &kernel, Options::default());
+        kernel.0.lock().unwrap().refuse("no memory", 2);
+        assert!(core
+            .handle(Request::Attach {
+                attachment: super::super::tests::attachment("x", "a", "10.0.0.2"),
+            })
+            .is_err());
+        assert!(!core.hand_over().unwrap());
+        drop(core);
+        let before = replaces(&kernel);
+        let mut core = start(dir.path(), cluster(DENY_X), &kernel, Options::default());
+        assert_eq!(replaces(&kernel), before + 1);
+        assert!(matches!(
+            core.handle(Request::Status),
+            Ok(Reply::Status { ready: true, .. })
+        ));
+    }
+}
