@@ -100,11 +100,12 @@ impl Compiler {
         let refs = self.chain_refs.entry(name.clone()).or_insert(0);
         *refs += 1;
         if *refs == 1 {
-            let rules = policies
-                .iter()
-                .filter_map(|p| self.compiled.get(p))
-                .flat_map(|c| c.rules(direction).iter().cloned())
-                .collect();
+            let rules = distinct(
+                policies
+                    .iter()
+                    .filter_map(|p| self.compiled.get(p))
+                    .flat_map(|c| c.rules(direction).iter()),
+            );
             self.chain_set(
                 &name,
                 Some(Chain {
@@ -143,4 +144,16 @@ impl Compiler {
             }
         }
     }
+}
+
+/// The rules in order, without any that repeats an earlier one's match (the same family,
+/// peer and ports from another policy or rule): the first allows every packet the repeat
+/// would, so the repeat never matches and would only lengthen every walk of the chain.
+/// Replicated policies (one per team, all alike) make such repeats common.
+fn distinct<'a>(rules: impl Iterator<Item = &'a Rule>) -> Vec<Rule> {
+    let mut seen = std::collections::BTreeSet::new();
+    rules
+        .filter(|r| seen.insert((r.family, &r.peer, &r.ports)))
+        .cloned()
+        .collect()
 }

@@ -550,3 +550,43 @@ fn a_full_compile_groups_pods_by_label_set_and_agrees_with_adding_the_policy_lat
         full.ruleset().sets
     );
 }
+
+#[test]
+fn a_rule_that_repeats_an_earlier_match_is_left_out_of_the_chain() {
+    let same = "podSelector: {matchLabels: {pod: a}}\ningress:\n- from: [{podSelector: {matchLabels: {pod: b}}}]\n  ports: [{port: 80}]";
+    let other = "podSelector: {matchLabels: {pod: a}}\ningress:\n- from: [{podSelector: {matchLabels: {pod: b}}}]\n  ports: [{port: 81}]\n- from: [{podSelector: {matchLabels: {pod: b}}}]\n  ports: [{port: 80}]";
+    let snap = world(&format!(
+        "{}{}{}",
+        policy("x", "team-1", same),
+        policy("x", "team-2", same),
+        policy("x", "team-3", other)
+    ));
+    let rs = compile(&snap, "node-a");
+    let chain = &rs.chains[&rs.ingress[&ip4("x/a")]];
+    assert_eq!(chain.policies.len(), 3, "every isolating policy is named");
+    let rules: Vec<(String, usize)> = (chain.rules.iter())
+        .map(|r| (r.policy.to_string(), r.index))
+        .collect();
+    // Each family once: team-1's rule, then team-3's port 81; team-2's and team-3's
+    // second rule repeat team-1's.
+    assert_eq!(
+        rules,
+        [
+            ("x/team-1".to_string(), 0),
+            ("x/team-1".to_string(), 0),
+            ("x/team-3".to_string(), 0),
+            ("x/team-3".to_string(), 0)
+        ]
+    );
+    // The incremental path builds the same chain.
+    let mut compiler = Compiler::new(world(""), "node-a");
+    for (_, p) in snap.policies.clone() {
+        compiler.apply(Event::Policy(p));
+    }
+    assert_eq!(compiler.ruleset(), &rs);
+    let rs = nodes(&snap);
+    assert!(verdict(&rs, ip4("x/b"), ip4("x/a"), Tcp, 80));
+    assert!(verdict(&rs, ip4("x/b"), ip4("x/a"), Tcp, 81));
+    assert!(!verdict(&rs, ip4("x/b"), ip4("x/a"), Tcp, 82));
+    assert!(!verdict(&rs, ip4("y/b"), ip4("x/a"), Tcp, 80));
+}
