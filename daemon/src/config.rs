@@ -71,24 +71,52 @@ pub struct DaemonArgs {
     /// attachment record the store cannot read is rebuilt from it.
     #[arg(long, default_value = "/var/lib/cni", value_name = "DIR")]
     pub cni_cache_dir: PathBuf,
+    /// Log lines as `text` (for people) or `json` (one object a line, for log collectors).
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+    /// The least severe level logged: error, warn, info, debug or trace. RUST_LOG, when set,
+    /// wins (it can set levels per module).
+    #[arg(long, default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
+    pub log_level: String,
 }
 
-/// `500ms`, `30s`, `5m`, `1h`: a whole number and a unit.
+/// A duration as Go writes one (`time.ParseDuration`), so that kube-router's values copy
+/// over: numbers with a unit each, summed, fractions allowed (`500ms`, `30s`, `1m30s`,
+/// `1.5h`; units `ns`, `us`/`µs`, `ms`, `s`, `m`, `h`). Zero is refused: it would spin.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 30s, 5m or 1h"))?;
-    let duration = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => return Err(format!("{text:?} is not a duration like 30s, 5m or 1h")),
-    };
+    let bad = || format!("{text:?} is not a duration like 30s, 1m30s or 1h");
+    let mut rest = text;
+    let mut nanos: f64 = 0.0;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let number_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, after) = rest.split_at(number_end);
+        let unit_end = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_end);
+        let value: f64 = number.parse().map_err(|_| bad())?;
+        let scale = match unit {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(bad()),
+        };
+        nanos += value * scale;
+        rest = after;
+    }
+    // A year is far beyond any period or timeout a node daemon waits for.
+    if !nanos.is_finite() || nanos > 365.0 * 24.0 * 3600e9 {
+        return Err(format!("{text:?} is longer than a year"));
+    }
+    let duration = Duration::from_nanos(nanos.round() as u64);
     if duration.is_zero() {
         return Err("a duration of zero would spin".to_string());
     }
@@ -113,6 +141,10 @@ pub struct Config {
     pub sync_period: Duration,
     /// The runtime's libcni cache, to rebuild attachment records the store cannot read.
     pub cni_cache_dir: PathBuf,
+    /// One JSON object per log line instead of text.
+    pub log_json: bool,
+    /// The default level filter (`RUST_LOG` overrides it).
+    pub log_level: String,
 }
 
 /// Where the daemon learns the cluster.
@@ -170,6 +202,8 @@ impl Config {
             },
             sync_period: args.sync_period,
             cni_cache_dir: args.cni_cache_dir,
+            log_json: args.log_format == "json",
+            log_level: args.log_level,
         })
     }
 }
@@ -191,6 +225,15 @@ mod tests {
         assert_eq!(config.state_dir, PathBuf::from("/var/lib/podwall"));
         assert_eq!(config.health_addr, "127.0.0.1:20244".parse().unwrap());
         assert_eq!(config.node_name, "host-1");
+        assert_eq!(
+            (config.log_json, config.log_level.as_str()),
+            (false, "info")
+        );
+        let config = parse(&["--log-format", "json", "--log-level", "debug"]).unwrap();
+        assert_eq!(
+            (config.log_json, config.log_level.as_str()),
+            (true, "debug")
+        );
     }
 
     #[test]
@@ -228,6 +271,28 @@ mod tests {
         assert!(parse_duration("5").unwrap_err().contains("30s"));
         assert!(parse_duration("0s").is_err());
         assert_eq!(parse(&[]).unwrap().sync_period, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn durations_take_the_forms_go_writes() {
+        // kube-router's flags are Go durations: `--iptables-sync-period=1m30s` copies over.
+        for (text, millis) in [
+            ("1m30s", 90_000),
+            ("1h0m0s", 3_600_000),
+            ("1.5h", 5_400_000),
+            ("2h45m", 9_900_000),
+            ("300ms", 300),
+            ("2500us", 2),
+            ("2500µs", 2),
+            ("2000000ns", 2),
+        ] {
+            let parsed = parse_duration(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(parsed.as_millis(), millis, "{text}");
+        }
+        for bad in ["", "m", "1x", "-1s", "1.2.3s", "s1", "1m 30s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} is refused");
+        }
+        assert!(parse_duration("9000h").unwrap_err().contains("year"));
     }
 
     #[test]

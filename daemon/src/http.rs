@@ -1,5 +1,6 @@
-//! `GET /healthz` and `GET /metrics` over a deliberately small HTTP/1.1 responder: two fixed
-//! routes, one request per connection, so no web framework is pulled in.
+//! `GET /livez`, `/readyz` (and its older name `/healthz`) and `/metrics` over a deliberately
+//! small HTTP/1.1 responder: fixed routes, one request per connection, so no web framework
+//! is pulled in.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +20,7 @@ const MAX_REQUEST: usize = 8192;
 /// gets its extra connections closed unanswered instead of costing the daemon memory.
 pub const MAX_CONNECTIONS: usize = 16;
 
-/// Answer `/healthz` and `/metrics` until `shutdown`, each connection on its own task.
+/// Answer the probes and `/metrics` until `shutdown`, each connection on its own task.
 /// `detail`: whether a 503 says why (the reasons name namespaces, policies and kernel
 /// errors): only on the node's loopback; elsewhere the reason is in the log alone.
 pub async fn serve_http(
@@ -85,7 +86,15 @@ fn route(
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = path.split('?').next().unwrap_or("");
     match (method, path) {
-        ("GET", "/healthz") => match health.reason() {
+        ("GET", "/livez") => match health.stalled(std::time::Instant::now()) {
+            None => ("200 OK", "text/plain", "ok\n".into()),
+            Some(reason) => (
+                "503 Service Unavailable",
+                "text/plain",
+                format!("{reason}\n"),
+            ),
+        },
+        ("GET", "/readyz" | "/healthz") => match health.reason() {
             None => ("200 OK", "text/plain", "ok\n".into()),
             Some(reason) if detail => (
                 "503 Service Unavailable",
@@ -129,6 +138,27 @@ mod tests {
             route(b"GET /healthz HTTP/1.1\r\n\r\n", &health, &metrics, true).0,
             "200 OK"
         );
+    }
+
+    #[test]
+    fn readyz_is_healthz_and_livez_does_not_follow_readiness() {
+        let (health, metrics) = (Health::default(), Metrics::default());
+        let get = |path: &str| {
+            let request = format!("GET {path} HTTP/1.1\r\n\r\n");
+            route(request.as_bytes(), &health, &metrics, true)
+        };
+        health.beat();
+        health.set_source("pods", Err("the API server is unreachable".into()));
+        assert_eq!(get("/readyz").0, "503 Service Unavailable");
+        assert_eq!(get("/readyz"), get("/healthz"));
+        assert_eq!(
+            get("/livez").0,
+            "200 OK",
+            "an API outage is no reason to restart"
+        );
+        health.set_source("pods", Ok(()));
+        health.set_ready();
+        assert_eq!(get("/readyz").0, "200 OK");
     }
 
     #[test]

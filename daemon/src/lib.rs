@@ -2,8 +2,11 @@
 //!
 //! The policy model and compiler live in the `podwall-policy` crate, which has no I/O; this
 //! crate holds the dataplane (`dataplane`), the daemon's state (`core`) and the adapters: the
-//! plugin socket (`server`), the sled store (`store`), `/healthz` and `/metrics` (`http`).
+//! plugin socket (`server`), the sled store (`store`), the probes and `/metrics` (`http`).
 #![forbid(unsafe_code)]
+
+/// The commit this build is from (see build.rs), or `unknown`.
+pub const COMMIT: &str = env!("PODWALL_COMMIT");
 
 pub mod accept;
 pub mod config;

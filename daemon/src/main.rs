@@ -111,13 +111,22 @@ fn run(args: podwalld::config::DaemonArgs) -> anyhow::Result<()> {
         .ok()
         .map(|h| h.trim().to_string());
     let config = Config::from_args(args, hostname)?;
-    tracing_subscriber::fmt()
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+        .with_env_filter(filter);
+    if config.log_json {
+        logs.json().init();
+    } else {
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        commit = podwalld::COMMIT,
+        "podwalld starting"
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -270,6 +279,11 @@ async fn daemon(config: Config) -> anyhow::Result<()> {
         sync::BRIDGE_CHECK,
         health.clone(),
         metrics.clone(),
+        shutdown.clone(),
+    )));
+    tasks.push(tokio::spawn(sync::watchdog(
+        core.clone(),
+        health.clone(),
         shutdown.clone(),
     )));
     tasks.push(tokio::spawn(sync::reconcile_every(

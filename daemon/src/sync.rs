@@ -105,6 +105,26 @@ fn apply(core: &mut Core, batch: Vec<Update>) -> Result<(), CoreError> {
     }
 }
 
+/// How often the watchdog takes the core's lock (see `Health::stalled`).
+pub const BEAT: Duration = Duration::from_secs(1);
+
+/// Take the core's lock every `BEAT` and tell `health`: `/livez` fails when the core stops
+/// answering (a transaction that never returns, a lock never released).
+pub async fn watchdog(core: Arc<Mutex<Core>>, health: Arc<Health>, shutdown: CancellationToken) {
+    loop {
+        let core = core.clone();
+        let taken = tokio::task::spawn_blocking(move || drop(lock(&core)));
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            result = taken => if result.is_ok() { health.beat() },
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(BEAT) => {}
+        }
+    }
+}
+
 /// Every `period`, compare the kernel with what was applied and repair drift; at once
 /// first when `read_back_first` (the start kept the table it found, see `core::handover`).
 pub async fn reconcile_every(

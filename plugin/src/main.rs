@@ -3,7 +3,8 @@
 //! It logs to stderr only and has no async runtime.
 //!
 //! A runtime passes no arguments (the command is in `CNI_COMMAND`); `podwall install` and
-//! `podwall uninstall` are for the install-cni init container (see `podwall::install`).
+//! `podwall uninstall` are for the install-cni init container (see `podwall::install`), and
+//! `podwall --version` is for people.
 #![forbid(unsafe_code)]
 
 use std::io::{Read, Write};
@@ -45,6 +46,10 @@ fn install_command(args: &[std::ffi::OsString]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if command == install::Command::Version {
+        println!("podwall {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
     match install::run(&command) {
         Ok(lines) => {
             for line in lines {
@@ -146,10 +151,11 @@ fn check(conf: &NetConf, env: &Env) -> Result<Option<Value>, CniError> {
 
 fn status(conf: &NetConf) -> Result<Option<Value>, CniError> {
     match wire::call(&conf.socket, &Request::Status, conf.timeout()) {
-        Ok(Reply::Status { ready: true, .. }) => Ok(None),
+        // STATUS asks whether ADDs can be served, not whether every watch has synced.
+        Ok(Reply::Status { ready, serving, .. }) if serving.unwrap_or(ready) => Ok(None),
         Ok(Reply::Status { reason, .. }) => Err(conf.error(
             code::NOT_AVAILABLE,
-            "podwalld is not ready",
+            "podwalld cannot serve ADDs",
             reason.unwrap_or_default(),
         )),
         Ok(other) => Err(conf.error(

@@ -95,9 +95,15 @@ pub enum Reply {
     },
     Checked,
     Status {
+        /// `/readyz`: rules programmed and in sync, every watched kind synced.
         ready: bool,
         attachments: usize,
         reason: Option<String>,
+        /// Whether an ADD can be served now: the kernel takes changes (an API outage does
+        /// not stop ADDs, which are served from the stored state). Absent from a daemon
+        /// older than this field: then `ready` says it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        serving: Option<bool>,
     },
     Gc {
         removed: Vec<AttachmentId>,

@@ -51,6 +51,14 @@ impl Metrics {
         found
     }
 
+    /// Every series of metric `name`, labels included (`name{a="b"}`).
+    pub fn series(&self, name: &str) -> Vec<&str> {
+        (self.samples.keys())
+            .filter(|series| series.split('{').next() == Some(name))
+            .map(String::as_str)
+            .collect()
+    }
+
     /// Like `get`, but a missing metric is a test failure naming it.
     pub fn value(&self, name: &str) -> f64 {
         self.get(name).unwrap_or_else(|| {

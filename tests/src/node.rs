@@ -78,6 +78,9 @@ pub struct Node {
     daemon: Option<Child>,
     /// Extra daemon flags, appended to the ones the rig always passes.
     pub daemon_args: Vec<String>,
+    /// The daemon's environment, changed after the rig's defaults: a value sets the
+    /// variable, `None` removes it.
+    pub daemon_env: Vec<(String, Option<String>)>,
     name: String,
     octet: u8,
     options: NodeOptions,
@@ -146,6 +149,7 @@ impl Node {
         let mut node = Node {
             daemon: None,
             daemon_args: Vec::new(),
+            daemon_env: Vec::new(),
             name: format!("pwt-node-{label}"),
             octet,
             options,
@@ -380,6 +384,12 @@ impl Node {
             .stderr(log.try_clone().context("sharing the daemon log")?);
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info,podwalld=debug");
+        }
+        for (key, value) in &self.daemon_env {
+            match value {
+                Some(value) => cmd.env(key, value),
+                None => cmd.env_remove(key),
+            };
         }
         writeln!(log, "=== pwt: {}", cmd::display(&cmd)).context("writing the daemon log")?;
         // `ip netns exec` execs the program, so the child's pid is podwalld's own.

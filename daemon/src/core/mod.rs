@@ -245,6 +245,7 @@ impl Core {
                 ready: self.health.is_ready(),
                 attachments: self.attachments.len(),
                 reason: self.health.reason(),
+                serving: Some(self.pending.is_none()),
             }),
             Request::Gc { valid } => self.gc(&valid),
             Request::Pods => Ok(Reply::Pods {

@@ -376,8 +376,18 @@ fn a_rejected_attach_fails_the_request_and_stays_pending_until_it_lands() {
         core.store.attachments().unwrap().0.is_empty(),
         "not said attached"
     );
+    let serving = |core: &mut Core| match core.handle(Request::Status) {
+        Ok(Reply::Status { serving, .. }) => serving,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        serving(&mut core),
+        Some(false),
+        "CNI STATUS: no ADD can land"
+    );
     assert!(core.retry_pending().unwrap().is_ok());
     assert!(core.health.is_ready(), "landed");
+    assert_eq!(serving(&mut core), Some(true));
     assert_eq!(kernel.table(), full_compile(&core));
     assert_ne!(kernel.table().ingress[&ip("10.0.0.2")], OPEN_CHAIN);
 }

@@ -197,6 +197,11 @@ impl Core {
         self.metrics
             .set_table_size(ruleset.chains.len(), ruleset.sets.len(), elements);
         self.metrics.set_attachments(self.attachments.len());
+        self.metrics.set_cluster_size(
+            self.cluster.policies.len(),
+            self.cluster.pods.len(),
+            self.compiler.local_pods().count(),
+        );
     }
 
     /// Bring the adopted pods (enforced, not attached) in line with `attachments`: log those

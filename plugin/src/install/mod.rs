@@ -107,9 +107,11 @@ pub enum Command {
         net_dir: PathBuf,
     },
     Help,
+    /// `--version`: printed by the binary itself.
+    Version,
 }
 
-pub const USAGE: &str = "usage: podwall install --net-dir DIR [--default FILE.conflist] [--entry JSON]\n       podwall uninstall --net-dir DIR";
+pub const USAGE: &str = "usage: podwall install --net-dir DIR [--default FILE.conflist] [--entry JSON]\n       podwall uninstall --net-dir DIR\n       podwall --version";
 
 /// Parse the arguments after the program name.
 pub fn parse_args(args: &[OsString]) -> Result<Command, String> {
@@ -117,6 +119,9 @@ pub fn parse_args(args: &[OsString]) -> Result<Command, String> {
     let verb = args.next().unwrap_or_default();
     if matches!(verb.as_str(), "help" | "--help" | "-h") {
         return Ok(Command::Help);
+    }
+    if matches!(verb.as_str(), "--version" | "-V") {
+        return Ok(Command::Version);
     }
     if verb != "install" && verb != "uninstall" {
         return Err(format!(
@@ -165,6 +170,7 @@ pub fn describe(dir: &Path, ops: &[Op]) -> Vec<String> {
 pub fn run(command: &Command) -> Result<Vec<String>, String> {
     let (net_dir, ops) = match command {
         Command::Help => return Ok(vec![USAGE.to_string()]),
+        Command::Version => return Ok(vec![format!("podwall {}", env!("CARGO_PKG_VERSION"))]),
         Command::Install {
             net_dir,
             default,
@@ -295,6 +301,9 @@ mod tests {
             &["uninstall", "-h"],
         ] {
             assert_eq!(parse_args(&args(a)), Ok(Command::Help), "{a:?}");
+        }
+        for a in ["--version", "-V"] {
+            assert_eq!(parse_args(&args(&[a])), Ok(Command::Version), "{a}");
         }
         assert_eq!(
             parse_args(&args(&[])),

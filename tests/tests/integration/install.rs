@@ -516,9 +516,12 @@ fn daemonset_runs_everywhere_with_the_host_paths_probes_and_privileges_it_needs(
             .map(|f| f.field_path.as_str()),
         Some("spec.nodeName")
     );
-    for probe in [&daemon.liveness_probe, &daemon.readiness_probe] {
+    for (probe, path) in [
+        (&daemon.liveness_probe, "/livez"),
+        (&daemon.readiness_probe, "/readyz"),
+    ] {
         let get = probe.as_ref().unwrap().http_get.as_ref().unwrap();
-        assert_eq!(get.path.as_deref(), Some("/healthz"));
+        assert_eq!(get.path.as_deref(), Some(path));
         // The daemon serves it on the node's loopback only, out of the pods' reach.
         assert_eq!(get.host.as_deref(), Some("127.0.0.1"));
         assert_eq!(
@@ -722,4 +725,19 @@ fn conflist_written_by_install_cni_attaches_and_enforces_through_libcni() {
             .unwrap_or_else(|e| panic!("DEL {}: {e}", pod.container_id));
     }
     assert_eq!(node.status(), (true, 0));
+}
+
+/// Issue 15: `podwall --version` answers without a CNI environment.
+#[test]
+fn the_plugin_says_its_version() {
+    let out = std::process::Command::new(plugin_binary())
+        .arg("--version")
+        .env_remove("CNI_COMMAND")
+        .output()
+        .expect("running podwall --version");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("podwall {}\n", env!("CARGO_PKG_VERSION"))
+    );
 }

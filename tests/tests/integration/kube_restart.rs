@@ -169,6 +169,16 @@ fn crash_under_traffic_then_restart_without_api_serves_from_store_and_reconciles
         body.contains("pods"),
         "the reason names the unsynced kinds: {body}"
     );
+    // Issue 15: /readyz is /healthz; /livez and CNI STATUS say the daemon works and serves
+    // ADDs, an API outage notwithstanding.
+    assert_eq!(node.http_get("/readyz").expect("GET /readyz"), (code, body));
+    assert_eq!(node.http_get("/livez").expect("GET /livez").0, 200);
+    let conf = podwall_tests::cni::entry_config(&node.podwall_entry(), "1.1.0");
+    let status = node.invoke_podwall("STATUS", None, &conf);
+    assert!(
+        status.is_ok(),
+        "STATUS with the API server down: {status:?}"
+    );
 
     let added = Instant::now();
     let result = node

@@ -6,79 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Bucket bounds in seconds: attach and commit times range from sub-millisecond (netlink) to
-/// seconds (a large rebuild).
-const BOUNDS: [f64; 12] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
-];
+mod instruments;
 
-#[derive(Debug, Default)]
-pub struct Histogram {
-    buckets: [AtomicU64; BOUNDS.len()],
-    count: AtomicU64,
-    /// Sum in microseconds, so that it stays an integer.
-    sum_micros: AtomicU64,
-}
-
-impl Histogram {
-    pub fn observe(&self, elapsed: Duration) {
-        let secs = elapsed.as_secs_f64();
-        for (bound, bucket) in BOUNDS.iter().zip(&self.buckets) {
-            if secs <= *bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        for (bound, bucket) in BOUNDS.iter().zip(&self.buckets) {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{le=\"{bound}\"}} {}",
-                bucket.load(Ordering::Relaxed)
-            );
-        }
-        let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(
-            out,
-            "{name}_sum {}",
-            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "{name}_count {count}");
-    }
-}
-
-/// A counter split by `result="ok"|"error"`.
-#[derive(Debug, Default)]
-pub struct ResultCounter {
-    ok: AtomicU64,
-    error: AtomicU64,
-}
-
-impl ResultCounter {
-    fn record(&self, ok: bool) {
-        if ok { &self.ok } else { &self.error }.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        let _ = writeln!(
-            out,
-            "{name}{{result=\"ok\"}} {}",
-            self.ok.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "{name}{{result=\"error\"}} {}",
-            self.error.load(Ordering::Relaxed)
-        );
-    }
-}
+use instruments::{write_family, Histogram, ResultCounter};
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -89,6 +19,9 @@ pub struct Metrics {
     transactions: ResultCounter,
     transaction_seconds: Histogram,
     attachments: AtomicU64,
+    policies: AtomicU64,
+    cluster_pods: AtomicU64,
+    local_pods: AtomicU64,
     adopted_pods: AtomicU64,
     full_replaces: AtomicU64,
     handovers: AtomicU64,
@@ -216,6 +149,15 @@ impl Metrics {
         self.attachments.store(n as u64, Ordering::Relaxed);
     }
 
+    /// What the daemon enforces from: the cluster's policies and pods as the source reports
+    /// them, and the pods of this node that have dispatch entries.
+    pub fn set_cluster_size(&self, policies: usize, cluster_pods: usize, local_pods: usize) {
+        self.policies.store(policies as u64, Ordering::Relaxed);
+        self.cluster_pods
+            .store(cluster_pods as u64, Ordering::Relaxed);
+        self.local_pods.store(local_pods as u64, Ordering::Relaxed);
+    }
+
     pub fn set_adopted_pods(&self, n: usize) {
         self.adopted_pods.store(n as u64, Ordering::Relaxed);
     }
@@ -278,6 +220,13 @@ impl Metrics {
             "podwall_sync_duration_seconds",
             "Time to apply a source update or run a reconcile.",
         );
+        let _ = writeln!(
+            out,
+            "# HELP podwall_build_info The running build.\n# TYPE podwall_build_info gauge\n\
+             podwall_build_info{{version=\"{}\",commit=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION"),
+            crate::COMMIT
+        );
         let pending_age = self
             .pending_since
             .lock()
@@ -301,6 +250,21 @@ impl Metrics {
                     "podwall_attachments",
                     "Pods attached on this node.",
                     &self.attachments,
+                ),
+                (
+                    "podwall_policies",
+                    "NetworkPolicies in the cluster, as the source reports them.",
+                    &self.policies,
+                ),
+                (
+                    "podwall_cluster_pods",
+                    "Pods in the cluster, as the source reports them.",
+                    &self.cluster_pods,
+                ),
+                (
+                    "podwall_local_pods",
+                    "Pods of this node with dispatch entries (attached, adopted or quarantined).",
+                    &self.local_pods,
                 ),
                 (
                     "podwall_adopted_pods",
@@ -410,21 +374,6 @@ impl Metrics {
             );
         }
         out
-    }
-}
-
-/// One gauge or counter per row: name, help text, value.
-fn write_family<'a>(
-    out: &mut String,
-    kind: &str,
-    rows: impl IntoIterator<Item = (&'a str, &'a str, &'a AtomicU64)>,
-) {
-    for (name, help, value) in rows {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
-            value.load(Ordering::Relaxed)
-        );
     }
 }
 
