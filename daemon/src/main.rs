@@ -281,6 +281,10 @@ async fn daemon(config: Config) -> anyhow::Result<()> {
         metrics.clone(),
         shutdown.clone(),
     )));
+    tasks.push(tokio::spawn(sync::count_policies(
+        core.clone(),
+        shutdown.clone(),
+    )));
     tasks.push(tokio::spawn(sync::watchdog(
         core.clone(),
         health.clone(),

@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::core::{lock, Core, CoreError};
-use crate::dataplane::{DataplaneError, Flow, FlowTable};
+use crate::dataplane::netlink::NftSocket;
+use crate::dataplane::{counters, DataplaneError, Flow, FlowTable};
 use crate::health::Health;
 use crate::metrics::Metrics;
 
@@ -102,6 +103,54 @@ fn apply(core: &mut Core, batch: Vec<Update>) -> Result<(), CoreError> {
         Ok(())
     } else {
         core.apply_changes(changes)
+    }
+}
+
+/// How often the rules' counters are read for `/metrics`.
+pub const COUNT_EVERY: Duration = Duration::from_secs(10);
+
+/// Every `COUNT_EVERY`, read the rules' counters (over netlink, without the core's lock) and
+/// tell the core, which attributes them to policies under its lock (a walk of the chains).
+pub async fn count_policies(core: Arc<Mutex<Core>>, shutdown: CancellationToken) {
+    let mut reader = Some((counters::Tally::default(), None::<NftSocket>));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(COUNT_EVERY) => {}
+        }
+        let Some((mut tally, socket)) = reader.take() else {
+            return;
+        };
+        let core = core.clone();
+        let counted = tokio::task::spawn_blocking(move || {
+            let read = |socket: Option<NftSocket>| {
+                let mut socket = match socket {
+                    Some(socket) => socket,
+                    None => NftSocket::open()?,
+                };
+                counters::read(&mut socket).map(|reading| (reading, socket))
+            };
+            // The tally survives a failed reading: totals must never count a packet twice.
+            match read(socket) {
+                Ok((reading, socket)) => {
+                    lock(&core).count(&tally.packets_since(&reading));
+                    (tally, Ok(socket))
+                }
+                Err(err) => (tally, Err(err)),
+            }
+        })
+        .await;
+        reader = match counted {
+            Ok((tally, Ok(socket))) => Some((tally, Some(socket))),
+            Ok((tally, Err(err))) => {
+                debug!(error = %err, "cannot read the rules' counters; trying again");
+                Some((tally, None))
+            }
+            Err(err) => {
+                warn!(error = %err, "reading the rules' counters panicked");
+                Some((counters::Tally::resumed(), None))
+            }
+        };
     }
 }
 

@@ -47,11 +47,9 @@ impl Ruleset {
                     .extend(chain["name"].as_str().map(str::to_string));
             } else if let Some(rule) = item.get("rule") {
                 let chain = rule["chain"].as_str().unwrap_or_default().to_string();
-                rules
-                    .rules
-                    .entry(chain)
-                    .or_default()
-                    .push(rule["expr"].to_string());
+                let mut expr = rule["expr"].clone();
+                strip_volatile(&mut expr);
+                rules.rules.entry(chain).or_default().push(expr.to_string());
             } else if let Some(map) = item.get("map") {
                 let name = map["name"].as_str().unwrap_or_default().to_string();
                 let mut elems: Vec<_> = map["elem"]
@@ -248,16 +246,16 @@ pub fn table_text(ns: &TestNetns) -> Result<String> {
 }
 
 /// Every table of the namespace as `nft -j list ruleset` prints it, each object under its
-/// kind, family and name, a chain's rules in order; without handles and without the order
-/// of objects of different chains, which only say in which order objects were made. Two
-/// namespaces whose listings are equal hold the same rules.
+/// kind, family and name, a chain's rules in order; without handles, counters' values and
+/// the order of objects of different chains, which only say in which order objects were
+/// made and what traffic passed. Two namespaces whose listings are equal hold the same rules.
 pub fn listing(ns: &TestNetns) -> Result<BTreeMap<String, Vec<String>>> {
     let out = ns
         .exec(&["nft", "-j", "list", "ruleset"])
         .and_then(Output::ok)?;
     let mut doc: Value =
         serde_json::from_str(&out.stdout).context("nft -j list ruleset is not JSON")?;
-    strip_handles(&mut doc);
+    strip_volatile(&mut doc);
     let mut objects: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for object in doc["nftables"].as_array().into_iter().flatten() {
         let Some((kind, body)) = object.as_object().and_then(|o| o.iter().next()) else {
@@ -273,14 +271,19 @@ pub fn listing(ns: &TestNetns) -> Result<BTreeMap<String, Vec<String>>> {
     Ok(objects)
 }
 
-fn strip_handles(value: &mut Value) {
+/// Without what says when and in which order objects were made, or how much traffic they
+/// saw: handles, nft's metainfo, counters' values (a `counter` stays, its counts do not).
+fn strip_volatile(value: &mut Value) {
     match value {
         Value::Object(map) => {
             map.remove("handle");
             map.remove("metainfo");
-            map.values_mut().for_each(strip_handles);
+            if let Some(counter) = map.get_mut("counter") {
+                *counter = Value::Null;
+            }
+            map.values_mut().for_each(strip_volatile);
         }
-        Value::Array(items) => items.iter_mut().for_each(strip_handles),
+        Value::Array(items) => items.iter_mut().for_each(strip_volatile),
         _ => {}
     }
 }

@@ -12,12 +12,14 @@
 //!
 //! Rooms: this file holds the state and the requests; `local` maps attachments to pods,
 //! `transition` turns a change into one kernel transaction, `pending` keeps what the kernel
-//! refused until it lands, `error` says why a request failed.
+//! refused until it lands, `handover` keeps the table a clean stop left, `observe` tells
+//! `/metrics` what the core holds, `error` says why a request failed.
 
 mod error;
 mod flows;
 mod handover;
 mod local;
+mod observe;
 mod pending;
 mod transition;
 

@@ -185,25 +185,6 @@ impl Core {
             .inspect(|_| self.metrics.observe_replace())
     }
 
-    pub(super) fn record_size(&self) {
-        let ruleset = &self.applied.ruleset;
-        let elements = ruleset
-            .sets
-            .values()
-            .map(podwall_policy::Set::len)
-            .sum::<usize>()
-            + ruleset.ingress.len()
-            + ruleset.egress.len();
-        self.metrics
-            .set_table_size(ruleset.chains.len(), ruleset.sets.len(), elements);
-        self.metrics.set_attachments(self.attachments.len());
-        self.metrics.set_cluster_size(
-            self.cluster.policies.len(),
-            self.cluster.pods.len(),
-            self.compiler.local_pods().count(),
-        );
-    }
-
     /// Bring the adopted pods (enforced, not attached) in line with `attachments`: log those
     /// adopted and released, count them, and ask the kernel which bridge port each adopted
     /// address is behind, for those that have none yet (the pod's CNI result, which names

@@ -67,6 +67,8 @@ pub enum Expr {
         id: Option<u32>,
     },
     Verdict(i32),
+    /// `counter`: packets and bytes that reached it, read back for `/metrics`.
+    Counter,
 }
 
 /// A rule's expressions, and the port ranges of the anonymous set its `Lookup` reads, when
@@ -75,6 +77,11 @@ pub enum Expr {
 pub struct RuleExprs {
     pub exprs: Vec<Expr>,
     pub anonymous_set: Option<Vec<(u16, u16)>>,
+}
+
+/// `counter drop`: the last rule of every pod chain, what no policy allowed.
+pub fn counted_drop() -> Vec<Expr> {
+    vec![Expr::Counter, Expr::Verdict(NF_DROP)]
 }
 
 /// `ct state invalid drop`: the first rule of every pod chain.
@@ -204,6 +211,7 @@ pub fn allow(shape: &RuleShape, anonymous_id: u32) -> RuleExprs {
             });
         }
     }
+    exprs.push(Expr::Counter);
     exprs.push(Expr::Verdict(NFT_RETURN));
     RuleExprs {
         exprs,
@@ -284,6 +292,12 @@ fn encode_one(expr: &Expr) -> (&'static str, Vec<u8>) {
                 be32(&mut out, 4, *id); // NFTA_LOOKUP_SET_ID
             }
             "lookup"
+        }
+        Expr::Counter => {
+            // As nft sends it: both values, zero.
+            push_attr(&mut out, 1, &0u64.to_be_bytes()); // NFTA_COUNTER_BYTES
+            push_attr(&mut out, 2, &0u64.to_be_bytes()); // NFTA_COUNTER_PACKETS
+            "counter"
         }
         Expr::Verdict(code) => {
             be32(&mut out, 1, REG_VERDICT); // NFTA_IMMEDIATE_DREG

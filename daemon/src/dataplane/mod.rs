@@ -14,6 +14,7 @@
 //! fallback when the kernel refuses a structural batch.
 
 pub mod conntrack;
+pub mod counters;
 pub mod elements;
 mod exprs;
 mod fingerprint;

@@ -293,24 +293,38 @@ impl NftSocket {
 
     /// Every table of the namespace, as the kernel lists them (no content: cheap).
     pub fn tables(&mut self) -> Result<Vec<TableEntry>, DataplaneError> {
+        let messages = self.dump(NFT_MSG_GETTABLE, AF_UNSPEC, &[])?;
+        Ok(messages.iter().filter_map(|m| table_entry(m)).collect())
+    }
+
+    /// The messages answering a dump request of `kind` (`NFT_MSG_GET*`) with `attrs`, up to
+    /// the kernel's DONE: each a whole message, header included.
+    pub fn dump(
+        &mut self,
+        kind: u16,
+        family: u8,
+        attrs: &[u8],
+    ) -> Result<Vec<Vec<u8>>, DataplaneError> {
         let seq = self.seq;
         self.seq = self.seq.wrapping_add(1);
         let mut request = Vec::new();
-        let kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE;
+        let kind = (NFNL_SUBSYS_NFTABLES << 8) | kind;
         let flags = NLM_F_REQUEST | NLM_F_DUMP;
-        push_message(&mut request, kind, flags, seq, AF_UNSPEC, 0, &[]);
+        push_message(&mut request, kind, flags, seq, family, 0, attrs);
         self.socket.send(&request, 0).map_err(io_error)?;
-        let mut tables = Vec::new();
+        let mut found = Vec::new();
         loop {
             let (reply, _) = self.socket.recv_from_full().map_err(io_error)?;
-            let part = parse_tables(&reply, seq);
-            tables.extend(part.tables);
+            let part = parse_dump(&reply, seq);
+            found.extend(part.messages);
             if let Some(code) = part.error {
                 let error = std::io::Error::from_raw_os_error(-code);
-                return Err(DataplaneError::Dump(format!("listing the tables: {error}")));
+                return Err(DataplaneError::Dump(format!(
+                    "listing nf_tables objects: {error}"
+                )));
             }
             if part.done {
-                return Ok(tables);
+                return Ok(found);
             }
         }
     }
@@ -331,19 +345,19 @@ pub struct TableEntry {
     pub handle: u64,
 }
 
-/// What one datagram of a table dump said.
+/// What one datagram of a dump said.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct TablesPart {
-    pub tables: Vec<TableEntry>,
+pub struct DumpPart {
+    /// The messages answering the dump, header included.
+    pub messages: Vec<Vec<u8>>,
     pub done: bool,
     pub error: Option<i32>,
 }
 
-/// The tables in a datagram answering the dump numbered `seq` (anything else is skipped).
+/// The messages in a datagram answering the dump numbered `seq` (anything else is skipped).
 /// Reads what is well-formed and stops at the first thing that is not; it never panics.
-pub fn parse_tables(datagram: &[u8], seq: u32) -> TablesPart {
-    let mut part = TablesPart::default();
-    let table = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE;
+pub fn parse_dump(datagram: &[u8], seq: u32) -> DumpPart {
+    let mut part = DumpPart::default();
     for (kind, message) in messages(datagram).filter(|(_, m)| u32_at(m, 8) == Some(seq)) {
         match kind {
             NLMSG_DONE => part.done = true,
@@ -354,8 +368,7 @@ pub fn parse_tables(datagram: &[u8], seq: u32) -> TablesPart {
                     part.done = true;
                 }
             }
-            _ if kind == table => part.tables.extend(table_entry(message)),
-            _ => {}
+            _ => part.messages.push(message.to_vec()),
         }
     }
     part
@@ -363,6 +376,10 @@ pub fn parse_tables(datagram: &[u8], seq: u32) -> TablesPart {
 
 /// nlmsghdr (16), nfgenmsg (its family first), then the attributes.
 fn table_entry(message: &[u8]) -> Option<TableEntry> {
+    let table = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE;
+    if u16::from_ne_bytes(message.get(4..6)?.try_into().ok()?) != table {
+        return None;
+    }
     let attrs = message.get(20..)?;
     let name = attribute(attrs, NFTA_TABLE_NAME)?;
     let name = std::str::from_utf8(name.strip_suffix(&[0]).unwrap_or(name)).ok()?;
@@ -438,20 +455,25 @@ mod tests {
         let mut datagram = table(NFPROTO_INET, "podwall", 7, 5);
         datagram.extend(table(NFPROTO_BRIDGE, "podwall", 9, 4)); // an older request's
         datagram.extend(table(NFPROTO_BRIDGE, "podwall", 8, 5));
-        let part = parse_tables(&datagram, 5);
-        let found: Vec<(u8, &str, u64)> = (part.tables.iter())
-            .map(|t| (t.family, t.name.as_str(), t.handle))
+        let part = parse_dump(&datagram, 5);
+        let found: Vec<(u8, String, u64)> = (part.messages.iter())
+            .filter_map(|m| table_entry(m))
+            .map(|t| (t.family, t.name, t.handle))
             .collect();
+        let podwall = "podwall".to_string();
         assert_eq!(
             found,
-            [(NFPROTO_INET, "podwall", 7), (NFPROTO_BRIDGE, "podwall", 8)]
+            [
+                (NFPROTO_INET, podwall.clone(), 7),
+                (NFPROTO_BRIDGE, podwall, 8)
+            ]
         );
         assert!(!part.done);
         let mut done = Vec::new();
         push_message(&mut done, NLMSG_DONE, 0, 5, 0, 0, &[]);
-        assert!(parse_tables(&done, 5).done);
+        assert!(parse_dump(&done, 5).done);
         for cut in 0..datagram.len() {
-            let _ = parse_tables(&datagram[..cut], 5);
+            let _ = parse_dump(&datagram[..cut], 5);
         }
     }
 

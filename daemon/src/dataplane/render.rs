@@ -3,8 +3,9 @@
 //! root test (`tests/tests/integration/render.rs`).
 //!
 //! Shape (docs/design.md): every chain the compiler made is reached by `jump` from a dispatch
-//! map; a rule that allows renders as `return`, so that traffic that passes a pod's egress
-//! chain still meets the peer's ingress chain, and falling off the end of a chain drops.
+//! map; a rule that allows renders as `counter return`, so that traffic that passes a pod's
+//! egress chain still meets the peer's ingress chain, and falling off the end of a chain
+//! drops (`counter drop`; the counts are read back for `/metrics`).
 
 use std::fmt::Write;
 use std::net::IpAddr;
@@ -217,7 +218,7 @@ pub fn render_ruleset(ruleset: &Ruleset) -> String {
         for rule in &chain.rules {
             let _ = writeln!(out, "\t\t{}", rule_text(chain.direction, rule, ruleset));
         }
-        let _ = writeln!(out, "\t\tdrop\n\t}}");
+        let _ = writeln!(out, "\t\tcounter drop\n\t}}");
     }
     let _ = writeln!(out, "}}");
     out
@@ -366,7 +367,7 @@ fn rule_text(direction: Direction, rule: &PolicyRule, ruleset: &Ruleset) -> Stri
             ));
         }
     }
-    parts.push(format!("return comment \"{}\"", shape.comment));
+    parts.push(format!("counter return comment \"{}\"", shape.comment));
     parts.join(" ")
 }
 

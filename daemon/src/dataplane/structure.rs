@@ -18,7 +18,7 @@ use super::elements::{
     NFTA_SET_ELEM_LIST_ELEMENTS, NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_TABLE,
     NFT_MSG_DELSETELEM, NFT_MSG_NEWSETELEM,
 };
-use super::exprs::{self, Expr, ANONYMOUS_SET, NF_DROP};
+use super::exprs::{self, Expr, ANONYMOUS_SET};
 use super::names::TABLE;
 use super::netlink::{
     c_string, push_attr, Batch, NFPROTO_INET, NLA_F_NESTED, NLM_F_APPEND, NLM_F_CREATE,
@@ -109,7 +109,7 @@ pub fn batch(structure: &Structure) -> Batch {
             }
             push_rule(&mut batch, name, &rule.exprs, Some(&shape.comment));
         }
-        push_rule(&mut batch, name, &[Expr::Verdict(NF_DROP)], None);
+        push_rule(&mut batch, name, &exprs::counted_drop(), None);
     }
     push_elements(&mut batch, &structure.elements);
     for name in &structure.removed_chains {

@@ -7,11 +7,15 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 mod instruments;
+mod policies;
 
 use instruments::{write_family, Histogram, ResultCounter};
+pub use policies::PolicyPackets;
 
 #[derive(Debug, Default)]
 pub struct Metrics {
+    /// What the rules' counters say, per policy.
+    pub policy_packets: PolicyPackets,
     attaches: ResultCounter,
     attach_seconds: Histogram,
     /// Nanoseconds spent in each `AttachPhase`, over all attaches.
@@ -190,6 +194,7 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut out = String::new();
+        self.policy_packets.render(&mut out);
         self.attaches.render(
             &mut out,
             "podwall_attach_total",

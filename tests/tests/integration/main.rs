@@ -9,6 +9,7 @@ mod adopt;
 mod apiserver;
 mod cleanup;
 mod cni_chain;
+mod counters;
 mod daemon_restart;
 mod differential;
 mod divergence;

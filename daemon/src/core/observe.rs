@@ -1,0 +1,34 @@
+//! What the core tells `/metrics` of the state it holds: the table's size, the cluster's,
+//! and what the rules' counters say of each policy.
+
+use super::Core;
+use crate::dataplane::counters::{by_policy, RuleCount};
+
+impl Core {
+    /// The table's size and the cluster's, after each transaction.
+    pub(super) fn record_size(&self) {
+        let ruleset = &self.applied.ruleset;
+        let elements = ruleset
+            .sets
+            .values()
+            .map(podwall_policy::Set::len)
+            .sum::<usize>()
+            + ruleset.ingress.len()
+            + ruleset.egress.len();
+        self.metrics
+            .set_table_size(ruleset.chains.len(), ruleset.sets.len(), elements);
+        self.metrics.set_attachments(self.attachments.len());
+        self.metrics.set_cluster_size(
+            self.cluster.policies.len(),
+            self.cluster.pods.len(),
+            self.compiler.local_pods().count(),
+        );
+    }
+
+    /// Tell `/metrics` what a reading of the rules' counters says of the policies (see
+    /// `dataplane::counters`), by the table the kernel holds.
+    pub fn count(&self, deltas: &[(&RuleCount, u64)]) {
+        let counted = by_policy(&self.applied.ruleset, deltas);
+        (self.metrics.policy_packets).add(&counted, |p| self.cluster.policies.contains_key(p));
+    }
+}

@@ -1,0 +1,125 @@
+//! `podwall_policy_packets_total{namespace,policy,direction,verdict}` and
+//! `podwall_drops_total{direction}`: what the rules' counters say, as totals that only grow.
+//! Per policy, never per pod: the series are bounded by the policies in the cluster.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+
+use podwall_policy::{Direction, PolicyKey};
+
+use crate::dataplane::counters::ByPolicy;
+
+#[derive(Debug, Default)]
+pub struct PolicyPackets {
+    totals: Mutex<Totals>,
+}
+
+#[derive(Debug, Default)]
+struct Totals {
+    /// (policy, direction, verdict) → packets.
+    policies: BTreeMap<(PolicyKey, Direction, &'static str), u64>,
+    drops: [u64; 2],
+}
+
+impl PolicyPackets {
+    /// Add what was counted since the last reading; forget the policies not in `current`
+    /// (deleted: their series end).
+    pub fn add(&self, counted: &ByPolicy, current: impl Fn(&PolicyKey) -> bool) {
+        let mut totals = self.lock();
+        for (verdict, by) in [("allow", &counted.allowed), ("deny", &counted.denied)] {
+            for ((policy, direction), packets) in by {
+                *totals
+                    .policies
+                    .entry((policy.clone(), *direction, verdict))
+                    .or_default() += packets;
+            }
+        }
+        totals.policies.retain(|(policy, _, _), _| current(policy));
+        for (total, packets) in totals.drops.iter_mut().zip(counted.drops) {
+            *total += packets;
+        }
+    }
+
+    pub(super) fn render(&self, out: &mut String) {
+        let totals = self.lock();
+        let _ = writeln!(
+            out,
+            "# HELP podwall_policy_packets_total Packets each policy allowed (its rule matched first) or denied (dropped in a chain it isolates, allowed by none of its policies).\n\
+             # TYPE podwall_policy_packets_total counter"
+        );
+        for ((policy, direction, verdict), packets) in &totals.policies {
+            let _ = writeln!(
+                out,
+                "podwall_policy_packets_total{{namespace=\"{}\",policy=\"{}\",direction=\"{direction}\",verdict=\"{verdict}\"}} {packets}",
+                escaped(&policy.namespace),
+                escaped(&policy.name)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP podwall_drops_total Packets dropped because no policy allowed them.\n\
+             # TYPE podwall_drops_total counter"
+        );
+        for (direction, packets) in ["ingress", "egress"].iter().zip(totals.drops) {
+            let _ = writeln!(
+                out,
+                "podwall_drops_total{{direction=\"{direction}\"}} {packets}"
+            );
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Totals> {
+        // Plain totals: a panic cannot leave them half-written.
+        self.totals
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A label value as the text format wants it: a name from a manifests directory is not
+/// checked by an API server.
+fn escaped(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_grow_and_a_deleted_policy_leaves_the_page() {
+        let packets = PolicyPackets::default();
+        let (a, b) = (PolicyKey::new("x", "a"), PolicyKey::new("x", "b"));
+        let counted = ByPolicy {
+            allowed: [((a.clone(), Direction::Ingress), 3)].into(),
+            denied: [
+                ((a.clone(), Direction::Ingress), 2),
+                ((b.clone(), Direction::Ingress), 2),
+            ]
+            .into(),
+            drops: [2, 0],
+        };
+        packets.add(&counted, |_| true);
+        packets.add(&counted, |p| *p == a);
+        let mut out = String::new();
+        packets.render(&mut out);
+        assert!(out.contains(
+            "podwall_policy_packets_total{namespace=\"x\",policy=\"a\",direction=\"ingress\",verdict=\"allow\"} 6\n"
+        ), "{out}");
+        assert!(out.contains("verdict=\"deny\"} 4\n"), "{out}");
+        assert!(!out.contains("policy=\"b\""), "{out}");
+        assert!(
+            out.contains("podwall_drops_total{direction=\"ingress\"} 4\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("podwall_drops_total{direction=\"egress\"} 0\n"),
+            "{out}"
+        );
+        assert_eq!(escaped("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}
