@@ -195,6 +195,13 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         self.policy_packets.render(&mut out);
+        if let Some(rss) = resident_bytes() {
+            let _ = writeln!(
+                out,
+                "# HELP process_resident_memory_bytes Resident memory of the daemon.\n\
+                 # TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}"
+            );
+        }
         self.attaches.render(
             &mut out,
             "podwall_attach_total",
@@ -382,6 +389,14 @@ impl Metrics {
     }
 }
 
+/// The daemon's resident memory, from `/proc/self/status` (`VmRSS`, in kB).
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -419,5 +434,48 @@ mod tests {
         assert!(text.contains("podwall_attach_duration_seconds_bucket{le=\"0.05\"} 2\n"));
         assert!(text.contains("podwall_attach_duration_seconds_count 2\n"));
         assert!(text.contains("podwall_attach_total{result=\"error\"} 1\n"));
+    }
+
+    /// Every metric the Grafana dashboard queries is on the page (its `# TYPE` line is
+    /// there whether or not a series has a value yet).
+    #[test]
+    fn every_metric_the_dashboard_queries_exists() {
+        let dashboard: serde_json::Value = serde_json::from_str(include_str!(
+            "../../../install/monitoring/grafana-dashboard.json"
+        ))
+        .expect("the dashboard is JSON");
+        let page = Metrics::default().render();
+        let typed: std::collections::BTreeSet<&str> = page
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        let mut queried = std::collections::BTreeSet::new();
+        let panels = dashboard["panels"].as_array().expect("panels");
+        for target in panels
+            .iter()
+            .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+        {
+            let expr = target["expr"].as_str().expect("an expression");
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("podwall_") || word.starts_with("process_") {
+                    queried.insert(word.to_string());
+                }
+            }
+        }
+        assert!(queried.len() >= 10, "{queried:?}");
+        for metric in &queried {
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| metric.strip_suffix(suffix))
+                .filter(|base| typed.contains(base))
+                .unwrap_or(metric);
+            assert!(
+                typed.contains(family),
+                "{metric} is queried but not exported"
+            );
+        }
+        // The template variables are filled from a metric that exists too.
+        assert!(typed.contains("podwall_build_info"));
     }
 }
