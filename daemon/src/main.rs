@@ -183,7 +183,7 @@ async fn daemon(config: Config) -> anyhow::Result<()> {
             kubeconfig,
             cache_sync_timeout,
         } => {
-            let client = kube_client(kubeconfig.as_deref()).await?;
+            let client = kube::client(kubeconfig.as_deref()).await?;
             let stored = match store.cluster_interned() {
                 Ok(stored) => stored,
                 // A cache, not the truth: relist rather than refuse to start.
@@ -341,23 +341,6 @@ fn hand_over(core: &Mutex<Core>, persist_cluster: bool) {
             warn!(error = %err, "cannot record how the kernel is left: the next start swaps the whole table in")
         }
     }
-}
-
-/// A client from `--kubeconfig`, or the in-cluster config when there is none.
-async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<::kube::Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let file = ::kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            ::kube::Config::from_custom_kubeconfig(file, &Default::default())
-                .await
-                .with_context(|| format!("using kubeconfig {}", path.display()))?
-        }
-        None => ::kube::Config::incluster().context(
-            "no API server: not running in a pod; pass --kubeconfig FILE, or --manifests DIR for standalone mode",
-        )?,
-    };
-    ::kube::Client::try_from(config).context("creating the API client")
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

@@ -1,8 +1,11 @@
-//! `podwalld explain`: offline verdicts and reachability matrices from a manifests directory.
+//! `podwalld explain`: verdicts and reachability matrices from a manifests directory (or
+//! `-`, standard input: `kubectl get ... -o yaml | podwalld explain --manifests -`), or from
+//! the live cluster (`--kubeconfig`; with neither flag, the kubeconfig kubectl would use,
+//! or the in-cluster config).
 //!
 //! This file does the I/O only: it reads the directory's `*.yaml`, `*.yml` and `*.json`
-//! files in name order, prints every manifest problem on stderr (one line each), and prints
-//! what [`report`] computes and formats on stdout. Broken policies are evaluated as the
+//! files in name order (or lists the API server, `live`), prints every manifest problem on
+//! stderr (one line each), and prints what [`report`] computes and formats on stdout. Broken policies are evaluated as the
 //! daemon enforces them, fail closed: the pods they select stay isolated and the broken
 //! policy allows nothing. When a document cannot be read at all, so that a policy may be
 //! missing, nothing is evaluated.
@@ -15,16 +18,22 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use podwall_policy::{Endpoint, EvaluateError, PodKey, Protocol, Query};
+use podwall_policy::{Endpoint, EvaluateError, PodKey, Protocol, Query, Snapshot};
 
+mod live;
 pub mod report;
 
 /// The flags of `podwalld explain` (see the contract's "Explain" section).
 #[derive(Debug, clap::Args)]
 pub struct ExplainArgs {
-    /// Directory of Namespace, Pod and NetworkPolicy manifests (*.yaml, *.yml, *.json)
-    #[arg(long, value_name = "DIR")]
-    pub manifests: PathBuf,
+    /// Directory of Namespace, Pod and NetworkPolicy manifests (*.yaml, *.yml, *.json), or
+    /// `-` for one stream of them on standard input [default: the live cluster]
+    #[arg(long, value_name = "DIR|-", conflicts_with = "kubeconfig")]
+    pub manifests: Option<PathBuf>,
+    /// The live cluster's API server, from this kubeconfig [default: $KUBECONFIG,
+    /// ~/.kube/config, then the in-cluster config, as kubectl]
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
     /// Destination port of the connection
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: u16,
@@ -74,26 +83,71 @@ fn parse_target(text: &str) -> Result<Target, String> {
         .ok_or_else(|| format!("{text:?} is neither namespace/pod nor an IP address"))
 }
 
+/// Where the answer's cluster came from, for messages.
+fn source(args: &ExplainArgs) -> String {
+    match (&args.manifests, &args.kubeconfig) {
+        (Some(dir), _) if dir.as_os_str() == "-" => "standard input".to_string(),
+        (Some(dir), _) => dir.display().to_string(),
+        (None, Some(kubeconfig)) => format!("the cluster of {}", kubeconfig.display()),
+        (None, None) => "the cluster".to_string(),
+    }
+}
+
+/// The cluster to answer from, and every problem found reading it (one line each); `None`
+/// when something could not be read at all, so that a policy may be missing.
+fn cluster(args: &ExplainArgs) -> anyhow::Result<(Option<Snapshot>, Vec<String>)> {
+    let loaded = match &args.manifests {
+        Some(dir) if dir.as_os_str() == "-" => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .context("reading manifests from standard input")?;
+            podwall_policy::manifests::load([("stdin", text.as_str())])
+        }
+        Some(dir) => crate::sources::manifests::load_dir(dir)?,
+        None => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let (snapshot, broken) = runtime.block_on(async {
+                let client = match &args.kubeconfig {
+                    Some(path) => crate::sources::kube::client(Some(path)).await?,
+                    // As kubectl: $KUBECONFIG, ~/.kube/config, then the in-cluster config.
+                    None => kube::Client::try_default().await.context(
+                        "no API server: no kubeconfig ($KUBECONFIG, ~/.kube/config) and not in a pod; pass --kubeconfig FILE or --manifests DIR",
+                    )?,
+                };
+                live::snapshot(client).await
+            })?;
+            return Ok((Some(snapshot), broken));
+        }
+    };
+    // Parser messages may span lines; the contract is one line per problem.
+    let problems = (loaded.errors.iter())
+        .map(|e| e.to_string().replace('\n', " "))
+        .collect();
+    let usable = !loaded.has_fatal_errors();
+    Ok((usable.then_some(loaded.snapshot), problems))
+}
+
 /// Run `podwalld explain`; the exit status says whether the manifests were usable.
 pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
-    let loaded = crate::sources::manifests::load_dir(&args.manifests)?;
-    for error in &loaded.errors {
-        // Parser messages may span lines; the contract is one line per problem.
-        let line = error.to_string().replace('\n', " ");
-        eprintln!("podwalld explain: {line}");
+    let (snapshot, problems) = cluster(args)?;
+    for problem in &problems {
+        eprintln!("podwalld explain: {problem}");
     }
-    if loaded.has_fatal_errors() {
+    let Some(snapshot) = snapshot else {
         eprintln!(
             "podwalld explain: not evaluating: some manifests could not be read, so a policy may be missing"
         );
         return Ok(ExitCode::FAILURE);
-    }
-    let status = if loaded.errors.is_empty() {
+    };
+    let status = if problems.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     };
-    let snap = &loaded.snapshot;
+    let snap = &snapshot;
 
     let (Some(from), Some(to)) = (&args.from, &args.to) else {
         let matrix = report::matrix(snap, &args.external, args.protocol, args.port);
@@ -115,7 +169,7 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     let verdict = match report::pair(snap, &query) {
         Ok(v) => v,
         Err(e @ (EvaluateError::UnknownPod(_) | EvaluateError::FinishedPod(_))) => {
-            eprintln!("podwalld explain: {e} in {}", args.manifests.display());
+            eprintln!("podwalld explain: {e} in {}", source(args));
             return Ok(ExitCode::from(2));
         }
     };

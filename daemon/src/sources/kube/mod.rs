@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Namespace as ApiNamespace;
 use k8s_openapi::api::networking::v1::NetworkPolicy as ApiPolicy;
@@ -225,4 +226,21 @@ fn describe(err: &watcher::Error) -> String {
             text
         }
     }
+}
+
+/// A client from `--kubeconfig`, or the in-cluster config when there is none.
+pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &Default::default())
+                .await
+                .with_context(|| format!("using kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::incluster().context(
+            "no API server: not running in a pod; pass --kubeconfig FILE, or --manifests DIR for standalone mode",
+        )?,
+    };
+    kube::Client::try_from(config).context("creating the API client")
 }
