@@ -28,6 +28,9 @@ pub enum Command {
     /// Ask the running daemon which pods of this node it enforces, how (attached, adopted,
     /// quarantined) and by which policies.
     Pods(PodsArgs),
+    /// Ask the running daemon whether it is ready and serving ADDs, which pods it enforces
+    /// by which policies, and what each policy allowed and denied (exit 1 when not ready).
+    Status(PodsArgs),
 }
 
 #[derive(Debug, clap::Args)]

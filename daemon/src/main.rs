@@ -31,6 +31,7 @@ fn main() -> ExitCode {
         Some(Command::Explain(args)) => explain::run(&args),
         Some(Command::Cleanup) => cleanup(),
         Some(Command::Pods(args)) => pods(&args),
+        Some(Command::Status(args)) => status(&args),
         None => run(cli.daemon).map(|()| ExitCode::SUCCESS),
     };
     match result {
@@ -61,7 +62,7 @@ fn pods(args: &podwalld::config::PodsArgs) -> anyhow::Result<ExitCode> {
         std::time::Duration::from_secs(5),
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let podwall::wire::Reply::Pods { pods } = reply else {
+    let podwall::wire::Reply::Pods { pods, .. } = reply else {
         anyhow::bail!("the daemon answered {reply:?}, not the pods it enforces");
     };
     if args.output == "json" {
@@ -89,6 +90,74 @@ fn pods(args: &podwalld::config::PodsArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `podwalld status`: the first thing a cutover runbook checks on a node.
+fn status(args: &podwalld::config::PodsArgs) -> anyhow::Result<ExitCode> {
+    let ask = |request: &podwall::wire::Request| {
+        podwall::wire::call(&args.socket, request, std::time::Duration::from_secs(5))
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    };
+    let podwall::wire::Reply::Status {
+        ready,
+        attachments,
+        reason,
+        serving,
+    } = ask(&podwall::wire::Request::Status)?
+    else {
+        anyhow::bail!("the daemon did not answer with its status");
+    };
+    let podwall::wire::Reply::Pods { pods, policies } = ask(&podwall::wire::Request::Pods)? else {
+        anyhow::bail!("the daemon did not answer with the pods it enforces");
+    };
+    let code = if ready {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    };
+    if args.output == "json" {
+        let doc = serde_json::json!({
+            "ready": ready, "serving": serving.unwrap_or(ready), "reason": reason,
+            "attachments": attachments, "pods": pods, "policies": policies,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(code);
+    }
+    match &reason {
+        None => println!("ready: rules programmed and in sync; {attachments} attachments"),
+        Some(reason) => println!("not ready: {reason}"),
+    }
+    if !serving.unwrap_or(ready) {
+        println!("ADDs cannot be served: a change waits for the kernel");
+    }
+    let counted = |direction: &str, policy: &String| {
+        let count = policies
+            .iter()
+            .find(|c| c.direction == direction && c.policy == *policy);
+        match count {
+            Some(c) => format!("{policy} (allowed {}, denied {})", c.allowed, c.denied),
+            None => format!("{policy} (allowed 0, denied 0)"),
+        }
+    };
+    let list = |direction: &str, names: &[String]| {
+        if names.is_empty() {
+            return "-".to_string();
+        }
+        let items: Vec<String> = names.iter().map(|p| counted(direction, p)).collect();
+        items.join(", ")
+    };
+    println!("POD\tHOW\tINGRESS\tEGRESS");
+    for pod in &pods {
+        println!(
+            "{}/{}\t{}\t{}\t{}",
+            pod.namespace,
+            pod.name,
+            pod.how,
+            list("ingress", &pod.ingress),
+            list("egress", &pod.egress)
+        );
+    }
+    Ok(code)
 }
 
 fn cleanup() -> anyhow::Result<ExitCode> {

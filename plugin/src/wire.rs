@@ -110,7 +110,22 @@ pub enum Reply {
     },
     Pods {
         pods: Vec<EnforcedPod>,
+        /// What the rules' counters said of each policy so far (absent from older daemons).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        policies: Vec<PolicyCounts>,
     },
+}
+
+/// New connections a policy allowed (its rule matched first) and denied (dropped in a chain
+/// it isolates), in one direction, since the daemon started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyCounts {
+    /// `namespace/name`.
+    pub policy: String,
+    /// `ingress` or `egress`.
+    pub direction: String,
+    pub allowed: u64,
+    pub denied: u64,
 }
 
 /// A pod this node enforces.

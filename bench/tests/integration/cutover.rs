@@ -79,7 +79,7 @@ fn a_node_cuts_over_from_kube_router_without_a_moment_unenforced() {
         node.start_daemon();
         // 2. `podwalld pods` says every pod is enforced, db by its policy.
         let confirmed = eventually(Duration::from_secs(10), || {
-            let Ok(Reply::Pods { pods }) = node.call(&Request::Pods) else {
+            let Ok(Reply::Pods { pods, .. }) = node.call(&Request::Pods) else {
                 return false;
             };
             let db = pods.iter().find(|p| p.name == "db");

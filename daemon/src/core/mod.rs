@@ -252,6 +252,7 @@ impl Core {
             Request::Gc { valid } => self.gc(&valid),
             Request::Pods => Ok(Reply::Pods {
                 pods: self.enforced_pods(),
+                policies: self.metrics.policy_packets.counts(),
             }),
         }
     }

@@ -939,7 +939,7 @@ fn pods_lists_each_enforced_pod_how_and_by_which_policies() {
     let dir = tempfile::tempdir().unwrap();
     let (mut core, _) = core_with(dir.path(), cluster(&format!("{RUNNING_HERE}---{DENY_X}")));
     attach(&mut core, "y", "b", "10.0.0.3");
-    let Ok(Reply::Pods { pods }) = core.handle(Request::Pods) else {
+    let Ok(Reply::Pods { pods, .. }) = core.handle(Request::Pods) else {
         panic!("a pods reply")
     };
     let seen: Vec<(String, String, Vec<String>)> = pods

@@ -41,6 +41,28 @@ impl PolicyPackets {
         }
     }
 
+    /// The totals per policy and direction, for `podwalld status`.
+    pub fn counts(&self) -> Vec<podwall::wire::PolicyCounts> {
+        let totals = self.lock();
+        let mut counts: BTreeMap<(String, Direction), podwall::wire::PolicyCounts> =
+            BTreeMap::new();
+        for ((policy, direction, verdict), packets) in &totals.policies {
+            let entry = counts
+                .entry((policy.to_string(), *direction))
+                .or_insert_with(|| podwall::wire::PolicyCounts {
+                    policy: policy.to_string(),
+                    direction: direction.to_string(),
+                    allowed: 0,
+                    denied: 0,
+                });
+            match *verdict {
+                "allow" => entry.allowed += packets,
+                _ => entry.denied += packets,
+            }
+        }
+        counts.into_values().collect()
+    }
+
     pub(super) fn render(&self, out: &mut String) {
         let totals = self.lock();
         let _ = writeln!(
@@ -121,5 +143,12 @@ mod tests {
             "{out}"
         );
         assert_eq!(escaped("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        let counts = packets.counts();
+        assert_eq!(counts.len(), 1);
+        assert_eq!(
+            (counts[0].policy.as_str(), counts[0].direction.as_str()),
+            ("x/a", "ingress")
+        );
+        assert_eq!((counts[0].allowed, counts[0].denied), (6, 4));
     }
 }

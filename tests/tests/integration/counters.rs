@@ -1,7 +1,7 @@
 //! Issue 15: every policy rule and every chain's final drop counts its packets, and
 //! `/metrics` tells them per policy: the allowed connections a test opens are counted for the
 //! policy that allowed them, the denied ones for the policy that isolates the pod, and in
-//! `podwall_drops_total`.
+//! `podwall_drops_total`; `podwalld status` shows them next to the pods.
 
 use std::time::Duration;
 
@@ -92,4 +92,24 @@ fn metrics_count_the_packets_each_policy_allowed_and_denied() {
     );
     assert_eq!(m.value("podwall_policies"), 1.0);
     assert_eq!(m.value("podwall_local_pods"), 3.0);
+
+    // `podwalld status`, over the socket: ready, and web's policy with its counts.
+    let out = std::process::Command::new(podwall_tests::bins::daemon())
+        .args(["status", "--socket"])
+        .arg(node.socket())
+        .output()
+        .expect("podwalld status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.starts_with("ready:"), "{text}");
+    let web_line = text
+        .lines()
+        .find(|l| l.starts_with("app/web\t"))
+        .unwrap_or_default();
+    assert!(
+        web_line.contains(&format!(
+            "app/web-from-client (allowed {allowed}, denied {denied})"
+        )),
+        "{text}"
+    );
 }
