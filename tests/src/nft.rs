@@ -192,16 +192,7 @@ fn verdict_text(value: &Value) -> String {
 
 /// Is `inet podwall` present in the namespace?
 pub fn table_exists(ns: &TestNetns) -> Result<bool> {
-    let out = ns
-        .exec(&["nft", "-j", "list", "tables"])
-        .and_then(Output::ok)?;
-    let doc: Value = serde_json::from_str(&out.stdout).context("nft -j list tables is not JSON")?;
-    Ok(doc["nftables"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|item| item.get("table"))
-        .any(|t| t["family"] == FAMILY && t["name"] == TABLE))
+    Ok(table_handles(ns)?.contains_key(FAMILY))
 }
 
 /// The kernel's handle of each of podwall's tables, by family: a table deleted and created

@@ -11,8 +11,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket};
 
 use super::netlink::{
-    attribute, kernel_socket, messages, push_attr, push_message, u32_at, NLA_F_NESTED, NLMSG_DONE,
-    NLMSG_ERROR, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
+    self, attribute, kernel_socket, push_attr, push_message, NLA_F_NESTED, NLM_F_ACK, NLM_F_DUMP,
+    NLM_F_REQUEST,
 };
 use super::DataplaneError;
 
@@ -120,22 +120,15 @@ pub struct DumpPart {
 /// The flows in a datagram of a conntrack dump (those without ports are skipped). Reads what
 /// is well-formed and stops at the first thing that is not; it never panics.
 pub fn parse_dump(datagram: &[u8]) -> DumpPart {
-    let mut part = DumpPart::default();
-    for (kind, message) in messages(datagram) {
-        match kind {
-            NLMSG_DONE => part.done = true,
-            NLMSG_ERROR => {
-                let code = u32_at(message, 16).map_or(0, |c| c as i32);
-                if code != 0 {
-                    part.error = Some(code);
-                    part.done = true;
-                }
-            }
-            // nlmsghdr (16) + nfgenmsg (4), then the attributes.
-            _ => part.flows.extend(message.get(20..).and_then(flow)),
-        }
+    let reply = netlink::parse_dump(datagram, None);
+    DumpPart {
+        // nlmsghdr (16) + nfgenmsg (4), then the attributes.
+        flows: (reply.messages.iter())
+            .filter_map(|m| m.get(20..).and_then(flow))
+            .collect(),
+        done: reply.done,
+        error: reply.error,
     }
-    part
 }
 
 /// One ctnetlink request.
@@ -312,6 +305,7 @@ fn io(source: std::io::Error) -> DataplaneError {
 
 #[cfg(test)]
 mod tests {
+    use super::super::netlink::{NLMSG_DONE, NLMSG_ERROR};
     use super::*;
 
     fn tcp(src: &str, dst: &str) -> Flow {

@@ -315,7 +315,7 @@ impl NftSocket {
         let mut found = Vec::new();
         loop {
             let (reply, _) = self.socket.recv_from_full().map_err(io_error)?;
-            let part = parse_dump(&reply, seq);
+            let part = parse_dump(&reply, Some(seq));
             found.extend(part.messages);
             if let Some(code) = part.error {
                 let error = std::io::Error::from_raw_os_error(-code);
@@ -347,18 +347,20 @@ pub struct TableEntry {
 
 /// What one datagram of a dump said.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct DumpPart {
+pub struct DumpReply {
     /// The messages answering the dump, header included.
     pub messages: Vec<Vec<u8>>,
     pub done: bool,
     pub error: Option<i32>,
 }
 
-/// The messages in a datagram answering the dump numbered `seq` (anything else is skipped).
-/// Reads what is well-formed and stops at the first thing that is not; it never panics.
-pub fn parse_dump(datagram: &[u8], seq: u32) -> DumpPart {
-    let mut part = DumpPart::default();
-    for (kind, message) in messages(datagram).filter(|(_, m)| u32_at(m, 8) == Some(seq)) {
+/// The messages in a datagram answering the request numbered `seq` (anything else is
+/// skipped), or any request when `None`. Reads what is well-formed and stops at the first
+/// thing that is not; it never panics.
+pub fn parse_dump(datagram: &[u8], seq: Option<u32>) -> DumpReply {
+    let mut part = DumpReply::default();
+    let answers = |m: &&[u8]| seq.is_none() || u32_at(m, 8) == seq;
+    for (kind, message) in messages(datagram).filter(|(_, m)| answers(m)) {
         match kind {
             NLMSG_DONE => part.done = true,
             NLMSG_ERROR => {
@@ -455,7 +457,7 @@ mod tests {
         let mut datagram = table(NFPROTO_INET, "podwall", 7, 5);
         datagram.extend(table(NFPROTO_BRIDGE, "podwall", 9, 4)); // an older request's
         datagram.extend(table(NFPROTO_BRIDGE, "podwall", 8, 5));
-        let part = parse_dump(&datagram, 5);
+        let part = parse_dump(&datagram, Some(5));
         let found: Vec<(u8, String, u64)> = (part.messages.iter())
             .filter_map(|m| table_entry(m))
             .map(|t| (t.family, t.name, t.handle))
@@ -471,9 +473,9 @@ mod tests {
         assert!(!part.done);
         let mut done = Vec::new();
         push_message(&mut done, NLMSG_DONE, 0, 5, 0, 0, &[]);
-        assert!(parse_dump(&done, 5).done);
+        assert!(parse_dump(&done, Some(5)).done);
         for cut in 0..datagram.len() {
-            let _ = parse_dump(&datagram[..cut], 5);
+            let _ = parse_dump(&datagram[..cut], Some(5));
         }
     }
 
