@@ -82,7 +82,26 @@ where
 
 /// The watchers. Once every kind has listed, the whole snapshot is sent; after that, the
 /// changes of each batch.
-pub async fn run(
+///
+/// Every kind is marked unsynced in `health` when this is called, not when the returned
+/// future first runs: a caller may start serving before it spawns the watchers (a start
+/// from the stored state), and readiness must not be green in between.
+pub fn run(
+    client: Client,
+    cache: Cache,
+    tx: Updates,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    node: String,
+    shutdown: CancellationToken,
+) -> impl std::future::Future<Output = ()> {
+    for kind in Kind::ALL {
+        health.set_source(kind.as_str(), Err("waiting for the first list".into()));
+    }
+    watch(client, cache, tx, health, metrics, node, shutdown)
+}
+
+async fn watch(
     client: Client,
     mut cache: Cache,
     tx: Updates,
@@ -107,9 +126,6 @@ pub async fn run(
         )
         .boxed(),
     ]);
-    for kind in Kind::ALL {
-        health.set_source(kind.as_str(), Err("waiting for the first list".into()));
-    }
     let mut failing: BTreeMap<Kind, Instant> = BTreeMap::new();
     loop {
         let first = tokio::select! {
@@ -243,4 +259,33 @@ pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube
         )?,
     };
     kube::Client::try_from(config).context("creating the API client")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_kind_is_unsynced_from_the_call_not_from_the_first_poll() {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("a URL"));
+        let client = Client::try_from(config).expect("a client");
+        let health = Arc::new(Health::default());
+        health.set_ready();
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let watchers = run(
+            client,
+            Cache::default(),
+            tx,
+            health.clone(),
+            Arc::new(Metrics::default()),
+            "n1".into(),
+            CancellationToken::new(),
+        );
+        // Not spawned yet: a start from the stored state serves first.
+        let reason = health.reason().unwrap_or_default();
+        for kind in Kind::ALL {
+            assert!(reason.contains(kind.as_str()), "{reason}");
+        }
+        drop(watchers);
+    }
 }
