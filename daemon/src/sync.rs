@@ -133,7 +133,9 @@ pub async fn count_policies(core: Arc<Mutex<Core>>, shutdown: CancellationToken)
             // The tally survives a failed reading: totals must never count a packet twice.
             match read(socket) {
                 Ok((reading, socket)) => {
-                    lock(&core).count(&tally.packets_since(&reading));
+                    if let Some(reading) = reading {
+                        lock(&core).count(&tally.packets_since(&reading));
+                    }
                     (tally, Ok(socket))
                 }
                 Err(err) => (tally, Err(err)),

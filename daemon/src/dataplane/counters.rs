@@ -3,9 +3,10 @@
 //! read costs the same at any cluster size.
 //!
 //! The kernel's counters start at zero whenever a rule is created again (a chain refilled,
-//! the table swapped), and a rule created again has a new handle (the kernel numbers a
-//! table's rules and never reuses a number); `Tally` turns the readings into totals that
-//! only grow, as Prometheus counters must.
+//! the table swapped). A rule created again in the same table has a new handle (the kernel
+//! numbers a table's rules and never reuses a number); a table swapped in whole numbers its
+//! rules anew, but has a new handle itself. `Tally` turns the readings into totals that only
+//! grow, as Prometheus counters must.
 
 use std::collections::BTreeMap;
 
@@ -41,12 +42,36 @@ pub struct RuleCount {
     pub bytes: u64,
 }
 
-/// Every counted rule of podwall's policy table, in the kernel's order.
-pub fn read(socket: &mut NftSocket) -> Result<Vec<RuleCount>, DataplaneError> {
+/// One reading: the policy table it was taken of (its handle) and its counted rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reading {
+    pub table: u64,
+    pub rules: Vec<RuleCount>,
+}
+
+/// Every counted rule of podwall's policy table, in the kernel's order; `None` when there is
+/// no table, or it was swapped while it was being read (the next reading counts it).
+pub fn read(socket: &mut NftSocket) -> Result<Option<Reading>, DataplaneError> {
+    let before = table_handle(socket)?;
     let mut attrs = Vec::new();
     push_attr(&mut attrs, NFTA_RULE_TABLE, &c_string(TABLE));
-    let messages = socket.dump(NFT_MSG_GETRULE, NFPROTO_INET, &attrs)?;
-    Ok(messages.iter().filter_map(|m| rule_count(m)).collect())
+    let messages = socket.dump(
+        "the rules of table inet podwall",
+        NFT_MSG_GETRULE,
+        NFPROTO_INET,
+        &attrs,
+    )?;
+    let after = table_handle(socket)?;
+    Ok(before.filter(|b| after == Some(*b)).map(|table| Reading {
+        table,
+        rules: messages.iter().filter_map(|m| rule_count(m)).collect(),
+    }))
+}
+
+fn table_handle(socket: &mut NftSocket) -> Result<Option<u64>, DataplaneError> {
+    Ok((socket.tables()?.into_iter())
+        .find(|t| t.family == NFPROTO_INET && t.name == TABLE)
+        .map(|t| t.handle))
 }
 
 /// The count of a rule message that has a counter. Never panics on what it reads.
@@ -87,9 +112,12 @@ fn comment(mut udata: &[u8]) -> Option<String> {
 }
 
 /// Totals that only grow, from readings of counters that restart at zero when their rule is
-/// created again (under a new handle).
+/// created again (under a new rule handle, or in a new table).
 #[derive(Debug, Default)]
 pub struct Tally {
+    /// The table the last reading was of.
+    table: Option<u64>,
+    /// Each rule's packets at the last reading, by rule handle.
     last: BTreeMap<u64, u64>,
     /// The next reading only sets the baseline (see `resumed`).
     resuming: bool,
@@ -100,22 +128,22 @@ impl Tally {
     /// that no packet already in the totals is counted twice.
     pub fn resumed() -> Self {
         Tally {
-            last: BTreeMap::new(),
             resuming: true,
+            ..Tally::default()
         }
     }
 
     /// The packets each rule of `reading` counted since the last reading: all of them for a
     /// rule not seen before.
-    pub fn packets_since<'a>(&mut self, reading: &'a [RuleCount]) -> Vec<(&'a RuleCount, u64)> {
+    pub fn packets_since<'a>(&mut self, reading: &'a Reading) -> Vec<(&'a RuleCount, u64)> {
+        let same_table = self.table.replace(reading.table) == Some(reading.table);
         let last = std::mem::take(&mut self.last);
-        let counted = reading
-            .iter()
+        let counted = (reading.rules.iter())
             .map(|count| {
                 let before = match last.get(&count.handle) {
-                    Some(before) => *before,
-                    None if self.resuming => count.packets,
-                    None => 0,
+                    Some(before) if same_table => *before,
+                    _ if self.resuming => count.packets,
+                    _ => 0,
                 };
                 self.last.insert(count.handle, count.packets);
                 (count, count.packets.saturating_sub(before))
@@ -226,7 +254,7 @@ mod tests {
     }
 
     #[test]
-    fn totals_grow_across_a_rule_created_again() {
+    fn totals_grow_across_a_rule_or_a_table_created_again() {
         let count = |handle, packets| RuleCount {
             chain: "in_1".into(),
             handle,
@@ -234,28 +262,41 @@ mod tests {
             packets,
             bytes: 0,
         };
-        let mut tally = Tally::default();
-        let mut deltas = |reading: &[RuleCount]| -> Vec<u64> {
+        let reading = |table, rules: Vec<RuleCount>| Reading { table, rules };
+        let deltas = |tally: &mut Tally, reading: &Reading| -> Vec<u64> {
             tally
                 .packets_since(reading)
                 .iter()
                 .map(|(_, d)| *d)
                 .collect()
         };
-        assert_eq!(deltas(&[count(1, 5), count(2, 2)]), [5, 2]);
-        assert_eq!(deltas(&[count(1, 9), count(2, 2)]), [4, 0]);
+        let mut tally = Tally::default();
+        assert_eq!(
+            deltas(&mut tally, &reading(1, vec![count(1, 5), count(2, 2)])),
+            [5, 2]
+        );
+        assert_eq!(
+            deltas(&mut tally, &reading(1, vec![count(1, 9), count(2, 2)])),
+            [4, 0]
+        );
         // The chain was refilled: new rules, new handles, counting from zero, and one that
         // counted more than its predecessor had is still counted whole.
-        assert_eq!(deltas(&[count(3, 12), count(4, 1)]), [12, 1]);
+        assert_eq!(
+            deltas(&mut tally, &reading(1, vec![count(3, 12), count(4, 1)])),
+            [12, 1]
+        );
+        // The table was swapped in whole: its rules are numbered anew, from the same handles.
+        assert_eq!(
+            deltas(&mut tally, &reading(2, vec![count(3, 20), count(4, 1)])),
+            [20, 1]
+        );
         let mut resumed = Tally::resumed();
-        let first: Vec<u64> = (resumed.packets_since(&[count(3, 20)]).iter())
-            .map(|(_, d)| *d)
-            .collect();
-        assert_eq!(first, [0], "a resumed tally sets its baseline first");
-        let next: Vec<u64> = (resumed.packets_since(&[count(3, 25)]).iter())
-            .map(|(_, d)| *d)
-            .collect();
-        assert_eq!(next, [5]);
+        assert_eq!(
+            deltas(&mut resumed, &reading(2, vec![count(3, 20)])),
+            [0],
+            "baseline first"
+        );
+        assert_eq!(deltas(&mut resumed, &reading(2, vec![count(3, 25)])), [5]);
     }
 
     #[test]

@@ -293,14 +293,16 @@ impl NftSocket {
 
     /// Every table of the namespace, as the kernel lists them (no content: cheap).
     pub fn tables(&mut self) -> Result<Vec<TableEntry>, DataplaneError> {
-        let messages = self.dump(NFT_MSG_GETTABLE, AF_UNSPEC, &[])?;
+        let messages = self.dump("the tables", NFT_MSG_GETTABLE, AF_UNSPEC, &[])?;
         Ok(messages.iter().filter_map(|m| table_entry(m)).collect())
     }
 
     /// The messages answering a dump request of `kind` (`NFT_MSG_GET*`) with `attrs`, up to
-    /// the kernel's DONE: each a whole message, header included.
+    /// the kernel's DONE: each a whole message, header included. `what` names the objects
+    /// in an error.
     pub fn dump(
         &mut self,
+        what: &str,
         kind: u16,
         family: u8,
         attrs: &[u8],
@@ -319,9 +321,7 @@ impl NftSocket {
             found.extend(part.messages);
             if let Some(code) = part.error {
                 let error = std::io::Error::from_raw_os_error(-code);
-                return Err(DataplaneError::Dump(format!(
-                    "listing nf_tables objects: {error}"
-                )));
+                return Err(DataplaneError::Dump(format!("listing {what}: {error}")));
             }
             if part.done {
                 return Ok(found);
