@@ -27,14 +27,14 @@ pub enum Command {
     Cleanup,
     /// Ask the running daemon which pods of this node it enforces, how (attached, adopted,
     /// quarantined) and by which policies.
-    Pods(PodsArgs),
+    Pods(QueryArgs),
     /// Ask the running daemon whether it is ready and serving ADDs, which pods it enforces
     /// by which policies, and what each policy allowed and denied (exit 1 when not ready).
-    Status(PodsArgs),
+    Status(QueryArgs),
 }
 
 #[derive(Debug, clap::Args)]
-pub struct PodsArgs {
+pub struct QueryArgs {
     /// The daemon's Unix socket.
     #[arg(long, default_value = podwall::DEFAULT_SOCKET)]
     pub socket: PathBuf,

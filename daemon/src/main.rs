@@ -55,7 +55,7 @@ fn usage_line(message: &str) -> String {
 }
 
 /// `podwalld pods`: the daemon's answer, one pod a line (or as JSON).
-fn pods(args: &podwalld::config::PodsArgs) -> anyhow::Result<ExitCode> {
+fn pods(args: &podwalld::config::QueryArgs) -> anyhow::Result<ExitCode> {
     let reply = podwall::wire::call(
         &args.socket,
         &podwall::wire::Request::Pods,
@@ -93,7 +93,7 @@ fn pods(args: &podwalld::config::PodsArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// `podwalld status`: the first thing a cutover runbook checks on a node.
-fn status(args: &podwalld::config::PodsArgs) -> anyhow::Result<ExitCode> {
+fn status(args: &podwalld::config::QueryArgs) -> anyhow::Result<ExitCode> {
     let ask = |request: &podwall::wire::Request| {
         podwall::wire::call(&args.socket, request, std::time::Duration::from_secs(5))
             .map_err(|e| anyhow::anyhow!("{e}"))
@@ -388,22 +388,10 @@ async fn daemon(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// With every task ended: write the cluster state a last time (Kubernetes mode) and record
-/// how the kernel is left, so that the next start can keep the table instead of swapping
-/// it in again.
+/// With every task ended: record how the kernel is left (see `Core::hand_over`), so that
+/// the next start can keep the table instead of swapping it in again.
 fn hand_over(core: &Mutex<Core>, persist_cluster: bool) {
-    let mut core = lock(core);
-    if persist_cluster {
-        let (store, cluster) = core.cluster_to_store();
-        if let Err(err) = store.put_cluster(&cluster) {
-            warn!(
-                error = format!("{:#}", anyhow::Error::from(err)),
-                "cannot store the cluster state at stop: the next start swaps the whole table in"
-            );
-            return;
-        }
-    }
-    match core.hand_over() {
+    match lock(core).hand_over(persist_cluster) {
         Ok(true) => info!("recorded how the kernel is left: the next start can keep the table"),
         Ok(false) => {}
         Err(err) => {

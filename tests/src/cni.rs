@@ -52,6 +52,13 @@ impl Pod {
         pod
     }
 
+    /// Pods `namespace/name` for each of `names`, labelled `{prefix}-{name}`.
+    pub fn all_named(prefix: &str, namespace: &str, names: &[&str]) -> Vec<Self> {
+        (names.iter())
+            .map(|name| Self::named(&format!("{prefix}-{name}"), namespace, name))
+            .collect()
+    }
+
     /// The addresses on the pod's interface, read from the kernel (link-local excluded);
     /// empty when the interface does not exist.
     pub fn ips(&self) -> Vec<IpAddr> {

@@ -18,11 +18,16 @@ use crate::dataplane::{Digest, Handover};
 pub(super) const READ_BACK: &str = "handover";
 
 impl Core {
-    /// At a clean stop, once nothing else will change the kernel: stop taking requests and
-    /// record how the kernel is left. Returns whether a record was written; none is while
-    /// changes are pending, since the kernel does not hold the desired state then.
-    pub fn hand_over(&mut self) -> Result<bool, CoreError> {
+    /// At a clean stop, once nothing else will change the kernel: stop taking requests,
+    /// write the cluster state a last time when `persist_cluster` (Kubernetes mode: the
+    /// next start compiles it), and record how the kernel is left. Returns whether a record
+    /// was written; none is while changes are pending (the kernel does not hold the desired
+    /// state then) or when the cluster state could not be written.
+    pub fn hand_over(&mut self, persist_cluster: bool) -> Result<bool, CoreError> {
         self.stopped = true;
+        if persist_cluster {
+            self.store.put_cluster(&self.cluster)?;
+        }
         if self.pending.is_some() {
             warn!("changes are pending at stop: the next start swaps the whole table in");
             return Ok(false);
@@ -93,7 +98,7 @@ mod tests {
         let mut core = start(dir, cluster(DENY_X), kernel, Options::default());
         attach(&mut core, "x", "a", "10.0.0.2");
         attach(&mut core, "y", "b", "10.0.0.3");
-        assert!(core.hand_over().unwrap(), "recorded");
+        assert!(core.hand_over(true).unwrap(), "recorded");
         let refused = core.handle(Request::Status).unwrap_err();
         assert_eq!(
             refused,
@@ -163,16 +168,7 @@ mod tests {
         let kernel = Shared::default();
         stopped(dir.path(), &kernel);
         let mut core = start(dir.path(), cluster(DENY_X), &kernel, Options::default());
-        kernel
-            .0
-            .lock()
-            .unwrap()
-            .table
-            .as_mut()
-            .unwrap()
-            .ruleset
-            .chains
-            .clear();
+        kernel.edit(|table| table.ruleset.chains.clear());
         let drift = core.reconcile().unwrap();
         assert!(!drift.is_empty());
         assert!(core.health.is_ready(), "{:?}", core.health.reason());
@@ -190,7 +186,7 @@ mod tests {
                 attachment: super::super::tests::attachment("x", "a", "10.0.0.2"),
             })
             .is_err());
-        assert!(!core.hand_over().unwrap());
+        assert!(!core.hand_over(true).unwrap());
         drop(core);
         let before = replaces(&kernel);
         let mut core = start(dir.path(), cluster(DENY_X), &kernel, Options::default());

@@ -51,6 +51,10 @@ impl Shared {
             .cloned()
             .expect("a call")
     }
+    /// Change the kernel's table behind the core's back, as a hand edit would.
+    pub(super) fn edit(&self, change: impl FnOnce(&mut Desired)) {
+        change(self.0.lock().unwrap().table.as_mut().expect("a table"));
+    }
     pub(super) fn table(&self) -> Ruleset {
         self.0
             .lock()
@@ -333,16 +337,7 @@ fn check_notices_a_deleted_element() {
         core.handle(Request::Check { id: id.clone() }),
         Ok(Reply::Checked)
     );
-    kernel
-        .0
-        .lock()
-        .unwrap()
-        .table
-        .as_mut()
-        .unwrap()
-        .ruleset
-        .egress
-        .clear();
+    kernel.edit(|table| table.ruleset.egress.clear());
     let err = core.handle(Request::Check { id }).unwrap_err();
     assert!(matches!(err, CoreError::RulesMissing(_)), "{err}");
     assert!(

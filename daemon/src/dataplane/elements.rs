@@ -111,7 +111,9 @@ impl ElementOp {
 /// same set share one message.
 pub fn push_elements(batch: &mut Batch, ops: &[ElementOp]) {
     for group in ops.chunk_by(same_message) {
-        let (kind, flags) = match &group[0] {
+        // `chunk_by` yields no empty group.
+        let [first, ..] = group else { continue };
+        let (kind, flags) = match first {
             ElementOp::Add { .. } => (NFT_MSG_NEWSETELEM, NLM_F_CREATE),
             ElementOp::Delete { .. } => (NFT_MSG_DELSETELEM, 0),
         };
@@ -121,14 +123,14 @@ pub fn push_elements(batch: &mut Batch, ops: &[ElementOp]) {
         for elements in element_lists(group.iter().map(element)) {
             let mut body = Vec::new();
             push_attr(&mut body, NFTA_SET_ELEM_LIST_TABLE, &c_string(TABLE));
-            push_attr(&mut body, NFTA_SET_ELEM_LIST_SET, &c_string(group[0].set()));
+            push_attr(&mut body, NFTA_SET_ELEM_LIST_SET, &c_string(first.set()));
             push_attr(
                 &mut body,
                 NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED,
                 &elements,
             );
-            let what = format!("elements of set {}", group[0].set());
-            batch.push(kind, flags, group[0].family(), body, what);
+            let what = format!("elements of set {}", first.set());
+            batch.push(kind, flags, first.family(), body, what);
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use podwall_tests::manifests::{documents, namespace, PodManifest};
+use podwall_tests::manifests::role_pods;
 use podwall_tests::probe::{self, EchoServer};
 use podwall_tests::{eventually, Metrics, Node, NodeOptions, Pod};
 
@@ -32,27 +32,13 @@ fn series(metrics: &Metrics, verdict: &str) -> f64 {
 #[test]
 #[ignore = "needs root: creates network namespaces"]
 fn metrics_count_the_packets_each_policy_allowed_and_denied() {
-    let world = documents(&[
-        namespace("app", &[]),
-        PodManifest::new("app", "web")
-            .labels(&[("role", "web")])
-            .yaml(),
-        PodManifest::new("app", "client")
-            .labels(&[("role", "client")])
-            .yaml(),
-        PodManifest::new("app", "other")
-            .labels(&[("role", "other")])
-            .yaml(),
-    ]);
+    let world = role_pods("app", &["web", "client", "other"]);
     let node = Node::standalone(
         "counters",
         NodeOptions::default(),
         &[("world.yaml", world), ("policy.yaml", POLICY.into())],
     );
-    let pods: Vec<Pod> = ["web", "client", "other"]
-        .iter()
-        .map(|n| Pod::named(&format!("ct-{n}"), "app", n))
-        .collect();
+    let pods = Pod::all_named("ct", "app", &["web", "client", "other"]);
     node.add_all(&pods.iter().collect::<Vec<_>>());
     let (web, client, other) = (&pods[0], &pods[1], &pods[2]);
     let server = EchoServer::start(&web.netns, 7000);

@@ -110,10 +110,7 @@ spec:
             ("policy.yaml", only_client.into()),
         ],
     );
-    let pods: Vec<Pod> = ["web", "client", "other"]
-        .iter()
-        .map(|r| Pod::named(&format!("ho-{r}"), "app", r))
-        .collect();
+    let pods = Pod::all_named("ho", "app", &["web", "client", "other"]);
     node.add_all(&pods.iter().collect::<Vec<_>>());
     let (web, client, other) = (&pods[0], &pods[1], &pods[2]);
     let server = EchoServer::start(&web.netns, 7000);

@@ -130,6 +130,26 @@ fn load_whole(node: &TestNetns, desired: &Desired) {
     assert!(out.success(), "nft refused the script: {}", out.stderr);
 }
 
+/// Apply the structural change from `applied` to `next` over netlink in `node`, load `next`
+/// whole with `nft -f` in a namespace of its own, and return both listings.
+type Listing = std::collections::BTreeMap<String, Vec<String>>;
+fn built_and_loaded(
+    step: &str,
+    node: &TestNetns,
+    applied: &Desired,
+    next: &Desired,
+) -> (Listing, Listing) {
+    let delta = applied.ruleset.diff(&next.ruleset);
+    let Transaction::Structure(structure) = transaction_for(applied, &delta, &next.guard) else {
+        panic!("{step}: a structural change")
+    };
+    node.run_in(|| NftKernel::default().apply_structure(&structure))
+        .unwrap_or_else(|e| panic!("{step}: the kernel refused the batch: {e}"));
+    let whole = TestNetns::new("struct-nft");
+    load_whole(&whole, next);
+    (listing(node).unwrap(), listing(&whole).unwrap())
+}
+
 #[test]
 #[ignore = "needs root: creates network namespaces"]
 fn structural_changes_over_netlink_read_back_as_the_same_table_loaded_whole() {
@@ -146,16 +166,7 @@ fn structural_changes_over_netlink_read_back_as_the_same_table_loaded_whole() {
     load_whole(&node, &empty);
     let mut applied = empty;
     for (step, next) in steps {
-        let delta = applied.ruleset.diff(&next.ruleset);
-        let Transaction::Structure(structure) = transaction_for(&applied, &delta, &next.guard)
-        else {
-            panic!("{step}: a structural change")
-        };
-        node.run_in(|| NftKernel::default().apply_structure(&structure))
-            .unwrap_or_else(|e| panic!("{step}: the kernel refused the batch: {e}"));
-        let whole = TestNetns::new("struct-nft");
-        load_whole(&whole, &next);
-        let (built, loaded) = (listing(&node).unwrap(), listing(&whole).unwrap());
+        let (built, loaded) = built_and_loaded(step, &node, &applied, &next);
         assert!(
             loaded.len() > 10,
             "{step}: the listing holds the tables: {loaded:?}"
@@ -356,15 +367,7 @@ spec:
     let (before, after) = (compile(""), compile(policy));
     let node = TestNetns::new("struct-big");
     load_whole(&node, &before);
-    let delta = before.ruleset.diff(&after.ruleset);
-    let Transaction::Structure(structure) = transaction_for(&before, &delta, &after.guard) else {
-        panic!("a structural change")
-    };
-    node.run_in(|| NftKernel::default().apply_structure(&structure))
-        .unwrap_or_else(|e| panic!("the kernel refused the batch: {e}"));
-    let whole = TestNetns::new("struct-bignft");
-    load_whole(&whole, &after);
-    let (built, loaded) = (listing(&node).unwrap(), listing(&whole).unwrap());
+    let (built, loaded) = built_and_loaded("6,000 peers", &node, &before, &after);
     let differences = listing_differences(&built, &loaded);
     assert!(differences.is_empty(), "{}", differences.join("\n"));
     let largest = (after.ruleset.sets.values())
