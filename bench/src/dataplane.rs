@@ -652,6 +652,7 @@ fn measure_world(options: &Options, peers: usize) -> Result<(WorldReport, Vec<Ro
     let applied = Desired {
         ruleset: compiler.ruleset().clone(),
         guard: guard_of(&locals),
+        logging: None,
     };
     let started = Instant::now();
     let script = render(&applied);

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use crate::droplog;
 use crate::explain::ExplainArgs;
 
 /// podwall node daemon: enforces Kubernetes NetworkPolicy for the pods of this node.
@@ -81,6 +82,17 @@ pub struct DaemonArgs {
     /// wins (it can set levels per module).
     #[arg(long, default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     pub log_level: String,
+    /// Where the drop log's lines go (one JSON object a line for each packet a policy
+    /// denies): `-` for stdout, a file (appended to), or `none` (no log rules at all).
+    #[arg(long, default_value = "-", value_name = "FILE|-|none")]
+    pub drop_log: String,
+    /// The drop log's lines a second for any one pod, however many flows it sends or
+    /// receives; what is held back is told in one line a second.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub drop_log_rate: u32,
+    /// The nfnetlink_log group the pod chains log to (one process per node may read a group).
+    #[arg(long, default_value_t = 1027)]
+    pub drop_log_group: u16,
 }
 
 /// A duration as Go writes one (`time.ParseDuration`), so that kube-router's values copy
@@ -148,6 +160,7 @@ pub struct Config {
     pub log_json: bool,
     /// The default level filter (`RUST_LOG` overrides it).
     pub log_level: String,
+    pub drop_log: droplog::Settings,
 }
 
 /// Where the daemon learns the cluster.
@@ -207,6 +220,16 @@ impl Config {
             cni_cache_dir: args.cni_cache_dir,
             log_json: args.log_format == "json",
             log_level: args.log_level,
+            drop_log: droplog::Settings {
+                output: match args.drop_log.as_str() {
+                    "" => return Err(ConfigError::Empty { flag: "drop-log" }),
+                    "-" => droplog::Output::Stdout,
+                    "none" => droplog::Output::None,
+                    path => droplog::Output::File(path.into()),
+                },
+                rate: args.drop_log_rate,
+                group: args.drop_log_group,
+            },
         })
     }
 }
@@ -231,6 +254,14 @@ mod tests {
         assert_eq!(
             (config.log_json, config.log_level.as_str()),
             (false, "info")
+        );
+        assert_eq!(
+            config.drop_log,
+            droplog::Settings {
+                output: droplog::Output::Stdout,
+                rate: 50,
+                group: 1027
+            }
         );
         let config = parse(&["--log-format", "json", "--log-level", "debug"]).unwrap();
         assert_eq!(
@@ -259,6 +290,25 @@ mod tests {
         assert_eq!(
             parse(&["--health-addr", "localhost"]),
             Err(ConfigError::HealthAddr("localhost".into()))
+        );
+    }
+
+    #[test]
+    fn the_drop_log_goes_to_a_file_or_nowhere_at_a_rate_of_at_least_one() {
+        let config = parse(&["--drop-log", "/var/log/drops", "--drop-log-rate", "5"]).unwrap();
+        assert_eq!(
+            (config.drop_log.output, config.drop_log.rate),
+            (droplog::Output::File("/var/log/drops".into()), 5)
+        );
+        let none = parse(&["--drop-log", "none"]).unwrap();
+        assert_eq!(none.drop_log.output, droplog::Output::None);
+        for bad in [["--drop-log-rate", "0"], ["--drop-log-group", "70000"]] {
+            let cli = Cli::try_parse_from(std::iter::once("podwalld").chain(bad));
+            assert!(cli.is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            parse(&["--drop-log", ""]),
+            Err(ConfigError::Empty { flag: "drop-log" })
         );
     }
 

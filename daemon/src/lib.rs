@@ -12,6 +12,7 @@ pub mod accept;
 pub mod config;
 pub mod core;
 pub mod dataplane;
+pub mod droplog;
 pub mod explain;
 pub mod health;
 pub mod http;

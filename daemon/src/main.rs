@@ -10,6 +10,7 @@ use podwalld::config::{Cli, Command, Config, Source};
 use podwalld::core::{lock, Core, Options};
 use podwalld::dataplane::nft::NftKernel;
 use podwalld::dataplane::Conntrack;
+use podwalld::droplog::DropLog;
 use podwalld::health::Health;
 use podwalld::metrics::Metrics;
 use podwalld::sources::{kube, manifests};
@@ -307,6 +308,8 @@ async fn daemon(config: Config) -> anyhow::Result<()> {
         }
     };
 
+    // Bound before the start's table is rendered: its chains log only when someone reads.
+    let drop_log = DropLog::open(config.drop_log.clone())?;
     let socket = server::bind(&config.socket)?;
     let core = Core::start(
         config.node_name.clone(),
@@ -318,6 +321,7 @@ async fn daemon(config: Config) -> anyhow::Result<()> {
             // manifests directory describes every pod there is.
             quarantine_unknown: matches!(config.source, Source::Kubernetes { .. }),
             cni_cache: Some(config.cni_cache_dir.clone()),
+            logging: drop_log.as_ref().map(DropLog::logging),
         },
         metrics.clone(),
         health.clone(),
@@ -354,6 +358,13 @@ async fn daemon(config: Config) -> anyhow::Result<()> {
         core.clone(),
         shutdown.clone(),
     )));
+    if let Some(drop_log) = drop_log {
+        let (core, node) = (core.clone(), config.node_name.clone());
+        let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
+        tasks.push(tokio::task::spawn_blocking(move || {
+            drop_log.run(core, node, metrics, shutdown)
+        }));
+    }
     tasks.push(tokio::spawn(sync::watchdog(
         core.clone(),
         health.clone(),

@@ -346,6 +346,23 @@ impl Node {
         fs::read_to_string(self.daemon_log_path()).unwrap_or_default()
     }
 
+    /// Where the daemon writes its drop log (`--drop-log`).
+    pub fn drop_log_path(&self) -> PathBuf {
+        self.dir().join("drops.jsonl")
+    }
+
+    /// The drop log's lines so far, each parsed; panics on a line that is not JSON (the
+    /// log is a contract: one object a line).
+    pub fn drop_log(&self) -> Vec<Value> {
+        let text = fs::read_to_string(self.drop_log_path()).unwrap_or_default();
+        text.lines()
+            .map(|line| {
+                serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("drop log line {line:?} is not JSON: {e}"))
+            })
+            .collect()
+    }
+
     /// Start `podwalld` inside the node namespace and wait until `/healthz` says 200.
     /// Panics, showing the daemon's log, when it does not get there.
     pub fn start_daemon(&mut self) {
@@ -378,6 +395,8 @@ impl Node {
             .arg("--state-dir")
             .arg(self.state_dir())
             .args(self.mode_args())
+            .arg("--drop-log")
+            .arg(self.drop_log_path())
             .args(&self.daemon_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().context("sharing the daemon log")?)

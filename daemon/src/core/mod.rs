@@ -40,7 +40,7 @@ use local::{merged, pod_key, Claims};
 use pending::Pending;
 use transition::{describe, Scope};
 
-use crate::dataplane::{entries_of, Desired, Kernel};
+use crate::dataplane::{entries_of, Desired, Kernel, Logging};
 use crate::health::Health;
 use crate::metrics::{AttachPhase, Metrics};
 use crate::store::Store;
@@ -59,6 +59,8 @@ pub struct Options {
     pub quarantine_unknown: bool,
     /// The runtime's libcni cache, to rebuild attachment records the store cannot read.
     pub cni_cache: Option<std::path::PathBuf>,
+    /// Whether the pod chains log what they drop (the drop log is bound).
+    pub logging: Option<Logging>,
 }
 
 pub struct Core {
@@ -165,7 +167,11 @@ impl Core {
             adopted_ports: BTreeMap::new(),
             unguarded: BTreeSet::new(),
             compiler,
-            applied: Desired::default(),
+            // Logging is fixed for the daemon's life; every desired state takes it from here.
+            applied: Desired {
+                logging: options.logging,
+                ..Desired::default()
+            },
             pending: None,
             quarantine_unknown: options.quarantine_unknown,
             metrics,

@@ -32,3 +32,20 @@ impl Core {
         (self.metrics.policy_packets).add(&counted, |p| self.cluster.policies.contains_key(p));
     }
 }
+
+impl Core {
+    /// The chain of the table the kernel holds that `name` names: what a logged packet's
+    /// prefix says of the policies that judged it.
+    pub fn applied_chain(&self, name: &str) -> Option<&podwall_policy::Chain> {
+        self.applied.ruleset.chains.get(name)
+    }
+
+    /// The pod that holds `ip` as this node sees it: a local pod by its attachment, any
+    /// other by what the source says (the first, if a late delete leaves two claims).
+    pub fn holder(&self, ip: &std::net::IpAddr) -> Option<podwall_policy::PodKey> {
+        (self.attachments.values())
+            .find(|a| a.ips.contains(ip))
+            .map(super::pod_key)
+            .or_else(|| self.claims.of_ip(ip).next().cloned())
+    }
+}

@@ -116,6 +116,7 @@ impl Core {
         Desired {
             ruleset: self.compiler.ruleset().clone(),
             guard: guard(&self.attachments, &self.adopted_ports),
+            logging: self.applied.logging,
         }
     }
 

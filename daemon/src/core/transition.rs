@@ -178,6 +178,7 @@ impl Core {
         let mut next = Desired {
             ruleset: self.applied.ruleset.clone(),
             guard: guard.clone(),
+            logging: self.applied.logging,
         };
         next.ruleset.apply(delta);
         self.kernel

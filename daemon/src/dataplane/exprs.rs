@@ -9,6 +9,7 @@ use podwall_policy::Family;
 use super::elements::{NFTA_DATA_VALUE, NFTA_DATA_VERDICT, NFTA_LIST_ELEM, NFTA_VERDICT_CODE};
 use super::netlink::{c_string, push_attr, NLA_F_NESTED};
 use super::shape::{protocol, Field, Ports, RuleShape};
+use super::Logging;
 
 const NFTA_EXPR_NAME: u16 = 1;
 const NFTA_EXPR_DATA: u16 = 2;
@@ -69,6 +70,13 @@ pub enum Expr {
     Verdict(i32),
     /// `counter`: packets and bytes that reached it, read back for `/metrics`.
     Counter,
+    /// `limit rate N/second burst N packets`: matches while under the rate.
+    Limit(u32),
+    /// `log prefix "…" group N`: to nfnetlink_log.
+    Log {
+        prefix: String,
+        group: u16,
+    },
 }
 
 /// A rule's expressions, and the port ranges of the anonymous set its `Lookup` reads, when
@@ -82,6 +90,17 @@ pub struct RuleExprs {
 /// `counter drop`: the last rule of every pod chain, what no policy allowed.
 pub fn counted_drop() -> Vec<Expr> {
     vec![Expr::Counter, Expr::Verdict(NF_DROP)]
+}
+
+/// The log rule before a chain's final drop (`render::log_text`).
+pub fn log(logging: Logging, prefix: &str) -> Vec<Expr> {
+    vec![
+        Expr::Limit(logging.rate),
+        Expr::Log {
+            prefix: prefix.to_string(),
+            group: logging.group,
+        },
+    ]
 }
 
 /// `ct state invalid drop`: the first rule of every pod chain.
@@ -298,6 +317,20 @@ fn encode_one(expr: &Expr) -> (&'static str, Vec<u8>) {
             push_attr(&mut out, 1, &0u64.to_be_bytes()); // NFTA_COUNTER_BYTES
             push_attr(&mut out, 2, &0u64.to_be_bytes()); // NFTA_COUNTER_PACKETS
             "counter"
+        }
+        Expr::Limit(rate) => {
+            // As nft sends it: rate and burst in packets, per second, no flags.
+            push_attr(&mut out, 1, &u64::from(*rate).to_be_bytes()); // NFTA_LIMIT_RATE
+            push_attr(&mut out, 2, &1u64.to_be_bytes()); // NFTA_LIMIT_UNIT
+            be32(&mut out, 3, *rate); // NFTA_LIMIT_BURST
+            be32(&mut out, 4, 0); // NFTA_LIMIT_TYPE: NFT_LIMIT_PKTS
+            be32(&mut out, 5, 0); // NFTA_LIMIT_FLAGS
+            "limit"
+        }
+        Expr::Log { prefix, group } => {
+            push_attr(&mut out, 2, &c_string(prefix)); // NFTA_LOG_PREFIX
+            push_attr(&mut out, 1, &group.to_be_bytes()); // NFTA_LOG_GROUP
+            "log"
         }
         Expr::Verdict(code) => {
             be32(&mut out, 1, REG_VERDICT); // NFTA_IMMEDIATE_DREG

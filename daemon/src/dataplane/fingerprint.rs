@@ -53,10 +53,11 @@ impl Fingerprint {
             .chains
             .iter()
             .map(|(name, chain)| {
-                // `ct state invalid drop`, the mid-stream drop, the policy rules, the final
-                // drop.
+                // `ct state invalid drop`, the mid-stream drop, the policy rules, the log
+                // rule, the final drop.
                 let mut rules = vec!["drop".to_string(), "drop".to_string()];
                 rules.extend(chain.rules.iter().map(render::rule_comment));
+                rules.extend(desired.logging.map(|_| "log".to_string()));
                 rules.push("drop".to_string());
                 (name.clone(), rules)
             })

@@ -22,6 +22,7 @@ mod guard;
 pub mod handover;
 pub mod names;
 pub mod netlink;
+pub mod nflog;
 pub mod nft;
 pub mod ports;
 #[cfg(test)]
@@ -43,11 +44,23 @@ pub use recording::{Call, RecordingKernel};
 pub use structure::Structure;
 pub use transaction::{transaction_for, Transaction};
 
-/// Everything podwall keeps in the kernel: the compiled policy table and the guard.
+/// Everything podwall keeps in the kernel: the compiled policy table, the guard, and
+/// whether the pod chains log what they drop.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Desired {
     pub ruleset: Ruleset,
     pub guard: Guard,
+    pub logging: Option<Logging>,
+}
+
+/// The pod chains' log rules: a packet a chain drops is sent to nfnetlink_log `group` (the
+/// daemon's drop log reads it), at most `rate` a second per chain, so that a flood costs the
+/// kernel and the daemon a bounded amount. The log rule is a rule of its own before the
+/// final `counter drop`: over the rate it does not match, and the packet is still dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Logging {
+    pub group: u16,
+    pub rate: u32,
 }
 
 #[derive(Debug, thiserror::Error)]

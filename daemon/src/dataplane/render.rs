@@ -19,7 +19,7 @@ use super::names::{
     QUARANTINE_CHAIN, TABLE,
 };
 use super::shape::{protocol, shape, Field, Ports};
-use super::{Desired, Guard};
+use super::{Desired, Guard, Logging};
 
 /// The base chains' dispatch, in order: a packet meets its source's egress chain before its
 /// destination's ingress chain.
@@ -44,7 +44,7 @@ pub fn base_chain_fingerprint() -> Vec<String> {
 /// The script that replaces both tables with `desired`, as one transaction.
 pub fn render(desired: &Desired) -> String {
     let mut out = render_guard(&desired.guard);
-    out.push_str(&render_ruleset(&desired.ruleset));
+    out.push_str(&render_ruleset(&desired.ruleset, desired.logging));
     out
 }
 
@@ -147,8 +147,9 @@ pub fn guard_fingerprint() -> Vec<String> {
         .collect()
 }
 
-/// The script that replaces the `inet podwall` table with `ruleset`.
-pub fn render_ruleset(ruleset: &Ruleset) -> String {
+/// The script that replaces the `inet podwall` table with `ruleset`, its chains logging
+/// their drops when `logging` says so.
+pub fn render_ruleset(ruleset: &Ruleset, logging: Option<Logging>) -> String {
     let mut out = String::new();
     // Creating then deleting makes the delete valid whether or not the table exists; the
     // whole script is one transaction, so no packet ever sees the table missing.
@@ -218,6 +219,9 @@ pub fn render_ruleset(ruleset: &Ruleset) -> String {
         for rule in &chain.rules {
             let _ = writeln!(out, "\t\t{}", rule_text(chain.direction, rule, ruleset));
         }
+        if let Some(logging) = logging {
+            let _ = writeln!(out, "\t\t{}", log_text(logging, name));
+        }
         let _ = writeln!(out, "\t\tcounter drop\n\t}}");
     }
     let _ = writeln!(out, "}}");
@@ -242,6 +246,13 @@ fn base_chain(out: &mut String, (name, hook): (&str, &str), exception: &str) {
         let _ = writeln!(out, "\t\t{} {field} vmap @{map}", ip_keyword(family));
     }
     let _ = writeln!(out, "\t}}");
+}
+
+/// The log rule of chain `prefix`: the chain's name is the prefix, which the drop log reads
+/// back to name the chain's policies.
+fn log_text(logging: Logging, prefix: &str) -> String {
+    let Logging { group, rate } = logging;
+    format!("limit rate {rate}/second burst {rate} packets log prefix \"{prefix}\" group {group}")
 }
 
 /// A local pod's TCP packet that conntrack has not seen start (not a SYN) is the middle of a
@@ -397,6 +408,14 @@ pub fn rule_comment(rule: &PolicyRule) -> String {
     format!("{head}{hash}{index}")
 }
 
+/// The log prefix of `rule` of `chain` when its policy logs what it allows: the chain, and a
+/// hash of the rule's comment (a prefix is at most 127 bytes; a comment may be 128).
+pub fn allow_log_prefix(chain: &str, rule: &PolicyRule) -> String {
+    let comment = rule_comment(rule);
+    let hash = podwall_policy::ruleset::names::stable_hash(comment.as_bytes());
+    format!("{chain} {hash:016x}")
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -453,6 +472,10 @@ spec:
         Desired {
             ruleset: podwall_policy::compile(&loaded.snapshot, "n1"),
             guard,
+            logging: Some(Logging {
+                group: 1027,
+                rate: 1000,
+            }),
         }
     }
 
@@ -491,7 +514,7 @@ spec:
                 rules: vec![rule],
             },
         );
-        let text = render_ruleset(&ruleset);
+        let text = render_ruleset(&ruleset, None);
         assert!(text.contains("return comment \"x/adrop#0\""), "{text}");
     }
 

@@ -24,6 +24,7 @@ use super::netlink::{
     c_string, push_attr, Batch, NFPROTO_INET, NLA_F_NESTED, NLM_F_APPEND, NLM_F_CREATE,
 };
 use super::shape::RuleShape;
+use super::Logging;
 
 const NFT_MSG_NEWCHAIN: u16 = 3;
 const NFT_MSG_DELCHAIN: u16 = 5;
@@ -45,6 +46,8 @@ pub struct Structure {
     pub elements: Vec<ElementOp>,
     pub removed_chains: BTreeSet<String>,
     pub removed_sets: BTreeSet<String>,
+    /// Whether the chains log their drops.
+    pub logging: Option<Logging>,
 }
 
 /// A chain's new rules: the policy chain, and each of its rules resolved to its shape.
@@ -108,6 +111,9 @@ pub fn batch(structure: &Structure) -> Batch {
                 push_port_set(&mut batch, set_id, ranges);
             }
             push_rule(&mut batch, name, &rule.exprs, Some(&shape.comment));
+        }
+        if let Some(logging) = structure.logging {
+            push_rule(&mut batch, name, &exprs::log(logging, name), None);
         }
         push_rule(&mut batch, name, &exprs::counted_drop(), None);
     }

@@ -41,7 +41,10 @@ pub fn transaction_for(applied: &Desired, delta: &RulesetDelta, guard: &Guard) -
         return Transaction::Elements(elements);
     }
     match structure(&applied.ruleset, delta, elements) {
-        Some(structure) => Transaction::Structure(Box::new(structure)),
+        Some(structure) => Transaction::Structure(Box::new(Structure {
+            logging: applied.logging,
+            ..structure
+        })),
         None => Transaction::Replace,
     }
 }
@@ -199,6 +202,7 @@ pub(crate) mod tests {
         Desired {
             ruleset,
             guard: Guard::default(),
+            logging: None,
         }
     }
 

@@ -6,9 +6,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+mod droplog;
 mod instruments;
 mod policies;
 
+pub use droplog::DropLogCounts;
 use instruments::{write_family, Histogram, ResultCounter};
 pub use policies::PolicyPackets;
 
@@ -16,6 +18,8 @@ pub use policies::PolicyPackets;
 pub struct Metrics {
     /// What the rules' counters say, per policy.
     pub policy_packets: PolicyPackets,
+    /// What the drop log wrote and held back.
+    pub drop_log: DropLogCounts,
     attaches: ResultCounter,
     attach_seconds: Histogram,
     /// Nanoseconds spent in each `AttachPhase`, over all attaches.
@@ -195,6 +199,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         self.policy_packets.render(&mut out);
+        self.drop_log.render(&mut out);
         if let Some(rss) = resident_bytes() {
             let _ = writeln!(
                 out,

@@ -13,6 +13,7 @@ mod counters;
 mod daemon_restart;
 mod differential;
 mod divergence;
+mod drop_log;
 mod explain_live;
 mod hairpin;
 mod health_port;

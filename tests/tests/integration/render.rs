@@ -76,6 +76,7 @@ fn every_rule_shape_the_compiler_makes_loads_into_the_kernel() {
     let desired = Desired {
         ruleset: ruleset.clone(),
         guard,
+        logging: None,
     };
     let script = render(&desired);
 

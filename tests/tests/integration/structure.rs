@@ -19,7 +19,7 @@ use podwall_tests::reach::{self, Peer};
 use podwall_tests::{wait, Node, NodeOptions, Pod};
 use podwalld::dataplane::nft::NftKernel;
 use podwalld::dataplane::render::render;
-use podwalld::dataplane::{transaction_for, Desired, Guard, Kernel, Transaction};
+use podwalld::dataplane::{transaction_for, Desired, Guard, Kernel, Logging, Transaction};
 
 const CLUSTER: &str = "
 apiVersion: v1
@@ -119,8 +119,15 @@ fn world(policies: &str) -> Desired {
     Desired {
         ruleset: podwall_policy::compile(&loaded.snapshot, "n1"),
         guard,
+        logging: Some(LOGGING),
     }
 }
+
+/// The chains log their drops, as with the daemon's default drop log.
+const LOGGING: Logging = Logging {
+    group: 1027,
+    rate: 1000,
+};
 
 fn load_whole(node: &TestNetns, desired: &Desired) {
     let dir = tempfile::tempdir().unwrap();
@@ -156,6 +163,7 @@ fn structural_changes_over_netlink_read_back_as_the_same_table_loaded_whole() {
     let empty = Desired {
         ruleset: Ruleset::default(),
         guard: world(FEATURES).guard,
+        logging: Some(LOGGING),
     };
     let steps = [
         ("policies added", world(FEATURES)),
@@ -362,6 +370,7 @@ spec:
         Desired {
             ruleset: podwall_policy::compile(&loaded.snapshot, "n1"),
             guard: Guard::default(),
+            logging: None,
         }
     };
     let (before, after) = (compile(""), compile(policy));
