@@ -93,5 +93,6 @@ pub fn policy(ns: usize, j: usize, apps: usize) -> Policy {
         ingress,
         egress,
         broken: false,
+        log_allowed: false,
     }
 }

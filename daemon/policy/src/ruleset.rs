@@ -158,6 +158,9 @@ pub struct Rule {
     /// and counters.
     pub policy: PolicyKey,
     pub index: usize,
+    /// The policy logs what this rule allows (`Policy::log_allowed`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub log: bool,
 }
 
 /// A chain judging one direction for the pods that share its set of policies.

@@ -154,6 +154,7 @@ fn policy(index: usize) -> impl Strategy<Value = Policy> {
                     ingress: if ing && !broken { ingress } else { vec![] },
                     egress: if egr && !broken { egress } else { vec![] },
                     broken,
+                    log_allowed: false,
                 }
             })
     })

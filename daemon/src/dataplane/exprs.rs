@@ -172,6 +172,26 @@ fn dport(dreg: u32) -> Expr {
 /// An allow rule (it ends in `return`); `anonymous_id` is the batch's id for its port set,
 /// if it needs one.
 pub fn allow(shape: &RuleShape, anonymous_id: u32) -> RuleExprs {
+    let mut rule = matching(shape, anonymous_id);
+    rule.exprs.extend([Expr::Counter, Expr::Verdict(NFT_RETURN)]);
+    rule
+}
+
+/// The log rule before an allow rule of a policy that logs what it allows: the same match,
+/// then `log` (`render::log_text`).
+pub fn logged_allow(
+    shape: &RuleShape,
+    anonymous_id: u32,
+    logging: Logging,
+    prefix: &str,
+) -> RuleExprs {
+    let mut rule = matching(shape, anonymous_id);
+    rule.exprs.extend(log(logging, prefix));
+    rule
+}
+
+/// What a policy rule matches.
+fn matching(shape: &RuleShape, anonymous_id: u32) -> RuleExprs {
     let mut exprs = Vec::new();
     let mut anonymous_set = None;
     if let Some(family) = shape.family {
@@ -230,8 +250,6 @@ pub fn allow(shape: &RuleShape, anonymous_id: u32) -> RuleExprs {
             });
         }
     }
-    exprs.push(Expr::Counter);
-    exprs.push(Expr::Verdict(NFT_RETURN));
     RuleExprs {
         exprs,
         anonymous_set,

@@ -53,10 +53,16 @@ impl Fingerprint {
             .chains
             .iter()
             .map(|(name, chain)| {
-                // `ct state invalid drop`, the mid-stream drop, the policy rules, the log
-                // rule, the final drop.
+                // `ct state invalid drop`, the mid-stream drop, the policy rules (each after
+                // its log rule when its policy logs what it allows), the log rule, the final
+                // drop.
                 let mut rules = vec!["drop".to_string(), "drop".to_string()];
-                rules.extend(chain.rules.iter().map(render::rule_comment));
+                for rule in &chain.rules {
+                    if rule.log && desired.logging.is_some() {
+                        rules.push("log".to_string());
+                    }
+                    rules.push(render::rule_comment(rule));
+                }
                 rules.extend(desired.logging.map(|_| "log".to_string()));
                 rules.push("drop".to_string());
                 (name.clone(), rules)

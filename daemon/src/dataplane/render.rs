@@ -217,7 +217,13 @@ pub fn render_ruleset(ruleset: &Ruleset, logging: Option<Logging>) -> String {
             "\tchain {name} {{\n\t\tct state invalid drop\n\t\t{MIDSTREAM_DROP}"
         );
         for rule in &chain.rules {
-            let _ = writeln!(out, "\t\t{}", rule_text(chain.direction, rule, ruleset));
+            let matched = rule_match(chain.direction, rule, ruleset);
+            if let (true, Some(logging)) = (rule.log, logging) {
+                let prefix = allow_log_prefix(name, rule);
+                let _ = writeln!(out, "\t\t{matched} {}", log_text(logging, &prefix));
+            }
+            let comment = rule_comment(rule);
+            let _ = writeln!(out, "\t\t{matched} counter return comment \"{comment}\"");
         }
         if let Some(logging) = logging {
             let _ = writeln!(out, "\t\t{}", log_text(logging, name));
@@ -248,8 +254,8 @@ fn base_chain(out: &mut String, (name, hook): (&str, &str), exception: &str) {
     let _ = writeln!(out, "\t}}");
 }
 
-/// The log rule of chain `prefix`: the chain's name is the prefix, which the drop log reads
-/// back to name the chain's policies.
+/// A log rule: `prefix` is the chain's name (its drops) or `allow_log_prefix` (what a rule
+/// allows), which the drop log reads back to name the policies.
 fn log_text(logging: Logging, prefix: &str) -> String {
     let Logging { group, rate } = logging;
     format!("limit rate {rate}/second burst {rate} packets log prefix \"{prefix}\" group {group}")
@@ -327,9 +333,9 @@ fn write_set(out: &mut String, object: (&str, &str), kind: &str, flags: &str, el
     let _ = writeln!(out, "\t}}");
 }
 
-/// One allow rule. The peer is the source of ingress traffic and the destination of egress
-/// traffic; a named port is always resolved on the destination.
-fn rule_text(direction: Direction, rule: &PolicyRule, ruleset: &Ruleset) -> String {
+/// What one allow rule matches. The peer is the source of ingress traffic and the
+/// destination of egress traffic; a named port is always resolved on the destination.
+fn rule_match(direction: Direction, rule: &PolicyRule, ruleset: &Ruleset) -> String {
     let shape = shape(direction, rule, |set| {
         ruleset.sets.get(set).map(Set::family)
     });
@@ -378,7 +384,6 @@ fn rule_text(direction: Direction, rule: &PolicyRule, ruleset: &Ruleset) -> Stri
             ));
         }
     }
-    parts.push(format!("counter return comment \"{}\"", shape.comment));
     parts.join(" ")
 }
 
@@ -449,7 +454,7 @@ status: {phase: Running, podIPs: [{ip: 10.1.0.8}]}
 ---
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
-metadata: {name: db, namespace: shop}
+metadata: {name: db, namespace: shop, annotations: {podwall.io/log: allow}}
 spec:
   podSelector: {matchLabels: {app: db}}
   ingress:
@@ -505,6 +510,7 @@ spec:
                 name: "a\" ; drop ; \"".into(),
             },
             index: 0,
+            log: false,
         };
         ruleset.chains.insert(
             "c".into(),
@@ -528,6 +534,7 @@ spec:
                 name: name.into(),
             },
             index,
+            log: false,
         }
     }
 

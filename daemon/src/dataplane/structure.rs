@@ -23,6 +23,7 @@ use super::names::TABLE;
 use super::netlink::{
     c_string, push_attr, Batch, NFPROTO_INET, NLA_F_NESTED, NLM_F_APPEND, NLM_F_CREATE,
 };
+use super::render::allow_log_prefix;
 use super::shape::RuleShape;
 use super::Logging;
 
@@ -104,13 +105,14 @@ pub fn batch(structure: &Structure) -> Batch {
     for (name, change) in &structure.chains {
         push_rule(&mut batch, name, &exprs::invalid_drop(), None);
         push_rule(&mut batch, name, &exprs::midstream_drop(), None);
-        for shape in &change.shapes {
-            let rule = exprs::allow(shape, set_id + 1);
-            if let Some(ranges) = &rule.anonymous_set {
-                set_id += 1;
-                push_port_set(&mut batch, set_id, ranges);
+        for (shape, policy_rule) in change.shapes.iter().zip(&change.chain.rules) {
+            if let Some(logging) = structure.logging.filter(|_| policy_rule.log) {
+                let prefix = allow_log_prefix(name, policy_rule);
+                let rule = exprs::logged_allow(shape, set_id + 1, logging, &prefix);
+                push_rule_with_set(&mut batch, &mut set_id, name, rule, None);
             }
-            push_rule(&mut batch, name, &rule.exprs, Some(&shape.comment));
+            let rule = exprs::allow(shape, set_id + 1);
+            push_rule_with_set(&mut batch, &mut set_id, name, rule, Some(&shape.comment));
         }
         if let Some(logging) = structure.logging {
             push_rule(&mut batch, name, &exprs::log(logging, name), None);
@@ -144,6 +146,22 @@ pub fn batch(structure: &Structure) -> Batch {
         );
     }
     batch
+}
+
+/// A rule, after the anonymous port set it reads, if any: the rule was built to read set
+/// `*set_id + 1` of the batch.
+fn push_rule_with_set(
+    batch: &mut Batch,
+    set_id: &mut u32,
+    chain: &str,
+    rule: exprs::RuleExprs,
+    comment: Option<&str>,
+) {
+    if let Some(ranges) = &rule.anonymous_set {
+        *set_id += 1;
+        push_port_set(batch, *set_id, ranges);
+    }
+    push_rule(batch, chain, &rule.exprs, comment);
 }
 
 fn push_rule(batch: &mut Batch, chain: &str, exprs: &[Expr], comment: Option<&str>) {

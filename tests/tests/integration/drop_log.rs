@@ -1,8 +1,9 @@
 //! Issue 15: the drop log. A connection a policy denies gives exactly one JSON line, within
 //! 2 s, naming both pods (or `external`) and the policies that isolate the side that dropped
 //! it: between two pods of one node, from an external host, and across two nodes (one denied
-//! at the receiver's ingress, one at the sender's egress). A burst of 10,000 denied packets
-//! to one pod gives the per-pod rate's lines and one line telling how many were held back.
+//! at the receiver's ingress, one at the sender's egress). A policy annotated
+//! `podwall.io/log: allow` logs what it allows too. A burst of 10,000 denied packets to one
+//! pod gives the per-pod rate's lines and one line telling how many were held back.
 
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -17,7 +18,7 @@ use serde_json::Value;
 const POLICY: &str = "
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
-metadata: {name: web-from-client, namespace: app}
+metadata: {name: web-from-client, namespace: app, annotations: {podwall.io/log: allow}}
 spec:
   podSelector: {matchLabels: {role: web}}
   ingress: [{from: [{podSelector: {matchLabels: {role: client}}}], ports: [{port: 7000}]}]
@@ -93,8 +94,8 @@ fn denied_connections_on_one_node_and_from_outside_are_logged_once_with_pods_and
     let server = EchoServer::start(&web.netns, 7000);
     let outside = ExternalHost::attach(&node, "192.0.2.10");
 
-    // Allowed: no line. Denied from another pod, long enough for the SYN to be sent again
-    // (after 1 s): still one line. Denied from outside.
+    // Allowed, by a policy that logs what it allows: one line. Denied from another pod, long
+    // enough for the SYN to be sent again (after 1 s): still one line. Denied from outside.
     let quick = Duration::from_millis(300);
     assert!(probe::tcp_connects(
         &client.netns,
@@ -115,7 +116,7 @@ fn denied_connections_on_one_node_and_from_outside_are_logged_once_with_pods_and
         server.port(),
         quick
     ));
-    let logged = eventually(LOGGED, || node.drop_log().len() >= 2);
+    let logged = eventually(LOGGED, || node.drop_log().len() >= 3);
     let lines = node.drop_log();
     assert!(
         logged,
@@ -126,12 +127,16 @@ fn denied_connections_on_one_node_and_from_outside_are_logged_once_with_pods_and
     assert_eq!(
         lines.iter().map(said).collect::<Vec<_>>(),
         [
+            Said {
+                verdict: "allow".into(),
+                ..deny("ingress", "app/client", "app/web", 7000, policy)
+            },
             deny("ingress", "app/other", "app/web", 7000, policy),
             deny("ingress", "external", "app/web", 7000, policy),
         ]
     );
-    assert_eq!(lines[0]["src"]["addr"], other.ip4().to_string());
-    assert_eq!(lines[1]["src"]["addr"], "192.0.2.10");
+    assert_eq!(lines[1]["src"]["addr"], other.ip4().to_string());
+    assert_eq!(lines[2]["src"]["addr"], "192.0.2.10");
     assert_eq!(lines[0]["node"], node.name());
     assert!(lines[0]["time"].as_str().is_some_and(|t| t.ends_with('Z')));
 

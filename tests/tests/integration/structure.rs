@@ -65,7 +65,7 @@ spec: {podSelector: {}, policyTypes: [Ingress, Egress]}
 ---
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
-metadata: {name: features, namespace: x}
+metadata: {name: features, namespace: x, annotations: {podwall.io/log: allow}}
 spec:
   podSelector: {matchLabels: {pod: a}}
   ingress:
@@ -91,7 +91,7 @@ spec:
 const CHANGED: &str = "
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
-metadata: {name: features, namespace: x}
+metadata: {name: features, namespace: x, annotations: {podwall.io/log: allow}}
 spec:
   podSelector: {matchLabels: {pod: a}}
   ingress:

@@ -45,6 +45,7 @@ impl Compiler {
                             ports: port.clone(),
                             policy: policy.key.clone(),
                             index,
+                            log: policy.log_allowed,
                         });
                     }
                 }

@@ -153,7 +153,13 @@ pub struct Policy {
     pub egress: Vec<Rule>,
     /// The manifest had errors: this is the fail-closed stand-in, with no rules.
     pub broken: bool,
+    /// Annotated `podwall.io/log: allow`: what its rules allow is logged too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub log_allowed: bool,
 }
+
+/// The annotation that turns on allow logging for a policy, and its value.
+pub const LOG_ANNOTATION: (&str, &str) = ("podwall.io/log", "allow");
 
 impl Policy {
     /// Whether the policy isolates its pods for `direction`.
@@ -183,6 +189,7 @@ impl Policy {
             ingress: Vec::new(),
             egress: Vec::new(),
             broken: true,
+            log_allowed: false,
         }
     }
 }

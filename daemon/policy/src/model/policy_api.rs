@@ -19,6 +19,10 @@ impl Policy {
     /// they are broken) and has no rules.
     pub fn from_api(np: &net::NetworkPolicy) -> (Policy, Vec<ModelError>) {
         let (key, mut errs) = ObjectKey::of_api(&np.metadata, "networkpolicy");
+        let (annotation, value) = super::policy::LOG_ANNOTATION;
+        let log_allowed = (np.metadata.annotations.as_ref())
+            .and_then(|a| a.get(annotation))
+            .is_some_and(|v| v == value);
         let default_spec = net::NetworkPolicySpec::default();
         let spec = np.spec.as_ref().unwrap_or(&default_spec);
 
@@ -76,6 +80,7 @@ impl Policy {
                 ingress: if ingress_type { ingress } else { Vec::new() },
                 egress: if egress_type { egress } else { Vec::new() },
                 broken: false,
+                log_allowed,
             };
             return (policy, Vec::new());
         }
@@ -86,6 +91,7 @@ impl Policy {
             ingress: Vec::new(),
             egress: Vec::new(),
             broken: true,
+            log_allowed,
             key,
         };
         (policy, errs.into_vec())
@@ -408,6 +414,23 @@ mod tests {
             p.isolates_egress && p.isolates_ingress,
             "unknown types isolate both ways"
         );
+    }
+
+    #[test]
+    fn only_the_log_annotation_with_allow_logs_what_a_policy_allows() {
+        let annotated = |annotations: serde_json::Value| {
+            let mut policy = np(serde_json::json!({"podSelector": {}}));
+            policy.metadata.annotations = serde_json::from_value(annotations).unwrap();
+            Policy::from_api(&policy).0.log_allowed
+        };
+        assert!(annotated(serde_json::json!({"podwall.io/log": "allow"})));
+        assert!(!annotated(serde_json::json!({"podwall.io/log": "deny"})));
+        assert!(!annotated(serde_json::json!({"other.io/log": "allow"})));
+        assert!(!annotated(serde_json::Value::Null));
+        // A broken policy keeps it: it allows nothing, but says so.
+        let mut broken = np(serde_json::json!({"podSelector": {}, "policyTypes": ["Sideways"]}));
+        broken.metadata.annotations = Some([("podwall.io/log".into(), "allow".into())].into());
+        assert!(Policy::from_api(&broken).0.log_allowed);
     }
 
     #[test]
