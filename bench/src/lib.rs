@@ -2,6 +2,7 @@
 //! `podwall-tests` (throw-away nodes and pods in network namespaces, the real CNI chain,
 //! reach probes):
 //! - [`dataplane`]: what an attach and a relabel cost in the kernel, netlink against `nft -f`;
+//! - [`droplog`]: what the drop log costs per packet, on allowed and on denied traffic;
 //! - [`propagation`]: from an API change to the verdict a packet meets, in Kubernetes mode;
 //! - [`peers`]: podwall against `bridge` alone, Debian's `firewall` plugin and
 //!   [`kuberouter`], a re-implementation of kube-router's iptables and ipset firewall;
@@ -27,6 +28,7 @@
 #![deny(unsafe_code)]
 
 pub mod dataplane;
+pub mod droplog;
 pub mod kuberouter;
 pub mod objects;
 pub mod peers;

@@ -395,8 +395,7 @@ impl Node {
             .arg("--state-dir")
             .arg(self.state_dir())
             .args(self.mode_args())
-            .arg("--drop-log")
-            .arg(self.drop_log_path())
+            .args(self.drop_log_args())
             .args(&self.daemon_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().context("sharing the daemon log")?)
@@ -417,6 +416,19 @@ impl Node {
             .with_context(|| format!("spawning {}", cmd::display(&cmd)))?;
         self.daemon = Some(child);
         Ok(())
+    }
+
+    /// The drop log goes to `drop_log_path` unless the test says where (`daemon_args`) or
+    /// runs another build (which may not know the flag).
+    fn drop_log_args(&self) -> Vec<String> {
+        let chosen = self.daemon_args.iter().any(|a| a == "--drop-log");
+        if chosen || self.options.daemon.is_some() {
+            return Vec::new();
+        }
+        vec![
+            "--drop-log".into(),
+            self.drop_log_path().display().to_string(),
+        ]
     }
 
     /// The flags that follow from the node's options.

@@ -217,7 +217,7 @@ fn iperf(client: &TestNetns, server: &TestNetns, addr: IpAddr, length: Duration)
 /// New connections from `client` to `server` at `addr` for `burst`, one after another:
 /// connections per second and each connect's latency. Each connection is reset on close,
 /// so that no TIME_WAIT sockets pile up over the rounds.
-fn connections(
+pub(crate) fn connections(
     client: &TestNetns,
     server: &TestNetns,
     addr: IpAddr,

@@ -4,6 +4,7 @@
 //!
 //! One binary rather than one per file, as in `tests/`: each links the daemon and the rig.
 
+mod bench_droplog_smoke;
 mod bench_peers_smoke;
 mod bench_propagation_smoke;
 mod bench_smoke;

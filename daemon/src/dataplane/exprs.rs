@@ -173,7 +173,8 @@ fn dport(dreg: u32) -> Expr {
 /// if it needs one.
 pub fn allow(shape: &RuleShape, anonymous_id: u32) -> RuleExprs {
     let mut rule = matching(shape, anonymous_id);
-    rule.exprs.extend([Expr::Counter, Expr::Verdict(NFT_RETURN)]);
+    rule.exprs
+        .extend([Expr::Counter, Expr::Verdict(NFT_RETURN)]);
     rule
 }
 
