@@ -13,13 +13,15 @@
 //! Rooms: this file holds the state and the requests; `local` maps attachments to pods,
 //! `transition` turns a change into one kernel transaction, `pending` keeps what the kernel
 //! refused until it lands, `handover` keeps the table a clean stop left, `observe` tells
-//! `/metrics` what the core holds, `error` says why a request failed.
+//! `/metrics` and the drop log what the core holds, `options` is what a core is told at
+//! start, `error` says why a request failed.
 
 mod error;
 mod flows;
 mod handover;
 mod local;
 mod observe;
+mod options;
 mod pending;
 mod transition;
 
@@ -37,10 +39,11 @@ use tracing::{error, info, warn};
 pub use error::CoreError;
 pub use flows::still_allowed;
 use local::{merged, pod_key, Claims};
+pub use options::Options;
 use pending::Pending;
 use transition::{describe, Scope};
 
-use crate::dataplane::{entries_of, Desired, Kernel, Logging};
+use crate::dataplane::{entries_of, Desired, Kernel};
 use crate::health::Health;
 use crate::metrics::{AttachPhase, Metrics};
 use crate::store::Store;
@@ -50,17 +53,6 @@ use crate::store::Store;
 /// poisoned lock is taken over rather than stopping the daemon.
 pub fn lock(core: &std::sync::Mutex<Core>) -> std::sync::MutexGuard<'_, Core> {
     core.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// How a core treats what it cannot know for itself.
-#[derive(Debug, Clone, Default)]
-pub struct Options {
-    /// Quarantine a local pod the source has not described (see `Pod::quarantined`).
-    pub quarantine_unknown: bool,
-    /// The runtime's libcni cache, to rebuild attachment records the store cannot read.
-    pub cni_cache: Option<std::path::PathBuf>,
-    /// Whether the pod chains log what they drop (the drop log is bound).
-    pub logging: Option<Logging>,
 }
 
 pub struct Core {

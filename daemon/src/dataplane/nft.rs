@@ -15,9 +15,9 @@ use super::elements::{push_elements, ElementOp, Key};
 use super::names::{FAMILY, GUARD_FAMILY, GUARD_TARGETS6, TABLE};
 use super::netlink::{Batch, NftSocket, NFPROTO_BRIDGE, NFPROTO_INET};
 use super::render::raw_address;
-use super::render::render;
+use super::render::{log_text, render};
 use super::structure::{self, Structure};
-use super::{DataplaneError, Desired, Fingerprint, Kernel, TablesId};
+use super::{DataplaneError, Desired, Fingerprint, Kernel, Logging, TablesId};
 
 /// The production kernel, acting in the calling thread's network namespace.
 pub struct NftKernel {
@@ -43,6 +43,23 @@ impl NftKernel {
     /// benchmarks can put the two side by side.
     pub fn apply_elements_with_nft(&mut self, ops: &[ElementOp]) -> Result<(), DataplaneError> {
         self.commit(&render_elements(ops), ops.len())
+    }
+
+    /// Whether the kernel takes the chains' log rule (`limit`, `log group`: expressions a
+    /// kernel may lack): a scratch table holding one, created and deleted in one transaction,
+    /// so that nothing of it is ever seen. Asked before logging is turned on, so that a
+    /// kernel refusing it leaves the drop log off rather than every table refused.
+    pub fn takes_log_rule(&self, logging: Logging) -> Result<(), DataplaneError> {
+        let table = format!("{FAMILY} {TABLE}_log_probe");
+        let script = format!(
+            "add table {table}
+add chain {table} c
+add rule {table} c {}
+delete table {table}
+",
+            log_text(logging, "probe")
+        );
+        self.commit(&script, 1)
     }
 
     /// Remove everything podwall put in the kernel: its two tables. Returns whether there

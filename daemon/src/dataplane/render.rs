@@ -256,7 +256,7 @@ fn base_chain(out: &mut String, (name, hook): (&str, &str), exception: &str) {
 
 /// A log rule: `prefix` is the chain's name (its drops) or `allow_log_prefix` (what a rule
 /// allows), which the drop log reads back to name the policies.
-fn log_text(logging: Logging, prefix: &str) -> String {
+pub fn log_text(logging: Logging, prefix: &str) -> String {
     let Logging { group, rate } = logging;
     format!("limit rate {rate}/second burst {rate} packets log prefix \"{prefix}\" group {group}")
 }

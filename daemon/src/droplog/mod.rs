@@ -20,6 +20,7 @@ use tracing::warn;
 
 use crate::core::{lock, Core};
 use crate::dataplane::nflog::{Logged, NflogSocket, Read};
+use crate::dataplane::nft::NftKernel;
 use crate::dataplane::render::allow_log_prefix;
 use crate::dataplane::Logging;
 use crate::metrics::Metrics;
@@ -59,8 +60,9 @@ pub struct DropLog {
 
 impl DropLog {
     /// Bind the log group and open the output. `None` when the log is off; a group another
-    /// process holds, or a kernel without nfnetlink_log, is logged and leaves it off: the
-    /// chains then have no log rule, and enforcement is unchanged.
+    /// process holds, a kernel without nfnetlink_log, or one that refuses the log rule, is
+    /// logged and leaves it off: the chains then have no log rule, and enforcement is
+    /// unchanged.
     pub fn open(settings: Settings) -> anyhow::Result<Option<Self>> {
         use anyhow::Context;
         let out: Box<dyn Write + Send> = match &settings.output {
@@ -74,17 +76,23 @@ impl DropLog {
                     .with_context(|| format!("opening the drop log {}", path.display()))?,
             )),
         };
-        match NflogSocket::bind(settings.group, TICK) {
-            Ok(socket) => Ok(Some(Self {
-                socket,
-                out,
-                settings,
-            })),
+        let socket = match NflogSocket::bind(settings.group, TICK) {
+            Ok(socket) => socket,
             Err(err) => {
                 warn!(group = settings.group, error = %err, "cannot bind the drop log's nfnetlink_log group (another process holds it, or the kernel has no nfnetlink_log); running without the drop log");
-                Ok(None)
+                return Ok(None);
             }
+        };
+        let log = Self {
+            socket,
+            out,
+            settings,
+        };
+        if let Err(err) = NftKernel::default().takes_log_rule(log.logging()) {
+            warn!(error = %err, "the kernel refuses the drop log's rule (limit, log group); running without the drop log");
+            return Ok(None);
         }
+        Ok(Some(log))
     }
 
     /// The log rules the chains need for this log.

@@ -247,3 +247,77 @@ spec: {podSelector: {matchLabels: {pod: a}}, policyTypes: [Egress]}
         remote.to_string()
     );
 }
+
+/// A podwalld whose `nft` refuses any script with a log rule, as a kernel without the `log`
+/// or `limit` expression would.
+fn daemon_refusing_log_rules(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let nft = dir.join("nft");
+    let refusing = "#!/bin/sh\nscript=$(cat)\ncase \"$script\" in *'log prefix'*) \
+        echo 'Error: Could not process rule: No such file or directory' >&2; exit 1;; esac\n\
+        printf '%s\\n' \"$script\" | exec /usr/sbin/nft \"$@\"\n";
+    std::fs::write(&nft, refusing).expect("writing the refusing nft");
+    let daemon = dir.join("podwalld");
+    let wrapper = format!(
+        "#!/bin/sh\nPATH={}:$PATH exec {} \"$@\"\n",
+        dir.display(),
+        podwall_tests::bins::daemon().display()
+    );
+    std::fs::write(&daemon, wrapper).expect("writing the daemon wrapper");
+    for file in [&nft, &daemon] {
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o755))
+            .expect("making it executable");
+    }
+    daemon
+}
+
+#[test]
+#[ignore = "needs root: creates network namespaces"]
+fn a_kernel_that_refuses_the_log_rule_leaves_the_drop_log_off_and_enforcement_whole() {
+    let tools = tempfile::tempdir().expect("a temp dir");
+    let mut node = Node::with_options(
+        "droplog-refused",
+        NodeOptions {
+            manifests: true,
+            daemon: Some(daemon_refusing_log_rules(tools.path())),
+            ..NodeOptions::default()
+        },
+    );
+    let dir = node.manifests();
+    dir.write("world.yaml", &role_pods("app", &["web", "client", "other"]));
+    dir.write("policy.yaml", POLICY);
+    let drop_log = node.drop_log_path().display().to_string();
+    node.daemon_args = vec!["--drop-log".into(), drop_log];
+    node.start_daemon();
+    let pods = Pod::all_named("dlr", "app", &["web", "client", "other"]);
+    node.add_all(&pods.iter().collect::<Vec<_>>());
+    let (web, client, other) = (&pods[0], &pods[1], &pods[2]);
+    let server = EchoServer::start(&web.netns, 7000);
+    let quick = Duration::from_millis(300);
+    assert!(probe::tcp_connects(
+        &client.netns,
+        web.ip4(),
+        server.port(),
+        quick
+    ));
+    assert!(!probe::tcp_connects(
+        &other.netns,
+        web.ip4(),
+        server.port(),
+        quick
+    ));
+    assert_eq!(node.healthz().ok(), Some(200), "{}", node.daemon_log());
+    let table = node.ruleset_text();
+    assert!(
+        table.contains("chain in_") && !table.contains("log prefix"),
+        "{table}"
+    );
+    assert!(
+        node.daemon_log()
+            .contains("the kernel refuses the drop log's rule"),
+        "{}",
+        node.daemon_log()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(node.drop_log().is_empty(), "{:#?}", node.drop_log());
+}
