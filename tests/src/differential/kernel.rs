@@ -452,7 +452,12 @@ impl Expr {
                 map: map.to_string(),
             });
         }
-        if v.get("counter").is_some() || v.get("log").is_some() {
+        // A `limit` decides only whether the `log` after it runs: podwall's log rules have
+        // no verdict, so the packet goes on either way.
+        if ["counter", "log", "limit"]
+            .iter()
+            .any(|k| v.get(k).is_some())
+        {
             return Ok(Expr::Inert);
         }
         Verdict::parse(v)
@@ -861,6 +866,24 @@ mod tests {
         let table = Table::from_json(&flushed).unwrap();
         let p = packet("10.1.0.8", "192.0.2.1", Protocol::Tcp, 53);
         assert!(table.judge(&p).unwrap().accepted);
+    }
+
+    #[test]
+    fn a_log_rule_under_a_limit_changes_no_verdict() {
+        let logged = TABLE_JSON.replace(
+            r#"{"rule": {"family": "inet", "table": "podwall", "chain": "eg_x", "handle": 30, "expr": [{"drop": null}]}}"#,
+            r#"{"rule": {"family": "inet", "table": "podwall", "chain": "eg_x", "handle": 31, "expr": [{"limit": {"rate": 1000, "burst": 1000, "per": "second"}}, {"log": {"prefix": "eg_x", "group": 1027}}]}},
+      {"rule": {"family": "inet", "table": "podwall", "chain": "eg_x", "handle": 30, "expr": [{"drop": null}]}}"#,
+        );
+        assert_ne!(logged, TABLE_JSON);
+        let (plain, logged) = (
+            Table::from_json(TABLE_JSON).unwrap(),
+            Table::from_json(&logged).unwrap(),
+        );
+        let p = packet("10.1.0.8", "192.0.2.1", Protocol::Tcp, 53);
+        let verdict = |t: &Table| t.judge(&p).unwrap().accepted;
+        assert!(!verdict(&plain));
+        assert_eq!(verdict(&logged), verdict(&plain));
     }
 
     #[test]
