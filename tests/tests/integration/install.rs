@@ -741,3 +741,59 @@ fn the_plugin_says_its_version() {
         format!("podwall {}\n", env!("CARGO_PKG_VERSION"))
     );
 }
+
+/// The README's `sed` line that starts with `start`, as written there.
+fn readme_line(start: &str) -> String {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    readme
+        .lines()
+        .find(|l| l.starts_with(start))
+        .unwrap_or_else(|| panic!("no README line starts with {start:?}"))
+        .to_string()
+}
+
+#[test]
+fn the_readme_retags_both_manifests_and_names_the_pull_secret_in_both() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("install")).unwrap();
+    let manifests = ["install/podwall.yaml", "install/podwall-cleanup.yaml"];
+    for file in manifests {
+        std::fs::copy(root().join(file), dir.path().join(file)).unwrap();
+    }
+    for line in [
+        readme_line("sed -i 's|image: podwall:0.1.0|"),
+        readme_line("sed -i 's|^      hostNetwork: true$|"),
+    ] {
+        let mut sh = Command::new("sh");
+        sh.args(["-c", &line]).current_dir(dir.path());
+        let out = cmd::run(&mut sh, None, std::time::Duration::from_secs(10))
+            .and_then(Output::ok)
+            .unwrap_or_else(|e| panic!("{line}: {e:#}"));
+        assert!(out.stderr.is_empty(), "{line}: {}", out.stderr);
+    }
+    for file in manifests {
+        let docs: Vec<Value> = documents(&dir.path().join(file))
+            .into_iter()
+            .filter(|d| d["kind"] == "DaemonSet")
+            .collect();
+        assert_eq!(docs.len(), 1, "{file}");
+        let ds: DaemonSet = typed(&docs[0]);
+        let pod = ds.spec.unwrap().template.spec.unwrap();
+        let containers = pod
+            .containers
+            .iter()
+            .chain(pod.init_containers.iter().flatten());
+        for c in containers {
+            assert_eq!(
+                c.image.as_deref(),
+                Some("registry.example/podwall:0.1.0"),
+                "{file}: {}",
+                c.name
+            );
+        }
+        let secrets: Vec<String> = (pod.image_pull_secrets.iter().flatten())
+            .map(|s| s.name.clone())
+            .collect();
+        assert_eq!(secrets, ["podwall-pull"], "{file}");
+    }
+}

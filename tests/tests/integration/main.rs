@@ -39,6 +39,7 @@ mod policy_ports;
 mod policy_selectors;
 mod policy_shared_ip;
 mod policy_spoofing;
+mod readme;
 mod render;
 mod revoke;
 mod rig;
