@@ -7,7 +7,7 @@
 //! load) or a `List` of them. Other kinds are skipped and listed in [`Loaded::skipped`].
 
 use serde::Deserialize;
-use serde_yaml::Value;
+use serde_norway::Value;
 
 use crate::error::{ModelError, Problem};
 use crate::model::{Namespace, ObjectKey, Pod, Policy, Snapshot, DEFAULT_NAMESPACE};
@@ -69,7 +69,7 @@ impl ManifestError {
 pub fn load<'a>(files: impl IntoIterator<Item = (&'a str, &'a str)>) -> Loaded {
     let mut loader = Loader::default();
     for (file, text) in files {
-        for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        for (i, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
             let document = i + 1;
             match Value::deserialize(doc) {
                 Ok(Value::Null) => {}
@@ -163,7 +163,7 @@ impl Loader {
             return self.unreadable(file, document, format!("{kind} without metadata.name"));
         }
         match kind.as_str() {
-            "Namespace" => match serde_yaml::from_value(value) {
+            "Namespace" => match serde_norway::from_value(value) {
                 Err(e) => self.unreadable(file, document, format!("namespace {name}: {e}")),
                 Ok(ns) => match Namespace::from_api(&ns) {
                     Err(e) => self.model_errors(file, vec![e]),
@@ -174,7 +174,7 @@ impl Loader {
                     }
                 },
             },
-            "Pod" => match serde_yaml::from_value(value) {
+            "Pod" => match serde_norway::from_value(value) {
                 Err(e) => self.unreadable(file, document, format!("pod {namespace}/{name}: {e}")),
                 Ok(pod) => {
                     let (pod, errors) = Pod::from_api(&pod);
@@ -190,7 +190,7 @@ impl Loader {
                     m.insert("apiVersion".into(), POLICY_API.into());
                 }
                 let key = ObjectKey::new(namespace, name);
-                let (policy, errors) = match serde_yaml::from_value(value) {
+                let (policy, errors) = match serde_norway::from_value(value) {
                     Ok(np) => Policy::from_api(&np),
                     // We know which policy this is but not what it says: fail closed.
                     Err(e) => (

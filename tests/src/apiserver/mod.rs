@@ -532,7 +532,7 @@ fn from_value<K: DeserializeOwned>(obj: Value) -> Result<K, ApiError> {
 /// The documents of a YAML stream as JSON, skipping empty ones.
 fn yaml_documents(yaml: &str) -> Result<Vec<Value>, ApiError> {
     let mut docs = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(yaml) {
+    for doc in serde_norway::Deserializer::from_str(yaml) {
         let value = Value::deserialize(doc)
             .map_err(|e| ApiError::bad_request(format!("reading YAML: {e}")))?;
         if !value.is_null() {

@@ -606,7 +606,7 @@ async fn watches_that_allow_bookmarks_get_them_with_the_current_version() {
 async fn events_of_both_apis_are_recorded_with_their_subject() {
     let server = ApiServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let policy: NetworkPolicy = serde_yaml::from_str(
+    let policy: NetworkPolicy = serde_norway::from_str(
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-all, namespace: shop}\n\
          spec: {podSelector: {}}\n",
     )

@@ -325,8 +325,8 @@ fn uninstall_can_remove_the_binary_and_install_honours_a_custom_entry() {
 
 fn documents(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|doc| serde_yaml::Value::deserialize(doc).unwrap())
+    serde_norway::Deserializer::from_str(&text)
+        .map(|doc| serde_norway::Value::deserialize(doc).unwrap())
         .map(|v| serde_json::to_value(v).unwrap())
         .filter(|v: &Value| !v.is_null())
         .collect()
