@@ -14,7 +14,8 @@ packages=(
     golang-go                     # builds the libcni runner
     golang-github-appc-cni-dev    # libcni source for the runner
     conntrack
-    busybox
+    busybox-static                # the install-cni script's sh, in the tests and the image
+    buildah podman runc           # the image: built FROM scratch, run (runc: see tests/src/image.rs)
     util-linux                    # setpriv, for the non-root socket peer
     kmod                          # modprobe br_netfilter
     ca-certificates

@@ -20,6 +20,7 @@ pub mod cmd;
 pub mod cni;
 pub mod differential;
 pub mod external;
+pub mod image;
 pub mod manifests;
 pub mod metrics;
 pub mod netns;

@@ -118,7 +118,9 @@ const GUARD_RULES: [&str; 7] = [
     "ether type arp arp saddr ip != 0.0.0.0 iifname . arp saddr ip != @sources4",
     "ether type ip6 ip6 saddr != { ::, fe80::/10 } iifname . ip6 saddr != @sources6",
     "icmpv6 type { nd-router-advert, nd-redirect }",
-    "ip6 saddr { ::, fe80::/10 } meta l4proto != ipv6-icmp",
+    // 58 is ICMPv6: by number, since nft resolves that protocol's name through
+    // /etc/protocols, which a minimal root (the image) does not have.
+    "ip6 saddr { ::, fe80::/10 } meta l4proto != 58",
     "ip6 saddr { ::, fe80::/10 } icmpv6 type != { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-report, mld-listener-done, mld2-listener-report }",
     "icmpv6 type nd-neighbor-advert @th,64,16 & 0xffc0 != 0xfe80 iifname . @th,64,128 != @targets6",
 ];

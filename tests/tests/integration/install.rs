@@ -99,18 +99,27 @@ fn assert_same_files(actual: &Path, expected: &Path, what: &str) {
 }
 
 /// A throw-away host: `opt/cni/bin`, `etc/cni/net.d` (seeded from a fixture) and the
-/// ConfigMap's default conflist where the init container mounts it.
-struct Host {
+/// ConfigMap's default conflist where the init container mounts it. The script runs under
+/// this machine's busybox, or in podwall's image (`image`: its tag) as the init container.
+pub(crate) struct Host {
     dir: tempfile::TempDir,
+    image: Option<String>,
 }
 
 impl Host {
     fn new(before: &Path) -> Self {
+        Self::with_image(before, None)
+    }
+
+    fn with_image(before: &Path, image: Option<&str>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("pwt-install-")
             .tempdir()
             .unwrap();
-        let host = Host { dir };
+        let host = Host {
+            dir,
+            image: image.map(str::to_string),
+        };
         std::fs::create_dir_all(host.bin_dir()).unwrap();
         std::fs::create_dir_all(host.net_dir()).unwrap();
         std::fs::create_dir_all(host.default_conflist().parent().unwrap()).unwrap();
@@ -135,6 +144,9 @@ impl Host {
 
     /// `busybox sh install/install-cni.sh <mode>`, as the init container runs it.
     fn run(&self, mode: &str, extra_env: &[(&str, &str)]) -> Output {
+        if let Some(image) = &self.image {
+            return self.run_in_image(image, mode, extra_env);
+        }
         let busybox = Path::new("/usr/bin/busybox");
         assert!(
             busybox.is_file(),
@@ -156,6 +168,44 @@ impl Host {
         cmd::run(&mut sh, None, cmd::SHORT).unwrap()
     }
 
+    /// The install-cni init container itself: the image's script and plugin, the host's
+    /// directories mounted where the DaemonSet mounts them, a read-only root.
+    fn run_in_image(&self, image: &str, mode: &str, extra_env: &[(&str, &str)]) -> Output {
+        let mounts = [
+            (self.bin_dir(), "/host/opt/cni/bin", ""),
+            (self.net_dir(), "/host/etc/cni/net.d", ""),
+            (self.dir.path().join("etc/podwall"), "/etc/podwall", ":ro"),
+        ];
+        let mut run = podwall_tests::image::podman_run();
+        run.args(["--network", "none", "--read-only", "--cap-drop", "ALL"]);
+        for (host, path, mode) in mounts {
+            run.arg("-v")
+                .arg(format!("{}:{path}{mode}", host.display()));
+        }
+        let env = [
+            ("CNI_BIN_DIR", "/host/opt/cni/bin"),
+            ("CNI_NET_DIR", "/host/etc/cni/net.d"),
+            ("PODWALL_BIN", "/usr/local/bin/podwall"),
+            ("DEFAULT_CONFLIST", "/etc/podwall/10-podwall.conflist"),
+        ];
+        for (k, v) in env.iter().chain(extra_env) {
+            run.arg("-e").arg(format!("{k}={v}"));
+        }
+        run.args(["--entrypoint", "/bin/busybox", image, "sh"])
+            .args(["/usr/local/bin/install-cni.sh", mode]);
+        let out = cmd::run(&mut run, None, std::time::Duration::from_secs(60)).unwrap();
+        // Paths in what the script says are the container's: name them as the host's.
+        let host_paths = |text: &str| {
+            text.replace("/host/opt/cni/bin", &self.bin_dir().display().to_string())
+                .replace("/host/etc/cni/net.d", &self.net_dir().display().to_string())
+        };
+        Output {
+            stdout: host_paths(&out.stdout),
+            stderr: host_paths(&out.stderr),
+            ..out
+        }
+    }
+
     fn install(&self) -> Output {
         self.run("install", &[])
     }
@@ -168,7 +218,12 @@ impl Host {
 /// Install, check against `after/`, install again (nothing may be rewritten), uninstall and
 /// check against `uninstalled/` when the fixture has one, else against `before/`.
 fn install_round_trip(case: &str) {
-    let host = Host::new(&fixture(case).join("before"));
+    install_round_trip_in(case, None);
+}
+
+/// The round trip of `case`, under this machine's busybox or in the image tagged `image`.
+pub(crate) fn install_round_trip_in(case: &str, image: Option<&str>) {
+    let host = Host::with_image(&fixture(case).join("before"), image);
     let first = host.install();
     assert!(first.success(), "{case}: first install: {first}");
     assert_same_files(&host.net_dir(), &fixture(case).join("after"), case);
@@ -249,7 +304,12 @@ fn already_chained_config_is_left_byte_identical() {
 
 #[test]
 fn malformed_config_is_left_untouched_with_one_line_naming_it() {
-    let host = Host::new(&fixture("malformed").join("before"));
+    malformed_config_left_untouched_in(None);
+}
+
+/// The malformed case, under this machine's busybox or in the image tagged `image`.
+pub(crate) fn malformed_config_left_untouched_in(image: Option<&str>) {
+    let host = Host::with_image(&fixture("malformed").join("before"), image);
     let before = stamps(&host.net_dir());
     let out = host.install();
     assert!(!out.success(), "install must fail: {out}");
