@@ -36,12 +36,38 @@ sweep() {
             rm -rf "$dir"
         fi
     done
+    # The image test's daemon container (pwt-podwalld-<netns>) and image (podwall:pwt-…).
+    if command -v podman >/dev/null; then
+        local name tag
+        for name in $(podman ps -a --format '{{.Names}}' 2>/dev/null); do
+            if gone "${name#pwt-podwalld-}"; then
+                echo "run.sh: removing leftover container $name ($when)"
+                podman rm -f "$name" >/dev/null || status=1
+                [[ $when == after ]] && status=1
+            fi
+        done
+        for tag in $(podman images --format '{{.Tag}}' 'localhost/podwall' 2>/dev/null); do
+            if gone "$tag"; then
+                echo "run.sh: removing leftover image localhost/podwall:$tag ($when)"
+                podman rmi -f "localhost/podwall:$tag" >/dev/null || status=1
+                [[ $when == after ]] && status=1
+            fi
+        done
+    fi
 }
 
 sweep before
 
 echo "run.sh: unit tests"
 cargo test --workspace || status=1
+
+# The dependency graph against deny.toml: banned crates, licences, sources. (Advisories
+# need the RustSec database from GitHub: run `cargo deny check advisories` where it can.)
+echo "run.sh: dependencies (cargo deny check bans licenses sources)"
+if ! cargo deny --version >/dev/null 2>&1; then
+    cargo install --locked cargo-deny@0.20.2 || status=1
+fi
+cargo deny check bans licenses sources || status=1
 
 echo "run.sh: root tests (--test-threads=$threads)"
 cargo test -p podwall-tests -- --ignored --test-threads="$threads" "$@" || status=1
