@@ -22,6 +22,10 @@ packages=(
     iptables ipset iperf3         # the kube-router-shaped baseline and the per-packet figures
 )
 
+# kubectl renders the kustomizations (`kubectl kustomize`); any kubectl will do, and where
+# there is none, Debian's (1.20, whose kustomize the overlays are written for too).
+command -v kubectl >/dev/null || packages+=(kubernetes-client)
+
 missing=()
 for p in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then

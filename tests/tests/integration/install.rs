@@ -398,7 +398,7 @@ fn manifest() -> Vec<Value> {
 
 /// Deserialise into the k8s-openapi type and back: a misspelt or misplaced field (which
 /// k8s-openapi would silently drop) makes the round trip differ.
-fn typed<K: DeserializeOwned + Serialize>(doc: &Value) -> K {
+pub(crate) fn typed<K: DeserializeOwned + Serialize>(doc: &Value) -> K {
     let obj: K = serde_json::from_value(doc.clone())
         .unwrap_or_else(|e| panic!("{} is not a valid object: {e}", doc["kind"]));
     let back = serde_json::to_value(&obj).unwrap();
@@ -426,9 +426,10 @@ fn default_conflist() -> String {
 
 #[test]
 fn the_one_file_is_the_parts_in_order() {
-    let mut parts: Vec<PathBuf> = std::fs::read_dir(root().join("install/parts"))
+    let mut parts: Vec<PathBuf> = std::fs::read_dir(root().join("install/base"))
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().is_some_and(|n| n != "kustomization.yaml"))
         .collect();
     parts.sort();
     let from_parts: Vec<Value> = parts.iter().flat_map(|p| documents(p)).collect();
@@ -698,7 +699,7 @@ fn configmap_default_is_the_fixture_and_a_valid_conflist() {
 
 #[test]
 fn cleanup_manifest_is_a_daemonset_that_uninstalls() {
-    let docs = documents(&root().join("install/podwall-cleanup.yaml"));
+    let docs = documents(&root().join("install/cleanup/podwall-cleanup.yaml"));
     assert_eq!(docs.len(), 1);
     let ds: DaemonSet = typed(&docs[0]);
     let pod = ds.spec.unwrap().template.spec.unwrap();
@@ -815,8 +816,11 @@ fn readme_line(start: &str) -> String {
 #[test]
 fn the_readme_retags_both_manifests_and_names_the_pull_secret_in_both() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("install")).unwrap();
-    let manifests = ["install/podwall.yaml", "install/podwall-cleanup.yaml"];
+    std::fs::create_dir_all(dir.path().join("install/cleanup")).unwrap();
+    let manifests = [
+        "install/podwall.yaml",
+        "install/cleanup/podwall-cleanup.yaml",
+    ];
     for file in manifests {
         std::fs::copy(root().join(file), dir.path().join(file)).unwrap();
     }

@@ -27,6 +27,7 @@ mod kube_rbac;
 mod kube_relist;
 mod kube_restart;
 mod kube_sync;
+mod kustomize;
 mod layout;
 mod manifests_watch;
 mod node_path;
