@@ -33,6 +33,8 @@ pub struct Limiter<P, F> {
     windows: HashMap<P, Window>,
     /// Windows that ended with lines held back, not yet told.
     ended: Vec<(P, u64)>,
+    /// When flows not seen for `FLOW_MEMORY` were last forgotten.
+    swept: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -49,6 +51,7 @@ impl<P: Hash + Eq + Clone, F: Hash + Eq> Limiter<P, F> {
             flows: HashMap::new(),
             windows: HashMap::new(),
             ended: Vec::new(),
+            swept: None,
         }
     }
 
@@ -93,7 +96,8 @@ impl<P: Hash + Eq + Clone, F: Hash + Eq> Limiter<P, F> {
     }
 
     /// The pods whose second has ended with lines held back, and how many; forgets ended
-    /// seconds and flows not seen for `FLOW_MEMORY`.
+    /// seconds, and (once a second: the flows may be many, and this runs at every batch)
+    /// flows not seen for `FLOW_MEMORY`.
     pub fn due(&mut self, now: Instant) -> Vec<(P, u64)> {
         let mut out = std::mem::take(&mut self.ended);
         self.windows.retain(|pod, w| {
@@ -103,13 +107,15 @@ impl<P: Hash + Eq + Clone, F: Hash + Eq> Limiter<P, F> {
             }
             open
         });
-        self.flows
-            .retain(|_, seen| now.saturating_duration_since(*seen) < FLOW_MEMORY);
+        if self
+            .swept
+            .is_none_or(|at| now.saturating_duration_since(at) >= WINDOW)
+        {
+            self.flows
+                .retain(|_, seen| now.saturating_duration_since(*seen) < FLOW_MEMORY);
+            self.swept = Some(now);
+        }
         out
-    }
-
-    pub fn flows(&self) -> usize {
-        self.flows.len()
     }
 }
 

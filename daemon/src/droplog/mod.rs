@@ -113,16 +113,22 @@ impl DropLog {
     ) {
         let mut limiter: Limiter<String, (bool, packet::Flow)> = Limiter::new(self.settings.rate);
         let counts = &metrics.drop_log;
+        // A failing read or write is logged when it starts failing, not at every turn.
+        let (mut reads_fail, mut writes_fail) = (false, false);
         while !shutdown.is_cancelled() {
-            let judged = match self.socket.read() {
+            let read = self.socket.read();
+            if let (Err(err), false) = (&read, reads_fail) {
+                warn!(error = %err, "cannot read the drop log's socket; retrying");
+            }
+            reads_fail = read.is_err();
+            let judged = match read {
                 Ok(Read::Packets(packets)) => name_all(&lock(&core), &packets),
                 Ok(Read::Idle) => Vec::new(),
                 Ok(Read::Overrun) => {
-                    counts.count_lost();
+                    counts.count_overrun();
                     Vec::new()
                 }
-                Err(err) => {
-                    warn!(error = %err, "cannot read the drop log's socket; retrying");
+                Err(_) => {
                     std::thread::sleep(TICK);
                     Vec::new()
                 }
@@ -153,9 +159,11 @@ impl DropLog {
             }
             if !text.is_empty() {
                 let written = self.out.write_all(text.as_bytes());
-                if let Err(err) = written.and_then(|()| self.out.flush()) {
-                    warn!(error = %err, "cannot write the drop log");
+                let written = written.and_then(|()| self.out.flush());
+                if let (Err(err), false) = (&written, writes_fail) {
+                    warn!(error = %err, "cannot write the drop log; its lines are lost until it can");
                 }
+                writes_fail = written.is_err();
             }
         }
     }

@@ -23,7 +23,7 @@ impl DropLogCounts {
         self.suppressed.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn count_lost(&self) {
+    pub fn count_overrun(&self) {
         self.overruns.fetch_add(1, Ordering::Relaxed);
     }
 
