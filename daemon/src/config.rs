@@ -75,6 +75,10 @@ pub struct DaemonArgs {
     /// attachment record the store cannot read is rebuilt from it.
     #[arg(long, default_value = "/var/lib/cni", value_name = "DIR")]
     pub cni_cache_dir: PathBuf,
+    /// The node's CNI config directory: in Kubernetes mode, podwall's default conflist there
+    /// gets the node's pod range from its Node's spec.podCIDRs.
+    #[arg(long, default_value = "/etc/cni/net.d", value_name = "DIR")]
+    pub cni_net_dir: PathBuf,
     /// Log lines as `text` (for people) or `json` (one object a line, for log collectors).
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -156,6 +160,8 @@ pub struct Config {
     pub sync_period: Duration,
     /// The runtime's libcni cache, to rebuild attachment records the store cannot read.
     pub cni_cache_dir: PathBuf,
+    /// The node's CNI config directory, where the default conflist waits for its pod range.
+    pub cni_net_dir: PathBuf,
     /// One JSON object per log line instead of text.
     pub log_json: bool,
     /// The default level filter (`RUST_LOG` overrides it).
@@ -218,6 +224,7 @@ impl Config {
             },
             sync_period: args.sync_period,
             cni_cache_dir: args.cni_cache_dir,
+            cni_net_dir: args.cni_net_dir,
             log_json: args.log_format == "json",
             log_level: args.log_level,
             drop_log: droplog::Settings {

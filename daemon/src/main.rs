@@ -254,6 +254,13 @@ async fn daemon(config: Config) -> anyhow::Result<()> {
             cache_sync_timeout,
         } => {
             let client = kube::client(kubeconfig.as_deref()).await?;
+            tasks.push(tokio::spawn(kube::podcidr::keep_filling(
+                client.clone(),
+                config.node_name.clone(),
+                config.cni_net_dir.clone(),
+                health.clone(),
+                shutdown.clone(),
+            )));
             let stored = match store.cluster_interned() {
                 Ok(stored) => stored,
                 // A cache, not the truth: relist rather than refuse to start.

@@ -292,6 +292,32 @@ fn run_cni(cmd: &mut Command, stdin: Option<&[u8]>) -> CniOutcome {
     outcome(output)
 }
 
+/// The conflist install-cni writes on a node without a CNI config of its own: the
+/// ConfigMap's, from `install/base/10-configmap.yaml`.
+pub fn default_conflist() -> String {
+    let path = bins::workspace_root().join("install/base/10-configmap.yaml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let map: serde_norway::Value = serde_norway::from_str(&text)
+        .unwrap_or_else(|e| panic!("{} is not YAML: {e}", path.display()));
+    map["data"]["10-podwall.conflist"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{} has no 10-podwall.conflist", path.display()))
+        .to_string()
+}
+
+/// A Node object named `name` with the pod ranges `cidrs` (none: no `podCIDR` at all).
+pub fn node_yaml(name: &str, cidrs: &[&str]) -> String {
+    let spec = match cidrs {
+        [] => "{}".to_string(),
+        [first, ..] => format!(
+            "{{podCIDR: '{first}', podCIDRs: ['{}']}}",
+            cidrs.join("', '")
+        ),
+    };
+    format!("apiVersion: v1\nkind: Node\nmetadata: {{name: {name}}}\nspec: {spec}\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

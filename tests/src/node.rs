@@ -346,6 +346,12 @@ impl Node {
         fs::read_to_string(self.daemon_log_path()).unwrap_or_default()
     }
 
+    /// The node's CNI config directory as the daemon sees it (`--cni-net-dir`): empty unless
+    /// a test puts a config there.
+    pub fn cni_net_dir(&self) -> PathBuf {
+        self.dir().join("net.d")
+    }
+
     /// Where the daemon writes its drop log (`--drop-log`).
     pub fn drop_log_path(&self) -> PathBuf {
         self.dir().join("drops.jsonl")
@@ -436,7 +442,14 @@ impl Node {
         // Without a source the daemon would look for an API server; a node with no policies
         // and no kubeconfig is a standalone node whose manifests directory is empty.
         let mut args = match &self.options.kubeconfig {
-            Some(kubeconfig) => vec!["--kubeconfig".to_string(), kubeconfig.display().to_string()],
+            // The node's own CNI config directory, never the host's: in Kubernetes mode
+            // the daemon fills podwall's default conflist there.
+            Some(kubeconfig) => vec![
+                "--kubeconfig".to_string(),
+                kubeconfig.display().to_string(),
+                "--cni-net-dir".to_string(),
+                self.cni_net_dir().display().to_string(),
+            ],
             None => vec![
                 "--manifests".to_string(),
                 self.manifests().path().display().to_string(),

@@ -17,4 +17,6 @@ pub const DAEMON_PERMISSIONS: &[(&str, &str, &str)] = &[
     // Warning Events on policies that do not compile: created, then patched for repeats.
     ("events.k8s.io", "events", "create"),
     ("events.k8s.io", "events", "patch"),
+    // Its own Node's pod range, when the node runs the default conflist.
+    ("", "nodes", "get"),
 ];

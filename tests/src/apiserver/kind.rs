@@ -9,10 +9,11 @@ pub enum Kind {
     Pod,
     Namespace,
     NetworkPolicy,
+    Node,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Pod, Kind::Namespace, Kind::NetworkPolicy];
+    pub const ALL: [Kind; 4] = [Kind::Pod, Kind::Namespace, Kind::NetworkPolicy, Kind::Node];
 
     /// `kind` as it appears in objects.
     pub fn name(self) -> &'static str {
@@ -20,13 +21,14 @@ impl Kind {
             Kind::Pod => "Pod",
             Kind::Namespace => "Namespace",
             Kind::NetworkPolicy => "NetworkPolicy",
+            Kind::Node => "Node",
         }
     }
 
     /// API group; "" is the core group.
     pub fn group(self) -> &'static str {
         match self {
-            Kind::Pod | Kind::Namespace => "",
+            Kind::Pod | Kind::Namespace | Kind::Node => "",
             Kind::NetworkPolicy => "networking.k8s.io",
         }
     }
@@ -34,7 +36,7 @@ impl Kind {
     /// `apiVersion` as it appears in objects.
     pub fn api_version(self) -> &'static str {
         match self {
-            Kind::Pod | Kind::Namespace => "v1",
+            Kind::Pod | Kind::Namespace | Kind::Node => "v1",
             Kind::NetworkPolicy => "networking.k8s.io/v1",
         }
     }
@@ -45,11 +47,12 @@ impl Kind {
             Kind::Pod => "pods",
             Kind::Namespace => "namespaces",
             Kind::NetworkPolicy => "networkpolicies",
+            Kind::Node => "nodes",
         }
     }
 
     pub fn namespaced(self) -> bool {
-        self != Kind::Namespace
+        !matches!(self, Kind::Namespace | Kind::Node)
     }
 
     /// Field selectors the real API server accepts for this kind (every kind has the metadata
@@ -70,6 +73,7 @@ impl Kind {
             ],
             Kind::Namespace => &["metadata.name", "status.phase"],
             Kind::NetworkPolicy => &["metadata.name", "metadata.namespace"],
+            Kind::Node => &["metadata.name", "spec.unschedulable"],
         }
     }
 
@@ -99,6 +103,7 @@ impl Kind {
             Kind::NetworkPolicy => {
                 serde_json::from_value::<net::NetworkPolicy>(obj.clone()).map(drop)
             }
+            Kind::Node => serde_json::from_value::<v1::Node>(obj.clone()).map(drop),
         };
         result.map_err(|e| format!("not a valid {}: {e}", self.name()))
     }

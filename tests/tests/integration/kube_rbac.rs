@@ -1,12 +1,14 @@
 //! Issue 5: what the daemon asks of the API server. A 403 on listing pods shows on
 //! `/healthz` at once, naming the resource; once allowed, the daemon syncs. And the calls a
-//! daemon makes through start, sync, an attach of a pod the API does not know (a direct GET)
-//! and a broken policy (an Event, then a patch for its repeat) are exactly the permissions
-//! of `podwall_tests::rbac::DAEMON_PERMISSIONS`, the list the ClusterRole is checked against.
+//! daemon makes through start, sync, an attach of a pod the API does not know (a direct GET),
+//! a broken policy (an Event, then a patch for its repeat) and the default conflist's pod
+//! range (a GET of its Node) are exactly the permissions of
+//! `podwall_tests::rbac::DAEMON_PERMISSIONS`, the list the ClusterRole is checked against.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use podwall_tests::cni::{default_conflist, node_yaml};
 use podwall_tests::manifests::namespace;
 use podwall_tests::rbac::DAEMON_PERMISSIONS;
 use podwall_tests::{eventually, Cluster, Pod};
@@ -35,7 +37,14 @@ fn forbidden_pod_list_turns_healthz_red_naming_pods_until_allowed() {
 #[test]
 #[ignore = "needs root: creates network namespaces"]
 fn daemon_uses_exactly_the_permissions_of_its_cluster_role_list() {
-    let cluster = Cluster::started("perms", 1);
+    let mut cluster = Cluster::new("perms", 1);
+    // The node runs podwall's default conflist: the daemon reads its Node's pod range.
+    let net_dir = cluster.node(0).cni_net_dir();
+    std::fs::create_dir_all(&net_dir).expect("the node's CNI config directory");
+    std::fs::write(net_dir.join("10-podwall.conflist"), default_conflist())
+        .expect("writing the default conflist");
+    cluster.apply(&node_yaml(cluster.node(0).name(), &["10.244.9.0/24"]));
+    cluster.nodes[0].start_daemon();
     cluster.apply(&namespace("shop", &[]));
     // Attached without a Pod object: the daemon asks the API server for it directly.
     let ghost = Pod::named("perm-ghost", "shop", "ghost");

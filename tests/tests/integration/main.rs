@@ -23,6 +23,7 @@ mod install_caps;
 mod kube_attach;
 mod kube_broken;
 mod kube_e2e;
+mod kube_podcidr;
 mod kube_rbac;
 mod kube_relist;
 mod kube_restart;

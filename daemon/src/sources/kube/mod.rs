@@ -10,6 +10,7 @@
 mod cache;
 mod events;
 mod lookup;
+pub mod podcidr;
 mod slim;
 
 use std::collections::BTreeMap;
