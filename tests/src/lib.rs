@@ -29,6 +29,7 @@ pub mod node;
 pub mod probe;
 pub mod rbac;
 pub mod reach;
+pub mod trio;
 pub mod wait;
 
 pub use cluster::Cluster;

@@ -5,20 +5,9 @@
 
 use std::time::Duration;
 
-use podwall_tests::manifests::role_pods;
-use podwall_tests::probe::{self, EchoServer};
-use podwall_tests::{eventually, Metrics, Node, NodeOptions, Pod};
+use podwall_tests::trio::{self, Trio, WEB_FROM_CLIENT};
+use podwall_tests::{eventually, Metrics, Node, NodeOptions};
 
-const POLICY: &str = "
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: web-from-client, namespace: app}
-spec:
-  podSelector: {matchLabels: {role: web}}
-  ingress: [{from: [{podSelector: {matchLabels: {role: client}}}], ports: [{port: 7000}]}]
-";
-/// Short enough that a denied SYN is not sent again (Linux retransmits after 1 s).
-const CONNECT: Duration = Duration::from_millis(300);
 /// The counters are read every 10 s.
 const READ: Duration = Duration::from_secs(25);
 
@@ -32,32 +21,21 @@ fn series(metrics: &Metrics, verdict: &str) -> f64 {
 #[test]
 #[ignore = "needs root: creates network namespaces"]
 fn metrics_count_the_packets_each_policy_allowed_and_denied() {
-    let world = role_pods("app", &["web", "client", "other"]);
     let node = Node::standalone(
         "counters",
         NodeOptions::default(),
-        &[("world.yaml", world), ("policy.yaml", POLICY.into())],
+        &[
+            ("world.yaml", trio::world()),
+            ("policy.yaml", WEB_FROM_CLIENT.into()),
+        ],
     );
-    let pods = Pod::all_named("ct", "app", &["web", "client", "other"]);
-    node.add_all(&pods.iter().collect::<Vec<_>>());
-    let (web, client, other) = (&pods[0], &pods[1], &pods[2]);
-    let server = EchoServer::start(&web.netns, 7000);
+    let pods = Trio::attach(&node, "ct");
     let (allowed, denied) = (7, 5);
     for _ in 0..allowed {
-        assert!(probe::tcp_connects(
-            &client.netns,
-            web.ip4(),
-            server.port(),
-            CONNECT
-        ));
+        assert!(pods.reaches_web(&pods.client));
     }
     for _ in 0..denied {
-        assert!(!probe::tcp_connects(
-            &other.netns,
-            web.ip4(),
-            server.port(),
-            CONNECT
-        ));
+        assert!(!pods.reaches_web(&pods.other));
     }
     // One SYN each reaches web's chain: the rest of a connection is established traffic,
     // accepted before any pod chain.

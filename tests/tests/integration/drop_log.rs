@@ -10,19 +10,17 @@ use std::time::{Duration, Instant};
 
 use podwall_tests::cluster::Cluster;
 use podwall_tests::external::ExternalHost;
-use podwall_tests::manifests::{namespace, role_pods};
+use podwall_tests::manifests::namespace;
 use podwall_tests::probe::{self, EchoServer};
+use podwall_tests::trio::{self, Trio, QUICK, WEB_FROM_CLIENT};
 use podwall_tests::{eventually, Node, NodeOptions, Pod};
 use serde_json::Value;
 
-const POLICY: &str = "
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: web-from-client, namespace: app, annotations: {podwall.io/log: allow}}
-spec:
-  podSelector: {matchLabels: {role: web}}
-  ingress: [{from: [{podSelector: {matchLabels: {role: client}}}], ports: [{port: 7000}]}]
-";
+/// `web-from-client`, logging what it allows too.
+fn logged_policy() -> String {
+    let logged = "namespace: app, annotations: {podwall.io/log: allow}}";
+    WEB_FROM_CLIENT.replacen("namespace: app}", logged, 1)
+}
 /// How soon a denied connection must show in the log.
 const LOGGED: Duration = Duration::from_secs(2);
 /// The daemon's default lines a second per pod.
@@ -82,40 +80,25 @@ fn cpu_time(pid: u32) -> Duration {
 #[test]
 #[ignore = "needs root: creates network namespaces"]
 fn denied_connections_on_one_node_and_from_outside_are_logged_once_with_pods_and_policies() {
-    let world = role_pods("app", &["web", "client", "other"]);
     let node = Node::standalone(
         "droplog",
         NodeOptions::default(),
-        &[("world.yaml", world), ("policy.yaml", POLICY.into())],
+        &[
+            ("world.yaml", trio::world()),
+            ("policy.yaml", logged_policy()),
+        ],
     );
-    let pods = Pod::all_named("dl", "app", &["web", "client", "other"]);
-    node.add_all(&pods.iter().collect::<Vec<_>>());
-    let (web, client, other) = (&pods[0], &pods[1], &pods[2]);
-    let server = EchoServer::start(&web.netns, 7000);
+    let pods = Trio::attach(&node, "dl");
+    let (web, other) = (&pods.web, &pods.other);
     let outside = ExternalHost::attach(&node, "192.0.2.10");
 
     // Allowed, by a policy that logs what it allows: one line. Denied from another pod, long
     // enough for the SYN to be sent again (after 1 s): still one line. Denied from outside.
-    let quick = Duration::from_millis(300);
-    assert!(probe::tcp_connects(
-        &client.netns,
-        web.ip4(),
-        server.port(),
-        quick
-    ));
+    assert!(pods.reaches_web(&pods.client));
     let retried = Duration::from_millis(1_300);
-    assert!(!probe::tcp_connects(
-        &other.netns,
-        web.ip4(),
-        server.port(),
-        retried
-    ));
-    assert!(!probe::tcp_connects(
-        &outside.netns,
-        web.ip4(),
-        server.port(),
-        quick
-    ));
+    let port = pods.server.port();
+    assert!(!probe::tcp_connects(&other.netns, web.ip4(), port, retried));
+    assert!(!probe::tcp_connects(&outside.netns, web.ip4(), port, QUICK));
     let logged = eventually(LOGGED, || node.drop_log().len() >= 3);
     let lines = node.drop_log();
     assert!(
@@ -210,11 +193,10 @@ metadata: {name: a-silent, namespace: x}
 spec: {podSelector: {matchLabels: {pod: a}}, policyTypes: [Egress]}
 ",
     );
-    let quick = Duration::from_millis(300);
     // Until both policies are in both kernels, a probe may pass; once they are, none does.
     let closed = eventually(Duration::from_secs(10), || {
-        !probe::tcp_connects(&c.netns, b.ip4(), 80, quick)
-            && !probe::tcp_connects(&a.netns, d.ip4(), 80, quick)
+        !probe::tcp_connects(&c.netns, b.ip4(), 80, QUICK)
+            && !probe::tcp_connects(&a.netns, d.ip4(), 80, QUICK)
     });
     assert!(closed, "{}", cluster.tables());
     // The probes that ran while the policies landed have their lines: once those are
@@ -222,8 +204,8 @@ spec: {podSelector: {matchLabels: {pod: a}}, policyTypes: [Egress]}
     let (first, second) = (cluster.node(0), cluster.node(1));
     std::thread::sleep(Duration::from_secs(1));
     let before = (first.drop_log().len(), second.drop_log().len());
-    assert!(!probe::tcp_connects(&c.netns, b.ip4(), 80, quick));
-    assert!(!probe::tcp_connects(&a.netns, d.ip4(), 80, quick));
+    assert!(!probe::tcp_connects(&c.netns, b.ip4(), 80, QUICK));
+    assert!(!probe::tcp_connects(&a.netns, d.ip4(), 80, QUICK));
     let logged = eventually(LOGGED, || {
         first.drop_log().len() > before.0 && second.drop_log().len() > before.1
     });
@@ -284,28 +266,12 @@ fn a_kernel_that_refuses_the_log_rule_leaves_the_drop_log_off_and_enforcement_wh
         },
     );
     let dir = node.manifests();
-    dir.write("world.yaml", &role_pods("app", &["web", "client", "other"]));
-    dir.write("policy.yaml", POLICY);
+    dir.write("world.yaml", &trio::world());
+    dir.write("policy.yaml", WEB_FROM_CLIENT);
     let drop_log = node.drop_log_path().display().to_string();
     node.daemon_args = vec!["--drop-log".into(), drop_log];
     node.start_daemon();
-    let pods = Pod::all_named("dlr", "app", &["web", "client", "other"]);
-    node.add_all(&pods.iter().collect::<Vec<_>>());
-    let (web, client, other) = (&pods[0], &pods[1], &pods[2]);
-    let server = EchoServer::start(&web.netns, 7000);
-    let quick = Duration::from_millis(300);
-    assert!(probe::tcp_connects(
-        &client.netns,
-        web.ip4(),
-        server.port(),
-        quick
-    ));
-    assert!(!probe::tcp_connects(
-        &other.netns,
-        web.ip4(),
-        server.port(),
-        quick
-    ));
+    Trio::attach(&node, "dlr").assert_enforced();
     assert_eq!(node.healthz().ok(), Some(200), "{}", node.daemon_log());
     let table = node.ruleset_text();
     assert!(

@@ -4,23 +4,11 @@
 //! that the script's own tests cover, on a throw-away host tree; and its `podwalld` serves a
 //! node from the image until healthy, attaching pods and enforcing their policy.
 
-use std::time::Duration;
-
 use podwall_tests::image::{remove_container, Image};
-use podwall_tests::manifests::role_pods;
-use podwall_tests::probe::{self, EchoServer};
-use podwall_tests::{Node, NodeOptions, Pod};
+use podwall_tests::trio::{self, Trio, WEB_FROM_CLIENT};
+use podwall_tests::{Node, NodeOptions};
 
 use crate::install::{install_round_trip_in, malformed_config_left_untouched_in};
-
-const POLICY: &str = "
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: web-from-client, namespace: app}
-spec:
-  podSelector: {matchLabels: {role: web}}
-  ingress: [{from: [{podSelector: {matchLabels: {role: client}}}], ports: [{port: 7000}]}]
-";
 
 #[test]
 #[ignore = "needs root: builds and runs containers, creates network namespaces"]
@@ -46,26 +34,10 @@ fn the_image_installs_the_plugin_on_every_starting_state_and_serves_a_node() {
     let container = format!("pwt-podwalld-{}", node.netns.name());
     let _removed = Removed(container);
     let dir = node.manifests();
-    dir.write("world.yaml", &role_pods("app", &["web", "client", "other"]));
-    dir.write("policy.yaml", POLICY);
+    dir.write("world.yaml", &trio::world());
+    dir.write("policy.yaml", WEB_FROM_CLIENT);
     node.start_daemon();
-    let pods = Pod::all_named("img", "app", &["web", "client", "other"]);
-    node.add_all(&pods.iter().collect::<Vec<_>>());
-    let (web, client, other) = (&pods[0], &pods[1], &pods[2]);
-    let server = EchoServer::start(&web.netns, 7000);
-    let quick = Duration::from_millis(300);
-    assert!(probe::tcp_connects(
-        &client.netns,
-        web.ip4(),
-        server.port(),
-        quick
-    ));
-    assert!(!probe::tcp_connects(
-        &other.netns,
-        web.ip4(),
-        server.port(),
-        quick
-    ));
+    Trio::attach(&node, "img").assert_enforced();
     let log = node.daemon_log();
     assert!(log.contains("attached pod=app/web"), "{log}");
     let status = node.stop_daemon();
