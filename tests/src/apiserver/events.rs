@@ -2,7 +2,16 @@
 //! `events.k8s.io/v1` (`/apis/events.k8s.io/v1/namespaces/{ns}/events`), kept in the order they
 //! arrived so a test can check what the daemon reported and on which object.
 
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use hyper::Response;
 use serde_json::{json, Value};
+
+use super::http::{json_response, lock, method_not_allowed, Body, Shared};
+use super::route::ApiRequest;
+use super::status::ApiError;
+use super::store::meta_str;
 
 /// One Event as created or patched by the client, after the server filled in its metadata.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,6 +104,118 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
         }
         _ => *target = patch.clone(),
     }
+}
+
+/// Create, patch or list Events; they are recorded, not watched.
+pub(super) fn event(
+    shared: &Shared,
+    r: &ApiRequest,
+    body: &Bytes,
+) -> Result<Response<Body>, ApiError> {
+    let api_version = if r.group.is_empty() {
+        "v1".to_string()
+    } else {
+        format!("{}/v1", r.group)
+    };
+    let Some(namespace) = r.namespace.clone() else {
+        return match r.verb.as_str() {
+            "list" => Ok(event_list(shared, &api_version, None)),
+            _ => Err(method_not_allowed()),
+        };
+    };
+    let parse = || -> Result<Value, ApiError> {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("decoding Event: {e}")))
+    };
+    let mut events = lock(&shared.events);
+    let latest = |events: &[PostedEvent], name: &str| {
+        events
+            .iter()
+            .rev()
+            .find(|e| e.api_version == api_version && e.namespace == namespace && e.name() == name)
+            .map(|e| e.object.clone())
+    };
+    let (code, object) = match (r.verb.as_str(), &r.name) {
+        ("create", None) => {
+            let mut obj = parse()?;
+            let valid = if r.group.is_empty() {
+                serde_json::from_value::<k8s_openapi::api::core::v1::Event>(obj.clone()).map(drop)
+            } else {
+                serde_json::from_value::<k8s_openapi::api::events::v1::Event>(obj.clone()).map(drop)
+            };
+            valid.map_err(|e| ApiError::bad_request(format!("decoding Event: {e}")))?;
+            let ns = meta_str(&obj, "namespace");
+            if !ns.is_empty() && ns != namespace {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+            if !obj.get("metadata").is_some_and(Value::is_object) {
+                obj["metadata"] = json!({});
+            }
+            if meta_str(&obj, "name").is_empty() {
+                let prefix = meta_str(&obj, "generateName").to_string();
+                obj["metadata"]["name"] = json!(format!("{prefix}{:05x}", events.len() + 1));
+            }
+            let name = meta_str(&obj, "name").to_string();
+            if latest(&events, &name).is_some() {
+                return Err(ApiError::already_exists("events", &r.group, &name));
+            }
+            obj["metadata"]["namespace"] = json!(namespace);
+            obj["apiVersion"] = json!(api_version);
+            obj["kind"] = json!("Event");
+            (201, obj)
+        }
+        ("patch", Some(name)) => {
+            let mut obj = latest(&events, name)
+                .ok_or_else(|| ApiError::not_found("events", &r.group, name))?;
+            merge_patch(&mut obj, &parse()?);
+            (200, obj)
+        }
+        ("get", Some(name)) => {
+            let obj = latest(&events, name)
+                .ok_or_else(|| ApiError::not_found("events", &r.group, name))?;
+            return Ok(json_response(200, &obj));
+        }
+        ("list", None) => {
+            drop(events);
+            return Ok(event_list(shared, &api_version, Some(&namespace)));
+        }
+        _ => return Err(method_not_allowed()),
+    };
+    let mut object = object;
+    // Events live in etcd too: each write takes a version from the same counter.
+    let rv = lock(&shared.store).bump();
+    object["metadata"]["resourceVersion"] = json!(rv.to_string());
+    if object["metadata"].get("uid").is_none() {
+        object["metadata"]["uid"] = json!(format!("00000000-0000-4000-9000-{rv:012x}"));
+    }
+    events.push(PostedEvent {
+        api_version,
+        verb: r.verb.clone(),
+        namespace,
+        object: object.clone(),
+    });
+    Ok(json_response(code, &object))
+}
+
+fn event_list(shared: &Shared, api_version: &str, namespace: Option<&str>) -> Response<Body> {
+    let mut latest: BTreeMap<(String, String), Value> = BTreeMap::new();
+    for e in lock(&shared.events).iter() {
+        if e.api_version == api_version && namespace.is_none_or(|ns| ns == e.namespace) {
+            latest.insert(
+                (e.namespace.clone(), e.name().to_string()),
+                e.object.clone(),
+            );
+        }
+    }
+    let rv = lock(&shared.store).resource_version();
+    json_response(
+        200,
+        &json!({"kind": "EventList", "apiVersion": api_version,
+                "metadata": {"resourceVersion": rv.to_string()},
+                "items": latest.into_values().collect::<Vec<_>>()}),
+    )
 }
 
 #[cfg(test)]

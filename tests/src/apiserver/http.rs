@@ -1,6 +1,6 @@
-//! The HTTP/1.1 side: accept connections, authenticate the bearer token, resolve the request,
-//! apply the test's RBAC denials, and answer lists, gets, watches (chunked newline-delimited
-//! JSON), discovery and Event writes the way the real API server does.
+//! The HTTP/1.1 side, plain or over TLS: accept connections, authenticate the bearer token,
+//! resolve the request, apply the test's RBAC denials, and answer lists, gets, watches (chunked
+//! newline-delimited JSON), writes, discovery and Event writes the way the real API server does.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -15,15 +15,18 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::events::{merge_patch, PostedEvent};
+use super::events::PostedEvent;
 use super::kind::Kind;
 use super::route::{self, ApiRequest, Target};
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::{details, qualified, ApiError};
-use super::store::{meta_str, typed, Filter, ListQuery, Store, WatchMsg};
+use super::store::{typed, Filter, ListQuery, Store, WatchMsg};
+use super::write;
+use super::{discovery, events};
 
 pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
@@ -51,6 +54,7 @@ pub async fn serve(
     shared: Arc<Shared>,
     stop: CancellationToken,
     tracker: TaskTracker,
+    tls: Option<TlsAcceptor>,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -62,19 +66,38 @@ pub async fn serve(
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
-        let (shared, stop) = (shared.clone(), stop.clone());
+        let (shared, stop, tls) = (shared.clone(), stop.clone(), tls.clone());
         tracker.spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(handle(&shared, req).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(socket), service);
-            tokio::select! {
-                _ = conn => {}
-                _ = stop.cancelled() => {}
+            match tls {
+                None => connection(socket, shared, stop).await,
+                Some(tls) => {
+                    let handshake = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        h = tls.accept(socket) => h,
+                    };
+                    if let Ok(stream) = handshake {
+                        connection(stream, shared, stop).await;
+                    }
+                }
             }
         });
+    }
+}
+
+/// Serve one connection until it closes or `stop` fires.
+async fn connection<I>(io: I, shared: Arc<Shared>, stop: CancellationToken)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let shared = shared.clone();
+        async move { Ok::<_, Infallible>(handle(&shared, req).await) }
+    });
+    let conn =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service);
+    tokio::select! {
+        _ = conn => {}
+        _ = stop.cancelled() => {}
     }
 }
 
@@ -124,13 +147,19 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
     } else if let Some(forbidden) = forbidden(shared, &record) {
         error(&forbidden)
     } else if !record.is_resource() {
-        discovery(&path)
+        discovery::discovery(&path)
     } else {
+        let content_type = req
+            .headers()
+            .get(hyper::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
         let body = match req.into_body().collect().await {
             Ok(b) => b.to_bytes(),
             Err(e) => return error(&ApiError::bad_request(format!("reading body: {e}"))),
         };
-        resource(shared, &record, &query, &body).unwrap_or_else(|e| error(&e))
+        resource(shared, &record, &query, &content_type, &body).unwrap_or_else(|e| error(&e))
     };
     record.status = response.status().as_u16();
     lock(&shared.requests).push(record);
@@ -173,13 +202,14 @@ fn resource(
     shared: &Shared,
     r: &ApiRequest,
     query: &BTreeMap<String, String>,
+    content_type: &str,
     body: &Bytes,
 ) -> Result<Response<Body>, ApiError> {
     if r.resource == "events"
         && matches!(r.group.as_str(), "" | "events.k8s.io")
         && r.version == "v1"
     {
-        return event(shared, r, body);
+        return events::event(shared, r, body);
     }
     let kind = Kind::from_resource(&r.group, &r.resource)
         .filter(|_| r.version == "v1")
@@ -191,8 +221,20 @@ fn resource(
                 "the server could not find the requested resource",
             )
         })?;
-    if r.subresource.is_some() || !matches!(r.verb.as_str(), "get" | "list" | "watch") {
+    if r.subresource.is_some() {
         return Err(method_not_allowed());
+    }
+    if !matches!(r.verb.as_str(), "get" | "list" | "watch") {
+        let (code, obj) = write::write(
+            &mut lock(&shared.store),
+            kind,
+            &r.verb,
+            r.namespace.as_deref(),
+            r.name.as_deref(),
+            content_type,
+            body,
+        )?;
+        return Ok(json_response(code, &typed(kind, obj)));
     }
     let mut filter = Filter {
         namespace: r.namespace.clone(),
@@ -265,166 +307,12 @@ fn resource(
     }
 }
 
-/// Create, patch or list Events; they are recorded, not watched.
-fn event(shared: &Shared, r: &ApiRequest, body: &Bytes) -> Result<Response<Body>, ApiError> {
-    let api_version = if r.group.is_empty() {
-        "v1".to_string()
-    } else {
-        format!("{}/v1", r.group)
-    };
-    let Some(namespace) = r.namespace.clone() else {
-        return match r.verb.as_str() {
-            "list" => Ok(event_list(shared, &api_version, None)),
-            _ => Err(method_not_allowed()),
-        };
-    };
-    let parse = || -> Result<Value, ApiError> {
-        serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("decoding Event: {e}")))
-    };
-    let mut events = lock(&shared.events);
-    let latest = |events: &[PostedEvent], name: &str| {
-        events
-            .iter()
-            .rev()
-            .find(|e| e.api_version == api_version && e.namespace == namespace && e.name() == name)
-            .map(|e| e.object.clone())
-    };
-    let (code, object) = match (r.verb.as_str(), &r.name) {
-        ("create", None) => {
-            let mut obj = parse()?;
-            let valid = if r.group.is_empty() {
-                serde_json::from_value::<k8s_openapi::api::core::v1::Event>(obj.clone()).map(drop)
-            } else {
-                serde_json::from_value::<k8s_openapi::api::events::v1::Event>(obj.clone()).map(drop)
-            };
-            valid.map_err(|e| ApiError::bad_request(format!("decoding Event: {e}")))?;
-            let ns = meta_str(&obj, "namespace");
-            if !ns.is_empty() && ns != namespace {
-                return Err(ApiError::bad_request(
-                    "the namespace of the provided object does not match the namespace sent on the request",
-                ));
-            }
-            if !obj.get("metadata").is_some_and(Value::is_object) {
-                obj["metadata"] = json!({});
-            }
-            if meta_str(&obj, "name").is_empty() {
-                let prefix = meta_str(&obj, "generateName").to_string();
-                obj["metadata"]["name"] = json!(format!("{prefix}{:05x}", events.len() + 1));
-            }
-            let name = meta_str(&obj, "name").to_string();
-            if latest(&events, &name).is_some() {
-                return Err(ApiError::already_exists("events", &r.group, &name));
-            }
-            obj["metadata"]["namespace"] = json!(namespace);
-            obj["apiVersion"] = json!(api_version);
-            obj["kind"] = json!("Event");
-            (201, obj)
-        }
-        ("patch", Some(name)) => {
-            let mut obj = latest(&events, name)
-                .ok_or_else(|| ApiError::not_found("events", &r.group, name))?;
-            merge_patch(&mut obj, &parse()?);
-            (200, obj)
-        }
-        ("get", Some(name)) => {
-            let obj = latest(&events, name)
-                .ok_or_else(|| ApiError::not_found("events", &r.group, name))?;
-            return Ok(json_response(200, &obj));
-        }
-        ("list", None) => {
-            drop(events);
-            return Ok(event_list(shared, &api_version, Some(&namespace)));
-        }
-        _ => return Err(method_not_allowed()),
-    };
-    let mut object = object;
-    // Events live in etcd too: each write takes a version from the same counter.
-    let rv = lock(&shared.store).bump();
-    object["metadata"]["resourceVersion"] = json!(rv.to_string());
-    if object["metadata"].get("uid").is_none() {
-        object["metadata"]["uid"] = json!(format!("00000000-0000-4000-9000-{rv:012x}"));
-    }
-    events.push(PostedEvent {
-        api_version,
-        verb: r.verb.clone(),
-        namespace,
-        object: object.clone(),
-    });
-    Ok(json_response(code, &object))
-}
-
-fn event_list(shared: &Shared, api_version: &str, namespace: Option<&str>) -> Response<Body> {
-    let mut latest: BTreeMap<(String, String), Value> = BTreeMap::new();
-    for e in lock(&shared.events).iter() {
-        if e.api_version == api_version && namespace.is_none_or(|ns| ns == e.namespace) {
-            latest.insert(
-                (e.namespace.clone(), e.name().to_string()),
-                e.object.clone(),
-            );
-        }
-    }
-    let rv = lock(&shared.store).resource_version();
-    json_response(
-        200,
-        &json!({"kind": "EventList", "apiVersion": api_version,
-                "metadata": {"resourceVersion": rv.to_string()},
-                "items": latest.into_values().collect::<Vec<_>>()}),
-    )
-}
-
-fn method_not_allowed() -> ApiError {
+pub(super) fn method_not_allowed() -> ApiError {
     ApiError::new(
         405,
         "MethodNotAllowed",
         "the server does not allow this method on the requested resource",
     )
-}
-
-/// Discovery documents for the groups this server serves, enough for kube-rs's `Discovery`
-/// and for clients that check the server version.
-fn discovery(path: &str) -> Response<Body> {
-    let resource = |name: &str, kind: &str, namespaced: bool, verbs: &[&str]| json!({"name": name, "singularName": "", "namespaced": namespaced, "kind": kind, "verbs": verbs});
-    let read = ["get", "list", "watch"];
-    let write = ["create", "get", "list", "patch"];
-    let body = match path.trim_end_matches('/') {
-        "/version" => json!({
-            "major": "1", "minor": "33", "gitVersion": "v1.33.0", "gitCommit": "podwall-test",
-            "gitTreeState": "clean", "buildDate": "2025-04-23T00:00:00Z", "goVersion": "go1.24.0",
-            "compiler": "gc", "platform": "linux/amd64"
-        }),
-        "/api" => json!({"kind": "APIVersions", "versions": ["v1"],
-            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]}),
-        "/api/v1" => json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1",
-            "resources": [resource("pods", "Pod", true, &read),
-                          resource("namespaces", "Namespace", false, &read),
-                          resource("events", "Event", true, &write)]}),
-        "/apis" => {
-            let group = |name: &str| {
-                let gv = json!({"groupVersion": format!("{name}/v1"), "version": "v1"});
-                json!({"name": name, "versions": [gv], "preferredVersion": gv})
-            };
-            json!({"kind": "APIGroupList", "apiVersion": "v1",
-                   "groups": [group("networking.k8s.io"), group("events.k8s.io")]})
-        }
-        "/apis/networking.k8s.io/v1" => json!({"kind": "APIResourceList", "apiVersion": "v1",
-            "groupVersion": "networking.k8s.io/v1",
-            "resources": [resource("networkpolicies", "NetworkPolicy", true, &read)]}),
-        "/apis/events.k8s.io/v1" => json!({"kind": "APIResourceList", "apiVersion": "v1",
-            "groupVersion": "events.k8s.io/v1",
-            "resources": [resource("events", "Event", true, &write)]}),
-        "/healthz" | "/livez" | "/readyz" => {
-            return Response::new(full(Bytes::from_static(b"ok")));
-        }
-        _ => {
-            return error(&ApiError::new(
-                404,
-                "NotFound",
-                "the server could not find the requested resource",
-            ))
-        }
-    };
-    json_response(200, &body)
 }
 
 /// A watch: events as newline-delimited JSON in a chunked body. The body ends cleanly after
@@ -460,7 +348,7 @@ fn watch_response(
         .expect("a response with a static header builds")
 }
 
-fn full(bytes: Bytes) -> Body {
+pub(super) fn full(bytes: Bytes) -> Body {
     Full::new(bytes)
         .map_err(|never| match never {})
         .boxed_unsync()
@@ -472,12 +360,12 @@ fn full(bytes: Bytes) -> Body {
 #[serde(rename_all = "camelCase")]
 struct ListBody<'a> {
     kind: String,
-    api_version: &'a str,
+    api_version: String,
     metadata: Value,
     items: Vec<&'a Value>,
 }
 
-fn json_response(code: u16, body: &impl serde::Serialize) -> Response<Body> {
+pub(super) fn json_response(code: u16, body: &impl serde::Serialize) -> Response<Body> {
     Response::builder()
         .status(code)
         .header(hyper::header::CONTENT_TYPE, "application/json")
@@ -487,6 +375,6 @@ fn json_response(code: u16, body: &impl serde::Serialize) -> Response<Body> {
         .expect("a response with a valid status builds")
 }
 
-fn error(e: &ApiError) -> Response<Body> {
+pub(super) fn error(e: &ApiError) -> Response<Body> {
     json_response(e.code, &e.to_status())
 }

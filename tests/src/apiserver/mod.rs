@@ -1,36 +1,51 @@
-//! A Kubernetes API server for tests: the real list/watch protocol over plain HTTP/1.1, so
-//! the daemon runs with a kubeconfig pointing here and takes the same code path as in a
-//! cluster (kube-rs client, watcher, reflector).
+//! A Kubernetes API server for tests: the real list/watch protocol over HTTP/1.1, so the
+//! daemon runs with a kubeconfig pointing here (or, in a pod of the rig's kubelet, with the
+//! in-cluster config) and takes the same code path as in a cluster (kube-rs client, watcher,
+//! reflector), and `kubectl` installs podwall on it as on a cluster.
 //!
-//! Served: Pods, Namespaces and NetworkPolicies (`networking.k8s.io/v1`) with list
-//! (`resourceVersion`, `resourceVersionMatch`, `limit`/`continue` from a frozen snapshot,
-//! `labelSelector`, `fieldSelector`), get, and watch (chunked newline-delimited JSON with
+//! Served: Pods, Namespaces, NetworkPolicies (`networking.k8s.io/v1`), Nodes, and the kinds an
+//! install applies (ServiceAccounts, Secrets, ConfigMaps, ResourceQuotas, DaemonSets,
+//! ClusterRoles and ClusterRoleBindings), with list (`resourceVersion`,
+//! `resourceVersionMatch`, `limit`/`continue` from a frozen snapshot, `labelSelector`,
+//! `fieldSelector`), get, and watch (chunked newline-delimited JSON with
 //! ADDED/MODIFIED/DELETED replayed from a bounded history, BOOKMARK events, and an ERROR event
-//! carrying a 410 `Expired` Status for a version older than the history); Events
-//! (`core/v1` and `events.k8s.io/v1`) can be created and patched and are recorded; discovery
-//! (`/api`, `/apis`, `/version`). Every request must carry the kubeconfig's bearer token.
+//! carrying a 410 `Expired` Status for a version older than the history); writes
+//! (create, update, JSON merge and strategic merge patch, delete: `write.rs`; the protobuf
+//! body `kubectl create secret` sends: `protobuf.rs`), with the DaemonSet defaults `kubectl
+//! rollout status` needs; Events (`core/v1` and `events.k8s.io/v1`) can be created and
+//! patched and are recorded; discovery (`/api`, `/apis`, `/version`) and an OpenAPI v2
+//! document without definitions (kubectl will not apply without one). Every request must
+//! carry the kubeconfig's bearer token. Plain HTTP, or HTTPS with a CA of its own
+//! ([`ApiServerBuilder::tls`]).
 //!
 //! Tests change the world through the Rust control interface ([`ApiServer::create`],
-//! [`ApiServer::apply_yaml`], …), which assigns versions and uids like etcd, and break it on
-//! purpose: [`ApiServer::compact`], [`ApiServer::drop_watches`], [`ApiServer::stop`] /
-//! [`ApiServer::restart`], [`ApiServer::deny`]. [`ApiServer::requests`] logs every call as the
-//! authorizer sees it, for checking a ClusterRole.
+//! [`ApiServer::apply_yaml`], [`ApiServer::set_status`], …), which assigns versions and uids
+//! like etcd, and break it on purpose: [`ApiServer::compact`], [`ApiServer::drop_watches`],
+//! [`ApiServer::stop`] / [`ApiServer::restart`], [`ApiServer::deny`].
+//! [`ApiServer::requests`] logs every call as the authorizer sees it, for checking a
+//! ClusterRole.
 //!
 //! The server runs on its own thread with a current-thread tokio runtime, so it works the same
 //! from plain and from async tests. It needs no root, except [`ApiServer::start_in`], which
 //! listens inside a test network namespace.
 //!
 //! Not modelled: admission (a Pod may name a namespace that does not exist), deleting a
-//! Namespace does not delete what is in it, graceful deletion, writes to Pods, Namespaces and
-//! NetworkPolicies over HTTP (405), protobuf, HTTP/2 and TLS.
+//! Namespace does not delete what is in it, graceful deletion, status subresources over HTTP,
+//! server-side apply, protobuf responses (and requests but for Secrets), HTTP/2, RBAC from
+//! the stored roles (the test's denials stand in for it).
 
+mod builder;
+mod discovery;
 mod events;
 mod http;
 mod kind;
+mod protobuf;
 mod route;
 mod selector;
 mod status;
 mod store;
+mod tls;
+mod write;
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -46,6 +61,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use builder::ApiServerBuilder;
 pub use events::{EventSubject, PostedEvent};
 pub use kind::Kind;
 pub use route::ApiRequest;
@@ -71,67 +87,6 @@ pub struct Permission {
     pub verb: String,
 }
 
-/// Settings for [`ApiServer`]; [`ApiServer::start`] uses the defaults.
-#[derive(Debug, Clone)]
-pub struct ApiServerBuilder {
-    addr: SocketAddr,
-    history_limit: usize,
-    bookmark_interval: Duration,
-    token: String,
-    user: String,
-}
-
-impl Default for ApiServerBuilder {
-    fn default() -> Self {
-        ApiServerBuilder {
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            history_limit: 1000,
-            bookmark_interval: Duration::from_secs(1),
-            token: DEFAULT_TOKEN.to_string(),
-            user: DEFAULT_USER.to_string(),
-        }
-    }
-}
-
-impl ApiServerBuilder {
-    /// Where to listen; port 0 picks a free one (kept across `restart`).
-    pub fn addr(mut self, addr: SocketAddr) -> Self {
-        self.addr = addr;
-        self
-    }
-
-    /// How many changes watches can replay; a watch from before them gets 410.
-    pub fn history_limit(mut self, changes: usize) -> Self {
-        self.history_limit = changes;
-        self
-    }
-
-    /// How often watches that allow bookmarks get one (the real server: about a minute).
-    pub fn bookmark_interval(mut self, interval: Duration) -> Self {
-        self.bookmark_interval = interval;
-        self
-    }
-
-    /// The user that 403 messages name.
-    pub fn user(mut self, user: &str) -> Self {
-        self.user = user.to_string();
-        self
-    }
-
-    /// Listen on this process's network namespace.
-    pub fn start(self) -> ApiServer {
-        ApiServer::launch(self, None)
-    }
-
-    /// Listen inside `netns` (default address: that namespace's 127.0.0.1), for a daemon that
-    /// runs there. Needs root, like every netns test.
-    pub fn start_in(self, netns: &TestNetns) -> ApiServer {
-        let file = File::open(netns.path())
-            .unwrap_or_else(|e| panic!("opening {}: {e}", netns.path().display()));
-        ApiServer::launch(self, Some(file))
-    }
-}
-
 /// The currently open listener and its connections.
 struct Running {
     stop: CancellationToken,
@@ -147,6 +102,8 @@ pub struct ApiServer {
     running: Mutex<Option<Running>>,
     shutdown: CancellationToken,
     thread: Option<JoinHandle<()>>,
+    /// The certificates and the acceptor, when serving HTTPS.
+    tls: Option<(tempfile::TempDir, tls::Tls)>,
 }
 
 impl std::fmt::Debug for ApiServer {
@@ -217,6 +174,11 @@ impl ApiServer {
             running: Mutex::new(None),
             shutdown,
             thread: Some(thread),
+            tls: opts.tls.then(|| {
+                let dir = tempfile::tempdir().expect("a temp dir for the certificates");
+                let tls = tls::make(dir.path(), opts.addr.ip());
+                (dir, tls)
+            }),
         };
         let listener = server.bind(opts.addr);
         server.addr = listener
@@ -253,12 +215,13 @@ impl ApiServer {
     fn serve(&self, listener: TcpListener) {
         let (stop, tracker) = (CancellationToken::new(), TaskTracker::new());
         let (shared, s, t) = (self.shared.clone(), stop.clone(), tracker.clone());
+        let acceptor = self.tls.as_ref().map(|(_, tls)| tls.acceptor.clone());
         // The accept loop is tracked too, so `stop` returns only after the listener is gone.
         tracker.spawn_on(
             async move {
                 let listener = tokio::net::TcpListener::from_std(listener)
                     .expect("registering the listener with the runtime");
-                http::serve(listener, shared, s, t).await;
+                http::serve(listener, shared, s, t, acceptor).await;
             },
             &self.runtime,
         );
@@ -270,9 +233,15 @@ impl ApiServer {
         self.addr
     }
 
-    /// `http://127.0.0.1:PORT`, the kubeconfig's cluster server.
+    /// `http://127.0.0.1:PORT` (`https://` with TLS), the kubeconfig's cluster server.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// The CA certificate clients verify the server with, when it serves HTTPS.
+    pub fn ca(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|(_, tls)| tls.ca.as_path())
     }
 
     /// The bearer token clients must send.
@@ -288,13 +257,17 @@ impl ApiServer {
             "apiVersion: v1\n\
              kind: Config\n\
              clusters:\n\
-             - name: pwt-apiserver\n  cluster:\n    server: {url}\n\
+             - name: pwt-apiserver\n  cluster:\n    server: {url}\n{ca}\
              users:\n\
              - name: podwall\n  user:\n    token: {token}\n\
              contexts:\n\
              - name: pwt-apiserver\n  context:\n    cluster: pwt-apiserver\n    user: podwall\n    namespace: default\n\
              current-context: pwt-apiserver\n",
             url = self.url(),
+            ca = self
+                .ca()
+                .map(|ca| format!("    certificate-authority: {}\n", ca.display()))
+                .unwrap_or_default(),
             token = self.shared.token,
         );
         std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
@@ -330,6 +303,23 @@ impl ApiServer {
     pub fn get<K: TypedObject>(&self, namespace: &str, name: &str) -> Option<K> {
         let obj = lock(&self.shared.store).get(kind_of::<K>().ok()?, namespace, name)?;
         from_value(obj).ok()
+    }
+
+    /// Set an object's `status` as its controller does through the status subresource: the
+    /// rest of the object stays as stored, whatever a client wrote meanwhile.
+    pub fn set_status(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        status: Value,
+    ) -> Result<Value, ApiError> {
+        let mut store = lock(&self.shared.store);
+        let mut obj = store
+            .get(kind, namespace, name)
+            .ok_or_else(|| ApiError::not_found(kind.plural(), kind.group(), name))?;
+        obj["status"] = status;
+        store.write(obj, WriteMode::Update)
     }
 
     /// Every object of `kind` as stored now, in namespace/name order, as JSON.

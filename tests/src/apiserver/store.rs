@@ -160,6 +160,7 @@ impl Store {
             ))
         })?;
         kind.validate(&obj).map_err(ApiError::bad_request)?;
+        kind.default_fields(&mut obj);
         if !obj.get("metadata").is_some_and(Value::is_object) {
             obj["metadata"] = json!({});
         }
