@@ -46,6 +46,17 @@ sweep() {
                 [[ $when == after ]] && status=1
             fi
         done
+        # The deploy tests' containers (pwt-k-<netns>-…) live in image stores of their own,
+        # which `podman ps` does not list: their conmon processes name them.
+        local pid
+        while read -r pid name; do
+            if gone "${name#pwt-k-}"; then
+                echo "run.sh: stopping leftover container $name ($when)"
+                pkill -KILL -P "$pid" || true
+                kill -KILL "$pid" 2>/dev/null || true
+                [[ $when == after ]] && status=1
+            fi
+        done < <(pgrep -a conmon | sed -n 's/^\([0-9]*\) .* -n \(pwt-k-[^ ]*\) .*/\1 \2/p')
         for tag in $(podman images --format '{{.Tag}}' 'localhost/podwall' 2>/dev/null); do
             if gone "$tag"; then
                 echo "run.sh: removing leftover image localhost/podwall:$tag ($when)"

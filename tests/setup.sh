@@ -16,13 +16,16 @@ packages=(
     conntrack
     busybox-static                # the install-cni script's sh, in the tests and the image
     buildah podman runc           # the image: built FROM scratch, run (runc: see tests/src/image.rs)
+    docker-registry apache2-utils # the deploy test's private registry, and its htpasswd
+    openssl                       # the test API server's certificates
     util-linux                    # setpriv, for the non-root socket peer
     kmod                          # modprobe br_netfilter
     ca-certificates
     iptables ipset iperf3         # the kube-router-shaped baseline and the per-packet figures
 )
 
-# kubectl renders the kustomizations (`kubectl kustomize`); any kubectl will do, and where
+# kubectl renders the kustomizations (`kubectl kustomize`) and runs the README's deploy
+# commands against the test API server; any kubectl will do, and where
 # there is none, Debian's (1.20, whose kustomize the overlays are written for too).
 command -v kubectl >/dev/null || packages+=(kubernetes-client)
 

@@ -87,8 +87,41 @@ impl Cluster {
         Self::with_options(label, count, options)
     }
 
+    /// Two nodes for installing podwall as an operator does, with nothing of podwall's on
+    /// them: the API server speaks HTTPS (pods use its in-cluster address and CA), holds
+    /// what a fresh cluster holds and a Node object per node (its pod range, no labels), and
+    /// each node's host tree ([`crate::kubelet::host_root`]) has the node's CNI config of
+    /// its own, `bridge` + `host-local` alone, as a node before podwall has it. The pods of
+    /// what `kubectl apply` installs are run by [`crate::kubelet::Kubelet`].
+    pub fn for_install(label: &str) -> Self {
+        let cluster = Self::build(label, 2, NodeOptions::default(), true);
+        cluster.apply(SEED);
+        for node in &cluster.nodes {
+            cluster.apply(&crate::cni::node_yaml(node.name(), &[&node.subnet4()]));
+            let root = crate::kubelet::host_root(node);
+            let net_dir = root.join("etc/cni/net.d");
+            std::fs::create_dir_all(&net_dir).expect("creating the node's CNI config dir");
+            let mut list = node.conflist_json("1.0.0", None);
+            list["plugins"][0]["ipam"]["dataDir"] = root
+                .join("var/lib/cni/networks")
+                .display()
+                .to_string()
+                .into();
+            std::fs::write(
+                net_dir.join("10-bridge.conflist"),
+                serde_json::to_vec_pretty(&list).expect("json serialises"),
+            )
+            .expect("writing the node's CNI config");
+        }
+        cluster
+    }
+
     /// Nodes with `options` (the kubeconfig is the cluster's) and an empty API server.
     fn with_options(label: &str, count: usize, options: NodeOptions) -> Self {
+        Self::build(label, count, options, false)
+    }
+
+    fn build(label: &str, count: usize, options: NodeOptions, tls: bool) -> Self {
         assert!(
             (1..=2).contains(&count),
             "a test cluster has one or two nodes, not {count}"
@@ -105,7 +138,11 @@ impl Cluster {
             );
             link(&nodes[0], &nodes[1]);
             let addr: SocketAddr = format!("{LINK_A}:0").parse().expect("a valid address");
-            ApiServer::builder().addr(addr).start_in(&nodes[0].netns)
+            let builder = ApiServer::builder().addr(addr);
+            match tls {
+                true => builder.tls().start_in(&nodes[0].netns),
+                false => builder.start_in(&nodes[0].netns),
+            }
         } else {
             ApiServer::start_in(&nodes[0].netns)
         };

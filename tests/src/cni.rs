@@ -287,7 +287,7 @@ impl Node {
 }
 
 /// Run a CNI program with the usual timeout; a timeout is a test failure, not an outcome.
-fn run_cni(cmd: &mut Command, stdin: Option<&[u8]>) -> CniOutcome {
+pub(crate) fn run_cni(cmd: &mut Command, stdin: Option<&[u8]>) -> CniOutcome {
     let output = cmd::run(cmd, stdin, cmd::SHORT).unwrap_or_else(|e| panic!("{e:#}"));
     outcome(output)
 }

@@ -77,7 +77,7 @@ impl Drop for Image {
     }
 }
 
-fn podman_run_words() -> Vec<&'static str> {
+pub fn podman_run_words() -> Vec<&'static str> {
     vec![
         "podman",
         "run",

@@ -21,6 +21,7 @@ pub mod cni;
 pub mod differential;
 pub mod external;
 pub mod image;
+pub mod kubelet;
 pub mod manifests;
 pub mod metrics;
 pub mod netns;
@@ -29,6 +30,7 @@ pub mod node;
 pub mod probe;
 pub mod rbac;
 pub mod reach;
+pub mod registry;
 pub mod trio;
 pub mod wait;
 

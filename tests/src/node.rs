@@ -8,13 +8,13 @@
 //! the daemon said.
 
 use std::fs::{self, OpenOptions};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
 use podwall::wire::{self, ClientError, Reply, Request};
@@ -507,27 +507,7 @@ impl Node {
     /// code and the body.
     pub fn http_get(&self, path: &str) -> Result<(u16, String)> {
         let addr: SocketAddr = HEALTH_ADDR.parse().expect("a valid address");
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-        let response = self.netns.run_in(move || -> std::io::Result<String> {
-            let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
-            s.set_read_timeout(Some(Duration::from_secs(2)))?;
-            s.set_write_timeout(Some(Duration::from_secs(2)))?;
-            s.write_all(request.as_bytes())?;
-            let mut text = String::new();
-            s.take(4 * 1024 * 1024).read_to_string(&mut text)?;
-            Ok(text)
-        })?;
-        let status = response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| anyhow!("not an HTTP response: {response:?}"))?;
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        Ok((status, body))
+        crate::probe::http_get(&self.netns, addr, path)
     }
 
     /// The daemon's pid while the rig has one running.

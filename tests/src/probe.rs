@@ -196,3 +196,28 @@ impl TcpConn {
         self.echo(timeout).is_ok()
     }
 }
+
+/// `GET <path>` from inside `ns` to `addr` (HTTP/1.1, connection closed after): the status
+/// code and the body.
+pub fn http_get(ns: &TestNetns, addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let response = ns.run_in(move || -> std::io::Result<String> {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.set_write_timeout(Some(Duration::from_secs(2)))?;
+        s.write_all(request.as_bytes())?;
+        let mut text = String::new();
+        s.take(4 * 1024 * 1024).read_to_string(&mut text)?;
+        Ok(text)
+    })?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("not an HTTP response: {response:?}"))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}

@@ -11,6 +11,7 @@ mod cleanup;
 mod cni_chain;
 mod counters;
 mod daemon_restart;
+mod deploy;
 mod differential;
 mod divergence;
 mod drop_log;
