@@ -63,10 +63,17 @@ impl Runner<'_> {
             let mut run = self.podman_run(node, c, &mounts, &spec);
             run.args(["-d", "--name", &container]);
             image_and_args(&mut run, c);
-            let out = cmd::run(&mut run, None, Duration::from_secs(60))
-                .map_err(|e| format!("container {}: {e:#}", c.name))?;
-            if !out.status.success() {
-                return Err(format!("container {}: {}", c.name, out.stderr));
+            let started = match cmd::run(&mut run, None, Duration::from_secs(60)) {
+                Ok(out) if out.status.success() => Ok(()),
+                Ok(out) => Err(format!("container {}: {}", c.name, out.stderr)),
+                Err(e) => Err(format!("container {}: {e:#}", c.name)),
+            };
+            if let Err(why) = started {
+                // A pod starts whole or not at all: the next try starts it again.
+                for name in names.iter().chain([&container]) {
+                    self.podman.remove(node, name);
+                }
+                return Err(why);
             }
             names.push(container);
         }
