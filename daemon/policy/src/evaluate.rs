@@ -7,8 +7,10 @@
 //! is the dataplane's business, not this module's.
 //!
 //! A connection is allowed when the source's egress allows it and the destination's
-//! ingress allows it. A side is open when no policy isolates its pod for that direction;
-//! once a pod is isolated, the union of the rules of every isolating policy decides.
+//! ingress allows it. Each side is judged tier by tier: the Admin tier of
+//! ClusterNetworkPolicies first (a rule that Accepts or Denies decides, Pass goes on), then
+//! NetworkPolicies (once a pod is isolated, the union of the rules of every isolating policy
+//! decides), then the Baseline tier, and a side nothing decided is open.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -17,9 +19,12 @@ use serde::Serialize;
 
 use crate::ipblock::Family;
 use crate::model::{
-    Direction, NamespaceScope, Peer, Peers, Pod, PodKey, PolicyKey, PortMatch, PortSpec, Protocol,
-    Rule, Snapshot,
+    Action, Direction, NamespaceScope, Peer, Peers, Pod, PodKey, PolicyKey, PortMatch, PortSpec,
+    Protocol, Rule, Snapshot, Tier,
 };
+
+mod tiers;
+pub use tiers::Decision;
 
 /// One end of a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,12 +92,19 @@ pub enum Side {
     },
     /// Isolated, and no rule of an isolating policy allows the connection.
     Denied { isolated_by: Vec<Isolation> },
+    /// A ClusterNetworkPolicy rule decided: one of the Admin tier (before any
+    /// NetworkPolicy), or of the Baseline tier (for a pod no NetworkPolicy isolates).
+    Decided(tiers::Decision),
 }
 
 impl Side {
     /// Whether this side lets the connection through.
     pub fn is_open(&self) -> bool {
-        !matches!(self, Side::Denied { .. })
+        match self {
+            Side::Denied { .. } => false,
+            Side::Decided(d) => d.action == Action::Accept,
+            _ => true,
+        }
     }
 }
 
@@ -244,6 +256,36 @@ fn side(
         Direction::Ingress => src,
         Direction::Egress => dst,
     };
+    let ask = tiers::Ask {
+        pod,
+        direction,
+        peer,
+        dst,
+        protocol: query.protocol,
+        port: query.port,
+    };
+    if let Some(decision) = tiers::decide(snap, Tier::Admin, &ask) {
+        return Side::Decided(decision);
+    }
+    match network_policies(snap, &ask) {
+        Side::NotIsolated => match tiers::decide(snap, Tier::Baseline, &ask) {
+            Some(decision) => Side::Decided(decision),
+            None => Side::NotIsolated,
+        },
+        side => side,
+    }
+}
+
+/// The NetworkPolicy tier: the union of the rules of every policy that isolates the pod.
+fn network_policies(snap: &Snapshot, ask: &tiers::Ask<'_>) -> Side {
+    let tiers::Ask {
+        pod,
+        direction,
+        peer,
+        dst,
+        protocol,
+        port,
+    } = *ask;
     let mut isolated_by = Vec::new();
     let mut allowed_by = Vec::new();
     for policy in snap.policies.values() {
@@ -258,7 +300,7 @@ fn side(
             broken: policy.broken,
         });
         for (index, rule) in policy.rules(direction).iter().enumerate() {
-            if rule_matches(snap, rule, peer, dst, query.protocol, query.port) {
+            if rule_matches(snap, rule, peer, dst, protocol, port) {
                 allowed_by.push(RuleRef {
                     policy: policy.key.clone(),
                     direction,
@@ -302,7 +344,7 @@ pub(crate) fn rule_matches(
 /// The pods an endpoint's address stands for: one, normally. With stale data (a reused
 /// address whose old pod's delete is late) several, and a selector or a named port matches
 /// the address when it matches any of them, as the kernel's address sets do.
-fn holders<'a>(snap: &'a Snapshot, end: Resolved<'a>) -> Vec<&'a Pod> {
+pub(crate) fn holders<'a>(snap: &'a Snapshot, end: Resolved<'a>) -> Vec<&'a Pod> {
     match end.ip {
         Some(ip) => snap
             .pods
@@ -313,7 +355,7 @@ fn holders<'a>(snap: &'a Snapshot, end: Resolved<'a>) -> Vec<&'a Pod> {
     }
 }
 
-fn peer_matches(snap: &Snapshot, peer: &Peer, other: Resolved<'_>) -> bool {
+pub(crate) fn peer_matches(snap: &Snapshot, peer: &Peer, other: Resolved<'_>) -> bool {
     match peer {
         Peer::Pods { namespaces, pods } => holders(snap, other).into_iter().any(|p| {
             let ns_ok = match namespaces {
@@ -328,7 +370,7 @@ fn peer_matches(snap: &Snapshot, peer: &Peer, other: Resolved<'_>) -> bool {
     }
 }
 
-fn port_matches(
+pub(crate) fn port_matches(
     snap: &Snapshot,
     pm: &PortMatch,
     dst: Resolved<'_>,

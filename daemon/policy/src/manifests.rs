@@ -10,7 +10,10 @@ use serde::Deserialize;
 use serde_norway::Value;
 
 use crate::error::{ModelError, Problem};
-use crate::model::{Namespace, ObjectKey, Pod, Policy, Snapshot, DEFAULT_NAMESPACE};
+use crate::model::{
+    cluster_api, ClusterNetworkPolicyApi, ClusterPolicy, Namespace, ObjectKey, Pod, Policy,
+    Snapshot, DEFAULT_NAMESPACE,
+};
 
 /// The API version NetworkPolicy was served under before `networking.k8s.io/v1`.
 pub const LEGACY_POLICY_API: &str = "extensions/v1beta1";
@@ -65,9 +68,30 @@ impl ManifestError {
     }
 }
 
-/// Parses manifest files given as `(file name, text)`.
+/// What to read besides Namespaces, Pods and NetworkPolicies.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// ClusterNetworkPolicies (`policy.networking.k8s.io` v1beta1 and v1alpha2). Off in
+    /// [`load`]: the compiler does not enforce them yet, and neither the daemon nor
+    /// `podwalld explain` may act on what the kernel does not do; the evaluator's tests
+    /// read them.
+    pub cluster_policies: bool,
+}
+
+/// Parses manifest files given as `(file name, text)`; ClusterNetworkPolicies are skipped.
 pub fn load<'a>(files: impl IntoIterator<Item = (&'a str, &'a str)>) -> Loaded {
-    let mut loader = Loader::default();
+    load_with(Options::default(), files)
+}
+
+/// [`load`], reading what `options` asks for too.
+pub fn load_with<'a>(
+    options: Options,
+    files: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Loaded {
+    let mut loader = Loader {
+        options,
+        ..Loader::default()
+    };
     for (file, text) in files {
         for (i, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
             let document = i + 1;
@@ -87,6 +111,7 @@ pub fn load<'a>(files: impl IntoIterator<Item = (&'a str, &'a str)>) -> Loaded {
 
 #[derive(Default)]
 struct Loader {
+    options: Options,
     done: Loaded,
     origin: std::collections::BTreeMap<(&'static str, String), String>,
 }
@@ -149,10 +174,14 @@ impl Loader {
         let namespace = meta
             .and_then(|m| text(m, "namespace"))
             .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+        let cluster_policy = kind == "ClusterNetworkPolicy"
+            && api.split_once('/').is_some_and(|(g, v)| {
+                g == cluster_api::GROUP && cluster_api::VERSIONS.contains(&v)
+            });
         let wanted = matches!(
             (api.as_str(), kind.as_str()),
             ("v1", "Namespace" | "Pod") | (POLICY_API | LEGACY_POLICY_API, "NetworkPolicy")
-        );
+        ) || (cluster_policy && self.options.cluster_policies);
         if !wanted {
             self.done
                 .skipped
@@ -163,6 +192,7 @@ impl Loader {
             return self.unreadable(file, document, format!("{kind} without metadata.name"));
         }
         match kind.as_str() {
+            "ClusterNetworkPolicy" => self.cluster_policy(file, &name, value),
             "Namespace" => match serde_norway::from_value(value) {
                 Err(e) => self.unreadable(file, document, format!("namespace {name}: {e}")),
                 Ok(ns) => match Namespace::from_api(&ns) {
@@ -208,6 +238,34 @@ impl Loader {
                     self.done.snapshot.upsert_policy(policy);
                 }
             }
+        }
+    }
+}
+
+impl Loader {
+    fn cluster_policy(&mut self, file: &str, name: &str, value: Value) {
+        let (policy, errors) = match serde_norway::from_value::<ClusterNetworkPolicyApi>(value) {
+            Ok(api) => ClusterPolicy::from_api(&api),
+            // Not even the shape: the broken stand-in (Admin tier, every pod, no rule).
+            Err(e) => {
+                let api = ClusterNetworkPolicyApi::default();
+                let (mut policy, _) = ClusterPolicy::from_api(&api);
+                policy.name = name.to_string();
+                let error = ModelError {
+                    kind: "clusternetworkpolicy",
+                    object: name.to_string(),
+                    field: "spec".into(),
+                    problem: Problem::Malformed(e.to_string()),
+                };
+                (policy, vec![error])
+            }
+        };
+        self.model_errors(file, errors);
+        if self.first_time(file, "clusternetworkpolicy", policy.name.clone()) {
+            self.done
+                .snapshot
+                .cluster_policies
+                .insert(policy.name.clone(), policy);
         }
     }
 }

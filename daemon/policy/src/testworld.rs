@@ -9,7 +9,7 @@ use std::fmt::Write;
 use std::net::IpAddr;
 
 use crate::evaluate::{evaluate, Endpoint, Query};
-use crate::manifests::load;
+use crate::manifests::{load_with, Options};
 use crate::model::{PodKey, Protocol, Snapshot};
 
 /// Namespaces of the world, in order.
@@ -82,10 +82,17 @@ status:
     out
 }
 
-/// The world plus `extra` manifests (policies, more pods); panics on any manifest error.
+/// The world plus `extra` manifests (policies, ClusterNetworkPolicies, more pods); panics on
+/// any manifest error.
 pub fn world(extra: &str) -> Snapshot {
     let base = world_manifests();
-    let loaded = load([("world.yaml", base.as_str()), ("extra.yaml", extra)]);
+    let options = Options {
+        cluster_policies: true,
+    };
+    let loaded = load_with(
+        options,
+        [("world.yaml", base.as_str()), ("extra.yaml", extra)],
+    );
     assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
     loaded.snapshot
 }

@@ -18,7 +18,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, LabelSelectorRequirement, ObjectMeta,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use podwall_policy::{compile, manifests, Policy, Snapshot};
+use podwall_policy::{
+    compile, evaluate, manifests, Endpoint, PodKey, Policy, Protocol, Query, Snapshot,
+};
 use proptest::prelude::*;
 
 /// Pods the fuzzed manifests are loaded next to, so that their policies select something.
@@ -31,12 +33,25 @@ fn manifests_load_never_panics() {
     driver::run("manifests", 1_500, |bytes| {
         // The daemon and `explain` read manifests as UTF-8 text.
         let text = String::from_utf8_lossy(bytes);
-        let loaded = manifests::load([("fuzz.yaml", &*text)]);
+        // ClusterNetworkPolicies too, for the tiers of the evaluator.
+        let options = manifests::Options {
+            cluster_policies: true,
+        };
+        let loaded = manifests::load_with(options, [("fuzz.yaml", &*text)]);
         let _ = loaded.has_fatal_errors();
         let _: Vec<String> = loaded.errors.iter().map(ToString::to_string).collect();
         let mut snapshot = world.clone();
         snapshot.merge(loaded.snapshot);
         let _ = compile(&snapshot, NODE);
+        for (from, to) in [("nsa/a1", "nsa/a2"), ("nsb/b1", "nsa/a1")] {
+            let query = Query {
+                from: Endpoint::Pod(PodKey::parse(from).expect("a pod key")),
+                to: Endpoint::Pod(PodKey::parse(to).expect("a pod key")),
+                protocol: Protocol::Tcp,
+                port: 80,
+            };
+            let _ = evaluate(&snapshot, &query);
+        }
     });
 }
 

@@ -36,6 +36,7 @@ pub fn merged(
     Snapshot {
         namespaces: cluster.namespaces.clone(),
         policies: cluster.policies.clone(),
+        cluster_policies: cluster.cluster_policies.clone(),
         pods: keys
             .into_iter()
             .filter_map(|key| place.pod(&key).map(|pod| (key, pod)))

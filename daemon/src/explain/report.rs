@@ -188,6 +188,10 @@ fn side_text(out: &mut String, what: &str, who: &Endpoint, side: &Side) {
             "  {what} {who}: isolated by {}; no rule allows it",
             isolated(isolated_by)
         ),
+        Side::Decided(decision) => match &decision.fails_closed {
+            None => format!("  {what} {who}: {decision}"),
+            Some(why) => format!("  {what} {who}: {decision} (fails closed: {why})"),
+        },
     };
     out.push_str(&line);
     out.push('\n');

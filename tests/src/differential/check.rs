@@ -294,6 +294,7 @@ fn side_text(side: &Side, local: bool) -> String {
                 .collect();
             format!("denied, isolated by {}", policies.join(", "))
         }
+        Side::Decided(decision) => decision.to_string(),
     }
 }
 

@@ -1,4 +1,4 @@
-//! Our own Pod, Namespace and NetworkPolicy types, converted once from the k8s-openapi
+//! Our own Pod, Namespace, NetworkPolicy and ClusterNetworkPolicy types, converted once from the k8s-openapi
 //! objects at the edge, with every Kubernetes default applied and every field validated.
 //!
 //! Nothing past this module sees an API object or a raw string from a manifest. A policy
@@ -12,6 +12,8 @@
 //! conversions; [`Interner`] gives pods one shared copy of their namespace, node and labels.
 //! Everything is re-exported here, so `model::Pod` is the one path to each name.
 
+mod cluster;
+pub mod cluster_api;
 mod intern;
 mod key;
 mod pod;
@@ -20,6 +22,8 @@ mod policy;
 mod policy_api;
 mod snapshot;
 
+pub use cluster::{Action, ClusterPeer, ClusterPolicy, ClusterRule, PodsSelector, Tier};
+pub use cluster_api::ClusterNetworkPolicyApi;
 pub use intern::Interner;
 pub use key::{Name, ObjectKey, PodKey, PolicyKey, DEFAULT_NAMESPACE};
 pub use pod::{ContainerPort, Namespace, Phase, Pod, PodFields, NAMESPACE_NAME_LABEL};

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Namespace, Pod, PodKey, Policy, PolicyKey};
+use super::{ClusterPolicy, Namespace, Pod, PodKey, Policy, PolicyKey};
 use crate::selector::Labels;
 
 /// Everything the evaluator and the compiler need, already validated.
@@ -14,6 +14,9 @@ pub struct Snapshot {
     pub namespaces: BTreeMap<String, Namespace>,
     pub pods: BTreeMap<PodKey, Pod>,
     pub policies: BTreeMap<PolicyKey, Policy>,
+    /// ClusterNetworkPolicies by name: the Admin and Baseline tiers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cluster_policies: BTreeMap<String, ClusterPolicy>,
 }
 
 impl Snapshot {
@@ -67,6 +70,7 @@ impl Snapshot {
         self.namespaces.extend(other.namespaces);
         self.pods.extend(other.pods);
         self.policies.extend(other.policies);
+        self.cluster_policies.extend(other.cluster_policies);
     }
 
     /// The policed pod that owns `ip`, if any (the first by key if stale data gives two).
