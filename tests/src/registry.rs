@@ -69,6 +69,16 @@ impl Registry {
         registry
     }
 
+    /// On the first node of `cluster`, at its link address, port 5000, where both nodes
+    /// reach it (as they reach the API server).
+    pub fn start_for(cluster: &crate::Cluster) -> Self {
+        let addr = format!("{}:5000", crate::cluster::LINK_A);
+        Self::start_in(
+            &cluster.nodes[0].netns,
+            addr.parse().expect("a valid address"),
+        )
+    }
+
     /// The `registries.conf` that marks this registry as plain HTTP.
     pub fn registries_conf(&self) -> PathBuf {
         self.dir.path().join("registries.conf")

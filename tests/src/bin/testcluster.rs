@@ -20,7 +20,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use nix::sys::signal::{SigSet, Signal};
-use podwall_tests::cluster::LINK_A;
 use podwall_tests::kubelet::{Kubelet, Podman, Workloads};
 use podwall_tests::registry::{self, Registry};
 use podwall_tests::Cluster;
@@ -46,18 +45,8 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let cluster = Cluster::for_install("tc");
-    let registry = Registry::start_in(
-        &cluster.nodes[0].netns,
-        format!("{LINK_A}:5000").parse().expect("a valid address"),
-    );
-    let images = tempfile::Builder::new()
-        .prefix("pwt-")
-        .tempdir()
-        .expect("a directory for the nodes' images");
-    let podman = Podman {
-        store: images.path().to_path_buf(),
-        registries_conf: Some(registry.registries_conf()),
-    };
+    let registry = Registry::start_for(&cluster);
+    let (podman, _images) = Podman::in_temp_dir(Some(registry.registries_conf()));
     let nodes: Vec<&str> = cluster.nodes.iter().map(|n| n.name()).collect();
     let env = format!(
         "export KUBECONFIG={kubeconfig}\n\

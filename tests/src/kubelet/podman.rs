@@ -21,6 +21,22 @@ pub struct Podman {
 }
 
 impl Podman {
+    /// The nodes' podman with stores in a new temp dir (removed when the returned `TempDir`
+    /// is dropped: clear the stores first), pulling from the registries `registries_conf`
+    /// lists.
+    pub fn in_temp_dir(registries_conf: Option<PathBuf>) -> (Podman, tempfile::TempDir) {
+        // A short path: podman refuses a runroot longer than 50 bytes.
+        let dir = tempfile::Builder::new()
+            .prefix("pwt-")
+            .tempdir()
+            .expect("a directory for the nodes' images");
+        let podman = Podman {
+            store: dir.path().to_path_buf(),
+            registries_conf,
+        };
+        (podman, dir)
+    }
+
     /// `podman` with `node`'s store.
     pub(super) fn command(&self, node: &Node) -> Command {
         let mut cmd = Command::new("podman");

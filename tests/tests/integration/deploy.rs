@@ -31,6 +31,18 @@ use podwall_tests::{bins, eventually, Cluster};
 /// The README's section with the blocks this test runs.
 const SECTION: &str = "## Deploy on a cluster";
 
+/// How each `sh` block of the section starts, in order: build and push, pull secret,
+/// install, kustomize install, kustomize uninstall, upgrade, uninstall.
+const BLOCKS: [&str; 7] = [
+    "bash install/image.sh",
+    "kubectl -n kube-system create secret",
+    "kubectl apply -f install/podwall.yaml",
+    "cp -r install/overlays/example",
+    "kubectl delete -k",
+    "kubectl -n kube-system set image",
+    "kubectl delete -f install/podwall.yaml",
+];
+
 /// How long the cluster gets to act on a change (pull, start, become ready, enforce).
 const SETTLE: Duration = Duration::from_secs(60);
 
@@ -39,16 +51,8 @@ const SETTLE: Duration = Duration::from_secs(60);
 fn the_readme_deploys_upgrades_and_uninstalls_podwall_on_a_two_node_cluster() {
     let cluster = Cluster::for_install("deploy");
     let rehearsal = Rehearsal::new(&cluster);
-    let [build, secret, install, _kustomize, _kustomize_uninstall, upgrade, uninstall] = rehearsal
-        .blocks(&[
-            "bash install/image.sh",
-            "kubectl -n kube-system create secret",
-            "kubectl apply -f install/podwall.yaml",
-            "cp -r install/overlays/example",
-            "kubectl delete -k",
-            "kubectl -n kube-system set image",
-            "kubectl delete -f install/podwall.yaml",
-        ]);
+    let [build, secret, install, _kustomize, _kustomize_uninstall, upgrade, uninstall] =
+        rehearsal.blocks(&BLOCKS);
     let configs = rehearsal.node_configs();
     rehearsal.with_kubelet(|workloads| {
         rehearsal.run(&build);
@@ -107,15 +111,8 @@ fn the_readme_deploys_upgrades_and_uninstalls_podwall_on_a_two_node_cluster() {
 fn the_readmes_kustomize_overlay_installs_on_labelled_nodes_and_uninstalls() {
     let cluster = Cluster::for_install("kustom");
     let rehearsal = Rehearsal::new(&cluster);
-    let [build, _secret, _install, install, uninstall, _upgrade, _uninstall] = rehearsal.blocks(&[
-        "bash install/image.sh",
-        "kubectl -n kube-system create secret",
-        "kubectl apply -f install/podwall.yaml",
-        "cp -r install/overlays/example",
-        "kubectl delete -k",
-        "kubectl -n kube-system set image",
-        "kubectl delete -f install/podwall.yaml",
-    ]);
+    let [build, _secret, _install, install, uninstall, _upgrade, _uninstall] =
+        rehearsal.blocks(&BLOCKS);
     let configs = rehearsal.node_configs();
     // "Copy it, edit what its comments mark": the registry, in both kustomizations.
     let (copy, install) = install.split_once('\n').expect("more than one line");
@@ -166,31 +163,11 @@ struct Rehearsal<'a> {
 
 impl<'a> Rehearsal<'a> {
     fn new(cluster: &'a Cluster) -> Self {
-        let registry = Registry::start_in(
-            &cluster.nodes[0].netns,
-            format!("{LINK_A}:5000").parse().expect("an address"),
-        );
-        let dir = tempfile::Builder::new()
-            .prefix("pwt-deploy-")
-            .tempdir()
-            .expect("a working directory");
-        let copied = Command::new("cp")
-            .arg("-r")
-            .arg(bins::workspace_root().join("install"))
-            .arg(dir.path())
-            .status()
-            .expect("copying install/");
-        assert!(copied.success());
+        let registry = Registry::start_for(cluster);
+        let dir = work_dir("pwt-deploy-");
         std::fs::write(dir.path().join("registry-password"), registry::PASSWORD)
             .expect("writing the password file");
-        let images = tempfile::Builder::new()
-            .prefix("pwt-")
-            .tempdir()
-            .expect("a directory for the nodes' images");
-        let podman = Podman {
-            store: images.path().to_path_buf(),
-            registries_conf: Some(registry.registries_conf()),
-        };
+        let (podman, images) = Podman::in_temp_dir(Some(registry.registries_conf()));
         let readme = std::fs::read_to_string(bins::workspace_root().join("README.md"))
             .expect("reading the README");
         let repository = format!("{}/{}/podwall", registry.addr, unique_name("deploy"));
@@ -268,26 +245,15 @@ impl<'a> Rehearsal<'a> {
 
     /// Run a block as [`run`](Self::run) does; its standard output.
     fn output(&self, script: &str, stdin: &str) -> String {
-        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
         let mut cmd = self.cluster.nodes[0].netns.command("timeout");
         cmd.args(["300", "bash", "-e", "-c", script])
-            .current_dir(self.dir.path())
             .env("KUBECONFIG", self.cluster.kubeconfig())
             .env(
                 "CONTAINERS_REGISTRIES_CONF",
                 self.registry.registries_conf(),
             )
-            .env("REGISTRY_AUTH_FILE", self.dir.path().join("auth.json"))
-            // kubectl's cache goes to $HOME/.kube: keep it in the working directory.
-            .env("HOME", self.dir.path())
-            .env(
-                "CARGO_HOME",
-                std::env::var("CARGO_HOME").unwrap_or(format!("{home}/.cargo")),
-            )
-            .env(
-                "RUSTUP_HOME",
-                std::env::var("RUSTUP_HOME").unwrap_or(format!("{home}/.rustup")),
-            );
+            .env("REGISTRY_AUTH_FILE", self.dir.path().join("auth.json"));
+        in_work_dir(&mut cmd, self.dir.path());
         let out =
             podwall_tests::cmd::run(&mut cmd, Some(stdin.as_bytes()), Duration::from_secs(320))
                 .unwrap_or_else(|e| panic!("running {script}: {e:#}"));
@@ -360,14 +326,7 @@ impl<'a> Rehearsal<'a> {
     /// docs/troubleshooting.md's `podwalld explain`, live and from what `kubectl get`
     /// prints, asked why other cannot reach web: denied, isolated by web-from-client.
     fn assert_explained(&self) {
-        let doc = std::fs::read_to_string(bins::workspace_root().join("docs/troubleshooting.md"))
-            .expect("reading docs/troubleshooting.md");
-        let block = doc
-            .split_once("**`podwalld explain`**")
-            .and_then(|(_, rest)| rest.split_once("```sh\n"))
-            .and_then(|(_, rest)| rest.split_once("```"))
-            .expect("the explain block")
-            .0;
+        let block = sh_block_after("docs/troubleshooting.md", "**`podwalld explain`**");
         let script = block
             .replace("~/.kube/config", "$KUBECONFIG")
             .replace(
@@ -514,30 +473,13 @@ impl<'w> World<'w> {
 #[ignore = "needs root: builds and runs containers, creates network namespaces"]
 fn the_install_rehearsal_in_the_docs_runs_as_written() {
     podwall_tests::require_root();
-    let doc = std::fs::read_to_string(bins::workspace_root().join("docs/install.md"))
-        .expect("reading docs/install.md");
-    let block = doc
-        .split_once("## Rehearse on the test cluster")
-        .and_then(|(_, rest)| rest.split_once("```sh\n"))
-        .and_then(|(_, rest)| rest.split_once("```"))
-        .expect("the rehearsal block")
-        .0;
+    let block = sh_block_after("docs/install.md", "## Rehearse on the test cluster");
     let (setup, rest) = block.split_once('\n').expect("lines");
     let (build, rest) = rest.split_once('\n').expect("lines");
     assert!(setup.starts_with("bash tests/setup.sh"), "{setup}");
     assert!(build.contains("cargo build -q -p podwall-tests --bin podwall-testcluster"));
 
-    let work = tempfile::Builder::new()
-        .prefix("pwt-rehearsal-")
-        .tempdir()
-        .expect("a working directory");
-    let copied = Command::new("cp")
-        .arg("-r")
-        .arg(bins::workspace_root().join("install"))
-        .arg(work.path())
-        .status()
-        .expect("copying install/");
-    assert!(copied.success());
+    let work = work_dir("pwt-rehearsal-");
     let dir = work.path().join("cluster");
     let script = rest
         .replace("/tmp/podwall-rehearsal", &dir.display().to_string())
@@ -556,19 +498,9 @@ fn the_install_rehearsal_in_the_docs_runs_as_written() {
                 bins::workspace_root().join("install/image.sh").display()
             ),
         );
-    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
     let mut cmd = Command::new("timeout");
-    cmd.args(["600", "bash", "-e", "-c", &script])
-        .current_dir(work.path())
-        .env("HOME", work.path())
-        .env(
-            "CARGO_HOME",
-            std::env::var("CARGO_HOME").unwrap_or(format!("{home}/.cargo")),
-        )
-        .env(
-            "RUSTUP_HOME",
-            std::env::var("RUSTUP_HOME").unwrap_or(format!("{home}/.rustup")),
-        );
+    cmd.args(["600", "bash", "-e", "-c", &script]);
+    in_work_dir(&mut cmd, work.path());
     let out = podwall_tests::cmd::run(&mut cmd, None, Duration::from_secs(620));
     // The image the block built, whatever happened (the cluster removed its own).
     let _ = Command::new("podman")
@@ -592,4 +524,42 @@ fn the_install_rehearsal_in_the_docs_runs_as_written() {
         !dir.join("env").exists(),
         "the cluster removed its files when it stopped"
     );
+}
+
+/// A working directory with a copy of `install/`, whose manifests the commands edit.
+fn work_dir(prefix: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("a working directory");
+    let copied = Command::new("cp")
+        .arg("-r")
+        .arg(bins::workspace_root().join("install"))
+        .arg(dir.path())
+        .status()
+        .expect("copying install/");
+    assert!(copied.success(), "copying install/");
+    dir
+}
+
+/// Run from `dir`, with `HOME` there (kubectl keeps its cache in `$HOME/.kube`) and cargo's
+/// and rustup's homes where they were (the image script builds with them).
+fn in_work_dir(cmd: &mut Command, dir: &Path) {
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let keep = |var: &str, default: &str| std::env::var(var).unwrap_or(format!("{home}/{default}"));
+    cmd.current_dir(dir)
+        .env("CARGO_HOME", keep("CARGO_HOME", ".cargo"))
+        .env("RUSTUP_HOME", keep("RUSTUP_HOME", ".rustup"))
+        .env("HOME", dir);
+}
+
+/// The first `sh` block after `heading` in the repository's file `doc`.
+fn sh_block_after(doc: &str, heading: &str) -> String {
+    let text = std::fs::read_to_string(bins::workspace_root().join(doc))
+        .unwrap_or_else(|e| panic!("reading {doc}: {e}"));
+    text.split_once(heading)
+        .and_then(|(_, rest)| rest.split_once("```sh\n"))
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(block, _)| block.to_string())
+        .unwrap_or_else(|| panic!("{doc} has no sh block after {heading:?}"))
 }
