@@ -16,7 +16,7 @@ use std::net::IpAddr;
 
 use crate::ipblock::Family;
 use crate::model::{Direction, Protocol};
-use crate::ruleset::{names, Element, PeerMatch, PortMatch, Rule, Ruleset};
+use crate::ruleset::{names, Element, End, PeerMatch, PortMatch, Rule, RuleVerdict, Ruleset};
 
 /// The first packet of a connection, as the forward hook sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,12 +30,15 @@ pub struct Packet {
 /// What one direction's lookup decided.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Lookup {
-    /// No map entry, or one to `open`: the address is not an isolated local pod.
+    /// No map entry, or one to `open`, or a chain that returns without a verdict (no tier
+    /// decided): the address is not isolated in that direction.
     NoEntry,
     /// The chain allowed, by this rule.
     Allowed(Rule),
     /// The chain ran off its end.
     Dropped,
+    /// A rule that denies matched (a ClusterNetworkPolicy's Deny).
+    Denied(Rule),
     /// The ruleset names a chain or set it does not hold: a compiler bug, a table the kernel
     /// would never have taken. Whoever acts on a lookup treats it as dropped.
     Dangling(String),
@@ -52,19 +55,43 @@ pub fn lookup(rs: &Ruleset, direction: Direction, packet: &Packet) -> Lookup {
         Some(names::QUARANTINE_CHAIN) => return Lookup::Dropped,
         Some(name) => name,
     };
+    walk(rs, name, direction, packet, 0)
+}
+
+/// The most chains a lookup goes through (Admin tier, then NetworkPolicy or Baseline); more
+/// is a loop the compiler made.
+const MAX_DEPTH: usize = 3;
+
+/// Follows chain `name` and the chains it goes to.
+fn walk(rs: &Ruleset, name: &str, direction: Direction, packet: &Packet, depth: usize) -> Lookup {
+    if depth >= MAX_DEPTH {
+        return Lookup::Dangling(format!("chain {name} is reached through too many gotos"));
+    }
     let Some(chain) = rs.chains.get(name) else {
-        return Lookup::Dangling(format!("map entry {key} points to missing chain {name}"));
+        return Lookup::Dangling(format!(
+            "a map entry or goto points to missing chain {name}"
+        ));
     };
     for rule in &chain.rules {
         match rule_matches(rs, rule, direction, packet) {
-            Ok(true) => return Lookup::Allowed(rule.clone()),
+            Ok(true) => {
+                return match &rule.verdict {
+                    RuleVerdict::Allow => Lookup::Allowed(rule.clone()),
+                    RuleVerdict::Deny => Lookup::Denied(rule.clone()),
+                    RuleVerdict::Goto(next) => walk(rs, next, direction, packet, depth + 1),
+                }
+            }
             Ok(false) => {}
             Err(missing) => {
                 return Lookup::Dangling(format!("rule refers to missing set {missing}"))
             }
         }
     }
-    Lookup::Dropped
+    match &chain.end {
+        End::Drop => Lookup::Dropped,
+        End::Return => Lookup::NoEntry,
+        End::Goto(next) => walk(rs, next, direction, packet, depth + 1),
+    }
 }
 
 /// Whether a new connection with `packet`'s addresses, protocol and port is still allowed by
@@ -103,7 +130,7 @@ pub fn forward<'a>(
                 .into_iter()
                 .all(|rs| match lookup(rs, direction, packet) {
                     Lookup::Dangling(what) => panic!("{what}"),
-                    found => found != Lookup::Dropped,
+                    found => !matches!(found, Lookup::Dropped | Lookup::Denied(_)),
                 })
         })
 }

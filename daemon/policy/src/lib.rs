@@ -34,5 +34,5 @@ pub use ipblock::{Family, IpBlock, IpRange};
 pub use model::{
     Direction, Namespace, ObjectKey, Pod, PodKey, Policy, PolicyKey, Protocol, Snapshot,
 };
-pub use ruleset::{Chain, Ruleset, RulesetDelta, Set};
+pub use ruleset::{Chain, End, RuleVerdict, Ruleset, RulesetDelta, Set};
 pub use selector::{Requirement, Selector};

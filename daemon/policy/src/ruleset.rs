@@ -17,6 +17,9 @@
 //! object means, never from user-controlled strings.
 
 pub mod names;
+mod verdict;
+
+pub use verdict::{End, RuleVerdict};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -147,7 +150,7 @@ pub enum PortMatch {
     Named { protocol: Protocol, set: SetName },
 }
 
-/// One rule of a chain; a packet that matches it is allowed in the chain's direction.
+/// One rule of a chain; a packet that matches it gets the rule's verdict.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rule {
     /// `meta nfproto`; `None` matches both families.
@@ -161,6 +164,9 @@ pub struct Rule {
     /// The policy logs what this rule allows (`Policy::log_allowed`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub log: bool,
+    /// Allow for every NetworkPolicy rule.
+    #[serde(default, skip_serializing_if = "RuleVerdict::is_allow")]
+    pub verdict: RuleVerdict,
 }
 
 /// A chain judging one direction for the pods that share its set of policies.
@@ -169,8 +175,11 @@ pub struct Chain {
     pub direction: Direction,
     /// The isolating policies, sorted; their rules follow in that order.
     pub policies: Vec<PolicyKey>,
-    /// Any match allows; no match drops.
+    /// The first rule that matches decides, with its verdict.
     pub rules: Vec<Rule>,
+    /// What happens when none does: a NetworkPolicy chain drops.
+    #[serde(default, skip_serializing_if = "End::is_drop")]
+    pub end: End,
 }
 
 /// The desired state of the table for one node.

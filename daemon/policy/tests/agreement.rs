@@ -8,7 +8,8 @@ use std::net::IpAddr;
 
 use podwall_policy::interp::{forward, Packet};
 use podwall_policy::model::{
-    ContainerPort, NamespaceScope, Peer, Peers, Phase, PortMatch, PortSpec, Rule,
+    Action, ClusterPeer, ClusterPolicy, ClusterRule, ContainerPort, NamespaceScope, Peer, Peers,
+    Phase, PodsSelector, PortMatch, PortSpec, Rule, Tier,
 };
 use podwall_policy::selector::Labels;
 use podwall_policy::{
@@ -160,6 +161,54 @@ fn policy(index: usize) -> impl Strategy<Value = Policy> {
     })
 }
 
+fn pods_selector() -> impl Strategy<Value = PodsSelector> {
+    (ns_selector(), selector()).prop_map(|(namespaces, pods)| PodsSelector { namespaces, pods })
+}
+
+fn cluster_rule() -> impl Strategy<Value = ClusterRule> {
+    (
+        prop_oneof![Just(Action::Accept), Just(Action::Deny), Just(Action::Pass)],
+        prop::collection::vec(
+            prop_oneof![
+                3 => pods_selector().prop_map(ClusterPeer::Pods),
+                1 => prop::collection::vec(block(), 1..3).prop_map(ClusterPeer::Networks),
+            ],
+            1..3,
+        ),
+        prop::collection::vec(port_match(), 0..3),
+        prop::bool::weighted(0.05),
+    )
+        .prop_map(|(action, peers, ports, fails)| ClusterRule {
+            name: String::new(),
+            action,
+            peers,
+            ports,
+            fails_closed: fails.then(|| "a field podwall does not know".to_string()),
+        })
+}
+
+/// ClusterNetworkPolicies with few priorities, so that ties (taken by name) happen.
+fn cluster_policy(index: usize) -> impl Strategy<Value = ClusterPolicy> {
+    (
+        prop_oneof![Just(Tier::Admin), Just(Tier::Baseline)],
+        0u16..3,
+        pods_selector(),
+        prop::collection::vec(cluster_rule(), 0..3),
+        prop::collection::vec(cluster_rule(), 0..3),
+    )
+        .prop_map(
+            move |(tier, priority, subject, ingress, egress)| ClusterPolicy {
+                name: format!("c{index}"),
+                tier,
+                priority,
+                subject,
+                ingress,
+                egress,
+                broken: false,
+            },
+        )
+}
+
 fn container_port() -> impl Strategy<Value = ContainerPort> {
     (
         prop::option::of(prop::sample::select(PORT_NAMES.to_vec())),
@@ -225,8 +274,9 @@ fn world() -> impl Strategy<Value = Snapshot> {
         namespaces(),
         (1usize..9).prop_flat_map(|n| (0..n).map(pod).collect::<Vec<_>>()),
         (0usize..5).prop_flat_map(|n| (0..n).map(policy).collect::<Vec<_>>()),
+        (0usize..4).prop_flat_map(|n| (0..n).map(cluster_policy).collect::<Vec<_>>()),
     )
-        .prop_map(|(namespaces, pods, policies)| {
+        .prop_map(|(namespaces, pods, policies, cluster_policies)| {
             let mut snap = Snapshot::default();
             // Leave one namespace without an object now and then: it still has its name label.
             for ns in namespaces
@@ -240,6 +290,9 @@ fn world() -> impl Strategy<Value = Snapshot> {
             }
             for p in policies {
                 snap.upsert_policy(p);
+            }
+            for p in cluster_policies {
+                snap.cluster_policies.insert(p.name.clone(), p);
             }
             snap
         })
@@ -354,6 +407,12 @@ fn events(snap: &Snapshot, twist: u8) -> (Vec<Event>, Snapshot) {
         .partition(|p| p.key.name.ends_with(['0', '2', '4']));
     events.extend(early.into_iter().map(Event::Pod));
     events.extend(snap.policies.values().cloned().map(Event::Policy));
+    events.extend(
+        snap.cluster_policies
+            .values()
+            .cloned()
+            .map(Event::ClusterPolicy),
+    );
     events.extend(late.into_iter().map(Event::Pod));
     if let Some(pod) = snap
         .pods
@@ -388,6 +447,12 @@ fn events(snap: &Snapshot, twist: u8) -> (Vec<Event>, Snapshot) {
         if let Some(key) = snap.policies.keys().next().cloned() {
             end.policies.remove(&key);
             events.push(Event::PolicyDeleted(key));
+        }
+    }
+    if twist & 32 == 32 {
+        if let Some(name) = snap.cluster_policies.keys().next().cloned() {
+            end.cluster_policies.remove(&name);
+            events.push(Event::ClusterPolicyDeleted(name));
         }
     }
     (events, end)

@@ -291,6 +291,16 @@ impl Core {
                     self.cluster.policies.remove(&key);
                     events.push(Event::PolicyDeleted(key));
                 }
+                Event::ClusterPolicy(policy) => {
+                    self.cluster
+                        .cluster_policies
+                        .insert(policy.name.clone(), policy.clone());
+                    events.push(Event::ClusterPolicy(policy));
+                }
+                Event::ClusterPolicyDeleted(name) => {
+                    self.cluster.cluster_policies.remove(&name);
+                    events.push(Event::ClusterPolicyDeleted(name));
+                }
             }
         }
         (events, pods, node_ips)
@@ -306,6 +316,8 @@ pub(super) fn describe(changes: &[Event]) -> String {
         Event::NamespaceDeleted(name) => format!("namespace {name} deleted"),
         Event::Policy(policy) => format!("policy {}", policy.key),
         Event::PolicyDeleted(key) => format!("policy {key} deleted"),
+        Event::ClusterPolicy(policy) => format!("clusternetworkpolicy {}", policy.name),
+        Event::ClusterPolicyDeleted(name) => format!("clusternetworkpolicy {name} deleted"),
     };
     match changes {
         [one] => name(one),

@@ -513,6 +513,7 @@ spec:
             },
             index: 0,
             log: false,
+            verdict: Default::default(),
         };
         ruleset.chains.insert(
             "c".into(),
@@ -520,6 +521,7 @@ spec:
                 direction: Direction::Ingress,
                 policies: vec![],
                 rules: vec![rule],
+                end: Default::default(),
             },
         );
         let text = render_ruleset(&ruleset, None);
@@ -537,6 +539,7 @@ spec:
             },
             index,
             log: false,
+            verdict: Default::default(),
         }
     }
 

@@ -278,6 +278,7 @@ pub(crate) mod tests {
                 direction: Direction::Ingress,
                 policies: vec![],
                 rules: vec![],
+                end: Default::default(),
             },
         );
         let none = Guard::default();

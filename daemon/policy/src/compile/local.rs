@@ -2,12 +2,16 @@
 //! chain its policies share, to `open`, or to `quarantine`.
 
 use super::*;
+use crate::model::Tier;
 
 /// A local pod's place in the ruleset: where each direction's dispatch entries send its
 /// addresses.
 pub(super) struct LocalPod {
     ips: Vec<IpAddr>,
     targets: [Target; 2],
+    /// Every chain the pod holds, per direction: its target's, and the chains that one
+    /// goes on to (a tier chain's rest).
+    held: [Vec<ChainName>; 2],
 }
 
 /// Where a local pod's dispatch entries point in one direction.
@@ -65,21 +69,42 @@ impl Compiler {
         let ips = pod.ips.clone();
         let quarantined = pod.quarantined;
         let selected = DIRECTIONS.map(|d| selecting(&self.snap, pod, d));
+        let admin = self.cluster_selecting(pod, Tier::Admin);
+        let baseline = self.cluster_selecting(pod, Tier::Baseline);
         let mut targets = [Target::Open, Target::Open];
+        let mut held: [Vec<ChainName>; 2] = [Vec::new(), Vec::new()];
         for (direction, policies) in DIRECTIONS.into_iter().zip(selected) {
+            let d = dir_index(direction);
             let target = if quarantined {
                 Target::Quarantine
-            } else if policies.is_empty() {
-                Target::Open
             } else {
-                Target::Chain(self.hold_chain(direction, policies))
+                let with_rules = |names: &[String]| -> Vec<String> {
+                    names
+                        .iter()
+                        .filter(|n| {
+                            self.cluster_compiled
+                                .get(*n)
+                                .is_some_and(|c| !c.compiled.rules(direction).is_empty())
+                        })
+                        .cloned()
+                        .collect()
+                };
+                let (admin, baseline) = (with_rules(&admin), with_rules(&baseline));
+                match self.hold_tiers(direction, &admin, policies, &baseline) {
+                    None => Target::Open,
+                    Some((chain, chains)) => {
+                        held[d] = chains;
+                        Target::Chain(chain)
+                    }
+                }
             };
             for ip in &ips {
                 self.map_set(direction, *ip, Some(target.chain().to_string()));
             }
-            targets[dir_index(direction)] = target;
+            targets[d] = target;
         }
-        self.local.insert(key.clone(), LocalPod { ips, targets });
+        self.local
+            .insert(key.clone(), LocalPod { ips, targets, held });
     }
 
     /// One more pod dispatched to the chain of `policies` in `direction`; the first makes it.
@@ -112,6 +137,7 @@ impl Compiler {
                     direction,
                     policies,
                     rules,
+                    end: crate::ruleset::End::Drop,
                 }),
             );
         }
@@ -129,18 +155,17 @@ impl Compiler {
                     self.map_set(direction, *ip, None);
                 }
             }
-            let Target::Chain(chain) = target else {
-                continue;
-            };
             // Every held chain is counted; an uncounted one (a broken invariant) is deleted
             // rather than panicking on cluster input.
-            let refs = self.chain_refs.get_mut(chain).map_or(0, |refs| {
-                *refs = refs.saturating_sub(1);
-                *refs
-            });
-            if refs == 0 {
-                self.chain_refs.remove(chain);
-                self.chain_set(chain, None);
+            for chain in &pod.held[dir_index(direction)] {
+                let refs = self.chain_refs.get_mut(chain).map_or(0, |refs| {
+                    *refs = refs.saturating_sub(1);
+                    *refs
+                });
+                if refs == 0 {
+                    self.chain_refs.remove(chain);
+                    self.chain_set(chain, None);
+                }
             }
         }
     }
@@ -150,7 +175,7 @@ impl Compiler {
 /// peer and ports from another policy or rule): the first allows every packet the repeat
 /// would, so the repeat never matches and would only lengthen every walk of the chain.
 /// Replicated policies (one per team, all alike) make such repeats common.
-fn distinct<'a>(rules: impl Iterator<Item = &'a Rule>) -> Vec<Rule> {
+pub(super) fn distinct<'a>(rules: impl Iterator<Item = &'a Rule>) -> Vec<Rule> {
     let mut seen = std::collections::BTreeSet::new();
     rules
         .filter(|r| seen.insert((r.family, &r.peer, &r.ports)))

@@ -27,6 +27,7 @@ mod journal;
 mod local;
 mod rules;
 mod sets;
+mod tiers;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -34,8 +35,8 @@ use std::net::IpAddr;
 use crate::diff::diff;
 use crate::ipblock::{Family, IpBlock};
 use crate::model::{
-    Direction, Namespace, NamespaceScope, Peer, Peers, Pod, PodKey, Policy, PolicyKey, PortSpec,
-    Protocol, Snapshot,
+    ClusterPolicy, Direction, Namespace, NamespaceScope, Peer, Peers, Pod, PodKey, Policy,
+    PolicyKey, PortSpec, Protocol, Snapshot,
 };
 use crate::ruleset::{
     names, Chain, ChainName, Element, PeerMatch, PortMatch, Rule, Ruleset, RulesetDelta, Set,
@@ -59,6 +60,9 @@ pub enum Event {
     /// A policy was added or changed (possibly to its fail-closed stand-in).
     Policy(Policy),
     PolicyDeleted(PolicyKey),
+    /// A ClusterNetworkPolicy was added or changed.
+    ClusterPolicy(ClusterPolicy),
+    ClusterPolicyDeleted(String),
 }
 
 impl Event {
@@ -82,6 +86,12 @@ impl Event {
             match change.new_value() {
                 Some(policy) => events.push(Event::Policy(policy.clone())),
                 None => deletes.push(Event::PolicyDeleted(change.key().clone())),
+            }
+        }
+        for change in diff(&old.cluster_policies, &new.cluster_policies) {
+            match change.new_value() {
+                Some(policy) => events.push(Event::ClusterPolicy(policy.clone())),
+                None => deletes.push(Event::ClusterPolicyDeleted(change.key().clone())),
             }
         }
         // Policies go before the pods and namespaces they select.
@@ -123,6 +133,7 @@ pub struct Compiler {
     /// here exactly while it exists, and its elements are the keys.
     holders: BTreeMap<SetName, BTreeMap<Element, usize>>,
     compiled: BTreeMap<PolicyKey, Compiled>,
+    cluster_compiled: BTreeMap<String, tiers::ClusterCompiled>,
     chain_refs: BTreeMap<ChainName, usize>,
     local: BTreeMap<PodKey, LocalPod>,
     journal: Journal,
@@ -137,6 +148,7 @@ impl Compiler {
         // Policies are added one by one through the incremental path, so that a full
         // compile and a sequence of events cannot disagree.
         let policies = std::mem::take(&mut snap.policies);
+        let cluster_policies = std::mem::take(&mut snap.cluster_policies);
         let mut c = Compiler {
             node: node.to_string(),
             snap,
@@ -148,6 +160,7 @@ impl Compiler {
             named: BTreeMap::new(),
             holders: BTreeMap::new(),
             compiled: BTreeMap::new(),
+            cluster_compiled: BTreeMap::new(),
             chain_refs: BTreeMap::new(),
             local: BTreeMap::new(),
             journal: Journal::default(),
@@ -167,6 +180,9 @@ impl Compiler {
         c.label_groups = Some(groups);
         for policy in policies.into_values() {
             c.upsert_policy(policy);
+        }
+        for policy in cluster_policies.into_values() {
+            c.upsert_cluster_policy(policy);
         }
         c.label_groups = None;
         c.journal = Journal::default();
@@ -207,6 +223,8 @@ impl Compiler {
             Event::NamespaceDeleted(name) => self.change_namespace(&name, None),
             Event::Policy(policy) => self.upsert_policy(policy),
             Event::PolicyDeleted(key) => self.delete_policy(&key),
+            Event::ClusterPolicy(policy) => self.upsert_cluster_policy(policy),
+            Event::ClusterPolicyDeleted(name) => self.delete_cluster_policy(&name),
         }
         self.take_delta()
     }
@@ -250,6 +268,10 @@ impl Compiler {
         let after = self.snap.namespace_labels(name);
         if before == after {
             return;
+        }
+        if !self.snap.cluster_policies.is_empty() {
+            // A subject may select the namespace's pods by its labels.
+            self.regroup(name);
         }
         let pods: Vec<PodKey> = pods_in(&self.snap, name).map(|p| p.key.clone()).collect();
         let peers: Vec<PeerKey> = self

@@ -46,6 +46,7 @@ impl Compiler {
                             policy: policy.key.clone(),
                             index,
                             log: policy.log_allowed,
+                            verdict: crate::ruleset::RuleVerdict::Allow,
                         });
                     }
                 }

@@ -251,6 +251,8 @@ mod tests {
                 Event::NamespaceDeleted(name) => format!("-namespace {name}"),
                 Event::Policy(policy) => format!("+policy {}", policy.key),
                 Event::PolicyDeleted(key) => format!("-policy {key}"),
+                Event::ClusterPolicy(policy) => format!("+clusterpolicy {}", policy.name),
+                Event::ClusterPolicyDeleted(name) => format!("-clusterpolicy {name}"),
             })
             .collect()
     }
@@ -271,6 +273,10 @@ mod tests {
                 Event::NamespaceDeleted(name) => drop(snap.namespaces.remove(&name)),
                 Event::Policy(policy) => snap.upsert_policy(policy),
                 Event::PolicyDeleted(key) => drop(snap.policies.remove(&key)),
+                Event::ClusterPolicy(policy) => {
+                    snap.cluster_policies.insert(policy.name.clone(), policy);
+                }
+                Event::ClusterPolicyDeleted(name) => drop(snap.cluster_policies.remove(&name)),
             }
         }
     }
