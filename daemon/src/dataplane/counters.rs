@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use podwall_policy::{Direction, PolicyKey, Ruleset};
+use podwall_policy::{Direction, End, PolicyKey, RuleVerdict, Ruleset};
 
 use super::names::TABLE;
 use super::netlink::{attribute, attributes, c_string, push_attr, NftSocket, NFPROTO_INET};
@@ -178,21 +178,35 @@ pub fn by_policy(ruleset: &Ruleset, deltas: &[(&RuleCount, u64)]) -> ByPolicy {
             continue;
         };
         let direction = chain.direction;
+        let drops = &mut out.drops[usize::from(direction == Direction::Egress)];
         match &count.comment {
             Some(comment) => {
                 let owner = chain.rules.iter().find(|r| rule_comment(r) == *comment);
-                if let Some(rule) = owner {
-                    *out.allowed
-                        .entry((rule.policy.clone(), direction))
-                        .or_default() += packets;
+                match owner.map(|r| (r, &r.verdict)) {
+                    Some((rule, RuleVerdict::Allow)) => {
+                        *out.allowed
+                            .entry((rule.policy.clone(), direction))
+                            .or_default() += packets;
+                    }
+                    // A ClusterNetworkPolicy's Deny: that policy denied it.
+                    Some((rule, RuleVerdict::Deny)) => {
+                        *drops += packets;
+                        *out.denied
+                            .entry((rule.policy.clone(), direction))
+                            .or_default() += packets;
+                    }
+                    // A Pass: the next tier's chain counts it.
+                    Some((_, RuleVerdict::Goto(_))) | None => {}
                 }
             }
-            None => {
-                out.drops[usize::from(direction == Direction::Egress)] += packets;
+            // The end of a chain that drops; a tier chain that returns or goes on does not.
+            None if chain.end == End::Drop => {
+                *drops += packets;
                 for policy in &chain.policies {
                     *out.denied.entry((policy.clone(), direction)).or_default() += packets;
                 }
             }
+            None => {}
         }
     }
     out
@@ -338,6 +352,57 @@ mod tests {
             counted.drops.iter().sum::<u64>(),
             3,
             "a chain the table lacks is left out"
+        );
+    }
+
+    #[test]
+    fn a_tier_chain_counts_its_denies_and_not_what_it_passes_on() {
+        use podwall_policy::ruleset::{PeerMatch, PortMatch, Rule};
+        let rule = |index, verdict| Rule {
+            family: None,
+            peer: PeerMatch::Any,
+            ports: PortMatch::Any,
+            policy: PolicyKey::new("", "guard"),
+            index,
+            log: false,
+            verdict,
+        };
+        let (deny, pass) = (
+            rule(0, RuleVerdict::Deny),
+            rule(1, RuleVerdict::Goto("in_np".into())),
+        );
+        let mut ruleset = Ruleset::default();
+        ruleset.chains.insert(
+            "in_t".into(),
+            podwall_policy::Chain {
+                direction: Direction::Ingress,
+                policies: vec![PolicyKey::new("", "guard")],
+                rules: vec![deny.clone(), pass.clone()],
+                end: End::Goto("in_np".into()),
+            },
+        );
+        let count = |comment: Option<String>, handle| RuleCount {
+            chain: "in_t".into(),
+            handle,
+            comment,
+            packets: 0,
+            bytes: 0,
+        };
+        let (denied, passed, end) = (
+            count(Some(rule_comment(&deny)), 1),
+            count(Some(rule_comment(&pass)), 2),
+            count(None, 3),
+        );
+        let counted = by_policy(&ruleset, &[(&denied, 5), (&passed, 6), (&end, 7)]);
+        assert!(counted.allowed.is_empty(), "{counted:?}");
+        assert_eq!(
+            counted.denied,
+            [((PolicyKey::new("", "guard"), Direction::Ingress), 5)].into()
+        );
+        assert_eq!(
+            counted.drops,
+            [5, 0],
+            "what the chain goes on with is not a drop"
         );
     }
 }

@@ -4,7 +4,7 @@
 //! so a rule added over netlink reads back exactly like one loaded with `nft -f` (a root
 //! test compares the two tables).
 
-use podwall_policy::Family;
+use podwall_policy::{End, Family, RuleVerdict};
 
 use super::elements::{NFTA_DATA_VALUE, NFTA_DATA_VERDICT, NFTA_LIST_ELEM, NFTA_VERDICT_CODE};
 use super::netlink::{c_string, push_attr, NLA_F_NESTED};
@@ -37,7 +37,10 @@ const TCP_FLAGS_MASK: u8 = 0x17;
 const TCP_SYN: u8 = 0x02;
 
 pub const NF_DROP: i32 = 0;
+pub const NFT_GOTO: i32 = -4;
 pub const NFT_RETURN: i32 = -5;
+/// NFTA_VERDICT_CHAIN: the chain of a jump or goto.
+const NFTA_VERDICT_CHAIN: u16 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CmpOp {
@@ -68,6 +71,8 @@ pub enum Expr {
         id: Option<u32>,
     },
     Verdict(i32),
+    /// `goto <chain>`.
+    Goto(String),
     /// `counter`: packets and bytes that reached it, read back for `/metrics`.
     Counter,
     /// `limit rate N/second burst N packets`: matches while under the rate.
@@ -169,13 +174,30 @@ fn dport(dreg: u32) -> Expr {
     }
 }
 
-/// An allow rule (it ends in `return`); `anonymous_id` is the batch's id for its port set,
-/// if it needs one.
-pub fn allow(shape: &RuleShape, anonymous_id: u32) -> RuleExprs {
+/// A policy rule, ending in its verdict (`return` for one that allows); `anonymous_id` is
+/// the batch's id for its port set, if it needs one.
+pub fn rule(shape: &RuleShape, anonymous_id: u32, verdict: &RuleVerdict) -> RuleExprs {
     let mut rule = matching(shape, anonymous_id);
-    rule.exprs
-        .extend([Expr::Counter, Expr::Verdict(NFT_RETURN)]);
+    rule.exprs.extend([Expr::Counter, verdict_expr(verdict)]);
     rule
+}
+
+fn verdict_expr(verdict: &RuleVerdict) -> Expr {
+    match verdict {
+        RuleVerdict::Allow => Expr::Verdict(NFT_RETURN),
+        RuleVerdict::Deny => Expr::Verdict(NF_DROP),
+        RuleVerdict::Goto(chain) => Expr::Goto(chain.clone()),
+    }
+}
+
+/// The last rule of a pod chain: `counter drop` (what no policy allowed), or, for a tier
+/// chain, `counter return` or `counter goto <next tier's chain>`.
+pub fn chain_end(end: &End) -> Vec<Expr> {
+    match end {
+        End::Drop => counted_drop(),
+        End::Return => vec![Expr::Counter, Expr::Verdict(NFT_RETURN)],
+        End::Goto(chain) => vec![Expr::Counter, Expr::Goto(chain.clone())],
+    }
 }
 
 /// The log rule before an allow rule of a policy that logs what it allows: the same match,
@@ -352,16 +374,28 @@ fn encode_one(expr: &Expr) -> (&'static str, Vec<u8>) {
             "log"
         }
         Expr::Verdict(code) => {
-            be32(&mut out, 1, REG_VERDICT); // NFTA_IMMEDIATE_DREG
-            let mut verdict = Vec::new();
-            push_attr(&mut verdict, NFTA_VERDICT_CODE, &code.to_be_bytes());
-            let mut value = Vec::new();
-            push_attr(&mut value, NFTA_DATA_VERDICT | NLA_F_NESTED, &verdict);
-            push_attr(&mut out, 2 | NLA_F_NESTED, &value); // NFTA_IMMEDIATE_DATA
+            immediate_verdict(&mut out, *code, None);
+            "immediate"
+        }
+        Expr::Goto(chain) => {
+            immediate_verdict(&mut out, NFT_GOTO, Some(chain));
             "immediate"
         }
     };
     (name, out)
+}
+
+/// An `immediate` of a verdict into the verdict register; `chain` for a jump or goto.
+fn immediate_verdict(out: &mut Vec<u8>, code: i32, chain: Option<&str>) {
+    be32(out, 1, REG_VERDICT); // NFTA_IMMEDIATE_DREG
+    let mut verdict = Vec::new();
+    push_attr(&mut verdict, NFTA_VERDICT_CODE, &code.to_be_bytes());
+    if let Some(chain) = chain {
+        push_attr(&mut verdict, NFTA_VERDICT_CHAIN, &c_string(chain));
+    }
+    let mut value = Vec::new();
+    push_attr(&mut value, NFTA_DATA_VERDICT | NLA_F_NESTED, &verdict);
+    push_attr(out, 2 | NLA_F_NESTED, &value); // NFTA_IMMEDIATE_DATA
 }
 
 /// A rule's comment as nft stores it in the rule's user data (`NFTNL_UDATA_RULE_COMMENT`).
@@ -393,9 +427,9 @@ mod tests {
             protocol: Protocol::Tcp,
             set: "port6_x".into(),
         };
-        let rule = allow(&shape(named, Some(Family::V6)), 1);
-        assert_eq!(rule.anonymous_set, None);
-        let loads: Vec<(u32, u32, u32)> = (rule.exprs.iter())
+        let allowed = rule(&shape(named, Some(Family::V6)), 1, &RuleVerdict::Allow);
+        assert_eq!(allowed.anonymous_set, None);
+        let loads: Vec<(u32, u32, u32)> = (allowed.exprs.iter())
             .filter_map(|e| match e {
                 Expr::Payload {
                     offset, len, dreg, ..
@@ -405,7 +439,7 @@ mod tests {
             .collect();
         // ip6 saddr, then ip6 daddr . th dport (the port in the next 16-byte register).
         assert_eq!(loads, vec![(8, 16, 1), (24, 16, 1), (2, 2, 2)]);
-        assert_eq!(rule.exprs.last(), Some(&Expr::Verdict(NFT_RETURN)));
+        assert_eq!(allowed.exprs.last(), Some(&Expr::Verdict(NFT_RETURN)));
     }
 
     #[test]
@@ -414,12 +448,24 @@ mod tests {
             protocol: Protocol::Udp,
             ranges,
         };
-        let one = allow(&shape(numbers(vec![(53, 53)]), None), 1);
+        let one = rule(
+            &shape(numbers(vec![(53, 53)]), None),
+            1,
+            &RuleVerdict::Allow,
+        );
         assert!(one.exprs.contains(&Expr::Cmp(CmpOp::Eq, vec![0, 53])));
-        let range = allow(&shape(numbers(vec![(80, 90)]), None), 1);
+        let range = rule(
+            &shape(numbers(vec![(80, 90)]), None),
+            1,
+            &RuleVerdict::Allow,
+        );
         assert!(range.exprs.contains(&Expr::Cmp(CmpOp::Gte, vec![0, 80])));
         assert!(range.exprs.contains(&Expr::Cmp(CmpOp::Lte, vec![0, 90])));
-        let many = allow(&shape(numbers(vec![(53, 53), (80, 90)]), None), 7);
+        let many = rule(
+            &shape(numbers(vec![(53, 53), (80, 90)]), None),
+            7,
+            &RuleVerdict::Allow,
+        );
         assert_eq!(many.anonymous_set, Some(vec![(53, 53), (80, 90)]));
         assert!(many.exprs.contains(&Expr::Lookup {
             set: ANONYMOUS_SET.into(),

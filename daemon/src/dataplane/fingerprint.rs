@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use podwall_policy::{Direction, Family, Ruleset, Set};
+use podwall_policy::{Direction, End, Family, Ruleset, Set};
 
 use super::names::{self, map_name, MAPS};
 use super::{render, Desired};
@@ -58,13 +58,21 @@ impl Fingerprint {
                 // drop.
                 let mut rules = vec!["drop".to_string(), "drop".to_string()];
                 for rule in &chain.rules {
-                    if rule.log && desired.logging.is_some() {
+                    if render::rule_log_prefix(name, rule, desired.logging).is_some() {
                         rules.push("log".to_string());
                     }
                     rules.push(render::rule_comment(rule));
                 }
-                rules.extend(desired.logging.map(|_| "log".to_string()));
-                rules.push("drop".to_string());
+                // The end: `counter drop` after its log rule, or a tier chain's `counter
+                // return` / `counter goto …`, as nft names the last expression.
+                match &chain.end {
+                    End::Drop => {
+                        rules.extend(desired.logging.map(|_| "log".to_string()));
+                        rules.push("drop".to_string());
+                    }
+                    End::Return => rules.push("return".to_string()),
+                    End::Goto(_) => rules.push("goto".to_string()),
+                }
                 (name.clone(), rules)
             })
             .collect();

@@ -20,6 +20,7 @@ mod exprs;
 mod fingerprint;
 mod guard;
 pub mod handover;
+mod logrules;
 pub mod names;
 pub mod netlink;
 pub mod nflog;

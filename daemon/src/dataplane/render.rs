@@ -11,7 +11,7 @@ use std::fmt::Write;
 use std::net::IpAddr;
 
 use podwall_policy::ruleset::Rule as PolicyRule;
-use podwall_policy::{Direction, Family, Ruleset, Set};
+use podwall_policy::{Direction, End, Family, Ruleset, Set};
 
 use super::names::{
     hairpin_set, map_name, FAMILY, FORWARD_CHAIN, GUARD_CHAIN, GUARD_FAMILY, GUARD_PORTS,
@@ -20,6 +20,9 @@ use super::names::{
 };
 use super::shape::{protocol, shape, Field, Ports};
 use super::{Desired, Guard, Logging};
+
+use super::logrules::verdict_text;
+pub use super::logrules::{allow_log_prefix, log_text, rule_log_prefix};
 
 /// The base chains' dispatch, in order: a packet meets its source's egress chain before its
 /// destination's ingress chain.
@@ -220,17 +223,29 @@ pub fn render_ruleset(ruleset: &Ruleset, logging: Option<Logging>) -> String {
         );
         for rule in &chain.rules {
             let matched = rule_match(chain.direction, rule, ruleset);
-            if let (true, Some(logging)) = (rule.log, logging) {
-                let prefix = allow_log_prefix(name, rule);
-                let _ = writeln!(out, "\t\t{matched} {}", log_text(logging, &prefix));
+            if let Some(prefix) = rule_log_prefix(name, rule, logging) {
+                if let Some(logging) = logging {
+                    let _ = writeln!(out, "\t\t{matched} {}", log_text(logging, &prefix));
+                }
             }
             let comment = rule_comment(rule);
-            let _ = writeln!(out, "\t\t{matched} counter return comment \"{comment}\"");
+            let verdict = verdict_text(&rule.verdict);
+            let _ = writeln!(out, "\t\t{matched} counter {verdict} comment \"{comment}\"");
         }
-        if let Some(logging) = logging {
-            let _ = writeln!(out, "\t\t{}", log_text(logging, name));
+        match &chain.end {
+            End::Drop => {
+                if let Some(logging) = logging {
+                    let _ = writeln!(out, "\t\t{}", log_text(logging, name));
+                }
+                let _ = writeln!(out, "\t\tcounter drop\n\t}}");
+            }
+            End::Return => {
+                let _ = writeln!(out, "\t\tcounter return\n\t}}");
+            }
+            End::Goto(next) => {
+                let _ = writeln!(out, "\t\tcounter goto {next}\n\t}}");
+            }
         }
-        let _ = writeln!(out, "\t\tcounter drop\n\t}}");
     }
     let _ = writeln!(out, "}}");
     out
@@ -254,13 +269,6 @@ fn base_chain(out: &mut String, (name, hook): (&str, &str), exception: &str) {
         let _ = writeln!(out, "\t\t{} {field} vmap @{map}", ip_keyword(family));
     }
     let _ = writeln!(out, "\t}}");
-}
-
-/// A log rule: `prefix` is the chain's name (its drops) or `allow_log_prefix` (what a rule
-/// allows), which the drop log reads back to name the policies.
-pub fn log_text(logging: Logging, prefix: &str) -> String {
-    let Logging { group, rate } = logging;
-    format!("limit rate {rate}/second burst {rate} packets log prefix \"{prefix}\" group {group}")
 }
 
 /// A local pod's TCP packet that conntrack has not seen start (not a SYN) is the middle of a
@@ -413,14 +421,6 @@ pub fn rule_comment(rule: &PolicyRule) -> String {
     // Only ASCII is left, so any byte offset is a character boundary.
     let head = &full[..MAX_COMMENT - hash.len() - index.len()];
     format!("{head}{hash}{index}")
-}
-
-/// The log prefix of `rule` of `chain` when its policy logs what it allows: the chain, and a
-/// hash of the rule's comment (a prefix is at most 127 bytes; a comment may be 128).
-pub fn allow_log_prefix(chain: &str, rule: &PolicyRule) -> String {
-    let comment = rule_comment(rule);
-    let hash = podwall_policy::ruleset::names::stable_hash(comment.as_bytes());
-    format!("{chain} {hash:016x}")
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use podwall_policy::{Chain, Family, Set};
+use podwall_policy::{Chain, End, Family, Set};
 
 use super::elements::{
     element_lists, push_elements, ElementOp, Key, NFTA_DATA_VALUE, NFTA_SET_ELEM_KEY,
@@ -23,7 +23,7 @@ use super::names::TABLE;
 use super::netlink::{
     c_string, push_attr, Batch, NFPROTO_INET, NLA_F_NESTED, NLM_F_APPEND, NLM_F_CREATE,
 };
-use super::render::allow_log_prefix;
+use super::render::rule_log_prefix;
 use super::shape::RuleShape;
 use super::Logging;
 
@@ -45,7 +45,9 @@ pub struct Structure {
     pub chains: BTreeMap<String, ChainChange>,
     /// Element changes of existing sets and maps (the dispatch to new chains among them).
     pub elements: Vec<ElementOp>,
-    pub removed_chains: BTreeSet<String>,
+    /// In the order the kernel can delete them: a chain another one goes to (a tier's rest)
+    /// after that one.
+    pub removed_chains: Vec<String>,
     pub removed_sets: BTreeSet<String>,
     /// Whether the chains log their drops.
     pub logging: Option<Logging>,
@@ -106,18 +108,18 @@ pub fn batch(structure: &Structure) -> Batch {
         push_rule(&mut batch, name, &exprs::invalid_drop(), None);
         push_rule(&mut batch, name, &exprs::midstream_drop(), None);
         for (shape, policy_rule) in change.shapes.iter().zip(&change.chain.rules) {
-            if let Some(logging) = structure.logging.filter(|_| policy_rule.log) {
-                let prefix = allow_log_prefix(name, policy_rule);
+            let log = rule_log_prefix(name, policy_rule, structure.logging);
+            if let (Some(prefix), Some(logging)) = (log, structure.logging) {
                 let rule = exprs::logged_allow(shape, set_id + 1, logging, &prefix);
                 push_rule_with_set(&mut batch, &mut set_id, name, rule, None);
             }
-            let rule = exprs::allow(shape, set_id + 1);
+            let rule = exprs::rule(shape, set_id + 1, &policy_rule.verdict);
             push_rule_with_set(&mut batch, &mut set_id, name, rule, Some(&shape.comment));
         }
-        if let Some(logging) = structure.logging {
+        if let (Some(logging), End::Drop) = (structure.logging, &change.chain.end) {
             push_rule(&mut batch, name, &exprs::log(logging, name), None);
         }
-        push_rule(&mut batch, name, &exprs::counted_drop(), None);
+        push_rule(&mut batch, name, &exprs::chain_end(&change.chain.end), None);
     }
     push_elements(&mut batch, &structure.elements);
     for name in &structure.removed_chains {

@@ -3,10 +3,10 @@
 //! what changes, not the table's size; a whole-table swap is left for the start, repairs,
 //! and a set that would change its type in place.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use podwall_policy::ruleset::Element;
-use podwall_policy::{Direction, Family, Ruleset, RulesetDelta, Set};
+use podwall_policy::{Direction, End, Family, RuleVerdict, Ruleset, RulesetDelta, Set};
 
 use super::elements::{ElementOp, Key};
 use super::names::{hairpin_set, map_name};
@@ -98,8 +98,31 @@ fn structure(
             (name.clone(), change)
         })
         .collect::<BTreeMap<_, _>>();
-    structure.removed_chains = delta.chains_removed.clone();
+    structure.removed_chains = deletion_order(applied, &delta.chains_removed);
     Some(structure)
+}
+
+/// The removed chains, those that another removed chain goes to last: the kernel refuses to
+/// delete a chain a rule still goes to.
+fn deletion_order(applied: &Ruleset, removed: &BTreeSet<String>) -> Vec<String> {
+    let targets: BTreeSet<&String> = removed
+        .iter()
+        .filter_map(|name| applied.chains.get(name))
+        .flat_map(|chain| {
+            let rules = chain.rules.iter().filter_map(|r| match &r.verdict {
+                RuleVerdict::Goto(next) => Some(next),
+                _ => None,
+            });
+            let end = match &chain.end {
+                End::Goto(next) => Some(next),
+                _ => None,
+            };
+            rules.chain(end)
+        })
+        .collect();
+    let (last, first): (Vec<&String>, Vec<&String>) =
+        removed.iter().partition(|name| targets.contains(name));
+    first.into_iter().chain(last).cloned().collect()
 }
 
 fn same_type(a: &Set, b: &Set) -> bool {

@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use podwall_policy::manifests::load;
+use podwall_policy::manifests::{load, load_with};
 use podwall_policy::Ruleset;
 use podwall_tests::manifests::{documents, PodManifest};
 use podwall_tests::metrics::{FULL_REPLACES, STRUCTURAL_FALLBACKS, STRUCTURAL_TRANSACTIONS};
@@ -19,7 +19,9 @@ use podwall_tests::reach::{self, Peer};
 use podwall_tests::{wait, Node, NodeOptions, Pod};
 use podwalld::dataplane::nft::NftKernel;
 use podwalld::dataplane::render::render;
-use podwalld::dataplane::{transaction_for, Desired, Guard, Kernel, Logging, Transaction};
+use podwalld::dataplane::{
+    transaction_for, Desired, Fingerprint, Guard, Kernel, Logging, Transaction,
+};
 
 const CLUSTER: &str = "
 apiVersion: v1
@@ -108,8 +110,45 @@ spec:
     ports: [{port: web}]
 ";
 
+/// ClusterNetworkPolicies over FEATURES or CHANGED: an Admin chain for x's pods (Accept,
+/// Pass to the NetworkPolicy or Baseline chain, Deny; egress to networks and a named port),
+/// and a Baseline chain for c (which returns), so that chains go to chains and are deleted
+/// while another goes to them.
+const TIERS: &str = "
+apiVersion: policy.networking.k8s.io/v1beta1
+kind: ClusterNetworkPolicy
+metadata: {name: guard}
+spec:
+  tier: Admin
+  priority: 1
+  subject: {namespaces: {matchLabels: {ns: x}}}
+  ingress:
+  - {name: ops-ssh, action: Accept, from: [{namespaces: {matchLabels: {team: ops}}}], protocols: [{tcp: {destinationPort: {number: 22}}}]}
+  - {name: pass-y, action: Pass, from: [{namespaces: {matchLabels: {ns: y}}}]}
+  - {name: deny-rest, action: Deny, from: [{namespaces: {}}]}
+  egress:
+  - {action: Deny, to: [{networks: [203.0.113.0/24]}], protocols: [{udp: {destinationPort: {range: {start: 5000, end: 5100}}}}]}
+  - {action: Pass, to: [{networks: ['::/0']}]}
+---
+apiVersion: policy.networking.k8s.io/v1beta1
+kind: ClusterNetworkPolicy
+metadata: {name: baseline}
+spec:
+  tier: Baseline
+  priority: 5
+  subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {pod: c}}}}
+  ingress: [{action: Deny, from: [{namespaces: {matchLabels: {ns: y}}}]}]
+  egress: [{action: Deny, to: [{networks: [198.51.100.0/24]}]}]
+";
+
 fn world(policies: &str) -> Desired {
-    let loaded = load([("cluster.yaml", CLUSTER), ("policies.yaml", policies)]);
+    let options = podwall_policy::manifests::Options {
+        cluster_policies: true,
+    };
+    let loaded = load_with(
+        options,
+        [("cluster.yaml", CLUSTER), ("policies.yaml", policies)],
+    );
     assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
     let mut guard = Guard::default();
     guard.sources.insert(
@@ -165,9 +204,13 @@ fn structural_changes_over_netlink_read_back_as_the_same_table_loaded_whole() {
         guard: world(FEATURES).guard,
         logging: Some(LOGGING),
     };
+    let with_tiers = |policies: &str| world(&format!("{policies}\n---\n{TIERS}"));
     let steps = [
         ("policies added", world(FEATURES)),
-        ("policies changed, removed and added", world(CHANGED)),
+        ("cluster policies added", with_tiers(FEATURES)),
+        ("policies changed under the tiers", with_tiers(CHANGED)),
+        ("cluster policies removed", world(CHANGED)),
+        ("the tiers again", with_tiers(CHANGED)),
         ("every policy removed", empty.clone()),
     ];
     let node = TestNetns::new("struct-nl");
@@ -185,6 +228,13 @@ fn structural_changes_over_netlink_read_back_as_the_same_table_loaded_whole() {
             "{step}:\n{}",
             differences.join("\n")
         );
+        // And the table reads back as what the daemon expects of it.
+        let read = node
+            .run_in(|| NftKernel::default().dump())
+            .unwrap_or_else(|e| panic!("{step}: reading the table back: {e}"))
+            .expect("the table exists");
+        let drift = read.differences(&Fingerprint::of(&next));
+        assert!(drift.is_empty(), "{step}: {drift:?}");
         applied = next;
     }
 }

@@ -8,10 +8,9 @@
 //! end return), else nothing (return). Chains are shared by every pod with the same policies,
 //! as NetworkPolicy chains are.
 //!
-//! Dormant in the daemon for now: its dataplane renders every rule as `return` and every
-//! chain's end as `drop`, and nothing sends it `Event::ClusterPolicy` (the manifests loader
-//! and the watchers skip ClusterNetworkPolicies) until the dataplane renders `RuleVerdict`
-//! and `End`. The agreement property tests hold this compiler to the evaluator.
+//! The daemon's dataplane renders the verdicts and ends; nothing sends the daemon
+//! `Event::ClusterPolicy` yet (the manifests loader and the watchers skip
+//! ClusterNetworkPolicies). The agreement property tests hold this compiler to the evaluator.
 
 use super::*;
 use crate::model::{Action, ClusterPeer, ClusterPolicy, Tier};
