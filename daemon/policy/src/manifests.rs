@@ -4,7 +4,8 @@
 //! `podwalld explain` both do) and passes `(file name, text)` pairs. A file holds one or more
 //! YAML (or JSON) documents; each is a Namespace, a Pod, a NetworkPolicy
 //! (`networking.k8s.io/v1`, or `extensions/v1beta1` as older guides write it, converted on
-//! load) or a `List` of them. Other kinds are skipped and listed in [`Loaded::skipped`].
+//! load), a ClusterNetworkPolicy (`policy.networking.k8s.io` v1beta1 or v1alpha2) or a
+//! `List` of them. Other kinds are skipped and listed in [`Loaded::skipped`].
 
 use serde::Deserialize;
 use serde_norway::Value;
@@ -69,16 +70,22 @@ impl ManifestError {
 }
 
 /// What to read besides Namespaces, Pods and NetworkPolicies.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct Options {
-    /// ClusterNetworkPolicies (`policy.networking.k8s.io` v1beta1 and v1alpha2). Off in
-    /// [`load`]: the compiler does not enforce them yet, and neither the daemon nor
-    /// `podwalld explain` may act on what the kernel does not do; the evaluator's tests
-    /// read them.
+    /// ClusterNetworkPolicies (`policy.networking.k8s.io` v1beta1 and v1alpha2): on in
+    /// [`load`]; off leaves them in [`Loaded::skipped`].
     pub cluster_policies: bool,
 }
 
-/// Parses manifest files given as `(file name, text)`; ClusterNetworkPolicies are skipped.
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            cluster_policies: true,
+        }
+    }
+}
+
+/// Parses manifest files given as `(file name, text)`.
 pub fn load<'a>(files: impl IntoIterator<Item = (&'a str, &'a str)>) -> Loaded {
     load_with(Options::default(), files)
 }

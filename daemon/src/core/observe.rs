@@ -29,7 +29,12 @@ impl Core {
     /// `dataplane::counters`), by the table the kernel holds.
     pub fn count(&self, deltas: &[(&RuleCount, u64)]) {
         let counted = by_policy(&self.applied.ruleset, deltas);
-        (self.metrics.policy_packets).add(&counted, |p| self.cluster.policies.contains_key(p));
+        (self.metrics.policy_packets).add(&counted, |p| {
+            // A ClusterNetworkPolicy's rules carry its name without a namespace.
+            self.cluster.policies.contains_key(p)
+                || (p.namespace.is_empty()
+                    && self.cluster.cluster_policies.contains_key(p.name.as_str()))
+        });
     }
 }
 

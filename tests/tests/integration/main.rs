@@ -49,3 +49,4 @@ mod revoke;
 mod rig;
 mod socket;
 mod structure;
+mod tiers;

@@ -22,6 +22,7 @@ enum Key {
     Namespace(String),
     Pod(ObjectKey),
     Policy(ObjectKey),
+    ClusterPolicy(String),
 }
 
 impl Key {
@@ -30,7 +31,12 @@ impl Key {
         let namespaces = snap.namespaces.keys().cloned().map(Key::Namespace);
         let pods = snap.pods.keys().cloned().map(Key::Pod);
         let policies = snap.policies.keys().cloned().map(Key::Policy);
-        namespaces.chain(pods).chain(policies)
+        let cluster = snap
+            .cluster_policies
+            .keys()
+            .cloned()
+            .map(Key::ClusterPolicy);
+        namespaces.chain(pods).chain(policies).chain(cluster)
     }
 
     /// The kind and name as a load of the whole directory reports a duplicate.
@@ -39,6 +45,7 @@ impl Key {
             Key::Namespace(name) => ("namespace", name.clone()),
             Key::Pod(key) => ("pod", key.to_string()),
             Key::Policy(key) => ("networkpolicy", key.to_string()),
+            Key::ClusterPolicy(name) => ("clusternetworkpolicy", name.clone()),
         }
     }
 
@@ -58,6 +65,11 @@ impl Key {
             Key::Policy(key) => {
                 if let Some(policy) = from.policies.get(key) {
                     into.policies.insert(key.clone(), policy.clone());
+                }
+            }
+            Key::ClusterPolicy(name) => {
+                if let Some(policy) = from.cluster_policies.get(name) {
+                    into.cluster_policies.insert(name.clone(), policy.clone());
                 }
             }
         }

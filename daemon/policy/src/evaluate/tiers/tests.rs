@@ -369,19 +369,27 @@ ingress: [{action: Deny, from: [{pods: {namespaceSelector: {}, podSelector: {mat
 }
 
 #[test]
-fn v1alpha2_reads_the_same_and_loading_skips_them_unless_asked() {
+fn v1alpha2_reads_the_same_and_loading_skips_them_only_when_asked() {
     let v1beta1 = x_guard();
     let v1alpha2 = v1beta1.replace("v1beta1", "v1alpha2");
     assert_eq!(
         world(&v1beta1).cluster_policies,
         world(&v1alpha2).cluster_policies
     );
-    // What the daemon and explain load (the compiler does not enforce the tiers yet).
-    let loaded = crate::manifests::load([("cnp.yaml", v1beta1.as_str())]);
+    let skipping = crate::manifests::Options {
+        cluster_policies: false,
+    };
+    let loaded = crate::manifests::load_with(skipping, [("cnp.yaml", v1beta1.as_str())]);
     assert!(loaded.snapshot.cluster_policies.is_empty());
     assert_eq!(
         loaded.skipped,
         ["cnp.yaml: policy.networking.k8s.io/v1beta1 ClusterNetworkPolicy x-guard"]
+    );
+    let other_version = v1beta1.replace("v1beta1", "v1");
+    let loaded = crate::manifests::load([("cnp.yaml", other_version.as_str())]);
+    assert!(
+        loaded.snapshot.cluster_policies.is_empty(),
+        "an unknown version is skipped"
     );
 }
 

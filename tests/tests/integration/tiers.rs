@@ -1,0 +1,131 @@
+//! Issue 17: ClusterNetworkPolicy tiers enforced live by a standalone node, as the evaluator
+//! judges them: an Admin Deny isolates a new pod from its first packet, an Admin Pass hands
+//! a connection to the namespace's NetworkPolicy, a Baseline Deny stands until a
+//! NetworkPolicy admits the peer, and the counters name the cluster policy that denied.
+
+use std::time::Duration;
+
+use podwall_tests::trio::{self, Trio, WEB_FROM_CLIENT};
+use podwall_tests::{eventually, Node, NodeOptions};
+
+/// How long the daemon gets to pick up a manifests change.
+const APPLY: Duration = Duration::from_secs(10);
+
+fn cnp(name: &str, tier: &str, ingress: &str) -> String {
+    format!(
+        "apiVersion: policy.networking.k8s.io/v1beta1
+kind: ClusterNetworkPolicy
+metadata: {{name: {name}}}
+spec:
+  tier: {tier}
+  priority: 1
+  subject: {{pods: {{namespaceSelector: {{}}, podSelector: {{matchLabels: {{role: web}}}}}}}}
+  ingress: {ingress}
+"
+    )
+}
+
+const FROM_OTHER: &str =
+    "[{pods: {namespaceSelector: {}, podSelector: {matchLabels: {role: other}}}}]";
+const FROM_CLIENT: &str =
+    "[{pods: {namespaceSelector: {}, podSelector: {matchLabels: {role: client}}}}]";
+
+#[test]
+#[ignore = "needs root: creates network namespaces"]
+fn the_tiers_are_enforced_from_the_first_packet_and_follow_changes() {
+    // Admin: Deny from other, before any pod exists.
+    let guard = cnp(
+        "guard",
+        "Admin",
+        &format!("[{{name: no-other, action: Deny, from: {FROM_OTHER}}}]"),
+    );
+    let node = Node::standalone(
+        "tiers",
+        NodeOptions::default(),
+        &[("world.yaml", trio::world()), ("guard.yaml", guard)],
+    );
+    let dir = node.manifests();
+    let pods = Trio::attach(&node, "tr");
+    // No NetworkPolicy isolates web: the Admin Deny alone keeps other out, from the start.
+    assert!(
+        !pods.reaches_web(&pods.other),
+        "other is denied by the Admin tier"
+    );
+    assert!(pods.reaches_web(&pods.client), "client is not");
+
+    // The Deny is counted for the cluster policy that denied.
+    let counted = eventually(Duration::from_secs(25), || {
+        node.metrics().samples.iter().any(|(k, v)| {
+            k.contains("policy=\"guard\"") && k.contains("verdict=\"deny\"") && *v >= 1.0
+        })
+    });
+    assert!(
+        counted,
+        "{:?}",
+        node.metrics().series("podwall_policy_packets_total")
+    );
+
+    // Admin Pass for other, and a NetworkPolicy admitting client alone: the NetworkPolicy
+    // decides, so other stays out and client gets in.
+    dir.write(
+        "guard.yaml",
+        &cnp(
+            "guard",
+            "Admin",
+            &format!(
+                "[{{action: Pass, from: {FROM_OTHER}}}, {{action: Deny, from: {FROM_CLIENT}}}]"
+            ),
+        ),
+    );
+    assert!(
+        eventually(APPLY, || !pods.reaches_web(&pods.client)),
+        "the Admin Deny of client applies"
+    );
+    dir.write("policy.yaml", WEB_FROM_CLIENT);
+    dir.write(
+        "guard.yaml",
+        &cnp(
+            "guard",
+            "Admin",
+            &format!("[{{action: Pass, from: {FROM_OTHER}}}]"),
+        ),
+    );
+    assert!(
+        eventually(APPLY, || pods.reaches_web(&pods.client)),
+        "the NetworkPolicy admits client once the Admin tier stops denying it"
+    );
+    assert!(
+        !pods.reaches_web(&pods.other),
+        "passed to the NetworkPolicy, which denies it"
+    );
+
+    // Baseline, for every pod of app: Deny from client. The NetworkPolicy isolates web, so it
+    // decides and client still gets in; without it, the Baseline Deny stands.
+    dir.remove("guard.yaml");
+    let baseline = cnp(
+        "baseline",
+        "Baseline",
+        &format!("[{{action: Deny, from: {FROM_CLIENT}}}]"),
+    )
+    .replace("podSelector: {matchLabels: {role: web}}", "podSelector: {}");
+    dir.write("baseline.yaml", &baseline);
+    // Loaded: the pods no NetworkPolicy isolates (client, other) have its chain.
+    assert!(
+        eventually(APPLY, || node.ruleset_text().contains("/baseline#0")),
+        "{}",
+        node.ruleset_text()
+    );
+    assert!(
+        pods.reaches_web(&pods.client),
+        "the NetworkPolicy overrides the Baseline Deny"
+    );
+    dir.remove("policy.yaml");
+    assert!(
+        eventually(APPLY, || !pods.reaches_web(&pods.client)),
+        "without a NetworkPolicy, the Baseline Deny stands"
+    );
+    assert!(
+        pods.reaches_web(&pods.other),
+        "and other, which Baseline does not name, gets in"
+    );
+}
