@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::net::IpAddr;
 
-use podwall_policy::model::{ContainerPort, Interner, Name, Phase, PodFields};
+use podwall_policy::model::{ClusterPolicy, ContainerPort, Interner, Name, Phase, PodFields};
 use podwall_policy::selector::Labels;
 use podwall_policy::{Namespace, Pod, PodKey, Policy, Snapshot};
 use serde::{Deserialize, Serialize};
@@ -22,7 +22,7 @@ const OPENING: &[u8] = b"{\"format\":2,";
 
 /// The file: tables, then the objects.
 #[derive(Serialize, Deserialize)]
-struct File<N, L, Ns, Pol, Pd> {
+struct File<N, L, Ns, Pol, Pd, Cp> {
     format: u32,
     /// Namespace and node names of pods.
     names: Vec<N>,
@@ -30,6 +30,9 @@ struct File<N, L, Ns, Pol, Pd> {
     namespaces: Vec<Ns>,
     policies: Vec<Pol>,
     pods: Vec<Pd>,
+    /// ClusterNetworkPolicies (absent from files of daemons that did not know them).
+    #[serde(default = "Vec::new", skip_serializing_if = "Vec::is_empty")]
+    cluster_policies: Vec<Cp>,
 }
 
 /// A pod: its namespace, node and labels as indices into the tables.
@@ -87,6 +90,7 @@ pub(super) fn write(snapshot: &Snapshot, out: impl Write) -> serde_json::Result<
         namespaces: snapshot.namespaces.values().collect(),
         policies: snapshot.policies.values().collect(),
         pods,
+        cluster_policies: snapshot.cluster_policies.values().collect(),
     };
     serde_json::to_writer(out, &file)
 }
@@ -109,7 +113,7 @@ pub(super) fn read(bytes: &[u8]) -> serde_json::Result<(Snapshot, Interner)> {
         }
         return Ok((interner.snapshot(snapshot), interner));
     }
-    let file: File<Name, Labels, Namespace, Policy, Record<String>> =
+    let file: File<Name, Labels, Namespace, Policy, Record<String>, ClusterPolicy> =
         serde_json::from_slice(bytes)?;
     let names: Vec<Name> = file.names.iter().map(|n| interner.name(n)).collect();
     let labels: Vec<Labels> = file.labels.iter().map(|l| interner.labels(l)).collect();
@@ -135,6 +139,11 @@ pub(super) fn read(bytes: &[u8]) -> serde_json::Result<(Snapshot, Interner)> {
     }
     for policy in file.policies {
         snapshot.upsert_policy(policy);
+    }
+    for policy in file.cluster_policies {
+        snapshot
+            .cluster_policies
+            .insert(policy.name.clone(), policy);
     }
     Ok((snapshot, interner))
 }
@@ -186,7 +195,9 @@ mod tests {
              apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: front}\n\
              status: {phase: Pending}\n---\n\
              apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: shop}\n\
-             spec: {podSelector: {}, ingress: [{ports: [{port: pg}]}]}\n",
+             spec: {podSelector: {}, ingress: [{ports: [{port: pg}]}]}\n---\n\
+             apiVersion: policy.networking.k8s.io/v1beta1\nkind: ClusterNetworkPolicy\nmetadata: {name: guard}\n\
+             spec: {tier: Admin, priority: 3, subject: {namespaces: {}}, ingress: [{action: Deny, from: [{namespaces: {matchLabels: {team: web}}}]}]}\n",
         )]);
         assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
         let mut snapshot = loaded.snapshot;
@@ -229,7 +240,10 @@ mod tests {
             "policies": snapshot.policies.values().collect::<Vec<_>>(),
         });
         let (back, _) = read(&serde_json::to_vec(&plain).unwrap()).unwrap();
-        assert_eq!(back, snapshot);
+        // Older daemons knew no ClusterNetworkPolicy.
+        let mut older = snapshot;
+        older.cluster_policies.clear();
+        assert_eq!(back, older);
     }
 
     #[test]
