@@ -454,6 +454,17 @@ fn events(snap: &Snapshot, twist: u8) -> (Vec<Event>, Snapshot) {
             end.cluster_policies.remove(&name);
             events.push(Event::ClusterPolicyDeleted(name));
         }
+    } else if let Some(policy) = snap.cluster_policies.values().last() {
+        // A Cluster policy moves to other pods: those it selected leave its chains.
+        let mut moved = policy.clone();
+        moved.subject.namespaces = if twist & 64 == 64 {
+            Selector::from_labels([("kubernetes.io/metadata.name", "y")])
+        } else {
+            Selector::everything()
+        };
+        moved.subject.pods = Selector::everything();
+        end.cluster_policies.insert(moved.name.clone(), moved.clone());
+        events.push(Event::ClusterPolicy(moved));
     }
     (events, end)
 }

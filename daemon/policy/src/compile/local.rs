@@ -2,7 +2,6 @@
 //! chain its policies share, to `open`, or to `quarantine`.
 
 use super::*;
-use crate::model::Tier;
 
 /// A local pod's place in the ruleset: where each direction's dispatch entries send its
 /// addresses.
@@ -69,8 +68,7 @@ impl Compiler {
         let ips = pod.ips.clone();
         let quarantined = pod.quarantined;
         let selected = DIRECTIONS.map(|d| selecting(&self.snap, pod, d));
-        let admin = self.cluster_selecting(pod, Tier::Admin);
-        let baseline = self.cluster_selecting(pod, Tier::Baseline);
+        let [admin, baseline] = self.cluster_selecting(pod);
         let mut targets = [Target::Open, Target::Open];
         let mut held: [Vec<ChainName>; 2] = [Vec::new(), Vec::new()];
         for (direction, policies) in DIRECTIONS.into_iter().zip(selected) {

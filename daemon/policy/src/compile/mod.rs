@@ -181,9 +181,7 @@ impl Compiler {
         for policy in policies.into_values() {
             c.upsert_policy(policy);
         }
-        for policy in cluster_policies.into_values() {
-            c.upsert_cluster_policy(policy);
-        }
+        c.add_cluster_policies(cluster_policies.into_values());
         c.label_groups = None;
         c.journal = Journal::default();
         c

@@ -32,23 +32,16 @@ impl Compiler {
             for (index, rule) in policy.rules(direction).iter().enumerate() {
                 let peers = self.peer_matches(&rule.peers, &mut out);
                 let ports = self.port_matches(&rule.ports, &mut out);
-                for (pf, peer) in &peers {
-                    for (qf, port) in &ports {
-                        let family = match (pf, qf) {
-                            (Some(a), Some(b)) if a != b => continue,
-                            (Some(a), _) | (None, Some(a)) => Some(*a),
-                            (None, None) => None,
-                        };
-                        rules.push(Rule {
-                            family,
-                            peer: peer.clone(),
-                            ports: port.clone(),
-                            policy: policy.key.clone(),
-                            index,
-                            log: policy.log_allowed,
-                            verdict: crate::ruleset::RuleVerdict::Allow,
-                        });
-                    }
+                for (family, peer, ports) in combine(&peers, &ports) {
+                    rules.push(Rule {
+                        family,
+                        peer,
+                        ports,
+                        policy: policy.key.clone(),
+                        index,
+                        log: policy.log_allowed,
+                        verdict: crate::ruleset::RuleVerdict::Allow,
+                    });
                 }
             }
             match direction {
@@ -147,4 +140,24 @@ impl Compiler {
         result.extend(matches);
         result
     }
+}
+
+/// Every peer match with every port match of the same family (or of none): the rules one
+/// policy rule becomes.
+pub(super) fn combine(
+    peers: &[(Option<Family>, PeerMatch)],
+    ports: &[(Option<Family>, PortMatch)],
+) -> Vec<(Option<Family>, PeerMatch, PortMatch)> {
+    let mut out = Vec::new();
+    for (pf, peer) in peers {
+        for (qf, port) in ports {
+            let family = match (pf, qf) {
+                (Some(a), Some(b)) if a != b => continue,
+                (Some(a), _) | (None, Some(a)) => Some(*a),
+                (None, None) => None,
+            };
+            out.push((family, peer.clone(), port.clone()));
+        }
+    }
+    out
 }

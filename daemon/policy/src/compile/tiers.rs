@@ -73,16 +73,9 @@ impl Compiler {
                 }
                 let peers = self.peer_matches(&Peers::Only(peers), &mut out);
                 let ports = self.port_matches(&rule.ports, &mut out);
-                for (pf, peer) in &peers {
-                    for (qf, port) in &ports {
-                        let family = match (pf, qf) {
-                            (Some(a), Some(b)) if a != b => continue,
-                            (Some(a), _) | (None, Some(a)) => Some(*a),
-                            (None, None) => None,
-                        };
-                        rules.push(origin(family, peer.clone(), port.clone()));
-                        acts.push(action);
-                    }
+                for (family, peer, port) in rules::combine(&peers, &ports) {
+                    rules.push(origin(family, peer, port));
+                    acts.push(action);
                 }
             }
             match direction {
@@ -96,21 +89,22 @@ impl Compiler {
         }
     }
 
-    /// The Cluster policies of `tier` that select `pod`, in evaluation order.
-    pub(super) fn cluster_selecting(&self, pod: &Pod, tier: Tier) -> Vec<String> {
+    /// The Admin and the Baseline policies that select `pod`, each in evaluation order.
+    pub(super) fn cluster_selecting(&self, pod: &Pod) -> [Vec<String>; 2] {
         let ns_labels = self.snap.namespace_labels(&pod.key.namespace);
         let mut found: Vec<&ClusterPolicy> = self
             .snap
             .cluster_policies
             .values()
-            .filter(|p| {
-                p.tier == tier
-                    && p.subject.namespaces.matches(&ns_labels)
-                    && p.subject.pods.matches(&pod.labels)
-            })
+            .filter(|p| selects(p, &ns_labels, pod))
             .collect();
         found.sort_by(|a, b| a.order().cmp(&b.order()));
-        found.into_iter().map(|p| p.name.clone()).collect()
+        [Tier::Admin, Tier::Baseline].map(|tier| {
+            (found.iter())
+                .filter(|p| p.tier == tier)
+                .map(|p| p.name.clone())
+                .collect()
+        })
     }
 
     /// The chain a pod with these policies is dispatched to in `direction`, and every chain
@@ -196,26 +190,58 @@ impl Compiler {
     pub(super) fn upsert_cluster_policy(&mut self, policy: ClusterPolicy) {
         let compiled = self.compile_cluster_policy(&policy);
         let old = self.cluster_compiled.insert(policy.name.clone(), compiled);
-        self.snap
+        let before = self
+            .snap
             .cluster_policies
-            .insert(policy.name.clone(), policy);
-        self.regroup_all();
+            .insert(policy.name.clone(), policy.clone());
+        self.regroup_subjects(before.iter().chain([&policy]));
         if let Some(old) = old {
             self.release(old.compiled);
         }
     }
 
     pub(super) fn delete_cluster_policy(&mut self, name: &str) {
-        self.snap.cluster_policies.remove(name);
+        let before = self.snap.cluster_policies.remove(name);
         let old = self.cluster_compiled.remove(name);
-        self.regroup_all();
+        self.regroup_subjects(before.iter());
         if let Some(old) = old {
             self.release(old.compiled);
         }
     }
 
-    /// Re-attaches every local pod (a Cluster policy may select any of them).
-    pub(super) fn regroup_all(&mut self) {
+    /// Re-attaches the local pods the subject of any of `policies` selects: only their
+    /// dispatch can change when those policies change.
+    fn regroup_subjects<'a>(&mut self, policies: impl Iterator<Item = &'a ClusterPolicy>) {
+        let policies: Vec<&ClusterPolicy> = policies.collect();
+        let keys: Vec<PodKey> = (self.local.keys())
+            .filter(|key| {
+                self.snap.pods.get(*key).is_some_and(|pod| {
+                    let ns_labels = self.snap.namespace_labels(&pod.key.namespace);
+                    policies.iter().any(|p| selects(p, &ns_labels, pod))
+                })
+            })
+            .cloned()
+            .collect();
+        for key in &keys {
+            self.detach(key);
+        }
+        for key in &keys {
+            self.attach(key);
+        }
+    }
+
+    /// Adds the Cluster policies of a full compile, then attaches every local pod once.
+    pub(super) fn add_cluster_policies(
+        &mut self,
+        policies: impl IntoIterator<Item = ClusterPolicy>,
+    ) {
+        for policy in policies {
+            let compiled = self.compile_cluster_policy(&policy);
+            self.cluster_compiled.insert(policy.name.clone(), compiled);
+            self.snap
+                .cluster_policies
+                .insert(policy.name.clone(), policy);
+        }
         let keys: Vec<PodKey> = self.local.keys().cloned().collect();
         for key in &keys {
             self.detach(key);
@@ -224,4 +250,9 @@ impl Compiler {
             self.attach(key);
         }
     }
+}
+
+/// Whether `policy`'s subject selects `pod`, whose namespace has `ns_labels`.
+fn selects(policy: &ClusterPolicy, ns_labels: &Labels, pod: &Pod) -> bool {
+    policy.subject.namespaces.matches(ns_labels) && policy.subject.pods.matches(&pod.labels)
 }
