@@ -253,19 +253,7 @@ impl Loader {
     fn cluster_policy(&mut self, file: &str, name: &str, value: Value) {
         let (policy, errors) = match serde_norway::from_value::<ClusterNetworkPolicyApi>(value) {
             Ok(api) => ClusterPolicy::from_api(&api),
-            // Not even the shape: the broken stand-in (Admin tier, every pod, no rule).
-            Err(e) => {
-                let api = ClusterNetworkPolicyApi::default();
-                let (mut policy, _) = ClusterPolicy::from_api(&api);
-                policy.name = name.to_string();
-                let error = ModelError {
-                    kind: "clusternetworkpolicy",
-                    object: name.to_string(),
-                    field: "spec".into(),
-                    problem: Problem::Malformed(e.to_string()),
-                };
-                (policy, vec![error])
-            }
+            Err(e) => ClusterPolicy::from_malformed(name, e.to_string()),
         };
         self.model_errors(file, errors);
         if self.first_time(file, "clusternetworkpolicy", policy.name.clone()) {

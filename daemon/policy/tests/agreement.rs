@@ -463,7 +463,8 @@ fn events(snap: &Snapshot, twist: u8) -> (Vec<Event>, Snapshot) {
             Selector::everything()
         };
         moved.subject.pods = Selector::everything();
-        end.cluster_policies.insert(moved.name.clone(), moved.clone());
+        end.cluster_policies
+            .insert(moved.name.clone(), moved.clone());
         events.push(Event::ClusterPolicy(moved));
     }
     (events, end)

@@ -180,6 +180,23 @@ impl ClusterPolicy {
     }
 }
 
+impl ClusterPolicy {
+    /// The stand-in for an object whose spec does not even have the API's shape (a field of
+    /// the wrong type): the Admin tier, every pod, no rule, so everything is denied (fail
+    /// closed), with the error that says why.
+    pub fn from_malformed(name: &str, problem: String) -> (ClusterPolicy, Vec<ModelError>) {
+        let (mut policy, _) = ClusterPolicy::from_api(&ClusterNetworkPolicyApi::default());
+        policy.name = name.to_string();
+        let error = ModelError {
+            kind: "clusternetworkpolicy",
+            object: name.to_string(),
+            field: "spec".into(),
+            problem: Problem::Malformed(problem),
+        };
+        (policy, vec![error])
+    }
+}
+
 fn everything() -> PodsSelector {
     PodsSelector {
         namespaces: Selector::everything(),

@@ -2,20 +2,21 @@
 //! events that changed it out. No I/O, so the folds are unit-tested here.
 //!
 //! Every watched kind goes through the one `Cache::fold`; what differs between pods,
-//! namespaces and policies is said once per kind, by its `Watched` impl.
+//! namespaces, policies and cluster policies is said once per kind, by its `Watched` impl.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::Namespace as ApiNamespace;
+use k8s_openapi::api::core::v1::{Namespace as ApiNamespace, ObjectReference};
 use k8s_openapi::api::networking::v1::NetworkPolicy as ApiPolicy;
 use kube::runtime::watcher::Event as WatchEvent;
+use kube::Resource;
 use podwall_policy::diff::diff;
-use podwall_policy::model::{Interner, Namespace, Pod, PodKey, Policy, PolicyKey};
+use podwall_policy::model::{ClusterPolicy, Interner, Namespace, Pod, PodKey, Policy, PolicyKey};
 use podwall_policy::ModelError;
 use podwall_policy::{Event, Snapshot};
 use tracing::{debug, warn};
 
-use super::{Kind, SlimPod};
+use super::{ClusterPolicyObject, Kind, SlimPod};
 
 /// One watcher event, of whichever kind. Moved once per event, so the size difference of
 /// the variants does not matter.
@@ -24,13 +25,27 @@ pub enum Update {
     Pod(WatchEvent<SlimPod>),
     Namespace(WatchEvent<ApiNamespace>),
     Policy(WatchEvent<ApiPolicy>),
+    ClusterPolicy(WatchEvent<ClusterPolicyObject>),
 }
 
-/// A policy that converted with errors: enforced as its fail-closed stand-in, and reported.
+/// A policy (namespaced or cluster) that converted with errors: enforced as its fail-closed
+/// stand-in, and reported.
 #[derive(Debug, Clone)]
 pub struct Broken {
-    pub policy: ApiPolicy,
+    /// The object at the version read (`resource_version` filled).
+    pub object: ObjectReference,
     pub errors: Vec<ModelError>,
+}
+
+impl Broken {
+    /// `namespace/name`, or `name` for a cluster policy.
+    pub fn name(&self) -> String {
+        let name = self.object.name.as_deref().unwrap_or_default();
+        match self.object.namespace.as_deref() {
+            Some(namespace) => format!("{namespace}/{name}"),
+            None => name.to_string(),
+        }
+    }
 }
 
 /// The cluster as the watchers have told it so far.
@@ -83,6 +98,7 @@ impl Cache {
             Update::Pod(event) => self.fold(event, &mut broken),
             Update::Namespace(event) => self.fold(event, &mut broken),
             Update::Policy(event) => self.fold(event, &mut broken),
+            Update::ClusterPolicy(event) => self.fold(event, &mut broken),
         };
         (changes, broken)
     }
@@ -214,10 +230,9 @@ impl Watched for ApiPolicy {
     fn convert(self, broken: &mut Vec<Broken>, _: &mut Interner) -> Option<(PolicyKey, Policy)> {
         let (policy, errors) = Policy::from_api(&self);
         if !errors.is_empty() {
-            broken.push(Broken {
-                policy: self,
-                errors,
-            });
+            let mut object = self.object_ref(&());
+            object.resource_version = self.metadata.resource_version.clone();
+            broken.push(Broken { object, errors });
         }
         Some((policy.key.clone(), policy))
     }
@@ -233,6 +248,39 @@ impl Watched for ApiPolicy {
 
     const UPSERTED: fn(Policy) -> Event = Event::Policy;
     const DELETED: fn(PolicyKey) -> Event = Event::PolicyDeleted;
+}
+
+impl Watched for ClusterPolicyObject {
+    const KIND: Kind = Kind::ClusterNetworkPolicies;
+    type Key = String;
+    type Value = ClusterPolicy;
+
+    /// As a namespaced policy: with errors, the fail-closed stand-in, and reported.
+    fn convert(
+        self,
+        broken: &mut Vec<Broken>,
+        _: &mut Interner,
+    ) -> Option<(String, ClusterPolicy)> {
+        let (policy, errors) = ClusterPolicyObject::convert(&self);
+        if !errors.is_empty() {
+            broken.push(Broken {
+                object: self.reference(),
+                errors,
+            });
+        }
+        Some((policy.name.clone(), policy))
+    }
+
+    fn deleted_key(&self) -> Option<String> {
+        Some(self.name().to_string())
+    }
+
+    fn map(snapshot: &mut Snapshot) -> &mut BTreeMap<String, ClusterPolicy> {
+        &mut snapshot.cluster_policies
+    }
+
+    const UPSERTED: fn(ClusterPolicy) -> Event = Event::ClusterPolicy;
+    const DELETED: fn(String) -> Event = Event::ClusterPolicyDeleted;
 }
 
 /// Swap in a complete list; what differed, as changes (none after a relist of an unchanged
@@ -276,6 +324,8 @@ fn remove<K: Ord, V>(map: &mut BTreeMap<K, V>, key: K, deleted: fn(K) -> Event) 
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
 
     fn pod(ns: &str, name: &str, labels: &[(&str, &str)], ip: &str) -> SlimPod {
@@ -316,10 +366,50 @@ mod tests {
             Update::Namespace(WatchEvent::InitDone),
             Update::Policy(WatchEvent::Init),
             Update::Policy(WatchEvent::InitDone),
+            Update::ClusterPolicy(WatchEvent::Init),
+            Update::ClusterPolicy(WatchEvent::InitDone),
         ] {
             cache.apply(update);
         }
         cache
+    }
+
+    fn cluster_policy(name: &str, priority: Value) -> ClusterPolicyObject {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "policy.networking.k8s.io/v1beta1",
+            "metadata": {"name": name, "uid": format!("uid-{name}"), "resourceVersion": "9"},
+            "spec": {"tier": "Admin", "priority": priority,
+                     "subject": {"namespaces": {}},
+                     "ingress": [{"name": "deny-all", "action": "Deny", "from": [{"namespaces": {}}]}]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn cluster_policies_fold_like_policies_and_broken_ones_are_reported_by_name() {
+        let mut cache = synced(vec![]);
+        let apply = |cache: &mut Cache, p| cache.apply(Update::ClusterPolicy(WatchEvent::Apply(p)));
+        let (changes, broken) = apply(&mut cache, cluster_policy("guard", 10.into()));
+        assert!(
+            matches!(changes.as_slice(), [Event::ClusterPolicy(p)] if p.name == "guard" && !p.broken)
+        );
+        assert!(broken.is_empty(), "{broken:?}");
+        let (changes, broken) = apply(&mut cache, cluster_policy("odd", 5000.into()));
+        assert!(matches!(changes.as_slice(), [Event::ClusterPolicy(p)] if p.broken));
+        assert_eq!(broken.len(), 1);
+        assert_eq!(broken[0].name(), "odd");
+        assert_eq!(broken[0].object.resource_version.as_deref(), Some("9"));
+        assert_eq!(cache.snapshot().cluster_policies.len(), 2);
+        let deleted = cache.apply(Update::ClusterPolicy(WatchEvent::Delete(cluster_policy(
+            "guard",
+            10.into(),
+        ))));
+        assert!(matches!(deleted.0.as_slice(), [Event::ClusterPolicyDeleted(n)] if n == "guard"));
+        // No CRD any more: its watch lists nothing, and every cluster policy goes.
+        cache.apply(Update::ClusterPolicy(WatchEvent::Init));
+        let (changes, _) = cache.apply(Update::ClusterPolicy(WatchEvent::InitDone));
+        assert!(matches!(changes.as_slice(), [Event::ClusterPolicyDeleted(n)] if n == "odd"));
+        assert!(cache.snapshot().cluster_policies.is_empty());
     }
 
     #[test]
@@ -451,6 +541,7 @@ mod tests {
         ))));
         assert_eq!(changes.len(), 1);
         assert_eq!(broken.len(), 1);
+        assert_eq!(broken[0].name(), "x/bad");
         assert!(
             broken[0].errors[0].to_string().contains("10.0.0.0/33"),
             "{}",

@@ -1,10 +1,10 @@
-//! Kubernetes Events on the NetworkPolicies that fail to compile, so that their authors see
+//! Kubernetes Events on the NetworkPolicies and ClusterNetworkPolicies that fail to compile, so that their authors see
 //! the problem in `kubectl describe`, not only in this node's log.
 
 use std::collections::BTreeSet;
 
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
-use kube::{Client, Resource};
+use kube::Client;
 use tracing::warn;
 
 use super::Broken;
@@ -30,22 +30,22 @@ impl BrokenPolicyEvents {
         }
     }
 
-    pub(super) async fn report(&mut self, Broken { policy, errors }: &Broken) {
-        let uid = policy.metadata.uid.clone().unwrap_or_default();
-        let version = policy.metadata.resource_version.clone().unwrap_or_default();
-        let name = format!(
-            "{}/{}",
-            policy.metadata.namespace.as_deref().unwrap_or("default"),
-            policy.metadata.name.as_deref().unwrap_or("")
+    pub(super) async fn report(&mut self, broken: &Broken) {
+        let name = broken.name();
+        let note: Vec<String> = broken.errors.iter().map(ToString::to_string).collect();
+        let kind = broken.object.kind.as_deref().unwrap_or("NetworkPolicy");
+        warn!(policy = %name, kind, errors = ?note, "policy does not compile; the pods it selects stay isolated");
+        let object = &broken.object;
+        let version = (
+            object.uid.clone().unwrap_or_default(),
+            object.resource_version.clone().unwrap_or_default(),
         );
-        let note: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        warn!(policy = %name, errors = ?note, "network policy does not compile; the pods it selects stay isolated");
-        if !self.posted.insert((uid, version)) {
+        if !self.posted.insert(version) {
             return;
         }
         let event = KubeEvent {
             type_: EventType::Warning,
-            reason: "InvalidNetworkPolicy".into(),
+            reason: format!("Invalid{kind}"),
             note: Some(truncate(
                 &format!(
                     "podwall enforces nothing this policy allows, and isolates the pods it selects: {}",
@@ -56,7 +56,7 @@ impl BrokenPolicyEvents {
             action: "Compile".into(),
             secondary: None,
         };
-        if let Err(err) = self.recorder.publish(&event, &policy.object_ref(&())).await {
+        if let Err(err) = self.recorder.publish(&event, object).await {
             warn!(policy = %name, error = %err, "cannot post the event on the policy");
         }
     }

@@ -1,13 +1,16 @@
 //! The Kubernetes source: kube-rs watchers of Pods (every node's: they are peers),
-//! Namespaces and NetworkPolicies, folded into one `Snapshot` of the cluster.
+//! Namespaces, NetworkPolicies and, where their CRD is installed, ClusterNetworkPolicies,
+//! folded into one `Snapshot` of the cluster.
 //!
 //! `run` owns the watchers: it batches bursts of events into one publication and reports
 //! each kind's state to `/healthz`. The rest is split by concern: `cache` is the pure part
 //! (watch events in, snapshot out) and is unit-tested; `slim` decodes a Pod into only what
-//! enforcement reads; `events` posts a Kubernetes Event on each NetworkPolicy that fails to
-//! compile; `lookup` GETs a pod the watch has not delivered yet, for the plugin socket.
+//! enforcement reads; `cluster` follows the ClusterNetworkPolicy CRD; `events` posts a
+//! Kubernetes Event on each policy that fails to compile; `lookup` GETs a pod the watch has
+//! not delivered yet, for the plugin socket.
 
 mod cache;
+pub mod cluster;
 mod events;
 mod lookup;
 pub mod podcidr;
@@ -29,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub use self::cache::{Broken, Cache, Update};
+pub use self::cluster::ClusterPolicyObject;
 use self::events::BrokenPolicyEvents;
 pub use self::lookup::PodLookup;
 pub use self::slim::SlimPod;
@@ -42,16 +46,24 @@ pub enum Kind {
     Pods,
     Namespaces,
     NetworkPolicies,
+    /// Listed as empty while the cluster has no CRD for them.
+    ClusterNetworkPolicies,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Pods, Kind::Namespaces, Kind::NetworkPolicies];
+    pub const ALL: [Kind; 4] = [
+        Kind::Pods,
+        Kind::Namespaces,
+        Kind::NetworkPolicies,
+        Kind::ClusterNetworkPolicies,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Pods => "pods",
             Kind::Namespaces => "namespaces",
             Kind::NetworkPolicies => "networkpolicies",
+            Kind::ClusterNetworkPolicies => "clusternetworkpolicies",
         }
     }
 }
@@ -126,6 +138,7 @@ async fn watch(
             Update::Policy,
         )
         .boxed(),
+        cluster::stream(client.clone()).boxed(),
     ]);
     let mut failing: BTreeMap<Kind, Instant> = BTreeMap::new();
     loop {
@@ -144,6 +157,7 @@ async fn watch(
                     Update::Pod(WatchEvent::Init)
                         | Update::Namespace(WatchEvent::Init)
                         | Update::Policy(WatchEvent::Init)
+                        | Update::ClusterPolicy(WatchEvent::Init)
                 ) && cache.is_kind_synced(kind)
                 {
                     metrics.count_watch_restart();
