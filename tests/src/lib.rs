@@ -19,6 +19,7 @@ pub mod cluster;
 pub mod cmd;
 pub mod cni;
 pub mod differential;
+pub mod e2e;
 pub mod external;
 pub mod image;
 pub mod kubelet;

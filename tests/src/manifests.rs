@@ -231,6 +231,24 @@ pub fn documents<S: AsRef<str>>(docs: &[S]) -> String {
         + "\n"
 }
 
+/// The ClusterNetworkPolicy CRD as the install ships it (install/crds).
+pub fn cluster_policy_crd() -> String {
+    let path = crate::bins::workspace_root().join("install/crds/clusternetworkpolicies.yaml");
+    fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A ClusterNetworkPolicy (v1beta1); `body` is its spec after tier and priority, unindented.
+pub fn cluster_policy(name: &str, tier: &str, priority: u16, body: &str) -> String {
+    let mut text = format!(
+        "apiVersion: policy.networking.k8s.io/v1beta1\nkind: ClusterNetworkPolicy\n\
+         metadata: {{name: {name}}}\nspec:\n  tier: {tier}\n  priority: {priority}\n"
+    );
+    for line in body.lines() {
+        let _ = writeln!(text, "  {line}");
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,15 @@ pub const DAEMON_PERMISSIONS: &[(&str, &str, &str)] = &[
     ("", "namespaces", "watch"),
     ("networking.k8s.io", "networkpolicies", "list"),
     ("networking.k8s.io", "networkpolicies", "watch"),
+    // ClusterNetworkPolicies: their CRD (is it installed, at which version), then the kind.
+    ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+    ("policy.networking.k8s.io", "clusternetworkpolicies", "list"),
+    (
+        "policy.networking.k8s.io",
+        "clusternetworkpolicies",
+        "watch",
+    ),
     // Warning Events on policies that do not compile: created, then patched for repeats.
     ("events.k8s.io", "events", "create"),
     ("events.k8s.io", "events", "patch"),

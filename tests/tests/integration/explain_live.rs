@@ -1,6 +1,7 @@
 //! Issue 15: `podwalld explain` against the live cluster (`--kubeconfig`) answers as the
 //! offline form does on the same objects as manifests, and as the same objects piped in
-//! (`kubectl get … -o yaml | podwalld explain --manifests -`).
+//! (`kubectl get … -o yaml | podwalld explain --manifests -`). Issue 17: with the
+//! ClusterNetworkPolicy CRD installed, the live answer names the cluster policies too.
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
@@ -8,6 +9,7 @@ use std::process::{Command, Output, Stdio};
 use podwall_policy::testworld::world_manifests;
 use podwall_tests::apiserver::ApiServer;
 use podwall_tests::bins;
+use podwall_tests::manifests::{cluster_policy, cluster_policy_crd};
 
 const POLICIES: &str = "
 ---
@@ -56,18 +58,51 @@ fn explain(source: &[&str], question: &[&str], stdin: Option<&str>) -> Output {
 #[test]
 fn live_explain_answers_as_offline_explain_on_the_same_cluster() {
     let objects = format!("{}{POLICIES}", world_manifests());
+    let (matrix, _) = live_and_offline_agree(&objects, &[]);
+    // Not a question the answers agree on by accident: the matrix has both verdicts.
+    assert!(
+        matrix.contains("true") && matrix.contains("false"),
+        "{matrix}"
+    );
+}
+
+#[test]
+fn live_explain_reads_cluster_policies_where_their_crd_is_installed() {
+    let guard = cluster_policy(
+        "x-guard",
+        "Admin",
+        10,
+        "subject: {namespaces: {matchLabels: {ns: x}}}
+ingress: [{name: deny-y, action: Deny, from: [{namespaces: {matchLabels: {ns: y}}}]}]",
+    );
+    let objects = format!("{}{POLICIES}---\n{guard}", world_manifests());
+    let (_, answer) = live_and_offline_agree(&objects, &[&cluster_policy_crd()]);
+    assert!(
+        answer.contains("x-guard") && answer.contains("Admin") && answer.contains("deny-y"),
+        "the Admin Deny decides y/b -> x/a: {answer}"
+    );
+}
+
+/// Serve `objects` (after `first`, e.g. a CRD) from an API server and ask live, offline
+/// and piped explain the same questions; they must answer alike. Returns the whole matrix
+/// and the answer for y/b -> x/a.
+fn live_and_offline_agree(objects: &str, first: &[&str]) -> (String, String) {
     let server = ApiServer::start();
+    for object in first {
+        server.apply_yaml(object).expect("the API server takes it");
+    }
     server
-        .apply_yaml(&objects)
+        .apply_yaml(objects)
         .expect("the API server takes the world");
     let dir = tempfile::tempdir().expect("a temp dir");
     let kubeconfig = server.kubeconfig(dir.path());
     let manifests = dir.path().join("manifests");
     std::fs::create_dir(&manifests).expect("the manifests directory");
-    std::fs::write(manifests.join("world.yaml"), &objects).expect("writing the world");
+    std::fs::write(manifests.join("world.yaml"), objects).expect("writing the world");
 
     let live = ["--kubeconfig", kubeconfig.to_str().expect("a UTF-8 path")];
     let offline = ["--manifests", manifests.to_str().expect("a UTF-8 path")];
+    let mut answers = Vec::new();
     for question in [
         &[][..],
         &["--from", "y/b", "--to", "x/a"],
@@ -81,15 +116,13 @@ fn live_explain_answers_as_offline_explain_on_the_same_cluster() {
             "live and offline differ on {question:?}"
         );
         assert_eq!(
-            explain(&["--manifests", "-"], question, Some(&objects)).stdout,
+            explain(&["--manifests", "-"], question, Some(objects)).stdout,
             answer,
             "piped and offline differ on {question:?}"
         );
+        answers.push(String::from_utf8_lossy(&answer).into_owned());
     }
-    // Not a question the answers agree on by accident: the matrix has both verdicts.
-    let matrix = String::from_utf8_lossy(&explain(&offline, &[], None).stdout).into_owned();
-    assert!(
-        matrix.contains("true") && matrix.contains("false"),
-        "{matrix}"
-    );
+    let mut answers = answers.into_iter();
+    let matrix = answers.next().unwrap_or_default();
+    (matrix, answers.next().unwrap_or_default())
 }

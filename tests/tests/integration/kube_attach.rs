@@ -1,13 +1,15 @@
 //! Issue 5: enforcement at attach time in Kubernetes mode. A pod whose Pod object appears in
 //! the API server just before its ADD, in a namespace whose policy isolates it by label,
 //! never accepts a connection from probers that started before the ADD — on its own node
-//! and on the other node — while the same probers get into an unselected pod at once.
+//! and on the other node — while the same probers get into an unselected pod at once. The
+//! same holds for a pod that an Admin ClusterNetworkPolicy Deny selects (issue 17), with no
+//! NetworkPolicy at all.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use podwall_tests::manifests::namespace;
+use podwall_tests::manifests::{cluster_policy, cluster_policy_crd, namespace};
 use podwall_tests::node::NETWORK;
 use podwall_tests::probe::EchoServer;
 use podwall_tests::{Cluster, Node, Pod, TestNetns};
@@ -103,6 +105,26 @@ fn hammer_through_add(cluster: &Cluster, i: usize, pod: &Pod, from: &[&TestNetns
     })
 }
 
+/// The probers got into the unselected pod at once, and never into the isolated one.
+fn assert_isolated_from_the_start(cluster: &Cluster, seen: &[Seen], control: &[Seen]) {
+    eprintln!("isolated pod: {seen:?}\nunselected pod: {control:?}");
+    for c in control {
+        assert!(
+            c.first_accepted.is_some_and(|t| t < REACHED),
+            "the probers work: an unselected pod accepts them at once: {control:?}"
+        );
+    }
+    for s in seen {
+        assert!(s.attempts >= 50, "the prober kept trying: {seen:?}");
+        assert_eq!(
+            s.first_accepted,
+            None,
+            "the isolated pod accepted a connection: {seen:?}\n{}",
+            cluster.tables()
+        );
+    }
+}
+
 #[test]
 #[ignore = "needs root: creates network namespaces"]
 fn pod_created_in_an_isolated_namespace_has_its_rules_before_its_add_returns() {
@@ -134,20 +156,47 @@ fn pod_created_in_an_isolated_namespace_has_its_rules_before_its_add_returns() {
     cluster.apply(&cluster.pod_yaml(0, "locked", "open", &[("app", "web")], &[]));
     let control = hammer_through_add(&cluster, 0, &open, &probers);
 
-    eprintln!("isolated pod: {seen:?}\nunselected pod: {control:?}");
-    for c in &control {
-        assert!(
-            c.first_accepted.is_some_and(|t| t < REACHED),
-            "the probers work: an unselected pod accepts them at once: {control:?}"
-        );
+    assert_isolated_from_the_start(&cluster, &seen, &control);
+}
+
+#[test]
+#[ignore = "needs root: creates network namespaces"]
+fn pod_under_an_admin_deny_has_its_rules_before_its_add_returns() {
+    let cluster = Cluster::started("attach-cnp", 2);
+    cluster.apply(&cluster_policy_crd());
+    cluster.apply(&namespace("guarded", &[]));
+    cluster.apply(&namespace("probe", &[("role", "probe")]));
+    cluster.apply(&cluster_policy(
+        "no-probes",
+        "Admin",
+        0,
+        "subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: target}}}}
+ingress: [{action: Deny, from: [{namespaces: {matchLabels: {role: probe}}}]}]",
+    ));
+    cluster.apply(&cluster.pod_yaml(0, "probe", "near", &[], &[]));
+    cluster.apply(&cluster.pod_yaml(1, "probe", "far", &[], &[]));
+    let near = Pod::named("atc-near", "probe", "near");
+    let far = Pod::named("atc-far", "probe", "far");
+    cluster.attach(0, &near);
+    cluster.attach(1, &far);
+    let probers = [&near.netns, &far.netns];
+    // Both daemons hold the policy before any target exists.
+    for i in 0..2 {
+        let loaded = podwall_tests::eventually(Duration::from_secs(10), || {
+            cluster.node(i).ruleset_text().contains("no-probes")
+        });
+        assert!(loaded, "{}", cluster.node(i).ruleset_text());
     }
-    for s in &seen {
-        assert!(s.attempts >= 50, "the prober kept trying: {seen:?}");
-        assert_eq!(
-            s.first_accepted,
-            None,
-            "the isolated pod accepted a connection: {seen:?}\n{}",
-            cluster.tables()
-        );
-    }
+
+    let target = Pod::named("atc-target", "guarded", "target");
+    let _target_server = EchoServer::start(&target.netns, 80);
+    cluster.apply(&cluster.pod_yaml(0, "guarded", "target", &[("app", "target")], &[]));
+    let seen = hammer_through_add(&cluster, 0, &target, &probers);
+
+    let open = Pod::named("atc-open", "guarded", "open");
+    let _open_server = EchoServer::start(&open.netns, 80);
+    cluster.apply(&cluster.pod_yaml(0, "guarded", "open", &[("app", "web")], &[]));
+    let control = hammer_through_add(&cluster, 0, &open, &probers);
+
+    assert_isolated_from_the_start(&cluster, &seen, &control);
 }

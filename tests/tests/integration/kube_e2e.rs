@@ -8,22 +8,14 @@ use std::time::{Duration, Instant};
 
 use podwall_policy::Protocol::{Tcp, Udp};
 use podwall_tests::cluster::Check;
+use podwall_tests::e2e::{node_of, World, CHECKS};
 use podwall_tests::manifests::namespace;
-use podwall_tests::reach::{self, cell, Peer};
-use podwall_tests::{Cluster, Pod};
+use podwall_tests::reach::cell;
+use podwall_tests::Cluster;
 use podwalld::explain::report::Matrix;
 
 /// How long a step may take to show in every probe.
 const APPLY: Duration = Duration::from_secs(10);
-const CHECKS: [Check; 4] = [(Tcp, 80), (Tcp, 81), (Udp, 80), (Udp, 81)];
-const NAMESPACES: [&str; 3] = ["x", "y", "z"];
-const PODS: [&str; 3] = ["a", "b", "c"];
-
-/// The node of pod `ns/name`: alternating, so every namespace has pods on both nodes and
-/// most pairs of pods cross nodes.
-fn node_of(ns: usize, pod: usize) -> usize {
-    (ns * 3 + pod) % 2
-}
 
 fn policy(ns: &str, name: &str, spec: &str) -> String {
     format!(
@@ -45,30 +37,8 @@ fn at(ms: &[Matrix], check: Check, from: &str, to: &str) -> bool {
 fn upstream_e2e_policies_agree_with_the_evaluator_across_two_nodes() {
     let started = Instant::now();
     let cluster = Cluster::started("e2e", 2);
-    for ns in NAMESPACES {
-        cluster.apply(&namespace(ns, &[("ns", ns)]));
-    }
-    let ports = [
-        ("serve-80-tcp", 80, "TCP"),
-        ("serve-80-udp", 80, "UDP"),
-        ("serve-81-tcp", 81, "TCP"),
-        ("serve-81-udp", 81, "UDP"),
-    ];
-    let mut pods = Vec::new();
-    for (n, ns) in NAMESPACES.iter().enumerate() {
-        for (p, name) in PODS.iter().enumerate() {
-            cluster.apply(&cluster.pod_yaml(node_of(n, p), ns, name, &[("pod", name)], &ports));
-            pods.push((
-                node_of(n, p),
-                Pod::named(&format!("e2e-{ns}{name}"), ns, name),
-            ));
-        }
-    }
-    for (node, pod) in &pods {
-        cluster.attach(*node, pod);
-    }
-    let peers: Vec<Peer> = pods.iter().map(|(_, p)| Peer::pod(p)).collect();
-    let _servers = reach::serve(&peers, &[80, 81]);
+    let world = World::start(&cluster, "e2e");
+    let peers = world.peers();
     let ip_of = |name: &str| {
         peers
             .iter()

@@ -1,15 +1,16 @@
 //! Issue 5: what the daemon asks of the API server. A 403 on listing pods shows on
 //! `/healthz` at once, naming the resource; once allowed, the daemon syncs. And the calls a
 //! daemon makes through start, sync, an attach of a pod the API does not know (a direct GET),
-//! a broken policy (an Event, then a patch for its repeat) and the default conflist's pod
-//! range (a GET of its Node) are exactly the permissions of
+//! a broken policy (an Event, then a patch for its repeat), the default conflist's pod
+//! range (a GET of its Node) and the ClusterNetworkPolicy CRD installed while it runs (its
+//! watch, then the kind's) are exactly the permissions of
 //! `podwall_tests::rbac::DAEMON_PERMISSIONS`, the list the ClusterRole is checked against.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use podwall_tests::cni::{default_conflist, node_yaml};
-use podwall_tests::manifests::namespace;
+use podwall_tests::manifests::{cluster_policy_crd, namespace};
 use podwall_tests::rbac::DAEMON_PERMISSIONS;
 use podwall_tests::{eventually, Cluster, Pod};
 
@@ -45,6 +46,7 @@ fn daemon_uses_exactly_the_permissions_of_its_cluster_role_list() {
         .expect("writing the default conflist");
     cluster.apply(&node_yaml(cluster.node(0).name(), &["10.244.9.0/24"]));
     cluster.nodes[0].start_daemon();
+    cluster.apply(&cluster_policy_crd());
     cluster.apply(&namespace("shop", &[]));
     // Attached without a Pod object: the daemon asks the API server for it directly.
     let ghost = Pod::named("perm-ghost", "shop", "ghost");

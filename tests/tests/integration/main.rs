@@ -29,6 +29,7 @@ mod kube_rbac;
 mod kube_relist;
 mod kube_restart;
 mod kube_sync;
+mod kube_tiers;
 mod kustomize;
 mod layout;
 mod manifests_watch;
