@@ -15,7 +15,7 @@ use kube::{Api, Client, Resource};
 use podwall_policy::Snapshot;
 use serde::de::DeserializeOwned;
 
-use crate::sources::kube::cluster::{served_version, CRD_NAME};
+use crate::sources::kube::cluster::{Served, CRD_NAME};
 use crate::sources::kube::{Cache, ClusterPolicyObject, SlimPod, Update};
 
 const PAGE: u32 = 500;
@@ -54,16 +54,20 @@ pub async fn snapshot(client: Client) -> anyhow::Result<(Snapshot, Vec<String>)>
         .await
         .with_context(|| format!("reading the CRD {CRD_NAME}"))?;
     // No CRD: no cluster policies, as the daemon sees it.
-    if let Some(version) = crd.as_ref().and_then(served_version) {
-        let api = Api::<ClusterPolicyObject>::all_with(client.clone(), &version);
-        list(
-            api,
-            &version,
-            &mut cache,
-            &mut broken,
-            Update::ClusterPolicy,
-        )
-        .await?;
+    match Served::of(crd.as_ref()) {
+        Served::At(version) => {
+            let api = Api::<ClusterPolicyObject>::all_with(client.clone(), &version);
+            list(
+                api,
+                &version,
+                &mut cache,
+                &mut broken,
+                Update::ClusterPolicy,
+            )
+            .await?;
+        }
+        Served::Nothing => {}
+        Served::Unreadable(reason) => broken.push(reason),
     }
     Ok((cache.snapshot().clone(), broken))
 }

@@ -180,3 +180,29 @@ egress:
     });
     assert!(said_again, "{}", cluster.node(0).daemon_log());
 }
+
+/// A CRD that serves the kind only at a version podwall does not read: the cluster has
+/// guardrails podwall cannot enforce, so readiness is red and says why, until the CRD
+/// serves one it reads; NetworkPolicies are enforced meanwhile.
+#[test]
+#[ignore = "needs root: creates network namespaces"]
+fn a_crd_podwall_cannot_read_turns_readiness_red_until_it_can() {
+    let mut cluster = Cluster::started("cnp-v1", 1);
+    let future = shipped_crd()
+        .replace("- name: v1beta1", "- name: v1")
+        .replace("- name: v1alpha2\n    served: true", "- name: v1alpha2\n    served: false");
+    cluster.apply(&future);
+    let node = &cluster.nodes[0];
+    let mut last = None;
+    let red = eventually(APPLY, || {
+        last = node.http_get("/readyz").ok();
+        last.as_ref().is_some_and(|(code, body)| {
+            *code == 503 && body.contains("serves v1 of") && body.contains("not enforced")
+        })
+    });
+    assert!(red, "/readyz: {last:?}\n{}", node.daemon_log());
+    cluster.apply(&shipped_crd());
+    let node = &mut cluster.nodes[0];
+    let green = node.wait_healthy(APPLY);
+    assert!(green.is_ok(), "{green:?}\n{}", node.daemon_log());
+}

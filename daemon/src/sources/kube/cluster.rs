@@ -5,7 +5,8 @@
 //! version, the kind is served; a watch of the kind at that version runs while it is. No CRD
 //! is an empty list (one log line, health green), not an error; the CRD appearing starts the
 //! watch at once, and the CRD going (which deletes every object of the kind) empties the
-//! list. Nothing is polled.
+//! list. Nothing is polled. A CRD that serves none of the versions podwall reads is the one
+//! case the cluster has policies podwall cannot enforce: health says so until it changes.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -26,7 +27,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tracing::info;
 
-use super::{Kind, Update, LIST_PAGE};
+use super::{Item, Kind, Update, WatchError, LIST_PAGE};
 
 /// The CRD's name: the kind's plural and group.
 pub const CRD_NAME: &str = "clusternetworkpolicies.policy.networking.k8s.io";
@@ -113,6 +114,39 @@ pub fn served_version(crd: &CustomResourceDefinition) -> Option<Version> {
     })
 }
 
+/// What the cluster serves of the kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Served {
+    /// No CRD: there are no cluster policies.
+    Nothing,
+    At(Version),
+    /// A CRD whose served versions podwall does not read: its policies cannot be enforced.
+    Unreadable(String),
+}
+
+impl Served {
+    pub fn of(crd: Option<&CustomResourceDefinition>) -> Served {
+        let Some(crd) = crd else {
+            return Served::Nothing;
+        };
+        match served_version(crd) {
+            Some(version) => Served::At(version),
+            None => {
+                let served: Vec<&str> = (crd.spec.versions.iter())
+                    .filter(|v| v.served)
+                    .map(|v| v.name.as_str())
+                    .collect();
+                Served::Unreadable(format!(
+                    "the CRD {CRD_NAME} serves {} of group {}; podwall reads {} of {GROUP}: its ClusterNetworkPolicies are not enforced",
+                    served.join(", "),
+                    crd.spec.group,
+                    VERSIONS.join(", ")
+                ))
+            }
+        }
+    }
+}
+
 /// The CRD watch folded into what matters: the version served, once it is known.
 #[derive(Default)]
 struct CrdState {
@@ -121,8 +155,8 @@ struct CrdState {
 }
 
 impl CrdState {
-    /// The served version after `event`, or `None` (outer) while a list is incomplete.
-    fn apply(&mut self, event: WatchEvent<CustomResourceDefinition>) -> Option<Option<Version>> {
+    /// What is served after `event`, or `None` while a list is incomplete.
+    fn apply(&mut self, event: WatchEvent<CustomResourceDefinition>) -> Option<Served> {
         match event {
             WatchEvent::Init => {
                 self.listing = None;
@@ -132,14 +166,12 @@ impl CrdState {
                 self.listing = Some(crd);
                 None
             }
-            WatchEvent::InitDone => Some(self.listing.take().as_ref().and_then(served_version)),
-            WatchEvent::Apply(crd) => Some(served_version(&crd)),
-            WatchEvent::Delete(_) => Some(None),
+            WatchEvent::InitDone => Some(Served::of(self.listing.take().as_ref())),
+            WatchEvent::Apply(crd) => Some(Served::of(Some(&crd))),
+            WatchEvent::Delete(_) => Some(Served::Nothing),
         }
     }
 }
-
-type Item = (Kind, Result<Update, watcher::Error>);
 
 /// The two watches, as one stream of the kind's watch events: the CRD's errors come out as
 /// the kind's, and no CRD comes out as an empty list.
@@ -168,21 +200,18 @@ struct Watch {
     client: Client,
     crds: BoxStream<'static, Result<WatchEvent<CustomResourceDefinition>, watcher::Error>>,
     crd: CrdState,
-    /// The version watched; `Some(None)` once the CRD is known to be absent.
-    served: Option<Option<Version>>,
+    /// What is served, once the CRD's first list is complete.
+    served: Option<Served>,
     objects: Option<BoxStream<'static, Result<WatchEvent<ClusterPolicyObject>, watcher::Error>>>,
-    /// Events made up here (the empty list of an absent CRD), sent before anything else.
-    pending: VecDeque<WatchEvent<ClusterPolicyObject>>,
+    /// Items made up here (the empty list of an absent CRD), sent before anything else.
+    pending: VecDeque<Result<Update, WatchError>>,
 }
 
 impl Watch {
     async fn next(&mut self) -> Item {
         loop {
-            if let Some(event) = self.pending.pop_front() {
-                return (
-                    Kind::ClusterNetworkPolicies,
-                    Ok(Update::ClusterPolicy(event)),
-                );
+            if let Some(item) = self.pending.pop_front() {
+                return (Kind::ClusterNetworkPolicies, item);
             }
             let objects = async {
                 match &mut self.objects {
@@ -193,29 +222,32 @@ impl Watch {
             tokio::select! {
                 event = self.crds.next() => match event {
                     Some(Ok(event)) => {
-                        if let Some(version) = self.crd.apply(event) {
-                            self.serve(version);
+                        if let Some(served) = self.crd.apply(event) {
+                            self.serve(served);
                         }
                     }
-                    Some(Err(err)) => return (Kind::ClusterNetworkPolicies, Err(err)),
+                    Some(Err(err)) => return (Kind::ClusterNetworkPolicies, Err(WatchError::Api(err))),
                     // A watcher's stream does not end; if it did, the kind stays as it is.
                     None => std::future::pending().await,
                 },
                 Some(event) = objects => {
-                    return (Kind::ClusterNetworkPolicies, event.map(Update::ClusterPolicy));
+                    let item = event.map(Update::ClusterPolicy).map_err(WatchError::Api);
+                    return (Kind::ClusterNetworkPolicies, item);
                 }
             }
         }
     }
 
-    /// Follow the CRD: watch the kind at the version it serves, or list nothing without it.
-    fn serve(&mut self, version: Option<Version>) {
-        if self.served == Some(version) {
+    /// Follow the CRD: watch the kind at the version it serves, or list nothing without it
+    /// (and say so, when the CRD is there but unreadable).
+    fn serve(&mut self, served: Served) {
+        if self.served.as_ref() == Some(&served) {
             return;
         }
-        self.served = Some(version);
-        match version {
-            Some(version) => {
+        self.served = Some(served.clone());
+        self.objects = None;
+        match served {
+            Served::At(version) => {
                 info!(
                     crd = CRD_NAME,
                     version = version.0,
@@ -225,17 +257,24 @@ impl Watch {
                 let config = watcher::Config::default().page_size(LIST_PAGE);
                 self.objects = Some(watcher::watcher(api, config).default_backoff().boxed());
             }
-            None => {
+            Served::Nothing => {
                 info!(
                     crd = CRD_NAME,
                     "no ClusterNetworkPolicy CRD installed: no cluster policies to enforce until it is"
                 );
-                self.objects = None;
-                self.pending
-                    .extend([WatchEvent::Init, WatchEvent::InitDone]);
+                self.pending.extend(empty_list());
+            }
+            Served::Unreadable(reason) => {
+                self.pending.extend(empty_list());
+                self.pending.push_back(Err(WatchError::Unreadable(reason)));
             }
         }
     }
+}
+
+/// A complete list of no objects.
+fn empty_list() -> [Result<Update, WatchError>; 2] {
+    [WatchEvent::Init, WatchEvent::InitDone].map(|event| Ok(Update::ClusterPolicy(event)))
 }
 
 #[cfg(test)]
@@ -270,19 +309,25 @@ mod tests {
     fn the_crd_watch_says_the_version_once_a_list_is_complete() {
         let mut state = CrdState::default();
         assert_eq!(state.apply(WatchEvent::Init), None);
-        assert_eq!(state.apply(WatchEvent::InitDone), Some(None), "no CRD");
+        assert_eq!(state.apply(WatchEvent::InitDone), Some(Served::Nothing));
         let v1beta1 = crd(GROUP, &[("v1beta1", true)]);
-        assert_eq!(
-            state.apply(WatchEvent::Apply(v1beta1.clone())),
-            Some(Some(Version("v1beta1")))
-        );
+        let at = Some(Served::At(Version("v1beta1")));
+        assert_eq!(state.apply(WatchEvent::Apply(v1beta1.clone())), at);
         assert_eq!(state.apply(WatchEvent::Init), None);
         assert_eq!(state.apply(WatchEvent::InitApply(v1beta1.clone())), None);
+        assert_eq!(state.apply(WatchEvent::InitDone), at);
         assert_eq!(
-            state.apply(WatchEvent::InitDone),
-            Some(Some(Version("v1beta1")))
+            state.apply(WatchEvent::Delete(v1beta1)),
+            Some(Served::Nothing)
         );
-        assert_eq!(state.apply(WatchEvent::Delete(v1beta1)), Some(None));
+        let future = crd(GROUP, &[("v1", true), ("v1beta1", false)]);
+        let Some(Served::Unreadable(reason)) = state.apply(WatchEvent::Apply(future)) else {
+            panic!("a CRD podwall cannot read is not an absent one");
+        };
+        assert!(
+            reason.contains("serves v1 of") && reason.contains("v1beta1, v1alpha2"),
+            "{reason}"
+        );
     }
 
     #[test]

@@ -79,18 +79,26 @@ const ERROR_GRACE: Duration = Duration::from_secs(15);
 /// said here so that it stays so.)
 const LIST_PAGE: u32 = 500;
 
-fn stream<K>(
-    api: Api<K>,
-    kind: Kind,
-    wrap: fn(WatchEvent<K>) -> Update,
-) -> impl Stream<Item = (Kind, Result<Update, watcher::Error>)>
+/// Why a kind's watch does not give the cluster's state.
+#[derive(Debug)]
+pub enum WatchError {
+    /// An API call failed; the watcher retries with backoff.
+    Api(watcher::Error),
+    /// The cluster serves the kind in a form podwall cannot read (its CRD serves no version
+    /// podwall knows): nothing to retry until the CRD changes.
+    Unreadable(String),
+}
+
+type Item = (Kind, Result<Update, WatchError>);
+
+fn stream<K>(api: Api<K>, kind: Kind, wrap: fn(WatchEvent<K>) -> Update) -> impl Stream<Item = Item>
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
     K::DynamicType: Default,
 {
     watcher::watcher(api, watcher::Config::default().page_size(LIST_PAGE))
         .default_backoff()
-        .map(move |item| (kind, item.map(wrap)))
+        .map(move |item| (kind, item.map(wrap).map_err(WatchError::Api)))
 }
 
 /// The watchers. Once every kind has listed, the whole snapshot is sent; after that, the
@@ -149,8 +157,7 @@ async fn watch(
         let was_synced = cache.is_synced();
         let mut changes = Vec::new();
         let mut broken = Vec::new();
-        let mut handle = |(kind, item): (Kind, Result<Update, watcher::Error>),
-                          cache: &mut Cache| match item {
+        let mut handle = |(kind, item): Item, cache: &mut Cache| match item {
             Ok(update) => {
                 if matches!(
                     update,
@@ -176,7 +183,7 @@ async fn watch(
                 let reason = describe(&err);
                 warn!(kind = kind.as_str(), error = %reason, "watch failed; retrying with backoff");
                 let since = *failing.entry(kind).or_insert_with(Instant::now);
-                if is_forbidden(&err) || since.elapsed() > ERROR_GRACE {
+                if is_permanent(&err) || since.elapsed() > ERROR_GRACE {
                     health.set_source(kind.as_str(), Err(reason));
                 }
             }
@@ -227,7 +234,10 @@ pub async fn wait_synced(
     }
 }
 
-fn api_error(err: &watcher::Error) -> Option<&kube::core::Status> {
+fn api_error(err: &WatchError) -> Option<&kube::core::Status> {
+    let WatchError::Api(err) = err else {
+        return None;
+    };
     match err {
         watcher::Error::InitialListFailed(kube::Error::Api(e))
         | watcher::Error::WatchStartFailed(kube::Error::Api(e))
@@ -237,26 +247,27 @@ fn api_error(err: &watcher::Error) -> Option<&kube::core::Status> {
     }
 }
 
-fn is_forbidden(err: &watcher::Error) -> bool {
-    api_error(err).is_some_and(|e| e.code == 403)
+/// Errors that retrying does not cure: red at once, not after the grace.
+fn is_permanent(err: &WatchError) -> bool {
+    matches!(err, WatchError::Unreadable(_)) || api_error(err).is_some_and(|e| e.code == 403)
 }
 
 /// A 403 carries the API server's sentence naming the verb and resource it refused.
-fn describe(err: &watcher::Error) -> String {
-    match api_error(err) {
-        Some(e) if e.code == 403 => format!("forbidden (RBAC): {}", e.message),
-        Some(e) => format!("{} ({}): {}", e.reason, e.code, e.message),
-        None => {
-            let mut text = err.to_string();
-            let mut source = std::error::Error::source(err);
-            while let Some(s) = source {
-                text.push_str(": ");
-                text.push_str(&s.to_string());
-                source = s.source();
-            }
-            text
-        }
+fn describe(err: &WatchError) -> String {
+    let err = match (err, api_error(err)) {
+        (WatchError::Unreadable(reason), _) => return reason.clone(),
+        (_, Some(e)) if e.code == 403 => return format!("forbidden (RBAC): {}", e.message),
+        (_, Some(e)) => return format!("{} ({}): {}", e.reason, e.code, e.message),
+        (WatchError::Api(err), None) => err,
+    };
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
     }
+    text
 }
 
 /// A client from `--kubeconfig`, or the in-cluster config when there is none.
