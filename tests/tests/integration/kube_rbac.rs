@@ -17,15 +17,27 @@ use podwall_tests::{eventually, Cluster, Pod};
 #[test]
 #[ignore = "needs root: creates network namespaces"]
 fn forbidden_pod_list_turns_healthz_red_naming_pods_until_allowed() {
+    red_until_allowed("pods");
+}
+
+/// Without the CRD's list, the daemon cannot know whether the cluster has guardrails: red,
+/// not "no CRD".
+#[test]
+#[ignore = "needs root: creates network namespaces"]
+fn forbidden_crd_list_turns_healthz_red_naming_it_until_allowed() {
+    red_until_allowed("customresourcedefinitions");
+}
+
+fn red_until_allowed(resource: &str) {
     let mut cluster = Cluster::new("rbac", 1);
-    cluster.api.deny("list", "pods");
+    cluster.api.deny("list", resource);
     let node = &mut cluster.nodes[0];
     node.spawn_daemon().expect("spawning podwalld");
     let mut last = None;
     let red = eventually(Duration::from_secs(10), || {
         last = node.http_get("/healthz").ok();
         last.as_ref().is_some_and(|(code, body)| {
-            *code == 503 && body.contains("pods") && body.contains("forbidden")
+            *code == 503 && body.contains(resource) && body.contains("forbidden")
         })
     });
     assert!(red, "/healthz: {last:?}\n{}", node.daemon_log());
