@@ -3,9 +3,10 @@
 //! in-cluster config) and takes the same code path as in a cluster (kube-rs client, watcher,
 //! reflector), and `kubectl` installs podwall on it as on a cluster.
 //!
-//! Served: Pods, Namespaces, NetworkPolicies (`networking.k8s.io/v1`), Nodes, and the kinds an
+//! Served: Pods, Namespaces, NetworkPolicies (`networking.k8s.io/v1`), Nodes, the kinds an
 //! install applies (ServiceAccounts, Secrets, ConfigMaps, ResourceQuotas, DaemonSets,
-//! ClusterRoles and ClusterRoleBindings), with list (`resourceVersion`,
+//! ClusterRoles and ClusterRoleBindings), CustomResourceDefinitions, and ClusterNetworkPolicies
+//! while their CRD is installed, at the versions it serves (`crd.rs`), with list (`resourceVersion`,
 //! `resourceVersionMatch`, `limit`/`continue` from a frozen snapshot, `labelSelector`,
 //! `fieldSelector`), get, and watch (chunked newline-delimited JSON with
 //! ADDED/MODIFIED/DELETED replayed from a bounded history, BOOKMARK events, and an ERROR event
@@ -32,9 +33,11 @@
 //! Not modelled: admission (a Pod may name a namespace that does not exist), deleting a
 //! Namespace does not delete what is in it, graceful deletion, status subresources over HTTP,
 //! server-side apply, protobuf responses (and requests but for Secrets), HTTP/2, RBAC from
-//! the stored roles (the test's denials stand in for it).
+//! the stored roles (the test's denials stand in for it), CRD schemas and custom kinds other
+//! than ClusterNetworkPolicy (another CRD is stored and serves nothing).
 
 mod builder;
+mod crd;
 mod discovery;
 mod events;
 mod http;
@@ -503,16 +506,13 @@ pub trait TypedObject: k8s_openapi::Resource + Serialize + DeserializeOwned {}
 impl<K: k8s_openapi::Resource + Serialize + DeserializeOwned> TypedObject for K {}
 
 fn kind_of<K: TypedObject>() -> Result<Kind, ApiError> {
-    Kind::ALL
-        .into_iter()
-        .find(|k| k.api_version() == K::API_VERSION && k.name() == K::KIND)
-        .ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "the test API server does not serve {}/{}",
-                K::API_VERSION,
-                K::KIND
-            ))
-        })
+    Kind::of_type(K::API_VERSION, K::KIND).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "the test API server does not serve {}/{}",
+            K::API_VERSION,
+            K::KIND
+        ))
+    })
 }
 
 fn from_value<K: DeserializeOwned>(obj: Value) -> Result<K, ApiError> {

@@ -4,6 +4,9 @@
 //!
 //! No I/O here: watches are channels the HTTP layer drains, so the rules (which version is too
 //! old, which event a label change turns into for a selector) can be tested directly.
+//!
+//! Custom objects are kept at their CRD's storage version, and deleting a CRD deletes the
+//! objects it served and ends their watches (the rules of CRDs are in `crd.rs`).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -12,7 +15,8 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use super::kind::Kind;
+use super::crd;
+use super::kind::{Gvk, Kind};
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::{qualified, ApiError};
 
@@ -84,7 +88,8 @@ struct Change {
 
 #[derive(Debug)]
 struct Watcher {
-    kind: Kind,
+    /// The kind watched, and the version its events are served at.
+    gvk: Gvk,
     filter: Filter,
     bookmarks: bool,
     tx: mpsc::UnboundedSender<WatchMsg>,
@@ -154,12 +159,13 @@ impl Store {
     pub fn write(&mut self, mut obj: Value, mode: WriteMode) -> Result<Value, ApiError> {
         let kind = Kind::of_object(&obj).ok_or_else(|| {
             ApiError::bad_request(format!(
-                "unsupported object {}/{}: this server serves Pods, Namespaces and NetworkPolicies",
+                "unsupported object {}/{}: the test API server does not serve it",
                 obj.get("apiVersion").and_then(Value::as_str).unwrap_or("?"),
                 obj.get("kind").and_then(Value::as_str).unwrap_or("?"),
             ))
         })?;
         kind.validate(&obj).map_err(ApiError::bad_request)?;
+        crd::to_storage_version(self, kind, &mut obj)?;
         kind.default_fields(&mut obj);
         if !obj.get("metadata").is_some_and(Value::is_object) {
             obj["metadata"] = json!({});
@@ -253,9 +259,19 @@ impl Store {
     }
 
     /// Delete an object; the DELETED event carries its last state at the deletion's version.
+    /// Deleting a CRD deletes the objects it served first.
     pub fn delete(&mut self, kind: Kind, namespace: &str, name: &str) -> Result<Value, ApiError> {
         let ns = if kind.namespaced() { namespace } else { "" };
         let key = (ns.to_string(), name.to_string());
+        let exists = self
+            .objects
+            .get(&kind)
+            .is_some_and(|m| m.contains_key(&key));
+        if kind == Kind::CustomResourceDefinition && exists {
+            if let Some(custom) = Kind::defined_by(name) {
+                self.remove_kind(custom);
+            }
+        }
         let Some(before) = self.objects.get_mut(&kind).and_then(|m| m.remove(&key)) else {
             return Err(ApiError::not_found(kind.plural(), kind.group(), name));
         };
@@ -270,6 +286,22 @@ impl Store {
         Ok(with_rv(Value::clone(&before), rv))
     }
 
+    /// Delete every object of `kind`, each a DELETED event, and end its watches, as the API
+    /// server does when the CRD that served the kind goes: it is not served any more.
+    fn remove_kind(&mut self, kind: Kind) {
+        let keys: Vec<(String, String)> = self
+            .objects
+            .get(&kind)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        for (ns, name) in keys {
+            // Cannot fail: the key was just read from the map.
+            let _ = self.delete(kind, &ns, &name);
+        }
+        // Dropping a sender ends its stream cleanly, after the events already queued.
+        self.watchers.retain(|w| w.gvk.kind != kind);
+    }
+
     fn uid(&mut self) -> String {
         self.next_id += 1;
         format!("00000000-0000-4000-8000-{:012x}", self.next_id)
@@ -278,10 +310,10 @@ impl Store {
     /// Record a change and send it to every watch it concerns.
     fn commit(&mut self, change: Change) {
         self.watchers.retain(|w| {
-            if w.kind != change.kind {
+            if w.gvk.kind != change.kind {
                 return !w.tx.is_closed();
             }
-            match event_for(&w.filter, &change) {
+            match event_for(&w.filter, &change, &w.gvk) {
                 Some(line) => w.tx.send(WatchMsg::Line(line)).is_ok(),
                 None => !w.tx.is_closed(),
             }
@@ -326,11 +358,7 @@ impl Store {
             if !w.bookmarks {
                 return !w.tx.is_closed();
             }
-            let object = json!({
-                "kind": w.kind.name(),
-                "apiVersion": w.kind.api_version(),
-                "metadata": {"resourceVersion": rv},
-            });
+            let object = w.gvk.stamp(json!({"metadata": {"resourceVersion": rv}}));
             w.tx.send(WatchMsg::Line(event_line("BOOKMARK", &object)))
                 .is_ok()
         });
@@ -342,7 +370,7 @@ impl Store {
     /// one ERROR event carrying a 410 `Expired` Status and ends the stream.
     pub fn watch(
         &mut self,
-        kind: Kind,
+        gvk: Gvk,
         filter: Filter,
         resource_version: Option<&str>,
         bookmarks: bool,
@@ -350,8 +378,8 @@ impl Store {
         let (tx, rx) = mpsc::unbounded_channel();
         match parse_rv(resource_version)? {
             None => {
-                for obj in self.current(kind, &filter) {
-                    let _ = tx.send(WatchMsg::Line(event_line("ADDED", &typed(kind, obj))));
+                for obj in self.current(gvk.kind, &filter) {
+                    let _ = tx.send(WatchMsg::Line(event_line("ADDED", &gvk.stamp(obj))));
                 }
             }
             Some(from) if from < self.floor => {
@@ -364,16 +392,16 @@ impl Store {
                 for change in self
                     .history
                     .iter()
-                    .filter(|c| c.kind == kind && c.rv > from)
+                    .filter(|c| c.kind == gvk.kind && c.rv > from)
                 {
-                    if let Some(line) = event_for(&filter, change) {
+                    if let Some(line) = event_for(&filter, change, &gvk) {
                         let _ = tx.send(WatchMsg::Line(line));
                     }
                 }
             }
         }
         self.watchers.push(Watcher {
-            kind,
+            gvk,
             filter,
             bookmarks,
             tx,
@@ -543,9 +571,10 @@ impl Store {
     }
 }
 
-/// The event a watch with `filter` sees for `change`, if any. An update that moves an object
-/// into or out of the selection is ADDED or DELETED, as the real watch cache reports it.
-fn event_for(filter: &Filter, change: &Change) -> Option<Bytes> {
+/// The event a watch with `filter` at `gvk` sees for `change`, if any. An update that moves
+/// an object into or out of the selection is ADDED or DELETED, as the real watch cache reports
+/// it.
+fn event_for(filter: &Filter, change: &Change, gvk: &Gvk) -> Option<Bytes> {
     let was = change.before.as_ref().is_some_and(|o| filter.matches(o));
     let is = change.after.as_ref().is_some_and(|o| filter.matches(o));
     let (kind, obj) = match (was, is, &change.after) {
@@ -561,7 +590,7 @@ fn event_for(filter: &Filter, change: &Change) -> Option<Bytes> {
         ),
         _ => return None,
     };
-    Some(event_line(kind, &typed(change.kind, obj)))
+    Some(event_line(kind, &gvk.stamp(obj)))
 }
 
 /// `{"type":…,"object":…}` and a newline: one line of a watch stream.
@@ -570,13 +599,6 @@ pub fn event_line(kind: &str, object: &Value) -> Bytes {
         .expect("a JSON value serializes");
     line.push(b'\n');
     Bytes::from(line)
-}
-
-/// Objects in watch events carry apiVersion and kind (list items do not).
-pub fn typed(kind: Kind, mut obj: Value) -> Value {
-    obj["apiVersion"] = json!(kind.api_version());
-    obj["kind"] = json!(kind.name());
-    obj
 }
 
 fn with_rv(mut obj: Value, rv: u64) -> Value {
@@ -614,7 +636,7 @@ fn too_large(asked: u64, current: u64) -> ApiError {
 }
 
 /// creationTimestamp in the API's RFC 3339 form, whole seconds.
-fn now_rfc3339() -> String {
+pub fn now_rfc3339() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -686,7 +708,7 @@ mod tests {
         s.write(pod("b", json!({})), WriteMode::Create).unwrap(); // 102
         s.write(pod("c", json!({})), WriteMode::Create).unwrap(); // 103, 101 falls out
         let mut rx = s
-            .watch(Kind::Pod, Filter::default(), Some("101"), false)
+            .watch(Kind::Pod.at("v1"), Filter::default(), Some("101"), false)
             .unwrap();
         let names: Vec<_> = lines(&mut rx)
             .iter()
@@ -694,7 +716,7 @@ mod tests {
             .collect();
         assert_eq!(names, ["b", "c"]);
         let mut rx = s
-            .watch(Kind::Pod, Filter::default(), Some("100"), false)
+            .watch(Kind::Pod.at("v1"), Filter::default(), Some("100"), false)
             .unwrap();
         let events = lines(&mut rx);
         assert_eq!(types(&events), ["ERROR"]);
@@ -711,7 +733,7 @@ mod tests {
             labels: LabelSelector::parse("app=web").unwrap(),
             ..Filter::default()
         };
-        let mut rx = s.watch(Kind::Pod, filter, None, false).unwrap();
+        let mut rx = s.watch(Kind::Pod.at("v1"), filter, None, false).unwrap();
         assert!(lines(&mut rx).is_empty());
         s.write(pod("a", json!({"app": "web"})), WriteMode::Apply)
             .unwrap();
@@ -753,7 +775,7 @@ mod tests {
         );
         let mut rx = s
             .watch(
-                Kind::Pod,
+                Kind::Pod.at("v1"),
                 Filter::default(),
                 Some(&page.resource_version.to_string()),
                 false,
@@ -765,7 +787,7 @@ mod tests {
             .unwrap();
         let mut rx = s
             .watch(
-                Kind::Pod,
+                Kind::Pod.at("v1"),
                 Filter::default(),
                 Some(&fresh.resource_version.to_string()),
                 true,
