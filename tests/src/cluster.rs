@@ -14,7 +14,8 @@
 //! publishes the addresses the CNI result gave them to the Pod's `status.podIPs`
 //! ([`Cluster::publish_ips`]), which is how the other node learns them as peers. What every
 //! daemon should enforce comes from the same API objects, converted as the daemon converts
-//! them ([`Cluster::snapshot`]), and judged by `podwall_policy::evaluate`.
+//! them ([`Cluster::snapshot`]: namespaces, pods, NetworkPolicies and ClusterNetworkPolicies),
+//! and judged by `podwall_policy::evaluate`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace as ApiNamespace, Pod as ApiPod, PodIP, PodStatus};
 use k8s_openapi::api::networking::v1::NetworkPolicy as ApiPolicy;
+use podwall_policy::model::{ClusterNetworkPolicyApi, ClusterPolicy};
 use podwall_policy::{Namespace, Pod as PolicyPod, Policy, Protocol, Snapshot};
 use podwalld::explain::report::Matrix;
 use serde::de::DeserializeOwned;
@@ -362,7 +364,28 @@ pub fn snapshot_of(api: &ApiServer) -> Snapshot {
         let (policy, _) = Policy::from_api(&typed::<ApiPolicy>(value));
         snap.policies.insert(policy.key.clone(), policy);
     }
+    for value in api.list(Kind::ClusterNetworkPolicy) {
+        let policy = cluster_policy(value);
+        snap.cluster_policies.insert(policy.name.clone(), policy);
+    }
     snap
+}
+
+/// A stored ClusterNetworkPolicy converted; one not even of the right shape (the server
+/// checks no schema) is the broken stand-in, as the manifest loader makes it.
+fn cluster_policy(value: Value) -> ClusterPolicy {
+    let name = value["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    match serde_json::from_value::<ClusterNetworkPolicyApi>(value) {
+        Ok(api) => ClusterPolicy::from_api(&api).0,
+        Err(_) => {
+            let (mut policy, _) = ClusterPolicy::from_api(&ClusterNetworkPolicyApi::default());
+            policy.name = name;
+            policy
+        }
+    }
 }
 
 /// Join two nodes with a veth pair on a /30 and route each one's pod subnet via the other.

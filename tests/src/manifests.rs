@@ -1,5 +1,6 @@
 //! The `--manifests` directory of a standalone node: Namespace, Pod and NetworkPolicy
-//! manifests that a test writes, replaces and deletes while the daemon follows the directory.
+//! manifests that a test writes, replaces and deletes while the daemon follows the directory;
+//! and the CRD a test installs in the test API server to have ClusterNetworkPolicies served.
 //!
 //! Every change is atomic: the text goes to a dotfile (which the daemon skips) and is renamed
 //! into place, so the daemon never reads half a file. Small YAML builders keep the tests'
@@ -220,6 +221,37 @@ spec:
   podSelector: {matchLabels: {role: db}}
   ingress:
   - from: [{podSelector: {matchLabels: {role: api}}}]
+";
+
+/// The CustomResourceDefinition of ClusterNetworkPolicy, as a cluster that has the
+/// network-policy-api installed holds it: served at v1beta1 (stored) and v1alpha2, with a
+/// schema that keeps every field (the test API server checks none, so tests can send fields
+/// podwall must fail closed on). The test API server serves ClusterNetworkPolicies while it
+/// exists.
+pub const CLUSTER_NETWORK_POLICY_CRD: &str = "\
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: clusternetworkpolicies.policy.networking.k8s.io}
+spec:
+  group: policy.networking.k8s.io
+  names:
+    kind: ClusterNetworkPolicy
+    listKind: ClusterNetworkPolicyList
+    plural: clusternetworkpolicies
+    singular: clusternetworkpolicy
+    shortNames: [cnp]
+  scope: Cluster
+  versions:
+  - name: v1beta1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
+  - name: v1alpha2
+    served: true
+    storage: false
+    schema:
+      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
 ";
 
 /// Several manifests in one file.

@@ -1,54 +1,20 @@
-//! Discovery (`/api`, `/apis`, `/version`) and the OpenAPI document, generated from the
-//! kinds this server serves.
+//! Discovery (`/api`, `/apis`, `/apis/{group}[/{version}]`, `/version`) and the OpenAPI
+//! document, generated from the kinds this server serves now.
 
 use bytes::Bytes;
 use hyper::Response;
 use serde_json::{json, Value};
 
+use super::crd;
 use super::http::{error, full, json_response, Body};
 use super::kind::Kind;
-use super::status::ApiError;
+use super::store::Store;
 
-/// Discovery documents for the kinds this server serves (every verb on each, and Events),
-/// enough for kube-rs's `Discovery`, kubectl's REST mapper and clients that check the
-/// server version.
-pub(super) fn discovery(path: &str) -> Response<Body> {
-    let all = [
-        "create", "delete", "get", "list", "patch", "update", "watch",
-    ];
-    let events = ["create", "get", "list", "patch"];
-    let resource = |name: &str, kind: &str, namespaced: bool, verbs: &[&str], short: &[&str]| {
-        json!({"name": name, "singularName": kind.to_lowercase(), "namespaced": namespaced,
-               "kind": kind, "verbs": verbs, "shortNames": short})
-    };
-    let resources = |group: &str| -> Vec<Value> {
-        let mut out: Vec<Value> = Kind::ALL
-            .into_iter()
-            .filter(|k| k.group() == group)
-            .map(|k| {
-                let short: &[&str] = match k {
-                    Kind::DaemonSet => &["ds"],
-                    Kind::Pod => &["po"],
-                    Kind::Namespace => &["ns"],
-                    Kind::ConfigMap => &["cm"],
-                    Kind::ServiceAccount => &["sa"],
-                    Kind::NetworkPolicy => &["netpol"],
-                    _ => &[],
-                };
-                resource(k.plural(), k.name(), k.namespaced(), &all, short)
-            })
-            .collect();
-        if matches!(group, "" | "events.k8s.io") {
-            out.push(resource("events", "Event", true, &events, &[]));
-        }
-        out
-    };
-    let groups = [
-        "networking.k8s.io",
-        "apps",
-        "rbac.authorization.k8s.io",
-        "events.k8s.io",
-    ];
+/// Discovery documents for the kinds served now (every verb on each, and Events), enough
+/// for kube-rs's `Discovery`, kubectl's REST mapper and clients that check the server
+/// version. A custom kind's group shows only while its CRD exists, at the versions it serves.
+pub(super) fn discovery(path: &str, store: &Store) -> Response<Body> {
+    let groups = groups(store);
     let body = match path.trim_end_matches('/') {
         "/version" => json!({
             "major": "1", "minor": "33", "gitVersion": "v1.33.0", "gitCommit": "podwall-test",
@@ -58,15 +24,9 @@ pub(super) fn discovery(path: &str) -> Response<Body> {
         "/api" => json!({"kind": "APIVersions", "versions": ["v1"],
             "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]}),
         "/api/v1" => json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1",
-            "resources": resources("")}),
-        "/apis" => {
-            let group = |name: &str| {
-                let gv = json!({"groupVersion": format!("{name}/v1"), "version": "v1"});
-                json!({"name": name, "versions": [gv], "preferredVersion": gv})
-            };
-            json!({"kind": "APIGroupList", "apiVersion": "v1",
-                   "groups": groups.iter().map(|g| group(g)).collect::<Vec<_>>()})
-        }
+            "resources": resources(store, "", "v1")}),
+        "/apis" => json!({"kind": "APIGroupList", "apiVersion": "v1",
+            "groups": groups.iter().map(Group::to_json).collect::<Vec<_>>()}),
         "/healthz" | "/livez" | "/readyz" => {
             return Response::new(full(Bytes::from_static(b"ok")));
         }
@@ -83,17 +43,114 @@ pub(super) fn discovery(path: &str) -> Response<Body> {
                 .body(full(Bytes::new()))
                 .expect("a response with a static header builds");
         }
-        other => match groups.iter().find(|g| other == format!("/apis/{g}/v1")) {
-            Some(g) => json!({"kind": "APIResourceList", "apiVersion": "v1",
-                "groupVersion": format!("{g}/v1"), "resources": resources(g)}),
-            None => {
-                return error(&ApiError::new(
-                    404,
-                    "NotFound",
-                    "the server could not find the requested resource",
-                ))
+        other => {
+            let rest = other.strip_prefix("/apis/").unwrap_or_default();
+            let (name, version) = rest.split_once('/').unwrap_or((rest, ""));
+            let group = groups.iter().find(|g| g.name == name);
+            match (group, version) {
+                (Some(g), "") => {
+                    let mut body = g.to_json();
+                    body["kind"] = json!("APIGroup");
+                    body["apiVersion"] = json!("v1");
+                    body
+                }
+                (Some(g), v) if g.versions.iter().any(|gv| gv == v) => {
+                    json!({"kind": "APIResourceList", "apiVersion": "v1",
+                        "groupVersion": format!("{name}/{v}"),
+                        "resources": resources(store, name, v)})
+                }
+                _ => return error(&crd::not_served()),
             }
-        },
+        }
     };
     json_response(200, &body)
+}
+
+/// A named API group and the versions it is served at, the preferred one first.
+struct Group {
+    name: &'static str,
+    versions: Vec<String>,
+}
+
+impl Group {
+    fn to_json(&self) -> Value {
+        let gv = |v: &String| json!({"groupVersion": format!("{}/{v}", self.name), "version": v});
+        let versions: Vec<Value> = self.versions.iter().map(gv).collect();
+        json!({"name": self.name, "preferredVersion": versions.first(), "versions": versions})
+    }
+}
+
+/// The named groups served now, in the order of [`Kind::ALL`], and `events.k8s.io`.
+fn groups(store: &Store) -> Vec<Group> {
+    let mut groups: Vec<Group> = Vec::new();
+    for kind in Kind::ALL.into_iter().filter(|k| !k.group().is_empty()) {
+        let versions = crd::served_versions(store, kind);
+        if versions.is_empty() {
+            continue;
+        }
+        match groups.iter_mut().find(|g| g.name == kind.group()) {
+            Some(group) => group.versions.extend(versions),
+            None => groups.push(Group {
+                name: kind.group(),
+                versions,
+            }),
+        }
+    }
+    for group in &mut groups {
+        group.versions.sort_by_key(|v| crd::priority(v));
+        group.versions.dedup();
+    }
+    groups.push(Group {
+        name: "events.k8s.io",
+        versions: vec!["v1".into()],
+    });
+    groups
+}
+
+/// The resources of `group` served at `version`: every verb on each kind, and Events in the
+/// core and events groups. A custom kind's singular and short names come from its CRD.
+fn resources(store: &Store, group: &str, version: &str) -> Vec<Value> {
+    let all = [
+        "create", "delete", "get", "list", "patch", "update", "watch",
+    ];
+    let resource = |name: &str, kind: &str, namespaced: bool, verbs: &[&str]| {
+        json!({"name": name, "singularName": kind.to_lowercase(), "namespaced": namespaced,
+               "kind": kind, "verbs": verbs, "shortNames": []})
+    };
+    let mut out: Vec<Value> = Kind::ALL
+        .into_iter()
+        .filter(|k| k.group() == group)
+        .filter(|k| crd::served_versions(store, *k).iter().any(|v| v == version))
+        .map(|k| {
+            let mut r = resource(k.plural(), k.name(), k.namespaced(), &all);
+            match crd::definition(store, k) {
+                Some(d) => {
+                    r["singularName"] = json!(d.singular);
+                    r["shortNames"] = json!(d.short_names);
+                    r["categories"] = json!(d.categories);
+                }
+                None => r["shortNames"] = json!(short_names(k)),
+            }
+            r
+        })
+        .collect();
+    if version == "v1" && matches!(group, "" | "events.k8s.io") {
+        let events = ["create", "get", "list", "patch"];
+        out.push(resource("events", "Event", true, &events));
+    }
+    out
+}
+
+/// The short names `kubectl get` knows built-in kinds by.
+fn short_names(kind: Kind) -> &'static [&'static str] {
+    match kind {
+        Kind::DaemonSet => &["ds"],
+        Kind::Pod => &["po"],
+        Kind::Namespace => &["ns"],
+        Kind::ConfigMap => &["cm"],
+        Kind::ServiceAccount => &["sa"],
+        Kind::NetworkPolicy => &["netpol"],
+        Kind::CustomResourceDefinition => &["crd", "crds"],
+        _ => &[],
+    }
 }

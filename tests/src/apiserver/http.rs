@@ -2,6 +2,7 @@
 //! resolve the request, apply the test's RBAC denials, and answer lists, gets, watches (chunked
 //! newline-delimited JSON), writes, discovery and Event writes the way the real API server does.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,9 +25,9 @@ use super::kind::Kind;
 use super::route::{self, ApiRequest, Target};
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::{details, qualified, ApiError};
-use super::store::{typed, Filter, ListQuery, Store, WatchMsg};
+use super::store::{Filter, ListQuery, Store, WatchMsg};
 use super::write;
-use super::{discovery, events};
+use super::{crd, discovery, events};
 
 pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
@@ -147,7 +148,7 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
     } else if let Some(forbidden) = forbidden(shared, &record) {
         error(&forbidden)
     } else if !record.is_resource() {
-        discovery::discovery(&path)
+        discovery::discovery(&path, &lock(&shared.store))
     } else {
         let content_type = req
             .headers()
@@ -212,29 +213,29 @@ fn resource(
         return events::event(shared, r, body);
     }
     let kind = Kind::from_resource(&r.group, &r.resource)
-        .filter(|_| r.version == "v1")
         .filter(|k| k.namespaced() || r.namespace.is_none())
-        .ok_or_else(|| {
-            ApiError::new(
-                404,
-                "NotFound",
-                "the server could not find the requested resource",
-            )
-        })?;
+        .ok_or_else(crd::not_served)?;
+    let gvk = kind.at(&r.version);
+    // One lock from the check to the answer: a CRD deleted meanwhile cannot leave a custom
+    // object behind, or answer a list of a kind no longer served.
+    let mut store = lock(&shared.store);
+    if !crd::served_versions(&store, kind).contains(&r.version) {
+        return Err(crd::not_served());
+    }
     if r.subresource.is_some() {
         return Err(method_not_allowed());
     }
     if !matches!(r.verb.as_str(), "get" | "list" | "watch") {
         let (code, obj) = write::write(
-            &mut lock(&shared.store),
-            kind,
+            &mut store,
+            &gvk,
             &r.verb,
             r.namespace.as_deref(),
             r.name.as_deref(),
             content_type,
             body,
         )?;
-        return Ok(json_response(code, &typed(kind, obj)));
+        return Ok(json_response(code, &gvk.stamp(obj)));
     }
     let mut filter = Filter {
         namespace: r.namespace.clone(),
@@ -246,10 +247,10 @@ fn resource(
     match (r.verb.as_str(), &r.name) {
         ("get", Some(name)) => {
             let ns = r.namespace.as_deref().unwrap_or("");
-            let obj = lock(&shared.store).get(kind, ns, name);
+            let obj = store.get(kind, ns, name);
             match obj {
                 Some(obj) if kind.namespaced() == r.namespace.is_some() => {
-                    Ok(json_response(200, &typed(kind, obj)))
+                    Ok(json_response(200, &gvk.stamp(obj)))
                 }
                 _ => Err(ApiError::not_found(kind.plural(), kind.group(), name)),
             }
@@ -270,7 +271,7 @@ fn resource(
                 None => None,
             };
             let rv = query.get("resourceVersion").map(String::as_str);
-            let rx = lock(&shared.store).watch(kind, filter, rv, bookmarks)?;
+            let rx = store.watch(gvk, filter, rv, bookmarks)?;
             Ok(watch_response(rx, timeout))
         }
         _ => {
@@ -286,7 +287,8 @@ fn resource(
                 },
                 continue_token: query.get("continue").cloned().filter(|c| !c.is_empty()),
             };
-            let page = lock(&shared.store).list(kind, &filter, &q)?;
+            let page = store.list(kind, &filter, &q)?;
+            drop(store);
             let mut metadata = json!({"resourceVersion": page.resource_version.to_string()});
             if let Some(token) = page.continue_token {
                 metadata["continue"] = json!(token);
@@ -294,13 +296,22 @@ fn resource(
             if let Some(remaining) = page.remaining {
                 metadata["remainingItemCount"] = json!(remaining);
             }
+            // Custom objects in a list carry their apiVersion, the one asked for.
+            let items = page
+                .items
+                .iter()
+                .map(|obj| match kind.crd() {
+                    None => Cow::Borrowed(&**obj),
+                    Some(_) => Cow::Owned(gvk.stamp(Value::clone(obj))),
+                })
+                .collect();
             Ok(json_response(
                 200,
                 &ListBody {
                     kind: format!("{}List", kind.name()),
-                    api_version: kind.api_version(),
+                    api_version: gvk.api_version(),
                     metadata,
-                    items: page.items.iter().map(|obj| &**obj).collect(),
+                    items,
                 },
             ))
         }
@@ -362,7 +373,7 @@ struct ListBody<'a> {
     kind: String,
     api_version: String,
     metadata: Value,
-    items: Vec<&'a Value>,
+    items: Vec<Cow<'a, Value>>,
 }
 
 pub(super) fn json_response(code: u16, body: &impl serde::Serialize) -> Response<Body> {

@@ -3,9 +3,10 @@
 //! in-cluster config) and takes the same code path as in a cluster (kube-rs client, watcher,
 //! reflector), and `kubectl` installs podwall on it as on a cluster.
 //!
-//! Served: Pods, Namespaces, NetworkPolicies (`networking.k8s.io/v1`), Nodes, and the kinds an
+//! Served: Pods, Namespaces, NetworkPolicies (`networking.k8s.io/v1`), Nodes, the kinds an
 //! install applies (ServiceAccounts, Secrets, ConfigMaps, ResourceQuotas, DaemonSets,
-//! ClusterRoles and ClusterRoleBindings), with list (`resourceVersion`,
+//! ClusterRoles and ClusterRoleBindings), CustomResourceDefinitions, and ClusterNetworkPolicies
+//! while their CRD is installed, at the versions it serves (`crd.rs`), with list (`resourceVersion`,
 //! `resourceVersionMatch`, `limit`/`continue` from a frozen snapshot, `labelSelector`,
 //! `fieldSelector`), get, and watch (chunked newline-delimited JSON with
 //! ADDED/MODIFIED/DELETED replayed from a bounded history, BOOKMARK events, and an ERROR event
@@ -18,9 +19,9 @@
 //! carry the kubeconfig's bearer token. Plain HTTP, or HTTPS with a CA of its own
 //! ([`ApiServerBuilder::tls`]).
 //!
-//! Tests change the world through the Rust control interface ([`ApiServer::create`],
-//! [`ApiServer::apply_yaml`], [`ApiServer::set_status`], …), which assigns versions and uids
-//! like etcd, and break it on purpose: [`ApiServer::compact`], [`ApiServer::drop_watches`],
+//! Tests change the world through the Rust control interface (`control.rs`:
+//! [`ApiServer::create`], [`ApiServer::apply_yaml`], [`ApiServer::set_status`], …), which
+//! assigns versions and uids like etcd, and break it on purpose: [`ApiServer::compact`], [`ApiServer::drop_watches`],
 //! [`ApiServer::stop`] / [`ApiServer::restart`], [`ApiServer::deny`].
 //! [`ApiServer::requests`] logs every call as the authorizer sees it, for checking a
 //! ClusterRole.
@@ -32,9 +33,12 @@
 //! Not modelled: admission (a Pod may name a namespace that does not exist), deleting a
 //! Namespace does not delete what is in it, graceful deletion, status subresources over HTTP,
 //! server-side apply, protobuf responses (and requests but for Secrets), HTTP/2, RBAC from
-//! the stored roles (the test's denials stand in for it).
+//! the stored roles (the test's denials stand in for it), CRD schemas and custom kinds other
+//! than ClusterNetworkPolicy (another CRD is stored and serves nothing).
 
 mod builder;
+mod control;
+mod crd;
 mod discovery;
 mod events;
 mod http;
@@ -55,13 +59,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use builder::ApiServerBuilder;
+pub use control::TypedObject;
 pub use events::{EventSubject, PostedEvent};
 pub use kind::Kind;
 pub use route::ApiRequest;
@@ -69,7 +71,7 @@ pub use status::ApiError;
 
 use crate::netns::TestNetns;
 use http::{lock, Shared};
-use store::{Store, WriteMode};
+use store::Store;
 
 /// The service account the 403 messages name, the one install/ gives the daemon.
 pub const DEFAULT_USER: &str = "system:serviceaccount:kube-system:podwall";
@@ -274,111 +276,6 @@ impl ApiServer {
         path
     }
 
-    // ----- the world -----
-
-    /// Create an object (`Pod`, `Namespace`, `NetworkPolicy`); returns it as stored, with
-    /// uid and resourceVersion. A namespaced object without a namespace goes to `default`.
-    pub fn create<K: TypedObject>(&self, obj: &K) -> Result<K, ApiError> {
-        self.write_typed(obj, WriteMode::Create)
-    }
-
-    /// Replace an existing object. A resourceVersion on `obj` must be the current one
-    /// (409 Conflict otherwise); without one the update is unconditional.
-    pub fn update<K: TypedObject>(&self, obj: &K) -> Result<K, ApiError> {
-        self.write_typed(obj, WriteMode::Update)
-    }
-
-    /// Create or replace, whatever the resourceVersion.
-    pub fn apply<K: TypedObject>(&self, obj: &K) -> Result<K, ApiError> {
-        self.write_typed(obj, WriteMode::Apply)
-    }
-
-    /// Delete; `namespace` is ignored for Namespaces. Returns the object's last state.
-    pub fn delete<K: TypedObject>(&self, namespace: &str, name: &str) -> Result<K, ApiError> {
-        let obj = lock(&self.shared.store).delete(kind_of::<K>()?, namespace, name)?;
-        from_value(obj)
-    }
-
-    /// The object as stored now.
-    pub fn get<K: TypedObject>(&self, namespace: &str, name: &str) -> Option<K> {
-        let obj = lock(&self.shared.store).get(kind_of::<K>().ok()?, namespace, name)?;
-        from_value(obj).ok()
-    }
-
-    /// Set an object's `status` as its controller does through the status subresource: the
-    /// rest of the object stays as stored, whatever a client wrote meanwhile.
-    pub fn set_status(
-        &self,
-        kind: Kind,
-        namespace: &str,
-        name: &str,
-        status: Value,
-    ) -> Result<Value, ApiError> {
-        let mut store = lock(&self.shared.store);
-        let mut obj = store
-            .get(kind, namespace, name)
-            .ok_or_else(|| ApiError::not_found(kind.plural(), kind.group(), name))?;
-        obj["status"] = status;
-        store.write(obj, WriteMode::Update)
-    }
-
-    /// Every object of `kind` as stored now, in namespace/name order, as JSON.
-    pub fn list(&self, kind: Kind) -> Vec<Value> {
-        lock(&self.shared.store).objects(kind)
-    }
-
-    /// Create every object in a YAML stream (documents separated by `---`); stops at the
-    /// first error.
-    pub fn create_yaml(&self, yaml: &str) -> Result<Vec<Value>, ApiError> {
-        self.write_yaml(yaml, WriteMode::Create)
-    }
-
-    /// Update every object in a YAML stream.
-    pub fn update_yaml(&self, yaml: &str) -> Result<Vec<Value>, ApiError> {
-        self.write_yaml(yaml, WriteMode::Update)
-    }
-
-    /// Create or replace every object in a YAML stream.
-    pub fn apply_yaml(&self, yaml: &str) -> Result<Vec<Value>, ApiError> {
-        self.write_yaml(yaml, WriteMode::Apply)
-    }
-
-    /// Delete every object a YAML stream names (by kind, namespace and name).
-    pub fn delete_yaml(&self, yaml: &str) -> Result<Vec<Value>, ApiError> {
-        let mut deleted = Vec::new();
-        for doc in yaml_documents(yaml)? {
-            let kind =
-                Kind::of_object(&doc).ok_or_else(|| ApiError::bad_request("unsupported kind"))?;
-            let ns = store::meta_str(&doc, "namespace");
-            let ns = if ns.is_empty() { "default" } else { ns };
-            deleted.push(lock(&self.shared.store).delete(
-                kind,
-                ns,
-                store::meta_str(&doc, "name"),
-            )?);
-        }
-        Ok(deleted)
-    }
-
-    fn write_typed<K: TypedObject>(&self, obj: &K, mode: WriteMode) -> Result<K, ApiError> {
-        kind_of::<K>()?;
-        let value = serde_json::to_value(obj).map_err(|e| ApiError::bad_request(e.to_string()))?;
-        from_value(lock(&self.shared.store).write(value, mode)?)
-    }
-
-    fn write_yaml(&self, yaml: &str, mode: WriteMode) -> Result<Vec<Value>, ApiError> {
-        let mut written = Vec::new();
-        for doc in yaml_documents(yaml)? {
-            written.push(lock(&self.shared.store).write(doc, mode)?);
-        }
-        Ok(written)
-    }
-
-    /// The latest resourceVersion handed out.
-    pub fn resource_version(&self) -> u64 {
-        lock(&self.shared.store).resource_version()
-    }
-
     // ----- breaking things -----
 
     /// Forget the change history: every resourceVersion handed out so far becomes too old, so
@@ -496,38 +393,4 @@ impl Drop for ApiServer {
             let _ = thread.join();
         }
     }
-}
-
-/// A k8s-openapi object type the control interface takes.
-pub trait TypedObject: k8s_openapi::Resource + Serialize + DeserializeOwned {}
-impl<K: k8s_openapi::Resource + Serialize + DeserializeOwned> TypedObject for K {}
-
-fn kind_of<K: TypedObject>() -> Result<Kind, ApiError> {
-    Kind::ALL
-        .into_iter()
-        .find(|k| k.api_version() == K::API_VERSION && k.name() == K::KIND)
-        .ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "the test API server does not serve {}/{}",
-                K::API_VERSION,
-                K::KIND
-            ))
-        })
-}
-
-fn from_value<K: DeserializeOwned>(obj: Value) -> Result<K, ApiError> {
-    serde_json::from_value(obj).map_err(|e| ApiError::bad_request(e.to_string()))
-}
-
-/// The documents of a YAML stream as JSON, skipping empty ones.
-fn yaml_documents(yaml: &str) -> Result<Vec<Value>, ApiError> {
-    let mut docs = Vec::new();
-    for doc in serde_norway::Deserializer::from_str(yaml) {
-        let value = Value::deserialize(doc)
-            .map_err(|e| ApiError::bad_request(format!("reading YAML: {e}")))?;
-        if !value.is_null() {
-            docs.push(value);
-        }
-    }
-    Ok(docs)
 }

@@ -6,21 +6,22 @@
 use serde_json::{json, Map, Value};
 
 use super::events::merge_patch;
-use super::kind::Kind;
+use super::kind::{Gvk, Kind};
 use super::protobuf;
 use super::status::ApiError;
 use super::store::{meta_str, Store, WriteMode};
 
-/// The write `verb` asks of `kind`; returns the HTTP code and the object as stored.
+/// The write `verb` asks of `gvk`; returns the HTTP code and the object as stored.
 pub fn write(
     store: &mut Store,
-    kind: Kind,
+    gvk: &Gvk,
     verb: &str,
     namespace: Option<&str>,
     name: Option<&str>,
     content_type: &str,
     body: &[u8],
 ) -> Result<(u16, Value), ApiError> {
+    let kind = gvk.kind;
     let parse = || -> Result<Value, ApiError> {
         if content_type.starts_with(protobuf::MEDIA_TYPE) {
             return protobuf::decode(body);
@@ -31,11 +32,11 @@ pub fn write(
     let ns = namespace.unwrap_or("");
     match (verb, name) {
         ("create", None) => {
-            let obj = with_namespace(parse()?, kind, namespace)?;
+            let obj = with_namespace(parse()?, gvk, namespace)?;
             Ok((201, store.write(obj, WriteMode::Create)?))
         }
         ("update", Some(name)) => {
-            let obj = with_namespace(parse()?, kind, namespace)?;
+            let obj = with_namespace(parse()?, gvk, namespace)?;
             named(&obj, name)?;
             let old = store
                 .get(kind, ns, name)
@@ -48,7 +49,8 @@ pub fn write(
                 .get(kind, ns, name)
                 .ok_or_else(|| ApiError::not_found(kind.plural(), kind.group(), name))?;
             let patch = parse()?;
-            let mut obj = old.clone();
+            // Patched as the URL's version, as the real server converts it first.
+            let mut obj = gvk.stamp(old.clone());
             match content_type.split(';').next().unwrap_or("").trim() {
                 "application/merge-patch+json" => merge_patch(&mut obj, &patch),
                 "application/strategic-merge-patch+json" => strategic_merge(&mut obj, &patch),
@@ -73,13 +75,14 @@ pub fn write(
     }
 }
 
-/// The object with the namespace of its URL; a different one in the body is refused.
-fn with_namespace(mut obj: Value, kind: Kind, namespace: Option<&str>) -> Result<Value, ApiError> {
-    if Kind::of_object(&obj) != Some(kind) {
+/// The object with the namespace of its URL; a different one in the body is refused, and so
+/// is another kind or version than the URL's.
+fn with_namespace(mut obj: Value, gvk: &Gvk, namespace: Option<&str>) -> Result<Value, ApiError> {
+    let api_version = gvk.api_version();
+    if Kind::of_object(&obj) != Some(gvk.kind) || obj["apiVersion"] != api_version.as_str() {
         return Err(ApiError::bad_request(format!(
-            "the body is not a {} ({})",
-            kind.name(),
-            kind.api_version()
+            "the body is not a {} ({api_version})",
+            gvk.kind.name(),
         )));
     }
     if let Some(ns) = namespace {

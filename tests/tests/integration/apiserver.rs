@@ -17,9 +17,9 @@ use kube::{Api, Client, Config, Resource, ResourceExt};
 use podwall_tests::apiserver::{ApiServer, Permission};
 
 /// How long any single expectation may take; everything here normally takes milliseconds.
-const DEADLINE: Duration = Duration::from_secs(5);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(5);
 
-async fn client(server: &ApiServer, dir: &tempfile::TempDir) -> Client {
+pub(crate) async fn client(server: &ApiServer, dir: &tempfile::TempDir) -> Client {
     let path = server.kubeconfig(dir.path());
     let kubeconfig = Kubeconfig::read_from(&path).expect("reading the kubeconfig");
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
@@ -36,7 +36,7 @@ fn pod_yaml(ns: &str, name: &str, node: &str, app: &str) -> String {
 }
 
 /// Retry at once, a little later each time is not needed against a local server.
-struct Quick;
+pub(crate) struct Quick;
 impl Iterator for Quick {
     type Item = Duration;
     fn next(&mut self) -> Option<Duration> {
@@ -49,7 +49,7 @@ impl Backoff for Quick {
 
 /// A stream polled on its own task, as the daemon polls its watchers: a watcher only opens
 /// its watch when polled after the initial list, so the test must not be the one to poll it.
-struct Background<T> {
+pub(crate) struct Background<T> {
     rx: tokio::sync::mpsc::UnboundedReceiver<T>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -60,7 +60,7 @@ impl<T> Drop for Background<T> {
     }
 }
 
-fn background<S>(stream: S) -> Background<S::Item>
+pub(crate) fn background<S>(stream: S) -> Background<S::Item>
 where
     S: Stream + Send + 'static,
     S::Item: Send + 'static,
@@ -78,7 +78,7 @@ where
 }
 
 /// Take stream items until `done` says so; panics after the deadline with what was seen.
-async fn until<T: std::fmt::Debug>(
+pub(crate) async fn until<T: std::fmt::Debug>(
     stream: &mut Background<T>,
     mut done: impl FnMut(&[T]) -> bool,
 ) -> Vec<T> {
@@ -106,7 +106,7 @@ fn label(e: &Result<Event<Pod>, watcher::Error>) -> String {
     }
 }
 
-async fn eventually(mut cond: impl FnMut() -> bool) {
+pub(crate) async fn eventually(mut cond: impl FnMut() -> bool) {
     let end = tokio::time::Instant::now() + DEADLINE;
     while !cond() {
         assert!(

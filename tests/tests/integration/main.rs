@@ -7,6 +7,7 @@
 
 mod adopt;
 mod apiserver;
+mod apiserver_crd;
 mod cleanup;
 mod cni_chain;
 mod counters;

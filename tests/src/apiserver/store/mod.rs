@@ -1,28 +1,31 @@
 //! The server's state, like etcd plus the API server's watch cache: objects by kind, one global
 //! resourceVersion counter, a bounded history of changes for watches to replay, list
-//! snapshots for paginated lists, and the open watches that every change is fanned out to.
+//! snapshots for paginated lists (`list.rs`), and the open watches that every change is fanned
+//! out to (`watch.rs`).
 //!
 //! No I/O here: watches are channels the HTTP layer drains, so the rules (which version is too
 //! old, which event a label change turns into for a selector) can be tested directly.
+//!
+//! Custom objects are kept at their CRD's storage version, and deleting a CRD deletes the
+//! objects it served and ends their watches (the rules of CRDs are in `crd.rs`).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 
+use super::crd;
 use super::kind::Kind;
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::{qualified, ApiError};
 
-/// What a watch connection receives: a line of the stream, or the order to cut the connection
-/// without closing the chunked body properly (a dropped watch, as after a network failure).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WatchMsg {
-    Line(Bytes),
-    Cut,
-}
+mod list;
+mod watch;
+
+pub use list::ListQuery;
+use list::Snapshot;
+pub use watch::WatchMsg;
+use watch::Watcher;
 
 /// Which objects a list or watch sees: namespace from the path, selectors from the query.
 #[derive(Debug, Clone, Default)]
@@ -40,25 +43,6 @@ impl Filter {
             .is_none_or(|ns| meta_str(obj, "namespace") == ns);
         ns_ok && self.labels.matches(obj) && self.fields.matches(obj)
     }
-}
-
-/// The list parameters that decide which state is read and how it is paged.
-#[derive(Debug, Clone, Default)]
-pub struct ListQuery {
-    pub resource_version: Option<String>,
-    pub resource_version_match: Option<String>,
-    pub limit: Option<usize>,
-    pub continue_token: Option<String>,
-}
-
-/// One page of a list.
-#[derive(Debug, Clone)]
-pub struct ListPage {
-    pub resource_version: u64,
-    /// Shared with the store: a list of a big cluster copies no object.
-    pub items: Vec<Arc<Value>>,
-    pub continue_token: Option<String>,
-    pub remaining: Option<usize>,
 }
 
 /// How a control call writes an object.
@@ -81,25 +65,6 @@ struct Change {
     before: Option<Arc<Value>>,
     after: Option<Arc<Value>>,
 }
-
-#[derive(Debug)]
-struct Watcher {
-    kind: Kind,
-    filter: Filter,
-    bookmarks: bool,
-    tx: mpsc::UnboundedSender<WatchMsg>,
-}
-
-/// The items of a paginated list, frozen at its first page like etcd serves later pages at
-/// the first page's revision.
-#[derive(Debug)]
-struct Snapshot {
-    resource_version: u64,
-    items: Vec<Arc<Value>>,
-}
-
-/// How many list snapshots are kept for `continue` tokens; older tokens get 410.
-const SNAPSHOTS_KEPT: usize = 64;
 
 #[derive(Debug)]
 pub struct Store {
@@ -154,12 +119,13 @@ impl Store {
     pub fn write(&mut self, mut obj: Value, mode: WriteMode) -> Result<Value, ApiError> {
         let kind = Kind::of_object(&obj).ok_or_else(|| {
             ApiError::bad_request(format!(
-                "unsupported object {}/{}: this server serves Pods, Namespaces and NetworkPolicies",
+                "unsupported object {}/{}: the test API server does not serve it",
                 obj.get("apiVersion").and_then(Value::as_str).unwrap_or("?"),
                 obj.get("kind").and_then(Value::as_str).unwrap_or("?"),
             ))
         })?;
         kind.validate(&obj).map_err(ApiError::bad_request)?;
+        crd::to_storage_version(self, kind, &mut obj)?;
         kind.default_fields(&mut obj);
         if !obj.get("metadata").is_some_and(Value::is_object) {
             obj["metadata"] = json!({});
@@ -253,9 +219,19 @@ impl Store {
     }
 
     /// Delete an object; the DELETED event carries its last state at the deletion's version.
+    /// Deleting a CRD deletes the objects it served first.
     pub fn delete(&mut self, kind: Kind, namespace: &str, name: &str) -> Result<Value, ApiError> {
         let ns = if kind.namespaced() { namespace } else { "" };
         let key = (ns.to_string(), name.to_string());
+        let exists = self
+            .objects
+            .get(&kind)
+            .is_some_and(|m| m.contains_key(&key));
+        if kind == Kind::CustomResourceDefinition && exists {
+            if let Some(custom) = Kind::defined_by(name) {
+                self.remove_kind(custom);
+            }
+        }
         let Some(before) = self.objects.get_mut(&kind).and_then(|m| m.remove(&key)) else {
             return Err(ApiError::not_found(kind.plural(), kind.group(), name));
         };
@@ -270,6 +246,21 @@ impl Store {
         Ok(with_rv(Value::clone(&before), rv))
     }
 
+    /// Delete every object of `kind`, each a DELETED event, and end its watches, as the API
+    /// server does when the CRD that served the kind goes: it is not served any more.
+    fn remove_kind(&mut self, kind: Kind) {
+        let keys: Vec<(String, String)> = self
+            .objects
+            .get(&kind)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        for (ns, name) in keys {
+            // Cannot fail: the key was just read from the map.
+            let _ = self.delete(kind, &ns, &name);
+        }
+        self.end_watches(kind);
+    }
+
     fn uid(&mut self) -> String {
         self.next_id += 1;
         format!("00000000-0000-4000-8000-{:012x}", self.next_id)
@@ -277,15 +268,7 @@ impl Store {
 
     /// Record a change and send it to every watch it concerns.
     fn commit(&mut self, change: Change) {
-        self.watchers.retain(|w| {
-            if w.kind != change.kind {
-                return !w.tx.is_closed();
-            }
-            match event_for(&w.filter, &change) {
-                Some(line) => w.tx.send(WatchMsg::Line(line)).is_ok(),
-                None => !w.tx.is_closed(),
-            }
-        });
+        self.notify(&change);
         self.history.push_back(change);
         while self.history.len() > self.history_limit {
             let oldest = self
@@ -305,180 +288,6 @@ impl Store {
         self.snapshots.clear();
     }
 
-    /// Cut every open watch connection.
-    pub fn cut_watches(&mut self) {
-        for w in self.watchers.drain(..) {
-            let _ = w.tx.send(WatchMsg::Cut);
-        }
-    }
-
-    /// Watches whose client is still connected.
-    pub fn open_watches(&mut self) -> usize {
-        self.watchers.retain(|w| !w.tx.is_closed());
-        self.watchers.len()
-    }
-
-    /// Send a BOOKMARK with the current version to every watch that asked for bookmarks. Sent
-    /// under the same lock as changes, so no later change can carry a lower version.
-    pub fn bookmark_all(&mut self) {
-        let rv = self.rv.to_string();
-        self.watchers.retain(|w| {
-            if !w.bookmarks {
-                return !w.tx.is_closed();
-            }
-            let object = json!({
-                "kind": w.kind.name(),
-                "apiVersion": w.kind.api_version(),
-                "metadata": {"resourceVersion": rv},
-            });
-            w.tx.send(WatchMsg::Line(event_line("BOOKMARK", &object)))
-                .is_ok()
-        });
-    }
-
-    /// Open a watch from `resource_version` (None, "" or "0": from now, starting with an
-    /// ADDED for every existing object, as the real server does). The replayed events are
-    /// already queued in the returned channel. A version older than the history answers with
-    /// one ERROR event carrying a 410 `Expired` Status and ends the stream.
-    pub fn watch(
-        &mut self,
-        kind: Kind,
-        filter: Filter,
-        resource_version: Option<&str>,
-        bookmarks: bool,
-    ) -> Result<mpsc::UnboundedReceiver<WatchMsg>, ApiError> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        match parse_rv(resource_version)? {
-            None => {
-                for obj in self.current(kind, &filter) {
-                    let _ = tx.send(WatchMsg::Line(event_line("ADDED", &typed(kind, obj))));
-                }
-            }
-            Some(from) if from < self.floor => {
-                let gone =
-                    ApiError::expired(format!("too old resource version: {from} ({})", self.floor));
-                let _ = tx.send(WatchMsg::Line(event_line("ERROR", &gone.to_status())));
-                return Ok(rx);
-            }
-            Some(from) => {
-                for change in self
-                    .history
-                    .iter()
-                    .filter(|c| c.kind == kind && c.rv > from)
-                {
-                    if let Some(line) = event_for(&filter, change) {
-                        let _ = tx.send(WatchMsg::Line(line));
-                    }
-                }
-            }
-        }
-        self.watchers.push(Watcher {
-            kind,
-            filter,
-            bookmarks,
-            tx,
-        });
-        Ok(rx)
-    }
-
-    /// One page of a list, following the real server's rules for `resourceVersion`,
-    /// `resourceVersionMatch`, `limit` and `continue`.
-    pub fn list(
-        &mut self,
-        kind: Kind,
-        filter: &Filter,
-        q: &ListQuery,
-    ) -> Result<ListPage, ApiError> {
-        let rv = q.resource_version.as_deref().filter(|v| !v.is_empty());
-        let (snapshot, offset) = if let Some(token) = &q.continue_token {
-            if rv.is_some() {
-                return Err(ApiError::bad_request(
-                    "specifying resource version is not allowed when using continue",
-                ));
-            }
-            self.resume(token)?
-        } else {
-            let at =
-                match (rv, q.resource_version_match.as_deref()) {
-                    (None, Some(m)) if !m.is_empty() => {
-                        return Err(ApiError::bad_request(
-                            "resourceVersionMatch is forbidden unless resourceVersion is provided",
-                        ))
-                    }
-                    (Some(v), Some("Exact")) => match parse_rv(Some(v))? {
-                        Some(n) => n,
-                        None => return Err(ApiError::bad_request(
-                            "resourceVersionMatch \"Exact\" is forbidden for resourceVersion \"0\"",
-                        )),
-                    },
-                    (None | Some(_), None | Some("NotOlderThan") | Some("")) => {
-                        if let Some(n) = parse_rv(rv)? {
-                            if n > self.rv {
-                                return Err(too_large(n, self.rv));
-                            }
-                        }
-                        self.rv
-                    }
-                    (_, Some(other)) => {
-                        return Err(ApiError::bad_request(format!(
-                            "unsupported resourceVersionMatch {other:?}"
-                        )))
-                    }
-                };
-            let items = self.state_at(kind, filter, at)?;
-            let snapshot = Arc::new(Snapshot {
-                resource_version: at,
-                items,
-            });
-            (snapshot, 0)
-        };
-        let limit = q.limit.filter(|l| *l > 0).unwrap_or(usize::MAX);
-        let end = offset.saturating_add(limit).min(snapshot.items.len());
-        let items = snapshot.items[offset..end].to_vec();
-        let (continue_token, remaining) = if end < snapshot.items.len() {
-            (
-                Some(self.save(snapshot.clone(), end)),
-                Some(snapshot.items.len() - end),
-            )
-        } else {
-            (None, None)
-        };
-        Ok(ListPage {
-            resource_version: snapshot.resource_version,
-            items,
-            continue_token,
-            remaining,
-        })
-    }
-
-    fn save(&mut self, snapshot: Arc<Snapshot>, offset: usize) -> String {
-        self.next_id += 1;
-        self.snapshots.insert(self.next_id, snapshot);
-        while self.snapshots.len() > SNAPSHOTS_KEPT {
-            self.snapshots.pop_first();
-        }
-        format!("pwt-{}-{offset}", self.next_id)
-    }
-
-    fn resume(&self, token: &str) -> Result<(Arc<Snapshot>, usize), ApiError> {
-        let parsed = token
-            .strip_prefix("pwt-")
-            .and_then(|t| t.split_once('-'))
-            .and_then(|(id, off)| Some((id.parse::<u64>().ok()?, off.parse::<usize>().ok()?)));
-        let Some((id, offset)) = parsed else {
-            return Err(ApiError::bad_request(format!(
-                "invalid continue token {token:?}"
-            )));
-        };
-        match self.snapshots.get(&id) {
-            Some(s) => Ok((s.clone(), offset)),
-            None => Err(ApiError::expired(
-                "The provided continue parameter is too old to display a consistent list result. \
-                 You can start a new list without the continue parameter.",
-            )),
-        }
-    }
-
     /// Every object of `kind` as it is now, in namespace/name order.
     pub fn objects(&self, kind: Kind) -> Vec<Value> {
         self.current(kind, &Filter::default())
@@ -494,89 +303,6 @@ impl Store {
             .map(|o| Value::clone(o))
             .collect()
     }
-
-    /// The matching objects as they were at version `at`, by undoing the later changes.
-    fn state_at(&self, kind: Kind, filter: &Filter, at: u64) -> Result<Vec<Arc<Value>>, ApiError> {
-        if at > self.rv {
-            return Err(too_large(at, self.rv));
-        }
-        if at < self.floor {
-            return Err(ApiError::expired(format!(
-                "too old resource version: {at} ({})",
-                self.floor
-            )));
-        }
-        let later: Vec<&Change> = self
-            .history
-            .iter()
-            .rev()
-            .take_while(|c| c.rv > at)
-            .filter(|c| c.kind == kind)
-            .collect();
-        let now = self.objects.get(&kind);
-        if later.is_empty() {
-            // The usual list, of the latest version: no copy of the kind's map.
-            return Ok(now
-                .into_iter()
-                .flat_map(|m| m.values())
-                .filter(|o| filter.matches(o))
-                .cloned()
-                .collect());
-        }
-        let mut objects = now.cloned().unwrap_or_default();
-        for change in later {
-            let obj = change.before.as_ref().or(change.after.as_ref());
-            let obj = obj.expect("a change has an object before or after");
-            let key = (
-                meta_str(obj, "namespace").to_string(),
-                meta_str(obj, "name").to_string(),
-            );
-            match &change.before {
-                Some(before) => objects.insert(key, before.clone()),
-                None => objects.remove(&key),
-            };
-        }
-        Ok(objects
-            .into_values()
-            .filter(|o| filter.matches(o))
-            .collect())
-    }
-}
-
-/// The event a watch with `filter` sees for `change`, if any. An update that moves an object
-/// into or out of the selection is ADDED or DELETED, as the real watch cache reports it.
-fn event_for(filter: &Filter, change: &Change) -> Option<Bytes> {
-    let was = change.before.as_ref().is_some_and(|o| filter.matches(o));
-    let is = change.after.as_ref().is_some_and(|o| filter.matches(o));
-    let (kind, obj) = match (was, is, &change.after) {
-        (false, true, Some(after)) => ("ADDED", Value::clone(after)),
-        (true, true, Some(after)) => ("MODIFIED", Value::clone(after)),
-        // Gone or no longer selected: the last state that matched, at this change's version.
-        (true, false, _) => (
-            "DELETED",
-            with_rv(
-                Value::clone(change.before.as_ref().expect("was matching")),
-                change.rv,
-            ),
-        ),
-        _ => return None,
-    };
-    Some(event_line(kind, &typed(change.kind, obj)))
-}
-
-/// `{"type":…,"object":…}` and a newline: one line of a watch stream.
-pub fn event_line(kind: &str, object: &Value) -> Bytes {
-    let mut line = serde_json::to_vec(&json!({"type": kind, "object": object}))
-        .expect("a JSON value serializes");
-    line.push(b'\n');
-    Bytes::from(line)
-}
-
-/// Objects in watch events carry apiVersion and kind (list items do not).
-pub fn typed(kind: Kind, mut obj: Value) -> Value {
-    obj["apiVersion"] = json!(kind.api_version());
-    obj["kind"] = json!(kind.name());
-    obj
 }
 
 fn with_rv(mut obj: Value, rv: u64) -> Value {
@@ -602,19 +328,8 @@ fn parse_rv(rv: Option<&str>) -> Result<Option<u64>, ApiError> {
     }
 }
 
-/// The real server waits a few seconds for a future version and then answers this.
-fn too_large(asked: u64, current: u64) -> ApiError {
-    ApiError::new(
-        504,
-        "Timeout",
-        format!("Too large resource version: {asked}, current: {current}"),
-    )
-    .with_details(json!({"causes": [{"reason": "ResourceVersionTooLarge",
-        "message": "Too large resource version"}], "retryAfterSeconds": 1}))
-}
-
 /// creationTimestamp in the API's RFC 3339 form, whole seconds.
-fn now_rfc3339() -> String {
+pub fn now_rfc3339() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -627,6 +342,7 @@ fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::sync::mpsc;
 
     fn pod(name: &str, labels: Value) -> Value {
         json!({"apiVersion": "v1", "kind": "Pod",
@@ -686,7 +402,7 @@ mod tests {
         s.write(pod("b", json!({})), WriteMode::Create).unwrap(); // 102
         s.write(pod("c", json!({})), WriteMode::Create).unwrap(); // 103, 101 falls out
         let mut rx = s
-            .watch(Kind::Pod, Filter::default(), Some("101"), false)
+            .watch(Kind::Pod.at("v1"), Filter::default(), Some("101"), false)
             .unwrap();
         let names: Vec<_> = lines(&mut rx)
             .iter()
@@ -694,7 +410,7 @@ mod tests {
             .collect();
         assert_eq!(names, ["b", "c"]);
         let mut rx = s
-            .watch(Kind::Pod, Filter::default(), Some("100"), false)
+            .watch(Kind::Pod.at("v1"), Filter::default(), Some("100"), false)
             .unwrap();
         let events = lines(&mut rx);
         assert_eq!(types(&events), ["ERROR"]);
@@ -711,7 +427,7 @@ mod tests {
             labels: LabelSelector::parse("app=web").unwrap(),
             ..Filter::default()
         };
-        let mut rx = s.watch(Kind::Pod, filter, None, false).unwrap();
+        let mut rx = s.watch(Kind::Pod.at("v1"), filter, None, false).unwrap();
         assert!(lines(&mut rx).is_empty());
         s.write(pod("a", json!({"app": "web"})), WriteMode::Apply)
             .unwrap();
@@ -753,7 +469,7 @@ mod tests {
         );
         let mut rx = s
             .watch(
-                Kind::Pod,
+                Kind::Pod.at("v1"),
                 Filter::default(),
                 Some(&page.resource_version.to_string()),
                 false,
@@ -765,7 +481,7 @@ mod tests {
             .unwrap();
         let mut rx = s
             .watch(
-                Kind::Pod,
+                Kind::Pod.at("v1"),
                 Filter::default(),
                 Some(&fresh.resource_version.to_string()),
                 true,
