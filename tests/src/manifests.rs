@@ -223,37 +223,6 @@ spec:
   - from: [{podSelector: {matchLabels: {role: api}}}]
 ";
 
-/// The CustomResourceDefinition of ClusterNetworkPolicy, as a cluster that has the
-/// network-policy-api installed holds it: served at v1beta1 (stored) and v1alpha2, with a
-/// schema that keeps every field (the test API server checks none, so tests can send fields
-/// podwall must fail closed on). The test API server serves ClusterNetworkPolicies while it
-/// exists.
-pub const CLUSTER_NETWORK_POLICY_CRD: &str = "\
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: clusternetworkpolicies.policy.networking.k8s.io}
-spec:
-  group: policy.networking.k8s.io
-  names:
-    kind: ClusterNetworkPolicy
-    listKind: ClusterNetworkPolicyList
-    plural: clusternetworkpolicies
-    singular: clusternetworkpolicy
-    shortNames: [cnp]
-  scope: Cluster
-  versions:
-  - name: v1beta1
-    served: true
-    storage: true
-    schema:
-      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
-  - name: v1alpha2
-    served: true
-    storage: false
-    schema:
-      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
-";
-
 /// Several manifests in one file.
 pub fn documents<S: AsRef<str>>(docs: &[S]) -> String {
     docs.iter()

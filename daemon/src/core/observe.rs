@@ -19,7 +19,10 @@ impl Core {
             .set_table_size(ruleset.chains.len(), ruleset.sets.len(), elements);
         self.metrics.set_attachments(self.attachments.len());
         self.metrics.set_cluster_size(
-            self.cluster.policies.len(),
+            (
+                self.cluster.policies.len(),
+                self.cluster.cluster_policies.len(),
+            ),
             self.cluster.pods.len(),
             self.compiler.local_pods().count(),
         );

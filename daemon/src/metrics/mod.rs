@@ -28,6 +28,7 @@ pub struct Metrics {
     transaction_seconds: Histogram,
     attachments: AtomicU64,
     policies: AtomicU64,
+    cluster_policies: AtomicU64,
     cluster_pods: AtomicU64,
     local_pods: AtomicU64,
     adopted_pods: AtomicU64,
@@ -157,10 +158,16 @@ impl Metrics {
         self.attachments.store(n as u64, Ordering::Relaxed);
     }
 
-    /// What the daemon enforces from: the cluster's policies and pods as the source reports
-    /// them, and the pods of this node that have dispatch entries.
-    pub fn set_cluster_size(&self, policies: usize, cluster_pods: usize, local_pods: usize) {
+    /// What the daemon enforces from: the cluster's policies (namespaced, and cluster) and
+    /// pods as the source reports them, and the pods of this node that have dispatch entries.
+    pub fn set_cluster_size(
+        &self,
+        (policies, cluster_policies): (usize, usize),
+        cluster_pods: usize,
+        local_pods: usize,
+    ) {
         self.policies.store(policies as u64, Ordering::Relaxed);
+        (self.cluster_policies).store(cluster_policies as u64, Ordering::Relaxed);
         self.cluster_pods
             .store(cluster_pods as u64, Ordering::Relaxed);
         self.local_pods.store(local_pods as u64, Ordering::Relaxed);
@@ -272,6 +279,11 @@ impl Metrics {
                     "podwall_policies",
                     "NetworkPolicies in the cluster, as the source reports them.",
                     &self.policies,
+                ),
+                (
+                    "podwall_cluster_policies",
+                    "ClusterNetworkPolicies in the cluster, as the source reports them.",
+                    &self.cluster_policies,
                 ),
                 (
                     "podwall_cluster_pods",

@@ -19,7 +19,7 @@ use podwall_policy::model::Tier;
 use podwall_tests::apiserver::{ApiServer, Kind};
 use podwall_tests::cluster::snapshot_of;
 use podwall_tests::cmd;
-use podwall_tests::manifests::CLUSTER_NETWORK_POLICY_CRD;
+use podwall_tests::manifests::cluster_policy_crd;
 use serde_json::json;
 
 use crate::apiserver::{background, client, eventually, until, Quick};
@@ -37,7 +37,7 @@ fn cnps(client: &Client, version: &str) -> Api<DynamicObject> {
 }
 
 fn crd() -> CustomResourceDefinition {
-    serde_norway::from_str(CLUSTER_NETWORK_POLICY_CRD).expect("the manifest is a CRD")
+    serde_norway::from_str(&cluster_policy_crd()).expect("the manifest is a CRD")
 }
 
 /// A ClusterNetworkPolicy at `version` whose only rule has a peer of a future API version,
@@ -200,7 +200,7 @@ async fn cluster_network_policy_rules_are_authorized_like_any_resource() {
     let server = ApiServer::start();
     let dir = tempfile::tempdir().unwrap();
     let client = client(&server, &dir).await;
-    server.apply_yaml(CLUSTER_NETWORK_POLICY_CRD).unwrap();
+    server.apply_yaml(&cluster_policy_crd()).unwrap();
     server.deny("list", "clusternetworkpolicies.policy.networking.k8s.io");
     server.deny("*", "customresourcedefinitions");
 
@@ -258,7 +258,7 @@ fn snapshot_of_the_api_server_has_its_cluster_network_policies() {
     .join("---\n");
     let refused = server.apply_yaml(&world).unwrap_err();
     assert_eq!(refused.code, 404, "no CRD yet: {refused:?}");
-    server.apply_yaml(CLUSTER_NETWORK_POLICY_CRD).unwrap();
+    server.apply_yaml(&cluster_policy_crd()).unwrap();
     server.apply_yaml(&world).unwrap();
 
     let snap = snapshot_of(&server);
@@ -271,7 +271,7 @@ fn snapshot_of_the_api_server_has_its_cluster_network_policies() {
         snap.cluster_policies["shapeless"].broken,
         "unreadable: the broken stand-in"
     );
-    server.delete_yaml(CLUSTER_NETWORK_POLICY_CRD).unwrap();
+    server.delete_yaml(&cluster_policy_crd()).unwrap();
     assert!(snapshot_of(&server).cluster_policies.is_empty());
 }
 
@@ -313,7 +313,7 @@ fn kubectl_applies_the_crd_and_then_gets_cluster_network_policies_by_short_name(
         kubectl(dir.path(), &kubeconfig, &["apply", "-f", "-"], Some(&cnp)).is_err(),
         "no CRD: kubectl knows no such kind"
     );
-    run(&["apply", "-f", "-"], Some(CLUSTER_NETWORK_POLICY_CRD));
+    run(&["apply", "-f", "-"], Some(&cluster_policy_crd()));
     run(
         &[
             "wait",

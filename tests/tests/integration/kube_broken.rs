@@ -1,12 +1,13 @@
 //! Issue 5: a NetworkPolicy that does not convert (an ipBlock CIDR of /33) fails closed for
 //! the pods it selects, leaves every other pod alone, and is reported with a Warning Event
-//! `InvalidNetworkPolicy` on the policy.
+//! `InvalidNetworkPolicy` on the policy. Issue 17: so does a ClusterNetworkPolicy rule that
+//! does not convert (its Deny then denies every peer), with `InvalidClusterNetworkPolicy`.
 
 use std::time::Duration;
 
 use podwall_policy::Protocol::Tcp;
 use podwall_tests::cluster::Check;
-use podwall_tests::manifests::namespace;
+use podwall_tests::manifests::{cluster_policy, cluster_policy_crd, namespace};
 use podwall_tests::reach::{self, cell, Peer};
 use podwall_tests::{eventually, Cluster, Pod};
 
@@ -64,6 +65,33 @@ fn broken_policy_isolates_the_pods_it_selects_and_posts_an_event() {
     assert!(
         posted,
         "no InvalidNetworkPolicy Event on bad/broken; events: {:#?}",
+        cluster.api.events()
+    );
+
+    cluster.apply(&cluster_policy_crd());
+    cluster.apply(&cluster_policy(
+        "odd",
+        "Admin",
+        3,
+        "subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: bystander}}}}
+ingress: [{action: Deny, from: [{pods: {namespaceSelector: {}, podSelector: {matchExpressions: [{key: app, operator: Near}]}}}]}]",
+    ));
+    let m = cluster.assert_agree_within(APPLY, &peers, &CHECKS);
+    assert!(
+        !cell(&m[0], "bad/peer", "bad/bystander"),
+        "the Deny of a rule that does not convert denies every peer"
+    );
+    let posted = eventually(Duration::from_secs(10), || {
+        cluster.api.events().iter().any(|e| {
+            let s = e.subject();
+            e.reason() == "InvalidClusterNetworkPolicy"
+                && s.kind == "ClusterNetworkPolicy"
+                && s.name == "odd"
+        })
+    });
+    assert!(
+        posted,
+        "no InvalidClusterNetworkPolicy Event on odd; events: {:#?}",
         cluster.api.events()
     );
 }

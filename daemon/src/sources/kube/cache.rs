@@ -32,8 +32,11 @@ pub enum Update {
 /// stand-in, and reported.
 #[derive(Debug, Clone)]
 pub struct Broken {
-    /// The object at the version read (`resource_version` filled).
+    /// The object, as an Event names it: without its version, so that the Events of its
+    /// versions are one series.
     pub object: ObjectReference,
+    /// The `resourceVersion` read: each broken version is reported once.
+    pub version: String,
     pub errors: Vec<ModelError>,
 }
 
@@ -230,9 +233,11 @@ impl Watched for ApiPolicy {
     fn convert(self, broken: &mut Vec<Broken>, _: &mut Interner) -> Option<(PolicyKey, Policy)> {
         let (policy, errors) = Policy::from_api(&self);
         if !errors.is_empty() {
-            let mut object = self.object_ref(&());
-            object.resource_version = self.metadata.resource_version.clone();
-            broken.push(Broken { object, errors });
+            broken.push(Broken {
+                object: self.object_ref(&()),
+                version: self.metadata.resource_version.clone().unwrap_or_default(),
+                errors,
+            });
         }
         Some((policy.key.clone(), policy))
     }
@@ -265,6 +270,7 @@ impl Watched for ClusterPolicyObject {
         if !errors.is_empty() {
             broken.push(Broken {
                 object: self.reference(),
+                version: self.version().to_string(),
                 errors,
             });
         }
@@ -398,7 +404,7 @@ mod tests {
         assert!(matches!(changes.as_slice(), [Event::ClusterPolicy(p)] if p.broken));
         assert_eq!(broken.len(), 1);
         assert_eq!(broken[0].name(), "odd");
-        assert_eq!(broken[0].object.resource_version.as_deref(), Some("9"));
+        assert_eq!(broken[0].version, "9");
         assert_eq!(cache.snapshot().cluster_policies.len(), 2);
         let deleted = cache.apply(Update::ClusterPolicy(WatchEvent::Delete(cluster_policy(
             "guard",

@@ -62,7 +62,14 @@ impl ClusterPolicyObject {
         }
     }
 
-    /// The reference an Event about this object names (at the version it was read at).
+    pub fn version(&self) -> &str {
+        self.metadata
+            .resource_version
+            .as_deref()
+            .unwrap_or_default()
+    }
+
+    /// The reference an Event about this object names (its apiVersion the one read).
     pub fn reference(&self) -> ObjectReference {
         ObjectReference {
             api_version: Some(
@@ -71,7 +78,6 @@ impl ClusterPolicyObject {
             kind: Some("ClusterNetworkPolicy".into()),
             name: self.metadata.name.clone(),
             uid: self.metadata.uid.clone(),
-            resource_version: self.metadata.resource_version.clone(),
             ..Default::default()
         }
     }
@@ -347,6 +353,6 @@ mod tests {
             reference.api_version.as_deref(),
             Some("policy.networking.k8s.io/v1alpha2")
         );
-        assert_eq!(reference.resource_version.as_deref(), Some("3"));
+        assert_eq!(object.version(), "3");
     }
 }

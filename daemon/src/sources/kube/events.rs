@@ -38,7 +38,7 @@ impl BrokenPolicyEvents {
         let object = &broken.object;
         let version = (
             object.uid.clone().unwrap_or_default(),
-            object.resource_version.clone().unwrap_or_default(),
+            broken.version.clone(),
         );
         if !self.posted.insert(version) {
             return;
