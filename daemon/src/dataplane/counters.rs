@@ -379,6 +379,7 @@ mod tests {
                 policies: vec![PolicyKey::new("", "guard")],
                 rules: vec![deny.clone(), pass.clone()],
                 end: End::Goto("in_np".into()),
+                tier: podwall_policy::PolicyTier::Admin,
             },
         );
         let count = |comment: Option<String>, handle| RuleCount {

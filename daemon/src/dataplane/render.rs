@@ -522,6 +522,7 @@ spec:
                 policies: vec![],
                 rules: vec![rule],
                 end: Default::default(),
+                tier: Default::default(),
             },
         );
         let text = render_ruleset(&ruleset, None);
