@@ -29,11 +29,10 @@ impl Core {
     /// `dataplane::counters`), by the table the kernel holds.
     pub fn count(&self, deltas: &[(&RuleCount, u64)]) {
         let counted = by_policy(&self.applied.ruleset, deltas);
-        (self.metrics.policy_packets).add(&counted, |p| {
-            // A ClusterNetworkPolicy's rules carry its name without a namespace.
-            self.cluster.policies.contains_key(p)
-                || (p.namespace.is_empty()
-                    && self.cluster.cluster_policies.contains_key(p.name.as_str()))
+        (self.metrics.policy_packets).add(&counted, |tier, p| match tier.cluster() {
+            None => self.cluster.policies.contains_key(p),
+            Some(tier) => (self.cluster.cluster_policies.get(p.name.as_str()))
+                .is_some_and(|policy| policy.tier == tier),
         });
     }
 }

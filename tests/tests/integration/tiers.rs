@@ -1,7 +1,8 @@
 //! Issue 17: ClusterNetworkPolicy tiers enforced live by a standalone node, as the evaluator
 //! judges them: an Admin Deny isolates a new pod from its first packet, an Admin Pass hands
 //! a connection to the namespace's NetworkPolicy, a Baseline Deny stands until a
-//! NetworkPolicy admits the peer, and the counters name the cluster policy that denied.
+//! NetworkPolicy admits the peer, and the counters name the tier and the cluster policy that
+//! denied.
 
 use std::time::Duration;
 
@@ -10,6 +11,19 @@ use podwall_tests::{eventually, Node, NodeOptions};
 
 /// How long the daemon gets to pick up a manifests change.
 const APPLY: Duration = Duration::from_secs(10);
+/// The counters are read every 10 s.
+const READ: Duration = Duration::from_secs(25);
+
+/// Whether `tier`'s policy `name` (a ClusterNetworkPolicy's, without a namespace) is counted
+/// as denying web's ingress, within [`READ`].
+fn deny_counted(node: &Node, tier: &str, name: &str) -> bool {
+    let key = format!(
+        "podwall_policy_packets_total{{tier=\"{tier}\",namespace=\"\",policy=\"{name}\",direction=\"ingress\",verdict=\"deny\"}}"
+    );
+    eventually(READ, || {
+        node.metrics().samples.get(&key).is_some_and(|v| *v >= 1.0)
+    })
+}
 
 fn cnp(name: &str, tier: &str, ingress: &str) -> String {
     format!(
@@ -53,14 +67,9 @@ fn the_tiers_are_enforced_from_the_first_packet_and_follow_changes() {
     );
     assert!(pods.reaches_web(&pods.client), "client is not");
 
-    // The Deny is counted for the cluster policy that denied.
-    let counted = eventually(Duration::from_secs(25), || {
-        node.metrics().samples.iter().any(|(k, v)| {
-            k.contains("policy=\"guard\"") && k.contains("verdict=\"deny\"") && *v >= 1.0
-        })
-    });
+    // The Deny is counted for the Admin tier's policy that denied.
     assert!(
-        counted,
+        deny_counted(&node, "Admin", "guard"),
         "{:?}",
         node.metrics().series("podwall_policy_packets_total")
     );
@@ -123,6 +132,11 @@ fn the_tiers_are_enforced_from_the_first_packet_and_follow_changes() {
     assert!(
         eventually(APPLY, || !pods.reaches_web(&pods.client)),
         "without a NetworkPolicy, the Baseline Deny stands"
+    );
+    assert!(
+        deny_counted(&node, "Baseline", "baseline"),
+        "{:?}",
+        node.metrics().series("podwall_policy_packets_total")
     );
     assert!(
         pods.reaches_web(&pods.other),
