@@ -44,6 +44,23 @@ impl Core {
         self.applied.ruleset.chains.get(name)
     }
 
+    /// The `name` of rule `index` of `direction` of the ClusterNetworkPolicy `policy` of
+    /// `tier`, when it has one. Names never reach the kernel (renaming a rule changes no
+    /// chain), so they come from the cluster the daemon knows, as the pods' names do.
+    pub fn cluster_rule_name(
+        &self,
+        tier: podwall_policy::PolicyTier,
+        policy: &podwall_policy::PolicyKey,
+        direction: podwall_policy::Direction,
+        index: usize,
+    ) -> Option<String> {
+        let tier = tier.cluster()?;
+        let policy =
+            (self.cluster.cluster_policies.get(policy.name.as_str())).filter(|p| p.tier == tier)?;
+        let name = &policy.rules(direction).get(index)?.name;
+        (!name.is_empty()).then(|| name.clone())
+    }
+
     /// The pod that holds `ip` as this node sees it: a local pod by its attachment, any
     /// other by what the source says (the first, if a late delete leaves two claims).
     pub fn holder(&self, ip: &std::net::IpAddr) -> Option<podwall_policy::PodKey> {
