@@ -32,7 +32,7 @@ pub use error::{ModelError, Problem};
 pub use evaluate::{evaluate, Endpoint, EvaluateError, Query, Verdict};
 pub use ipblock::{Family, IpBlock, IpRange};
 pub use model::{
-    Direction, Namespace, ObjectKey, Pod, PodKey, Policy, PolicyKey, Protocol, Snapshot,
+    Direction, Namespace, ObjectKey, Pod, PodKey, Policy, PolicyKey, PolicyTier, Protocol, Snapshot,
 };
 pub use ruleset::{Chain, End, RuleVerdict, Ruleset, RulesetDelta, Set};
 pub use selector::{Requirement, Selector};

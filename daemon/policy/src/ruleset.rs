@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::diff::{diff, Diff};
 use crate::ipblock::{Family, IpRange};
-use crate::model::{Direction, PolicyKey, Protocol};
+use crate::model::{Direction, PolicyKey, PolicyTier, Protocol};
 
 /// Name of a set in the table.
 pub type SetName = String;
@@ -180,6 +180,10 @@ pub struct Chain {
     /// What happens when none does: a NetworkPolicy chain drops.
     #[serde(default, skip_serializing_if = "End::is_drop")]
     pub end: End,
+    /// The tier its rules and its end judge for: what the counters and the drop log say
+    /// decided (a chain holds one tier's policies).
+    #[serde(default, skip_serializing_if = "PolicyTier::is_network_policy")]
+    pub tier: PolicyTier,
 }
 
 /// The desired state of the table for one node.

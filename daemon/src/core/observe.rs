@@ -32,11 +32,10 @@ impl Core {
     /// `dataplane::counters`), by the table the kernel holds.
     pub fn count(&self, deltas: &[(&RuleCount, u64)]) {
         let counted = by_policy(&self.applied.ruleset, deltas);
-        (self.metrics.policy_packets).add(&counted, |p| {
-            // A ClusterNetworkPolicy's rules carry its name without a namespace.
-            self.cluster.policies.contains_key(p)
-                || (p.namespace.is_empty()
-                    && self.cluster.cluster_policies.contains_key(p.name.as_str()))
+        (self.metrics.policy_packets).add(&counted, |tier, p| match tier.cluster() {
+            None => self.cluster.policies.contains_key(p),
+            Some(tier) => (self.cluster.cluster_policies.get(p.name.as_str()))
+                .is_some_and(|policy| policy.tier == tier),
         });
     }
 }
@@ -46,6 +45,23 @@ impl Core {
     /// prefix says of the policies that judged it.
     pub fn applied_chain(&self, name: &str) -> Option<&podwall_policy::Chain> {
         self.applied.ruleset.chains.get(name)
+    }
+
+    /// The `name` of rule `index` of `direction` of the ClusterNetworkPolicy `policy` of
+    /// `tier`, when it has one. Names never reach the kernel (renaming a rule changes no
+    /// chain), so they come from the cluster the daemon knows, as the pods' names do.
+    pub fn cluster_rule_name(
+        &self,
+        tier: podwall_policy::PolicyTier,
+        policy: &podwall_policy::PolicyKey,
+        direction: podwall_policy::Direction,
+        index: usize,
+    ) -> Option<String> {
+        let tier = tier.cluster()?;
+        let policy =
+            (self.cluster.cluster_policies.get(policy.name.as_str())).filter(|p| p.tier == tier)?;
+        let name = &policy.rules(direction).get(index)?.name;
+        (!name.is_empty()).then(|| name.clone())
     }
 
     /// The pod that holds `ip` as this node sees it: a local pod by its attachment, any

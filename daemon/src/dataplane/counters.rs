@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use podwall_policy::{Direction, End, PolicyKey, RuleVerdict, Ruleset};
+use podwall_policy::{Direction, End, PolicyKey, PolicyTier, RuleVerdict, Ruleset};
 
 use super::names::TABLE;
 use super::netlink::{attribute, attributes, c_string, push_attr, NftSocket, NFPROTO_INET};
@@ -154,15 +154,19 @@ impl Tally {
     }
 }
 
+/// What a count is for: a policy of a tier (a ClusterNetworkPolicy's key has no namespace),
+/// in one direction.
+pub type Counted = (PolicyTier, PolicyKey, Direction);
+
 /// Packets counted since the last reading, by what they say of the policies.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ByPolicy {
     /// Allowed by a rule of the policy (by the first rule that matched: a flow two
     /// policies allow is counted for the one whose rule comes first in the chain).
-    pub allowed: BTreeMap<(PolicyKey, Direction), u64>,
-    /// Dropped at the end of a chain the policy isolates: none of its policies allowed it.
-    /// Every isolating policy counts such a packet.
-    pub denied: BTreeMap<(PolicyKey, Direction), u64>,
+    pub allowed: BTreeMap<Counted, u64>,
+    /// Dropped by a ClusterNetworkPolicy's Deny rule, or at the end of a chain the policy
+    /// isolates: none of its policies allowed it. Every isolating policy counts such a packet.
+    pub denied: BTreeMap<Counted, u64>,
     /// Dropped at the end of a chain, by direction (ingress, egress): each packet once.
     pub drops: [u64; 2],
 }
@@ -178,22 +182,20 @@ pub fn by_policy(ruleset: &Ruleset, deltas: &[(&RuleCount, u64)]) -> ByPolicy {
             continue;
         };
         let direction = chain.direction;
+        // A chain holds the policies of one tier: its rules and its end count for that tier.
+        let key = |policy: &PolicyKey| (chain.tier, policy.clone(), direction);
         let drops = &mut out.drops[usize::from(direction == Direction::Egress)];
         match &count.comment {
             Some(comment) => {
                 let owner = chain.rules.iter().find(|r| rule_comment(r) == *comment);
                 match owner.map(|r| (r, &r.verdict)) {
                     Some((rule, RuleVerdict::Allow)) => {
-                        *out.allowed
-                            .entry((rule.policy.clone(), direction))
-                            .or_default() += packets;
+                        *out.allowed.entry(key(&rule.policy)).or_default() += packets;
                     }
                     // A ClusterNetworkPolicy's Deny: that policy denied it.
                     Some((rule, RuleVerdict::Deny)) => {
                         *drops += packets;
-                        *out.denied
-                            .entry((rule.policy.clone(), direction))
-                            .or_default() += packets;
+                        *out.denied.entry(key(&rule.policy)).or_default() += packets;
                     }
                     // A Pass: the next tier's chain counts it.
                     Some((_, RuleVerdict::Goto(_))) | None => {}
@@ -203,7 +205,7 @@ pub fn by_policy(ruleset: &Ruleset, deltas: &[(&RuleCount, u64)]) -> ByPolicy {
             None if chain.end == End::Drop => {
                 *drops += packets;
                 for policy in &chain.policies {
-                    *out.denied.entry((policy.clone(), direction)).or_default() += packets;
+                    *out.denied.entry(key(policy)).or_default() += packets;
                 }
             }
             None => {}
@@ -337,15 +339,15 @@ mod tests {
             },
         );
         let counted = by_policy(ruleset, &[(&allow, 4), (&drop, 3), (&stranger, 9)]);
-        let direction = chain.direction;
+        let (direction, tier) = (chain.direction, PolicyTier::NetworkPolicy);
         assert_eq!(
             counted.allowed,
-            [((rule.policy.clone(), direction), 4)].into()
+            [((tier, rule.policy.clone(), direction), 4)].into()
         );
         assert_eq!(
             counted.denied,
             (chain.policies.iter())
-                .map(|p| ((p.clone(), direction), 3))
+                .map(|p| ((tier, p.clone(), direction), 3))
                 .collect()
         );
         assert_eq!(
@@ -379,6 +381,7 @@ mod tests {
                 policies: vec![PolicyKey::new("", "guard")],
                 rules: vec![deny.clone(), pass.clone()],
                 end: End::Goto("in_np".into()),
+                tier: PolicyTier::Admin,
             },
         );
         let count = |comment: Option<String>, handle| RuleCount {
@@ -395,9 +398,11 @@ mod tests {
         );
         let counted = by_policy(&ruleset, &[(&denied, 5), (&passed, 6), (&end, 7)]);
         assert!(counted.allowed.is_empty(), "{counted:?}");
+        let guard = PolicyKey::new("", "guard");
         assert_eq!(
             counted.denied,
-            [((PolicyKey::new("", "guard"), Direction::Ingress), 5)].into()
+            [((PolicyTier::Admin, guard, Direction::Ingress), 5)].into(),
+            "counted for the tier of the chain whose rule denied"
         );
         assert_eq!(
             counted.drops,

@@ -22,7 +22,7 @@ use super::shape::{protocol, shape, Field, Ports};
 use super::{Desired, Guard, Logging};
 
 use super::logrules::verdict_text;
-pub use super::logrules::{allow_log_prefix, log_text, rule_log_prefix};
+pub use super::logrules::{log_text, rule_hash, rule_log_prefix, rule_prefix, LogPrefix};
 
 /// The base chains' dispatch, in order: a packet meets its source's egress chain before its
 /// destination's ingress chain.
@@ -522,6 +522,7 @@ spec:
                 policies: vec![],
                 rules: vec![rule],
                 end: Default::default(),
+                tier: Default::default(),
             },
         );
         let text = render_ruleset(&ruleset, None);

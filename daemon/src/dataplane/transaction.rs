@@ -302,6 +302,7 @@ pub(crate) mod tests {
                 policies: vec![],
                 rules: vec![],
                 end: Default::default(),
+                tier: Default::default(),
             },
         );
         let none = Guard::default();

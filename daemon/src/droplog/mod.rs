@@ -1,11 +1,13 @@
 //! The drop log: every packet a pod chain drops (and each new flow a logged policy allows)
-//! as one JSON line naming both ends and the policies, on a dedicated output.
+//! as one JSON line naming both ends, the tier and the policies, on a dedicated output.
 //!
 //! The chains' log rules (`dataplane::Logging`) send the packets to nfnetlink_log, at most
 //! `KERNEL_FACTOR` × the per-pod rate a second per chain; this thread reads them, names the
-//! chain's policies and the pods by the table the kernel holds and the cluster the daemon
-//! knows, keeps one line per flow and `rate` lines a second per pod (`limit`), and writes.
+//! tier, policies and rule that decided (`decided`) and the pods by the table the kernel
+//! holds and the cluster the daemon knows, keeps one line per flow and `rate` lines a second
+//! per pod (`limit`), and writes.
 
+mod decided;
 pub mod limit;
 pub mod line;
 pub mod packet;
@@ -21,9 +23,9 @@ use tracing::warn;
 use crate::core::{lock, Core};
 use crate::dataplane::nflog::{Logged, NflogSocket, Read};
 use crate::dataplane::nft::NftKernel;
-use crate::dataplane::render::allow_log_prefix;
+use crate::dataplane::render::LogPrefix;
 use crate::dataplane::Logging;
-use crate::metrics::Metrics;
+use crate::metrics::{DropLogCounts, Metrics};
 use limit::{Decision, Limiter};
 use line::{Judged, Suppressed};
 
@@ -122,7 +124,7 @@ impl DropLog {
             }
             reads_fail = read.is_err();
             let judged = match read {
-                Ok(Read::Packets(packets)) => name_all(&lock(&core), &packets),
+                Ok(Read::Packets(packets)) => name_all(&lock(&core), &packets, counts),
                 Ok(Read::Idle) => Vec::new(),
                 Ok(Read::Overrun) => {
                     counts.count_overrun();
@@ -177,33 +179,141 @@ fn push_line(text: &mut String, line: &impl serde::Serialize) {
 }
 
 /// Each logged packet the table the kernel holds can name (a packet logged by a chain a
-/// change removed since is left out).
-fn name_all(core: &Core, packets: &[Logged]) -> Vec<Judged> {
-    packets.iter().filter_map(|p| name(core, p)).collect()
+/// change removed since is left out). A prefix podwall does not write is counted and left
+/// out.
+fn name_all(core: &Core, packets: &[Logged], counts: &DropLogCounts) -> Vec<Judged> {
+    (packets.iter())
+        .filter_map(|logged| match LogPrefix::parse(&logged.prefix) {
+            Some(prefix) => name(core, &prefix, logged),
+            None => {
+                counts.count_malformed();
+                None
+            }
+        })
+        .collect()
 }
 
-/// A packet logged with prefix `chain` was dropped at the end of that chain; one logged with
-/// `allow_log_prefix(chain, rule)` was allowed by that rule.
-fn name(core: &Core, logged: &Logged) -> Option<Judged> {
+/// The policies, tier and rule that decided a packet logged with `prefix`, by the chain of
+/// that name in the table the kernel holds, and its ends' pods.
+fn name(core: &Core, prefix: &LogPrefix<'_>, logged: &Logged) -> Option<Judged> {
     let flow = packet::flow(logged.family, &logged.packet)?;
-    let (chain_name, rule) = match logged.prefix.split_once(' ') {
-        Some((chain, _)) => (chain, Some(logged.prefix.as_str())),
-        None => (logged.prefix.as_str(), None),
-    };
-    let chain = core.applied_chain(chain_name)?;
-    let policies = match rule {
-        None => chain.policies.clone(),
-        Some(prefix) => {
-            let rule = (chain.rules.iter()).find(|r| allow_log_prefix(chain_name, r) == prefix)?;
-            vec![rule.policy.clone()]
-        }
-    };
+    let chain = core.applied_chain(prefix.chain)?;
+    let decided = decided::decided(prefix, chain)?;
+    let rule = (decided.rule).and_then(|rule| {
+        core.cluster_rule_name(decided.tier, &rule.policy, chain.direction, rule.index)
+    });
     Some(Judged {
-        allowed: rule.is_some(),
+        allowed: decided.allowed,
         direction: chain.direction,
-        policies,
+        tier: decided.tier,
+        policies: decided.policies,
+        rule,
         flow,
         src_pod: core.holder(&flow.src),
         dst_pod: core.holder(&flow.dst),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::Options;
+    use crate::dataplane::render::rule_prefix;
+    use crate::dataplane::RecordingKernel;
+    use podwall_policy::{PodKey, PolicyKey, PolicyTier, RuleVerdict};
+
+    /// web (on n1) denied from other by the Admin policy `guard`'s rule `no-other`.
+    const WORLD: &str = "
+apiVersion: v1
+kind: Namespace
+metadata: {name: app}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: app, labels: {role: web}}
+spec: {nodeName: n1, containers: [{name: c, image: i}]}
+status: {phase: Running, podIPs: [{ip: 10.1.0.7}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: other, namespace: app, labels: {role: other}}
+spec: {nodeName: n2, containers: [{name: c, image: i}]}
+status: {phase: Running, podIPs: [{ip: 10.1.0.9}]}
+---
+apiVersion: policy.networking.k8s.io/v1beta1
+kind: ClusterNetworkPolicy
+metadata: {name: guard}
+spec:
+  tier: Admin
+  priority: 1
+  subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {role: web}}}}
+  ingress:
+  - {name: no-other, action: Deny, from: [{pods: {namespaceSelector: {}, podSelector: {matchLabels: {role: other}}}}]}
+";
+
+    /// A TCP SYN's first bytes, 10.1.0.9:40960 → 10.1.0.7:7000.
+    fn other_to_web() -> Vec<u8> {
+        let mut p = vec![0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0];
+        p.extend([10, 1, 0, 9, 10, 1, 0, 7, 0xa0, 0x00, 0x1b, 0x58]);
+        p
+    }
+
+    #[test]
+    fn a_logged_deny_names_its_tier_policy_and_rule_and_a_foreign_prefix_is_counted() {
+        let loaded = podwall_policy::manifests::load([("world.yaml", WORLD)]);
+        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+        // Kernel object names are the same in every compile: the core's table has these.
+        let compiled = podwall_policy::compile(&loaded.snapshot, "n1");
+        let chain = compiled.ingress[&"10.1.0.7".parse().unwrap()].clone();
+        let deny = (compiled.chains[&chain].rules.iter())
+            .find(|r| r.verdict == RuleVerdict::Deny)
+            .expect("the Deny rule");
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let core = Core::start(
+            "n1".into(),
+            loaded.snapshot.clone(),
+            crate::store::Store::open(dir.path()).unwrap(),
+            Box::new(RecordingKernel::default()),
+            Options::default(),
+            metrics.clone(),
+            Arc::default(),
+        )
+        .unwrap();
+        let logged = |prefix: String| Logged {
+            prefix,
+            family: 2,
+            packet: other_to_web(),
+        };
+        let packets = [
+            logged(rule_prefix(&chain, deny)),
+            logged(format!("{chain} not-a-hash")),
+            logged(String::new()),
+        ];
+        let judged = name_all(&core, &packets, &metrics.drop_log);
+        assert_eq!(judged.len(), 1, "{judged:?}");
+        let judged = &judged[0];
+        assert_eq!(
+            (
+                judged.allowed,
+                judged.tier,
+                &judged.policies,
+                judged.rule.as_deref()
+            ),
+            (
+                false,
+                PolicyTier::Admin,
+                &vec![PolicyKey::new("", "guard")],
+                Some("no-other")
+            )
+        );
+        assert_eq!(judged.src_pod, Some(PodKey::new("app", "other")));
+        assert!(
+            metrics
+                .render()
+                .contains("podwall_drop_log_malformed_total 2\n"),
+            "{}",
+            metrics.render()
+        );
+    }
 }

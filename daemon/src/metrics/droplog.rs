@@ -1,5 +1,6 @@
 //! What the drop log did: lines written by verdict, lines held back by the per-pod rate,
-//! and the times the kernel had more for it than its socket could hold.
+//! the times the kernel had more for it than its socket could hold, and the logged packets
+//! whose prefix was not one podwall writes.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +13,7 @@ pub struct DropLogCounts {
     lines: [AtomicU64; 2],
     suppressed: AtomicU64,
     overruns: AtomicU64,
+    malformed: AtomicU64,
 }
 
 impl DropLogCounts {
@@ -25,6 +27,11 @@ impl DropLogCounts {
 
     pub fn count_overrun(&self) {
         self.overruns.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A logged packet's prefix is not one podwall's log rules write: skipped.
+    pub fn count_malformed(&self) {
+        self.malformed.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(super) fn render(&self, out: &mut String) {
@@ -50,6 +57,11 @@ impl DropLogCounts {
                     "podwall_drop_log_overruns_total",
                     "Times the drop log's socket overflowed and logged packets were lost.",
                     &self.overruns,
+                ),
+                (
+                    "podwall_drop_log_malformed_total",
+                    "Logged packets skipped because their prefix is not one podwall's log rules write.",
+                    &self.malformed,
                 ),
             ],
         );

@@ -1,12 +1,13 @@
-//! `podwall_policy_packets_total{namespace,policy,direction,verdict}` and
+//! `podwall_policy_packets_total{tier,namespace,policy,direction,verdict}` and
 //! `podwall_drops_total{direction}`: what the rules' counters say, as totals that only grow.
-//! Per policy, never per pod: the series are bounded by the policies in the cluster.
+//! Per policy, never per pod: the series are bounded by the policies in the cluster. A
+//! ClusterNetworkPolicy is told by its tier (`Admin`, `Baseline`) and an empty namespace.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 
-use podwall_policy::{Direction, PolicyKey};
+use podwall_policy::{Direction, PolicyKey, PolicyTier};
 
 use crate::dataplane::counters::ByPolicy;
 
@@ -17,25 +18,27 @@ pub struct PolicyPackets {
 
 #[derive(Debug, Default)]
 struct Totals {
-    /// (policy, direction, verdict) → packets.
-    policies: BTreeMap<(PolicyKey, Direction, &'static str), u64>,
+    /// (tier, policy, direction, verdict) → packets.
+    policies: BTreeMap<(PolicyTier, PolicyKey, Direction, &'static str), u64>,
     drops: [u64; 2],
 }
 
 impl PolicyPackets {
     /// Add what was counted since the last reading; forget the policies not in `current`
-    /// (deleted: their series end).
-    pub fn add(&self, counted: &ByPolicy, current: impl Fn(&PolicyKey) -> bool) {
+    /// in that tier (deleted, or moved to another tier: their series end).
+    pub fn add(&self, counted: &ByPolicy, current: impl Fn(PolicyTier, &PolicyKey) -> bool) {
         let mut totals = self.lock();
         for (verdict, by) in [("allow", &counted.allowed), ("deny", &counted.denied)] {
-            for ((policy, direction), packets) in by {
+            for ((tier, policy, direction), packets) in by {
                 *totals
                     .policies
-                    .entry((policy.clone(), *direction, verdict))
+                    .entry((*tier, policy.clone(), *direction, verdict))
                     .or_default() += packets;
             }
         }
-        totals.policies.retain(|(policy, _, _), _| current(policy));
+        totals
+            .policies
+            .retain(|(tier, policy, _, _), _| current(*tier, policy));
         for (total, packets) in totals.drops.iter_mut().zip(counted.drops) {
             *total += packets;
         }
@@ -46,7 +49,7 @@ impl PolicyPackets {
         let totals = self.lock();
         let mut counts: BTreeMap<(String, Direction), podwall::wire::PolicyCounts> =
             BTreeMap::new();
-        for ((policy, direction, verdict), packets) in &totals.policies {
+        for ((_, policy, direction, verdict), packets) in &totals.policies {
             let entry = counts
                 .entry((policy.to_string(), *direction))
                 .or_insert_with(|| podwall::wire::PolicyCounts {
@@ -67,13 +70,13 @@ impl PolicyPackets {
         let totals = self.lock();
         let _ = writeln!(
             out,
-            "# HELP podwall_policy_packets_total Packets each policy allowed (its rule matched first) or denied (dropped in a chain it isolates, allowed by none of its policies).\n\
+            "# HELP podwall_policy_packets_total Packets each policy of a tier allowed (its rule matched first) or denied (its Deny rule matched, or dropped in a chain it isolates, allowed by none of its policies).\n\
              # TYPE podwall_policy_packets_total counter"
         );
-        for ((policy, direction, verdict), packets) in &totals.policies {
+        for ((tier, policy, direction, verdict), packets) in &totals.policies {
             let _ = writeln!(
                 out,
-                "podwall_policy_packets_total{{namespace=\"{}\",policy=\"{}\",direction=\"{direction}\",verdict=\"{verdict}\"}} {packets}",
+                "podwall_policy_packets_total{{tier=\"{tier}\",namespace=\"{}\",policy=\"{}\",direction=\"{direction}\",verdict=\"{verdict}\"}} {packets}",
                 escaped(&policy.namespace),
                 escaped(&policy.name)
             );
@@ -116,21 +119,22 @@ mod tests {
     fn totals_grow_and_a_deleted_policy_leaves_the_page() {
         let packets = PolicyPackets::default();
         let (a, b) = (PolicyKey::new("x", "a"), PolicyKey::new("x", "b"));
+        let np = PolicyTier::NetworkPolicy;
         let counted = ByPolicy {
-            allowed: [((a.clone(), Direction::Ingress), 3)].into(),
+            allowed: [((np, a.clone(), Direction::Ingress), 3)].into(),
             denied: [
-                ((a.clone(), Direction::Ingress), 2),
-                ((b.clone(), Direction::Ingress), 2),
+                ((np, a.clone(), Direction::Ingress), 2),
+                ((np, b.clone(), Direction::Ingress), 2),
             ]
             .into(),
             drops: [2, 0],
         };
-        packets.add(&counted, |_| true);
-        packets.add(&counted, |p| *p == a);
+        packets.add(&counted, |_, _| true);
+        packets.add(&counted, |_, p| *p == a);
         let mut out = String::new();
         packets.render(&mut out);
         assert!(out.contains(
-            "podwall_policy_packets_total{namespace=\"x\",policy=\"a\",direction=\"ingress\",verdict=\"allow\"} 6\n"
+            "podwall_policy_packets_total{tier=\"NetworkPolicy\",namespace=\"x\",policy=\"a\",direction=\"ingress\",verdict=\"allow\"} 6\n"
         ), "{out}");
         assert!(out.contains("verdict=\"deny\"} 4\n"), "{out}");
         assert!(!out.contains("policy=\"b\""), "{out}");
@@ -150,5 +154,28 @@ mod tests {
             ("x/a", "ingress")
         );
         assert_eq!((counts[0].allowed, counts[0].denied), (6, 4));
+    }
+
+    #[test]
+    fn a_cluster_policy_is_named_by_its_tier_and_leaves_with_it() {
+        let packets = PolicyPackets::default();
+        let guard = PolicyKey::new("", "guard");
+        let counted = ByPolicy {
+            denied: [
+                ((PolicyTier::Admin, guard.clone(), Direction::Ingress), 4),
+                ((PolicyTier::Baseline, guard.clone(), Direction::Egress), 1),
+            ]
+            .into(),
+            drops: [4, 1],
+            ..ByPolicy::default()
+        };
+        // The policy moved to the Baseline tier: its Admin series ends.
+        packets.add(&counted, |tier, _| tier == PolicyTier::Baseline);
+        let mut out = String::new();
+        packets.render(&mut out);
+        assert!(out.contains(
+            "podwall_policy_packets_total{tier=\"Baseline\",namespace=\"\",policy=\"guard\",direction=\"egress\",verdict=\"deny\"} 1\n"
+        ), "{out}");
+        assert!(!out.contains("tier=\"Admin\""), "{out}");
     }
 }

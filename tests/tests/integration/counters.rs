@@ -13,7 +13,7 @@ const READ: Duration = Duration::from_secs(25);
 
 fn series(metrics: &Metrics, verdict: &str) -> f64 {
     let key = format!(
-        "podwall_policy_packets_total{{namespace=\"app\",policy=\"web-from-client\",direction=\"ingress\",verdict=\"{verdict}\"}}"
+        "podwall_policy_packets_total{{tier=\"NetworkPolicy\",namespace=\"app\",policy=\"web-from-client\",direction=\"ingress\",verdict=\"{verdict}\"}}"
     );
     metrics.samples.get(&key).copied().unwrap_or(0.0)
 }

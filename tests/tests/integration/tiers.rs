@@ -1,15 +1,47 @@
 //! Issue 17: ClusterNetworkPolicy tiers enforced live by a standalone node, as the evaluator
 //! judges them: an Admin Deny isolates a new pod from its first packet, an Admin Pass hands
 //! a connection to the namespace's NetworkPolicy, a Baseline Deny stands until a
-//! NetworkPolicy admits the peer, and the counters name the cluster policy that denied.
+//! NetworkPolicy admits the peer, and the counters and the drop log name the tier and the
+//! cluster policy that denied.
 
 use std::time::Duration;
 
 use podwall_tests::trio::{self, Trio, WEB_FROM_CLIENT};
 use podwall_tests::{eventually, Node, NodeOptions};
+use serde_json::{json, Value};
 
 /// How long the daemon gets to pick up a manifests change.
 const APPLY: Duration = Duration::from_secs(10);
+/// The counters are read every 10 s.
+const READ: Duration = Duration::from_secs(25);
+/// How soon a denied connection shows in the drop log.
+const LOGGED: Duration = Duration::from_secs(2);
+
+/// Whether `tier`'s policy `name` (a ClusterNetworkPolicy's, without a namespace) is counted
+/// as denying web's ingress, within [`READ`].
+fn deny_counted(node: &Node, tier: &str, name: &str) -> bool {
+    let key = format!(
+        "podwall_policy_packets_total{{tier=\"{tier}\",namespace=\"\",policy=\"{name}\",direction=\"ingress\",verdict=\"deny\"}}"
+    );
+    eventually(READ, || {
+        node.metrics().samples.get(&key).is_some_and(|v| *v >= 1.0)
+    })
+}
+
+/// Whether the drop log has, within [`LOGGED`], a line denying `src` → web that says
+/// `tier`, `policies` and `rule`.
+fn deny_logged(node: &Node, src: &str, tier: &str, policies: &[&str], rule: Option<&str>) -> bool {
+    let said = |l: &Value| {
+        l["verdict"] == "deny"
+            && l["direction"] == "ingress"
+            && l["src"]["pod"] == src
+            && l["dst"]["pod"] == "app/web"
+            && l["tier"] == tier
+            && l["policies"] == json!(policies)
+            && l["rule"].as_str() == rule
+    };
+    eventually(LOGGED, || node.drop_log().iter().any(said))
+}
 
 fn cnp(name: &str, tier: &str, ingress: &str) -> String {
     format!(
@@ -53,14 +85,14 @@ fn the_tiers_are_enforced_from_the_first_packet_and_follow_changes() {
     );
     assert!(pods.reaches_web(&pods.client), "client is not");
 
-    // The Deny is counted for the cluster policy that denied.
-    let counted = eventually(Duration::from_secs(25), || {
-        node.metrics().samples.iter().any(|(k, v)| {
-            k.contains("policy=\"guard\"") && k.contains("verdict=\"deny\"") && *v >= 1.0
-        })
-    });
+    // The Deny is logged and counted for the Admin tier's policy that denied, and its rule.
     assert!(
-        counted,
+        deny_logged(&node, "app/other", "Admin", &["guard"], Some("no-other")),
+        "{:#?}",
+        node.drop_log()
+    );
+    assert!(
+        deny_counted(&node, "Admin", "guard"),
         "{:?}",
         node.metrics().series("podwall_policy_packets_total")
     );
@@ -98,6 +130,17 @@ fn the_tiers_are_enforced_from_the_first_packet_and_follow_changes() {
         !pods.reaches_web(&pods.other),
         "passed to the NetworkPolicy, which denies it"
     );
+    assert!(
+        deny_logged(
+            &node,
+            "app/other",
+            "NetworkPolicy",
+            &["app/web-from-client"],
+            None
+        ),
+        "{:#?}",
+        node.drop_log()
+    );
 
     // Baseline, for every pod of app: Deny from client. The NetworkPolicy isolates web, so it
     // decides and client still gets in; without it, the Baseline Deny stands.
@@ -123,6 +166,17 @@ fn the_tiers_are_enforced_from_the_first_packet_and_follow_changes() {
     assert!(
         eventually(APPLY, || !pods.reaches_web(&pods.client)),
         "without a NetworkPolicy, the Baseline Deny stands"
+    );
+    // Its rule has no name: the line names the tier and the policy alone.
+    assert!(
+        deny_logged(&node, "app/client", "Baseline", &["baseline"], None),
+        "{:#?}",
+        node.drop_log()
+    );
+    assert!(
+        deny_counted(&node, "Baseline", "baseline"),
+        "{:?}",
+        node.metrics().series("podwall_policy_packets_total")
     );
     assert!(
         pods.reaches_web(&pods.other),

@@ -136,6 +136,7 @@ impl Compiler {
                     policies,
                     rules,
                     end: crate::ruleset::End::Drop,
+                    tier: crate::model::PolicyTier::NetworkPolicy,
                 }),
             );
         }

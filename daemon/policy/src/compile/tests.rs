@@ -1,8 +1,9 @@
 use super::*;
 use crate::interp::{forward, lookup, Lookup, Packet};
 use crate::manifests::load;
-use crate::model::ContainerPort;
 use crate::model::Protocol::*;
+use crate::model::{ContainerPort, PolicyTier};
+use crate::ruleset::End;
 use crate::selector::Labels;
 use crate::testworld::{ip4, ip6, world, world_manifests};
 
@@ -589,4 +590,46 @@ fn a_rule_that_repeats_an_earlier_match_is_left_out_of_the_chain() {
     assert!(verdict(&rs, ip4("x/b"), ip4("x/a"), Tcp, 81));
     assert!(!verdict(&rs, ip4("x/b"), ip4("x/a"), Tcp, 82));
     assert!(!verdict(&rs, ip4("y/b"), ip4("x/a"), Tcp, 80));
+}
+
+#[test]
+fn each_chain_says_the_tier_it_judges_for() {
+    let cnp = |name: &str, tier: &str, subject: &str| {
+        format!(
+            "---\napiVersion: policy.networking.k8s.io/v1beta1\nkind: ClusterNetworkPolicy\n\
+             metadata: {{name: {name}}}\nspec:\n  tier: {tier}\n  priority: 1\n  subject: {subject}\n\
+             \x20 ingress: [{{action: Deny, from: [{{namespaces: {{matchLabels: {{ns: z}}}}}}]}}]\n"
+        )
+    };
+    // x/a: the Admin chain, going on to its NetworkPolicy chain; y/a: the Baseline chain.
+    let snap = world(&format!(
+        "{}{}{}",
+        cnp(
+            "guard",
+            "Admin",
+            "{pods: {namespaceSelector: {matchLabels: {ns: x}}, podSelector: {}}}"
+        ),
+        cnp("floor", "Baseline", "{namespaces: {matchLabels: {ns: y}}}"),
+        policy("x", "deny-all", "podSelector: {}\npolicyTypes: [Ingress]")
+    ));
+    let rs = compile(&snap, "node-a");
+    let tier_of = |pod: &str| {
+        let chain = &rs.chains[&rs.ingress[&ip4(pod)]];
+        (chain.tier, chain.policies.clone(), chain.end.clone())
+    };
+    let (tier, policies, end) = tier_of("x/a");
+    assert_eq!(
+        (tier, policies),
+        (PolicyTier::Admin, vec![PolicyKey::new("", "guard")])
+    );
+    let End::Goto(rest) = end else {
+        panic!("the Admin chain goes on: {end:?}");
+    };
+    assert_eq!(rs.chains[&rest].tier, PolicyTier::NetworkPolicy);
+    assert_eq!(rs.chains[&rest].policies, [PolicyKey::new("x", "deny-all")]);
+    let (tier, policies, _) = tier_of("y/a");
+    assert_eq!(
+        (tier, policies),
+        (PolicyTier::Baseline, vec![PolicyKey::new("", "floor")])
+    );
 }

@@ -182,6 +182,7 @@ impl Compiler {
                 policies: policies.iter().map(|p| cluster_key(p)).collect(),
                 rules: local::distinct(rules.iter()),
                 end,
+                tier: tier.into(),
             }),
         );
         name

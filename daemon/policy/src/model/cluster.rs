@@ -33,6 +33,57 @@ impl fmt::Display for Tier {
     }
 }
 
+/// The tier any policy judges in, in evaluation order: a ClusterNetworkPolicy's, or the
+/// NetworkPolicies' own between them. What the counters and the drop log name.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub enum PolicyTier {
+    Admin,
+    #[default]
+    NetworkPolicy,
+    Baseline,
+}
+
+impl PolicyTier {
+    /// The ClusterNetworkPolicy tier, `None` for NetworkPolicy.
+    pub fn cluster(self) -> Option<Tier> {
+        match self {
+            PolicyTier::Admin => Some(Tier::Admin),
+            PolicyTier::NetworkPolicy => None,
+            PolicyTier::Baseline => Some(Tier::Baseline),
+        }
+    }
+
+    pub fn is_network_policy(&self) -> bool {
+        *self == PolicyTier::NetworkPolicy
+    }
+
+    /// The name the counters' `tier` label and the drop log give it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyTier::Admin => "Admin",
+            PolicyTier::NetworkPolicy => "NetworkPolicy",
+            PolicyTier::Baseline => "Baseline",
+        }
+    }
+}
+
+impl From<Tier> for PolicyTier {
+    fn from(tier: Tier) -> Self {
+        match tier {
+            Tier::Admin => PolicyTier::Admin,
+            Tier::Baseline => PolicyTier::Baseline,
+        }
+    }
+}
+
+impl fmt::Display for PolicyTier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What a rule does with the traffic it matches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Action {

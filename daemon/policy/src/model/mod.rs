@@ -22,7 +22,9 @@ mod policy;
 mod policy_api;
 mod snapshot;
 
-pub use cluster::{Action, ClusterPeer, ClusterPolicy, ClusterRule, PodsSelector, Tier};
+pub use cluster::{
+    Action, ClusterPeer, ClusterPolicy, ClusterRule, PodsSelector, PolicyTier, Tier,
+};
 pub use cluster_api::ClusterNetworkPolicyApi;
 pub use intern::Interner;
 pub use key::{Name, ObjectKey, PodKey, PolicyKey, DEFAULT_NAMESPACE};
