@@ -132,9 +132,11 @@ fn status(args: &podwalld::config::QueryArgs) -> anyhow::Result<ExitCode> {
         println!("ADDs cannot be served: a change waits for the kernel");
     }
     let counted = |direction: &str, policy: &String| {
-        let count = policies
-            .iter()
-            .find(|c| c.direction == direction && c.policy == *policy);
+        let count = policies.iter().find(|c| {
+            c.direction == direction
+                && c.policy == *policy
+                && matches!(c.tier.as_str(), "" | "NetworkPolicy")
+        });
         match count {
             Some(c) => format!("{policy} (allowed {}, denied {})", c.allowed, c.denied),
             None => format!("{policy} (allowed 0, denied 0)"),
@@ -157,6 +159,19 @@ fn status(args: &podwalld::config::QueryArgs) -> anyhow::Result<ExitCode> {
             list("ingress", &pod.ingress),
             list("egress", &pod.egress)
         );
+    }
+    let cluster: Vec<_> = (policies.iter())
+        .filter(|c| matches!(c.tier.as_str(), "Admin" | "Baseline"))
+        .collect();
+    if !cluster.is_empty() {
+        println!("CLUSTER POLICY\tTIER\tDIRECTION\tALLOWED\tDENIED");
+        for c in cluster {
+            let (tier, direction) = (&c.tier, &c.direction);
+            println!(
+                "{}\t{tier}\t{direction}\t{}\t{}",
+                c.policy, c.allowed, c.denied
+            );
+        }
     }
     Ok(code)
 }

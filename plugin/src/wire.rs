@@ -120,8 +120,12 @@ pub enum Reply {
 /// it isolates), in one direction, since the daemon started.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyCounts {
-    /// `namespace/name`.
+    /// `namespace/name` of a NetworkPolicy, the name of a ClusterNetworkPolicy.
     pub policy: String,
+    /// `NetworkPolicy`, or the ClusterNetworkPolicy's `Admin` or `Baseline` (empty from a
+    /// daemon older than this field, which counted NetworkPolicies only).
+    #[serde(default)]
+    pub tier: String,
     /// `ingress` or `egress`.
     pub direction: String,
     pub allowed: u64,

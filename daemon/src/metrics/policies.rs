@@ -44,16 +44,21 @@ impl PolicyPackets {
         }
     }
 
-    /// The totals per policy and direction, for `podwalld status`.
+    /// The totals per policy and direction, for `podwalld status`: a NetworkPolicy as
+    /// `namespace/name`, a ClusterNetworkPolicy by its name and tier.
     pub fn counts(&self) -> Vec<podwall::wire::PolicyCounts> {
         let totals = self.lock();
-        let mut counts: BTreeMap<(String, Direction), podwall::wire::PolicyCounts> =
+        let mut counts: BTreeMap<(PolicyTier, &PolicyKey, Direction), podwall::wire::PolicyCounts> =
             BTreeMap::new();
-        for ((_, policy, direction, verdict), packets) in &totals.policies {
+        for ((tier, policy, direction, verdict), packets) in &totals.policies {
             let entry = counts
-                .entry((policy.to_string(), *direction))
+                .entry((*tier, policy, *direction))
                 .or_insert_with(|| podwall::wire::PolicyCounts {
-                    policy: policy.to_string(),
+                    policy: match tier {
+                        PolicyTier::NetworkPolicy => policy.to_string(),
+                        _ => policy.name.to_string(),
+                    },
+                    tier: tier.as_str().to_string(),
                     direction: direction.to_string(),
                     allowed: 0,
                     denied: 0,

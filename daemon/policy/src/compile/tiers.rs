@@ -8,9 +8,9 @@
 //! end return), else nothing (return). Chains are shared by every pod with the same policies,
 //! as NetworkPolicy chains are.
 //!
-//! The daemon's dataplane renders the verdicts and ends; nothing sends the daemon
-//! `Event::ClusterPolicy` yet (the manifests loader and the watchers skip
-//! ClusterNetworkPolicies). The agreement property tests hold this compiler to the evaluator.
+//! The daemon's dataplane renders the verdicts and ends; both sources (the manifests loader,
+//! the watchers while the CRD is installed) send `Event::ClusterPolicy`. The agreement
+//! property tests hold this compiler to the evaluator.
 
 use super::*;
 use crate::model::{Action, ClusterPeer, ClusterPolicy, Tier};
