@@ -67,7 +67,9 @@ pub async fn snapshot(client: Client) -> anyhow::Result<(Snapshot, Vec<String>)>
             .await?;
         }
         Served::Nothing => {}
-        Served::Unreadable(reason) => broken.push(reason),
+        Served::Unreadable(reason) => broken.push(format!(
+            "{reason}: its ClusterNetworkPolicies are left out of this answer"
+        )),
     }
     Ok((cache.snapshot().clone(), broken))
 }

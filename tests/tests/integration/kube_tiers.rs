@@ -186,12 +186,26 @@ egress:
 }
 
 /// A CRD that serves the kind only at a version podwall does not read: the cluster has
-/// guardrails podwall cannot enforce, so readiness is red and says why, until the CRD
-/// serves one it reads; NetworkPolicies are enforced meanwhile.
+/// guardrails podwall cannot read, so readiness is red and says why, until the CRD serves
+/// one it reads. The policies last read stay enforced: they were not deleted.
 #[test]
 #[ignore = "needs root: creates network namespaces"]
-fn a_crd_podwall_cannot_read_turns_readiness_red_until_it_can() {
+fn a_crd_podwall_cannot_read_turns_readiness_red_and_keeps_what_it_read() {
     let mut cluster = Cluster::started("cnp-v1", 1);
+    cluster.apply(&shipped_crd());
+    cluster.apply(&cnp(
+        "guard",
+        "Admin",
+        1,
+        "subject: {namespaces: {}}\ningress: [{action: Deny, from: [{networks: [192.0.2.0/24]}]}]",
+    ));
+    let held =
+        |cluster: &Cluster| cluster.node(0).metrics().get("podwall_cluster_policies") == Some(1.0);
+    assert!(
+        eventually(APPLY, || held(&cluster)),
+        "{}",
+        cluster.node(0).daemon_log()
+    );
     let future = shipped_crd()
         .replace("- name: v1beta1", "- name: v1")
         .replace(
@@ -204,12 +218,14 @@ fn a_crd_podwall_cannot_read_turns_readiness_red_until_it_can() {
     let red = eventually(APPLY, || {
         last = node.http_get("/readyz").ok();
         last.as_ref().is_some_and(|(code, body)| {
-            *code == 503 && body.contains("serves v1 of") && body.contains("not enforced")
+            *code == 503 && body.contains("serves v1 of") && body.contains("stay enforced")
         })
     });
     assert!(red, "/readyz: {last:?}\n{}", node.daemon_log());
+    assert!(held(&cluster), "the policy read before is kept");
     cluster.apply(&shipped_crd());
     let node = &mut cluster.nodes[0];
     let green = node.wait_healthy(APPLY);
     assert!(green.is_ok(), "{green:?}\n{}", node.daemon_log());
+    assert!(held(&cluster));
 }

@@ -26,6 +26,9 @@ pub enum Update {
     Namespace(WatchEvent<ApiNamespace>),
     Policy(WatchEvent<ApiPolicy>),
     ClusterPolicy(WatchEvent<ClusterPolicyObject>),
+    /// The kind's objects as the cache has them, taken as listed: its watch cannot list
+    /// them (see `WatchError::Unreadable`), and forgetting them would drop what is enforced.
+    Keep(Kind),
 }
 
 /// A policy (namespaced or cluster) that converted with errors: enforced as its fail-closed
@@ -102,6 +105,11 @@ impl Cache {
             Update::Namespace(event) => self.fold(event, &mut broken),
             Update::Policy(event) => self.fold(event, &mut broken),
             Update::ClusterPolicy(event) => self.fold(event, &mut broken),
+            Update::Keep(kind) => {
+                self.relists.remove(&kind);
+                self.synced.insert(kind);
+                Vec::new()
+            }
         };
         (changes, broken)
     }
@@ -416,6 +424,25 @@ mod tests {
         let (changes, _) = cache.apply(Update::ClusterPolicy(WatchEvent::InitDone));
         assert!(matches!(changes.as_slice(), [Event::ClusterPolicyDeleted(n)] if n == "odd"));
         assert!(cache.snapshot().cluster_policies.is_empty());
+    }
+
+    #[test]
+    fn a_kind_kept_as_it_is_counts_as_listed_and_changes_nothing() {
+        let mut cache = synced(vec![]);
+        cache.apply(Update::ClusterPolicy(WatchEvent::Apply(cluster_policy(
+            "guard",
+            10.into(),
+        ))));
+        let restarted = Cache::from_snapshot(cache.snapshot().clone());
+        let mut cache = restarted;
+        for kind in [Kind::Pods, Kind::Namespaces, Kind::NetworkPolicies] {
+            cache.apply(Update::Keep(kind));
+        }
+        assert!(!cache.is_synced());
+        let (changes, _) = cache.apply(Update::Keep(Kind::ClusterNetworkPolicies));
+        assert!(changes.is_empty(), "{changes:?}");
+        assert!(cache.is_synced());
+        assert_eq!(cache.snapshot().cluster_policies.len(), 1, "not forgotten");
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! is an empty list (one log line, health green), not an error; the CRD appearing starts the
 //! watch at once, and the CRD going (which deletes every object of the kind) empties the
 //! list. Nothing is polled. A CRD that serves none of the versions podwall reads is the one
-//! case the cluster has policies podwall cannot enforce: health says so until it changes.
+//! case the cluster has policies podwall cannot read: health says so until it changes, and
+//! the policies last read stay enforced (they were not deleted; they cannot be read).
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -126,7 +127,8 @@ pub enum Served {
     /// No CRD: there are no cluster policies.
     Nothing,
     At(Version),
-    /// A CRD whose served versions podwall does not read: its policies cannot be enforced.
+    /// A CRD whose served versions podwall does not read (what it serves, said): its
+    /// policies cannot be read.
     Unreadable(String),
 }
 
@@ -143,7 +145,7 @@ impl Served {
                     .map(|v| v.name.as_str())
                     .collect();
                 Served::Unreadable(format!(
-                    "the CRD {CRD_NAME} serves {} of group {}; podwall reads {} of {GROUP}: its ClusterNetworkPolicies are not enforced",
+                    "the CRD {CRD_NAME} serves {} of group {}; podwall reads {} of {GROUP}",
                     served.join(", "),
                     crd.spec.group,
                     VERSIONS.join(", ")
@@ -271,7 +273,11 @@ impl Watch {
                 self.pending.extend(empty_list());
             }
             Served::Unreadable(reason) => {
-                self.pending.extend(empty_list());
+                let kind = Kind::ClusterNetworkPolicies;
+                self.pending.push_back(Ok(Update::Keep(kind)));
+                let reason = format!(
+                    "{reason}: ClusterNetworkPolicies cannot be read, the ones last read stay enforced"
+                );
                 self.pending.push_back(Err(WatchError::Unreadable(reason)));
             }
         }
