@@ -22,6 +22,7 @@ use std::time::Duration;
 use podwall_tests::apiserver::Kind;
 use podwall_tests::cluster::{LINK_A, LINK_B};
 use podwall_tests::kubelet::{host_root, Kubelet, Podman, Workload, Workloads};
+use podwall_tests::manifests::cluster_policy;
 use podwall_tests::netns::unique_name;
 use podwall_tests::probe;
 use podwall_tests::registry::{self, Registry};
@@ -63,6 +64,22 @@ fn the_readme_deploys_upgrades_and_uninstalls_podwall_on_a_two_node_cluster() {
         let world = World::apply(&rehearsal, workloads);
         world.assert_enforced();
         rehearsal.assert_explained();
+        // The install block applied the CRD: the deployed daemons, with the shipped RBAC,
+        // enforce a ClusterNetworkPolicy applied with kubectl, and its deletion.
+        let guard = cluster_policy(
+            "no-client",
+            "Admin",
+            1,
+            "subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {role: web}}}}
+ingress: [{action: Deny, from: [{pods: {namespaceSelector: {}, podSelector: {matchLabels: {role: client}}}}]}]",
+        );
+        rehearsal.run_stdin("kubectl apply -f -", &guard);
+        assert!(
+            eventually(SETTLE, || !world.reaches_web("app/client")),
+            "the Admin Deny keeps client out"
+        );
+        rehearsal.run_stdin("kubectl delete -f -", &guard);
+        world.assert_enforced();
 
         // "Change flags in the DaemonSet's args": `kubectl edit`, with sed as the editor.
         let edit = rehearsal

@@ -154,3 +154,68 @@ fn the_example_overlay_changes_image_namespace_secret_placement_and_flags_in_bot
         cmd::run(&mut check, None, std::time::Duration::from_secs(10)).expect("podwalld --help");
     assert!(out.success(), "{out}");
 }
+
+/// The optional CRD component: the ClusterNetworkPolicy CRD the daemon watches, serving the
+/// versions it reads, with a schema that has every field podwall enforces and keeps the
+/// peers and protocols it does not know (so they reach podwall, which fails closed on them).
+#[test]
+fn the_crd_component_is_the_cluster_network_policy_crd_podwall_reads() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use podwall_policy::model::cluster_api::{GROUP, VERSIONS};
+    use podwalld::sources::kube::cluster::CRD_NAME;
+
+    let docs = render("crds");
+    assert_eq!(docs, file("install/crds/clusternetworkpolicies.yaml"));
+    assert_eq!(docs.len(), 1);
+    // Not `one`: the typed schema reads bounds as floats, so it does not give the same JSON.
+    let crd: CustomResourceDefinition =
+        serde_json::from_value(docs[0].clone()).expect("a CustomResourceDefinition");
+    assert_eq!(crd.metadata.name.as_deref(), Some(CRD_NAME));
+    assert_eq!(
+        (crd.spec.group.as_str(), crd.spec.scope.as_str()),
+        (GROUP, "Cluster")
+    );
+    let served: Vec<&str> = (crd.spec.versions.iter())
+        .filter(|v| v.served)
+        .map(|v| v.name.as_str())
+        .collect();
+    assert_eq!(served, VERSIONS);
+    let stored: Vec<&str> = (crd.spec.versions.iter())
+        .filter(|v| v.storage)
+        .map(|v| v.name.as_str())
+        .collect();
+    assert_eq!(stored, ["v1beta1"]);
+    for version in &docs[0]["spec"]["versions"].as_array().expect("versions")[..] {
+        let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        let keys = |v: &Value| -> Vec<String> {
+            let mut keys: Vec<String> = (v["properties"].as_object())
+                .map(|o| o.keys().cloned().collect())
+                .unwrap_or_default();
+            keys.sort();
+            keys
+        };
+        assert_eq!(
+            keys(spec),
+            ["egress", "ingress", "priority", "subject", "tier"]
+        );
+        assert_eq!(
+            spec["properties"]["tier"]["enum"],
+            serde_json::json!(["Admin", "Baseline"])
+        );
+        for (rules, peers) in [("ingress", "from"), ("egress", "to")] {
+            let rule = &spec["properties"][rules]["items"];
+            let mut want = vec!["action", peers, "name", "protocols"];
+            want.sort();
+            assert_eq!(keys(rule), want);
+            let peer = &rule["properties"][peers]["items"];
+            assert_eq!(keys(peer), ["namespaces", "networks", "pods"]);
+            assert_eq!(peer["x-kubernetes-preserve-unknown-fields"], true);
+            let protocol = &rule["properties"]["protocols"]["items"];
+            assert_eq!(
+                keys(protocol),
+                ["destinationNamedPort", "sctp", "tcp", "udp"]
+            );
+            assert_eq!(protocol["x-kubernetes-preserve-unknown-fields"], true);
+        }
+    }
+}
