@@ -5,10 +5,12 @@
 
 use podwall_policy::Protocol::{Tcp, Udp};
 
+use podwalld::explain::report::Matrix;
+
 use crate::cluster::{Check, Cluster};
 use crate::manifests::namespace;
 use crate::probe::EchoServer;
-use crate::reach::{self, Peer};
+use crate::reach::{self, cell, Peer};
 use crate::Pod;
 
 /// The four matrices every step probes.
@@ -20,6 +22,12 @@ pub const PODS: [&str; 3] = ["a", "b", "c"];
 /// nodes and most pairs of pods cross nodes.
 pub fn node_of(ns: usize, pod: usize) -> usize {
     (ns * 3 + pod) % 2
+}
+
+/// Cell `from -> to` of the matrix of `check`, of matrices probed in `CHECKS` order.
+pub fn at(ms: &[Matrix], check: Check, from: &str, to: &str) -> bool {
+    let i = (CHECKS.iter().position(|c| *c == check)).expect("a probed check");
+    cell(&ms[i], from, to)
 }
 
 /// The world's pods, attached and serving.

@@ -581,6 +581,17 @@ impl Node {
         }
     }
 
+    /// What `podwalld status` prints for this node (over its socket); panics unless it exits 0.
+    pub fn status_text(&self) -> String {
+        let out = std::process::Command::new(crate::bins::daemon())
+            .args(["status", "--socket"])
+            .arg(self.socket())
+            .output()
+            .expect("running podwalld status");
+        assert!(out.status.success(), "podwalld status: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// The `inet podwall` table in the node namespace, `None` when absent.
     pub fn ruleset(&self) -> Option<nft::Ruleset> {
         nft::read_table(&self.netns).unwrap_or_else(|e| panic!("reading the node's ruleset: {e:#}"))

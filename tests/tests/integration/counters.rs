@@ -58,13 +58,7 @@ fn metrics_count_the_packets_each_policy_allowed_and_denied() {
     assert_eq!(m.value("podwall_local_pods"), 3.0);
 
     // `podwalld status`, over the socket: ready, and web's policy with its counts.
-    let out = std::process::Command::new(podwall_tests::bins::daemon())
-        .args(["status", "--socket"])
-        .arg(node.socket())
-        .output()
-        .expect("podwalld status");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{out:?}");
+    let text = node.status_text();
     assert!(text.starts_with("ready:"), "{text}");
     let web_line = text
         .lines()

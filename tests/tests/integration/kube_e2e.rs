@@ -7,12 +7,9 @@
 use std::time::{Duration, Instant};
 
 use podwall_policy::Protocol::{Tcp, Udp};
-use podwall_tests::cluster::Check;
-use podwall_tests::e2e::{node_of, World, CHECKS};
+use podwall_tests::e2e::{at, node_of, World, CHECKS};
 use podwall_tests::manifests::namespace;
-use podwall_tests::reach::cell;
 use podwall_tests::Cluster;
-use podwalld::explain::report::Matrix;
 
 /// How long a step may take to show in every probe.
 const APPLY: Duration = Duration::from_secs(10);
@@ -21,15 +18,6 @@ fn policy(ns: &str, name: &str, spec: &str) -> String {
     format!(
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{spec}"
     )
-}
-
-/// Cell `from -> to` of the matrix of `check`.
-fn at(ms: &[Matrix], check: Check, from: &str, to: &str) -> bool {
-    let i = CHECKS
-        .iter()
-        .position(|c| *c == check)
-        .expect("a probed check");
-    cell(&ms[i], from, to)
 }
 
 #[test]

@@ -8,12 +8,9 @@
 use std::time::Duration;
 
 use podwall_policy::Protocol::{Tcp, Udp};
-use podwall_tests::cluster::Check;
-use podwall_tests::e2e::{node_of, World, CHECKS};
+use podwall_tests::e2e::{at, node_of, World, CHECKS};
 use podwall_tests::manifests::{cluster_policy as cnp, cluster_policy_crd as shipped_crd};
-use podwall_tests::reach::cell;
 use podwall_tests::{eventually, Cluster};
-use podwalld::explain::report::Matrix;
 
 /// How long a step may take to show in every probe.
 const APPLY: Duration = Duration::from_secs(10);
@@ -24,15 +21,6 @@ fn np(ns: &str, name: &str, spec: &str) -> String {
     format!(
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {spec}\n"
     )
-}
-
-/// Cell `from -> to` of the matrix of `check`.
-fn at(ms: &[Matrix], check: Check, from: &str, to: &str) -> bool {
-    let i = CHECKS
-        .iter()
-        .position(|c| *c == check)
-        .expect("a probed check");
-    cell(&ms[i], from, to)
 }
 
 const SUBJECT_X: &str = "subject: {namespaces: {matchLabels: {ns: x}}}";

@@ -97,12 +97,7 @@ fn the_tiers_are_enforced_from_the_first_packet_and_follow_changes() {
         node.metrics().series("podwall_policy_packets_total")
     );
     // `podwalld status` names it by its name and tier, with its count.
-    let out = std::process::Command::new(podwall_tests::bins::daemon())
-        .args(["status", "--socket"])
-        .arg(node.socket())
-        .output()
-        .expect("podwalld status");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = node.status_text();
     let line = (text.lines()).find(|l| l.starts_with("guard\tAdmin\tingress\t"));
     assert!(
         line.is_some_and(|l| !l.ends_with("\t0")),
