@@ -18,6 +18,7 @@ pub mod isolation;
 pub mod packet;
 pub mod pair;
 pub mod podstart;
+pub mod podwall;
 pub mod process;
 mod report;
 pub mod world;
@@ -164,7 +165,7 @@ pub fn run(options: &Options) -> Result<Report> {
                 podstart::measure(&pair, baselines, options.rounds, options.sequential_starts)
                     .with_context(|| format!("pod start in {label}"))?;
             outside = Some(
-                podstart::outside(pair.pw(), OUTSIDE_SAMPLES)
+                podstart::outside(pair.pw.node(), OUTSIDE_SAMPLES)
                     .with_context(|| format!("plugin and socket in {label}"))?,
             );
         }
@@ -192,7 +193,7 @@ pub fn run(options: &Options) -> Result<Report> {
         }
         report.worlds.push(WorldReport {
             spec,
-            first_sync: pair.pw_first_sync,
+            first_sync: pair.pw.first_sync,
             podstart,
             outside,
             changes,
