@@ -14,6 +14,7 @@
 pub mod change;
 pub mod cost;
 pub mod footprint;
+pub mod guardrails;
 pub mod isolation;
 pub mod packet;
 pub mod pair;
