@@ -4,6 +4,7 @@
 # the kube-router shape, side by side. Prints Markdown tables on stdout, progress on stderr.
 #   bash tests/bench.sh            # the full run: worlds S, M, L with 1k and 10k remote pods
 #   bash tests/bench.sh --smoke    # a tiny world, one round of everything
+#   bash tests/bench.sh --cluster-policies 100   # podwall with and without 100 cluster policies
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

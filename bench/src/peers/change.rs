@@ -14,6 +14,7 @@ use anyhow::{Context, Result};
 use podwall_tests::probe::EchoServer;
 
 use super::pair::{Op, Pair};
+use super::podwall::PodwallNode;
 use super::process;
 use super::world::{allow_prober_policy, probe_namespace_yaml, prober_yaml, TARGET_PORT};
 use crate::propagation::wait_for;
@@ -54,13 +55,13 @@ impl Kind {
 
 /// One step of a cycle: a change, and the verdict it leads to (`None`: not timed, the
 /// verdict stays).
-struct Step {
-    op: Op,
-    timed: Option<(Kind, bool)>,
+pub(crate) struct Step {
+    pub(crate) op: Op,
+    pub(crate) timed: Option<(Kind, bool)>,
 }
 
 /// The cycles, each leaving the world as it began: the prober denied.
-fn cycles() -> Vec<Vec<Step>> {
+pub(crate) fn cycles() -> Vec<Vec<Step>> {
     let step = |op, kind, allow| Step {
         op,
         timed: Some((kind, allow)),
@@ -115,10 +116,9 @@ pub struct Row {
 
 /// Run `rounds` rounds of every cycle on both nodes of `pair`.
 pub fn measure(pair: &mut Pair, rounds: usize) -> Result<Vec<Row>> {
-    let pw_target = SocketAddr::new(pair.pw_pods[0].ip4(), TARGET_PORT);
     let kr_target = SocketAddr::new(pair.kr_pods[0].ip4(), TARGET_PORT);
     let _servers = [
-        EchoServer::start(&pair.pw_pods[0].netns, TARGET_PORT),
+        EchoServer::start(&pair.pw.pods[0].netns, TARGET_PORT),
         EchoServer::start(&pair.kr_pods[0].netns, TARGET_PORT),
     ];
     let mut rows: Vec<Row> = Kind::ALL
@@ -129,21 +129,17 @@ pub fn measure(pair: &mut Pair, rounds: usize) -> Result<Vec<Row>> {
             kuberouter: Side::default(),
         })
         .collect();
-    pair.pw_prober
-        .netns
-        .run_in(|| wait_for(pw_target, false, Instant::now()))
-        .context("the podwall node's target never denied the prober")?;
+    let mut podwall = Podwall::new(&pair.pw)?;
     pair.kr_prober
         .netns
         .run_in(|| wait_for(kr_target, false, Instant::now()))
         .context("the kube-router node's target never denied the prober")?;
-    let mut open = None;
     for round in 0..rounds {
         for cycle in cycles() {
             for side in order(2, round) {
                 for step in &cycle {
                     if side == 0 {
-                        podwall_step(pair, pw_target, step, &mut rows, &mut open)?;
+                        podwall.step(&pair.pw, step)?;
                     } else {
                         kuberouter_step(pair, kr_target, step, &mut rows)?;
                     }
@@ -151,56 +147,89 @@ pub fn measure(pair: &mut Pair, rounds: usize) -> Result<Vec<Row>> {
             }
         }
     }
-    // The last change's trailing work.
-    std::thread::sleep(Duration::from_millis(200));
-    close(pair, &mut open, &mut rows)?;
+    for (row, side) in rows.iter_mut().zip(podwall.finish(&pair.pw)?) {
+        row.podwall = side;
+    }
     Ok(rows)
 }
 
-/// A timed podwall change whose CPU is still being counted: podwalld's CPU from the
-/// change until its next change, so that work done after the verdict shows counts too
-/// (`/proc` counts in 10 ms ticks, too coarse to read around one change).
-type Open = Option<(Kind, process::Usage)>;
+/// One podwall node's changes: the samples of each kind (in [`Kind::ALL`] order), and the
+/// last timed change, whose CPU is still being counted: podwalld's CPU from the change
+/// until its next change, so that work done after the verdict shows counts too (`/proc`
+/// counts in 10 ms ticks, too coarse to read around one change).
+pub(crate) struct Podwall {
+    target: SocketAddr,
+    pub(crate) sides: Vec<Side>,
+    open: Option<(Kind, process::Usage)>,
+}
 
-fn close(pair: &Pair, open: &mut Open, rows: &mut [Row]) -> Result<process::Usage> {
-    let now = pair.pw_usage()?;
-    if let Some((kind, before)) = open.take() {
-        let side = &mut row(rows, kind).podwall;
-        side.cpu += now.cpu.saturating_sub(before.cpu);
-        side.rss_kib = side.rss_kib.max(now.rss_kib);
+impl Podwall {
+    /// Ready to change `pw`'s world once the prober is denied at the target (the caller
+    /// keeps an [`EchoServer`] on the target).
+    pub(crate) fn new(pw: &PodwallNode) -> Result<Podwall> {
+        let target = SocketAddr::new(pw.pods[0].ip4(), TARGET_PORT);
+        pw.prober
+            .netns
+            .run_in(|| wait_for(target, false, Instant::now()))
+            .context("the podwall node's target never denied the prober")?;
+        Ok(Podwall {
+            target,
+            sides: vec![Side::default(); Kind::ALL.len()],
+            open: None,
+        })
     }
-    Ok(now)
+
+    /// Make `step`'s change and, when it is timed, wait for the prober to see its verdict.
+    pub(crate) fn step(&mut self, pw: &PodwallNode, step: &Step) -> Result<()> {
+        let before = self.close(pw)?;
+        let t0 = Instant::now();
+        pw.apply(&step.op)?;
+        let Some((kind, allow)) = step.timed else {
+            // Let the daemon take the untimed change in before the next one is timed.
+            std::thread::sleep(Duration::from_millis(50));
+            return Ok(());
+        };
+        let target = self.target;
+        let took = pw
+            .prober
+            .netns
+            .run_in(|| wait_for(target, allow, t0))
+            .with_context(|| format!("podwall: {} (want allowed={allow})", kind.name()))?;
+        self.side(kind).latency.push(took);
+        self.open = Some((kind, before));
+        Ok(())
+    }
+
+    /// The samples, once the last change's trailing work is counted.
+    pub(crate) fn finish(mut self, pw: &PodwallNode) -> Result<Vec<Side>> {
+        std::thread::sleep(Duration::from_millis(200));
+        self.close(pw)?;
+        Ok(self.sides)
+    }
+
+    fn close(&mut self, pw: &PodwallNode) -> Result<process::Usage> {
+        let now = pw.usage()?;
+        if let Some((kind, before)) = self.open.take() {
+            let side = self.side(kind);
+            side.cpu += now.cpu.saturating_sub(before.cpu);
+            side.rss_kib = side.rss_kib.max(now.rss_kib);
+        }
+        Ok(now)
+    }
+
+    fn side(&mut self, kind: Kind) -> &mut Side {
+        let i = Kind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .expect("every kind is in ALL");
+        &mut self.sides[i]
+    }
 }
 
 fn row(rows: &mut [Row], kind: Kind) -> &mut Row {
     rows.iter_mut()
         .find(|r| r.kind == kind)
         .expect("a row per kind")
-}
-
-fn podwall_step(
-    pair: &Pair,
-    target: SocketAddr,
-    step: &Step,
-    rows: &mut [Row],
-    open: &mut Open,
-) -> Result<()> {
-    let before = close(pair, open, rows)?;
-    let t0 = Instant::now();
-    pair.pw_apply(&step.op)?;
-    let Some((kind, allow)) = step.timed else {
-        // Let the daemon take the untimed change in before the next one is timed.
-        std::thread::sleep(Duration::from_millis(50));
-        return Ok(());
-    };
-    let took = pair
-        .pw_prober
-        .netns
-        .run_in(|| wait_for(target, allow, t0))
-        .with_context(|| format!("podwall: {} (want allowed={allow})", kind.name()))?;
-    row(rows, kind).podwall.latency.push(took);
-    *open = Some((kind, before));
-    Ok(())
 }
 
 fn kuberouter_step(

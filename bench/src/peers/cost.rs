@@ -41,9 +41,9 @@ pub fn measure(pair: &mut Pair, rounds: usize) -> Result<Row> {
     for round in 0..rounds {
         for i in order(2, round) {
             if i == 0 {
-                let (crashed, _, _) = pair.pw_restart(Stop::Crash)?;
+                let (crashed, _, _) = pair.pw.restart(Stop::Crash)?;
                 row.crash_serving.push(crashed);
-                let (serving, took, usage) = pair.pw_restart(Stop::Clean)?;
+                let (serving, took, usage) = pair.pw.restart(Stop::Clean)?;
                 row.serving.push(serving);
                 row.podwall.wall.push(took);
                 row.podwall.cpu.push(usage.cpu);

@@ -48,7 +48,7 @@ pub fn measure(
             daemons.insert(i % 2, Some(other));
         }
         for daemon in daemons {
-            let row = one(pods, settle, idle, daemon).with_context(|| {
+            let row = one(pods, settle, idle, daemon, &[]).with_context(|| {
                 let which = daemon.map_or("podwalld".to_string(), |d| d.display().to_string());
                 format!("{which} with {pods} cluster pods")
             })?;
@@ -58,7 +58,15 @@ pub fn measure(
     Ok(rows)
 }
 
-fn one(pods: usize, settle: Duration, idle: Duration, daemon: Option<&Path>) -> Result<Row> {
+/// One daemon (`daemon`, or the build under test) in the world of `pods` cluster pods with
+/// `extra` objects after the world's.
+pub(crate) fn one(
+    pods: usize,
+    settle: Duration,
+    idle: Duration,
+    daemon: Option<&Path>,
+    extra: &[String],
+) -> Result<Row> {
     let spec = Spec::new(L, pods);
     let options = NodeOptions {
         daemon: daemon.map(Path::to_path_buf),
@@ -68,6 +76,7 @@ fn one(pods: usize, settle: Duration, idle: Duration, daemon: Option<&Path>) -> 
     cluster.apply(SEED);
     let node_name = cluster.node(0).name().to_string();
     let mut docs = spec.cluster_docs();
+    docs.extend_from_slice(extra);
     docs.extend((0..ATTACHED).map(|i| spec.local_pod_yaml(i, &node_name)));
     for chunk in docs.chunks(1000) {
         cluster

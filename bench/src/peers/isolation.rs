@@ -71,12 +71,13 @@ pub fn measure(
     window: Duration,
     rounds: usize,
 ) -> Result<(Leaks, Leaks)> {
-    let pw_name = pair.pw().name().to_string();
+    let pw_name = pair.pw.node().name().to_string();
     for k in 0..PARALLEL {
         let yaml = PodManifest::new(ISOLATED_NAMESPACE, &slot(k))
             .remote(&pw_name, &[])
             .yaml();
-        pair.cluster
+        pair.pw
+            .cluster
             .api
             .apply_yaml(&yaml)
             .map_err(|e| anyhow!("creating pod {}: {e:?}", slot(k)))?;
@@ -104,9 +105,9 @@ pub fn measure(
 
 fn run_podwall(pair: &Pair, starts: usize, window: Duration) -> Result<Leaks> {
     run(
-        pair.pw(),
-        pair.pw().conflist(),
-        &pair.pw_prober,
+        pair.pw.node(),
+        pair.pw.node().conflist(),
+        &pair.pw.prober,
         starts,
         window,
         None,

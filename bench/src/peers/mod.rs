@@ -4,6 +4,9 @@
 //! per-packet path against the kube-router shape (`kuberouter`: iptables chains and ipsets
 //! from the same policies, applied by a full resync); and the daemon's idle footprint.
 //!
+//! With [`Options::cluster_policies`], [`tiers`] compares podwall with and without
+//! ClusterNetworkPolicies instead, with the same sections.
+//!
 //! Every comparison is interleaved (A B, B A, …) over its rounds, so drift on a shared
 //! machine falls on both sides alike. A benchmark, not a test: [`run`] returns figures and
 //! asserts nothing about them. The `bench-peers` binary prints them;
@@ -14,12 +17,15 @@
 pub mod change;
 pub mod cost;
 pub mod footprint;
+pub mod guardrails;
 pub mod isolation;
 pub mod packet;
 pub mod pair;
 pub mod podstart;
+pub mod podwall;
 pub mod process;
 mod report;
+pub mod tiers;
 pub mod world;
 
 use std::time::{Duration, Instant};
@@ -52,6 +58,10 @@ pub struct Options {
     pub footprint: (Vec<usize>, Duration, Duration),
     /// Another daemon binary (an earlier build) the footprint benchmark measures too.
     pub footprint_baseline: Option<std::path::PathBuf>,
+    /// Instead of the peers, compare podwall with and without this many
+    /// ClusterNetworkPolicies ([`tiers`]): every section that measures podwall, in every
+    /// world, and the footprint.
+    pub cluster_policies: Option<usize>,
 }
 
 impl Options {
@@ -84,6 +94,23 @@ impl Options {
                 Duration::from_secs(5),
             ),
             footprint_baseline: None,
+            cluster_policies: None,
+        }
+    }
+
+    /// The tier comparison with `n` cluster policies: worlds M/1k and L/10k, 8 rounds (an
+    /// even number, so each side goes first as often), 24 of the change cycles, the
+    /// footprint at 10k cluster pods; about 7 minutes on 2 cores.
+    pub fn cluster_policies(n: usize) -> Self {
+        Options {
+            worlds: vec![Spec::new(world::M, 1_000), Spec::new(world::L, 10_000)],
+            rounds: 8,
+            podstart: Vec::new(),
+            change_rounds: 24,
+            isolation: None,
+            footprint: (vec![10_000], Duration::from_secs(3), Duration::from_secs(5)),
+            cluster_policies: Some(n),
+            ..Options::full()
         }
     }
 
@@ -104,6 +131,7 @@ impl Options {
                 Duration::from_secs(1),
             ),
             footprint_baseline: None,
+            cluster_policies: None,
         }
     }
 }
@@ -164,7 +192,7 @@ pub fn run(options: &Options) -> Result<Report> {
                 podstart::measure(&pair, baselines, options.rounds, options.sequential_starts)
                     .with_context(|| format!("pod start in {label}"))?;
             outside = Some(
-                podstart::outside(pair.pw(), OUTSIDE_SAMPLES)
+                podstart::outside(pair.pw.node(), OUTSIDE_SAMPLES)
                     .with_context(|| format!("plugin and socket in {label}"))?,
             );
         }
@@ -192,7 +220,7 @@ pub fn run(options: &Options) -> Result<Report> {
         }
         report.worlds.push(WorldReport {
             spec,
-            first_sync: pair.pw_first_sync,
+            first_sync: pair.pw.first_sync,
             podstart,
             outside,
             changes,

@@ -24,11 +24,12 @@ use podwall_tests::node::{Node, NodeOptions};
 use serde_json::Value;
 
 use super::pair::{first_v4, Op, Pair};
+use super::podwall::PodwallNode;
 use super::world::TARGET_PORT;
 use crate::stats::{order, Samples};
 
 /// The client pod's object: admitted by the target's `probe-by-label` policy.
-const CLIENT: (&str, &str) = ("probe", "client");
+pub const CLIENT: (&str, &str) = ("probe", "client");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Path {
@@ -82,13 +83,7 @@ pub fn measure(
 ) -> Result<Vec<(Path, Row)>> {
     let plain = plain_node("pkt-plain", None)?;
     let tracked = plain_node("pkt-ct", Some(CONNTRACK_ONLY))?;
-    let pw_client = Pod::named("pkt-pw", CLIENT.0, CLIENT.1);
-    let client_yaml = PodManifest::new(CLIENT.0, CLIENT.1)
-        .labels(&[("role", "client")])
-        .remote(pair.pw().name(), &[])
-        .yaml();
-    pair.pw_apply(&Op::Apply(client_yaml))?;
-    pair.cluster.attach(0, &pw_client);
+    let pw_client = podwall_client(&pair.pw, "pkt-pw")?;
     let kr_client = Pod::named("pkt-kr", CLIENT.0, CLIENT.1);
     let result = pair
         .kr
@@ -112,8 +107,8 @@ pub fn measure(
             ),
             Path::Podwall => (
                 &pw_client.netns,
-                &pair.pw_pods[0].netns,
-                pair.pw_pods[0].ip4(),
+                &pair.pw.pods[0].netns,
+                pair.pw.pods[0].ip4(),
             ),
             Path::KubeRouter => (
                 &kr_client.netns,
@@ -138,6 +133,19 @@ pub fn measure(
         }
     }
     Ok(rows)
+}
+
+/// The client pod on `pw`'s node (`tag` names its netns), its Pod object created first as
+/// the scheduler would.
+pub(crate) fn podwall_client(pw: &PodwallNode, tag: &str) -> Result<Pod> {
+    let client = Pod::named(tag, CLIENT.0, CLIENT.1);
+    let yaml = PodManifest::new(CLIENT.0, CLIENT.1)
+        .labels(&[("role", "client")])
+        .remote(pw.node().name(), &[])
+        .yaml();
+    pw.apply(&Op::Apply(yaml))?;
+    pw.cluster.attach(0, &client);
+    Ok(client)
 }
 
 /// The conntrack-only node's rules.
@@ -179,7 +187,12 @@ fn plain_node(label: &str, rules: Option<&str>) -> Result<Plain> {
 }
 
 /// One iperf3 stream of `length` from `client` to `server` at `addr`; Gbit/s received.
-fn iperf(client: &TestNetns, server: &TestNetns, addr: IpAddr, length: Duration) -> Result<f64> {
+pub(crate) fn iperf(
+    client: &TestNetns,
+    server: &TestNetns,
+    addr: IpAddr,
+    length: Duration,
+) -> Result<f64> {
     let port = TARGET_PORT.to_string();
     let mut daemon: Child = server
         .command("iperf3")

@@ -1,7 +1,8 @@
-//! One world loaded twice, side by side: a podwall node (`podwalld` in Kubernetes mode,
-//! watching the test API server that holds the world) and a kube-router-shaped node (the
-//! same world as iptables chains and ipsets, programmed by a full resync), each with the
-//! world's local pods attached through the real CNI chain and a prober host behind it.
+//! One world loaded twice, side by side: a podwall node ([`PodwallNode`]: `podwalld` in
+//! Kubernetes mode, watching the test API server that holds the world) and a
+//! kube-router-shaped node (the same world as iptables chains and ipsets, programmed by a
+//! full resync), each with the world's local pods attached through the real CNI chain and
+//! a prober host behind it.
 //!
 //! The kube-router side has no daemon of its own: [`Pair::resync`] is its controller, which
 //! regenerates everything from the snapshot and applies it with `ipset restore` and
@@ -12,20 +13,16 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use podwall_policy::Snapshot;
-use podwall_tests::cluster::Cluster;
 use podwall_tests::cni::{result_ips, Pod};
 use podwall_tests::external::ExternalHost;
-use podwall_tests::manifests::documents;
 use podwall_tests::node::{Node, NodeOptions};
 
+use super::podwall::PodwallNode;
 use super::process;
 use super::world::{self, Spec, PROBER_ADDR};
 use crate::kuberouter::{self, Cost};
-
-/// How long a world's daemon may take to list and program it.
-const SYNC_DEADLINE: Duration = Duration::from_secs(300);
 
 /// What one kube-router-shaped resync cost.
 #[derive(Debug, Clone, Copy, Default)]
@@ -49,13 +46,8 @@ impl Resync {
 
 pub struct Pair {
     pub spec: Spec,
-    /// The API server and the podwall node (`cluster.nodes[0]`).
-    pub cluster: Cluster,
-    /// World pod `i` on the podwall node.
-    pub pw_pods: Vec<Pod>,
-    pub pw_prober: ExternalHost,
-    /// Daemon start to healthy, with the world in the API server (the first full sync).
-    pub pw_first_sync: Duration,
+    /// The podwall node, with its API server.
+    pub pw: PodwallNode,
     pub kr: Node,
     /// The kube-router node's conflist: bridge alone (the enforcer is not in the chain).
     pub kr_conflist: PathBuf,
@@ -68,34 +60,13 @@ pub struct Pair {
 impl Pair {
     pub fn build(spec: Spec) -> Result<Pair> {
         let label = spec.label().replace('/', "-").to_lowercase();
-        let mut cluster = Cluster::new(&format!("peer-{label}"), 1);
-        let pw_name = cluster.node(0).name().to_string();
-        let mut docs = spec.cluster_docs();
-        docs.extend((0..spec.size.local).map(|i| spec.local_pod_yaml(i, &pw_name)));
-        for chunk in docs.chunks(500) {
-            cluster
-                .api
-                .apply_yaml(&documents(chunk))
-                .map_err(|e| anyhow::anyhow!("loading the world into the API server: {e:?}"))?;
-        }
-        let node = &mut cluster.nodes[0];
-        let started = Instant::now();
-        node.spawn_daemon().context("starting podwalld")?;
-        node.wait_healthy(SYNC_DEADLINE)
-            .with_context(|| format!("podwalld did not sync:\n{}", node.daemon_log()))?;
-        let pw_first_sync = started.elapsed();
-
+        let pw = PodwallNode::start(&spec, &format!("peer-{label}"), "pw", &spec.cluster_docs())?;
         let kr = Node::with_options(&format!("kr-{label}"), NodeOptions::default());
         let kr_conflist = kr.write_conflist("bridge", &kr.conflist_json("1.0.0", None));
-        let pw_pods = local_pods(&spec, "pw");
         let kr_pods = local_pods(&spec, "kr");
         // Both nodes' pods start side by side: building the world is not measured.
         let ips = std::thread::scope(|s| {
-            let pw = s.spawn(|| {
-                for pod in &pw_pods {
-                    cluster.attach(0, pod);
-                }
-            });
+            let attached = s.spawn(|| pw.attach_pods());
             let ips = kr_pods
                 .iter()
                 .map(|pod| {
@@ -105,20 +76,16 @@ impl Pair {
                     first_v4(&result_ips(&result)).context("no IPv4 address from bridge")
                 })
                 .collect::<Result<Vec<_>>>();
-            if let Err(panic) = pw.join() {
+            if let Err(panic) = attached.join() {
                 std::panic::resume_unwind(panic);
             }
             ips
         })?;
-        let pw_prober = ExternalHost::attach(cluster.node(0), PROBER_ADDR);
         let kr_snapshot = spec.snapshot(kr.name(), &ips);
         let kr_prober = ExternalHost::attach(&kr, PROBER_ADDR);
         let mut pair = Pair {
             spec,
-            cluster,
-            pw_pods,
-            pw_prober,
-            pw_first_sync,
+            pw,
             kr,
             kr_conflist,
             kr_pods,
@@ -129,65 +96,15 @@ impl Pair {
         Ok(pair)
     }
 
-    pub fn pw(&self) -> &Node {
-        self.cluster.node(0)
-    }
-
-    /// The podwall daemon's pid.
-    pub fn pw_pid(&self) -> Result<u32> {
-        self.pw().daemon_pid().context("podwalld is not running")
-    }
-
-    pub fn pw_usage(&self) -> Result<process::Usage> {
-        process::usage(self.pw_pid()?)
-    }
-
     /// The kube-router-shaped full sync: everything regenerated from the snapshot, applied
     /// with `ipset restore` and `iptables-restore`.
     pub fn resync(&mut self) -> Result<Resync> {
         resync(&self.kr, &self.kr_snapshot)
     }
 
-    /// A change as YAML: to the API server (podwall's side), timed by the caller.
-    pub fn pw_apply(&self, op: &Op) -> Result<()> {
-        let api = &self.cluster.api;
-        match op {
-            Op::Apply(yaml) => api.apply_yaml(yaml),
-            Op::Delete(yaml) => api.delete_yaml(yaml),
-        }
-        .map(|_| ())
-        .map_err(|e| anyhow::anyhow!("changing the API server: {e:?}"))
-    }
-
     /// The same change to the kube-router side's snapshot (no resync yet).
     pub fn kr_apply(&mut self, op: &Op) {
         apply_to(&mut self.kr_snapshot, op);
-    }
-
-    /// Stop podwalld as `stop` says and start it again with its state (attachments and
-    /// stored cluster): how long until it serves ADDs (its socket answers, the stored state
-    /// enforced), how long until it is healthy (the lists arrived and were applied), and its
-    /// resources up to then.
-    pub fn pw_restart(&mut self, stop: Stop) -> Result<(Duration, Duration, process::Usage)> {
-        let node = &mut self.cluster.nodes[0];
-        match stop {
-            Stop::Clean => node.stop_daemon(),
-            Stop::Crash => node.kill_daemon(),
-        };
-        let started = Instant::now();
-        node.spawn_daemon().context("restarting podwalld")?;
-        while node.call(&podwall::wire::Request::Status).is_err() {
-            if started.elapsed() > SYNC_DEADLINE {
-                bail!("podwalld does not serve its socket:\n{}", node.daemon_log());
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let serving = started.elapsed();
-        node.wait_healthy(SYNC_DEADLINE)
-            .with_context(|| format!("podwalld did not sync again:\n{}", node.daemon_log()))?;
-        let took = started.elapsed();
-        let pid = node.daemon_pid().context("podwalld is not running")?;
-        Ok((serving, took, process::usage(pid)?))
     }
 }
 

@@ -27,6 +27,8 @@ use podwall_tests::node::{Node, NodeOptions};
 use serde_json::json;
 
 use super::pair::Pair;
+use super::podwall::PodwallNode;
+use super::world::Spec;
 use crate::stats::{order, Samples};
 
 /// Pods started at once in the parallel runs.
@@ -151,30 +153,9 @@ pub fn measure(
     rounds: usize,
     sequential: usize,
 ) -> Result<Vec<Row>> {
-    // The podwall pods are new replicas of the world's workloads: their objects exist before
-    // the ADD, as kubelet only starts pods the API server has scheduled.
     let slots = sequential.max(PARALLEL);
-    let pw_name = pair.pw().name().to_string();
-    let new_groups = new_group_pods(pair, rounds, slots)?;
-    let mut names = Vec::new();
-    for k in 0..slots {
-        let (ns, labels) = pair.spec.replica(k);
-        let labels: Vec<(&str, &str)> = labels
-            .iter()
-            .map(|(a, b)| (a.as_str(), b.as_str()))
-            .collect();
-        let name = format!("start-{k}");
-        let yaml = PodManifest::new(&ns, &name)
-            .labels(&labels)
-            .ports(&[("http", 8080, "TCP")])
-            .remote(&pw_name, &[])
-            .yaml();
-        pair.cluster
-            .api
-            .apply_yaml(&yaml)
-            .map_err(|e| anyhow!("creating {ns}/{name}: {e:?}"))?;
-        names.push((ns, name));
-    }
+    let new_groups = new_group_pods(&pair.pw, &pair.spec, rounds, slots)?;
+    let names = replicas(&pair.pw, &pair.spec, slots)?;
     let mut rows: Vec<Row> = Chain::ALL
         .iter()
         .map(|&chain| Row {
@@ -193,7 +174,7 @@ pub fn measure(
             let (node, conflist) = match chain {
                 Chain::Bridge => (&baselines.bridge, baselines.bridge_conflist.as_path()),
                 Chain::Podwall | Chain::PodwallNewGroup | Chain::PodwallChurn => {
-                    (pair.pw(), pair.pw().conflist())
+                    (pair.pw.node(), pair.pw.node().conflist())
                 }
                 Chain::Firewall => (&baselines.firewall, baselines.firewall_conflist.as_path()),
             };
@@ -259,12 +240,14 @@ fn churn(pair: &Pair, stop: &AtomicBool) -> Result<()> {
          \x20 - from: [{{namespaceSelector: {{}}, podSelector: {{matchLabels: {{app: a1}}}}}}]\n"
     );
     while !stop.load(Ordering::Relaxed) {
-        pair.cluster
+        pair.pw
+            .cluster
             .api
             .apply_yaml(&yaml)
             .map_err(|e| anyhow!("adding the churning policy: {e:?}"))?;
         std::thread::sleep(Duration::from_millis(50));
-        pair.cluster
+        pair.pw
+            .cluster
             .api
             .delete_yaml(&yaml)
             .map_err(|e| anyhow!("deleting the churning policy: {e:?}"))?;
@@ -275,26 +258,64 @@ fn churn(pair: &Pair, stop: &AtomicBool) -> Result<()> {
 
 /// Seconds the daemon spent in each of `PHASES` so far; zeros for a chain without podwall.
 fn phase_seconds(node: &Node, chain: Chain) -> [f64; PHASES.len()] {
+    match chain {
+        Chain::Podwall | Chain::PodwallNewGroup | Chain::PodwallChurn => daemon_phases(node),
+        Chain::Bridge | Chain::Firewall => [0.0; PHASES.len()],
+    }
+}
+
+/// Seconds `node`'s daemon spent in each of `PHASES` so far.
+pub(crate) fn daemon_phases(node: &Node) -> [f64; PHASES.len()] {
     let mut out = [0.0; PHASES.len()];
-    if matches!(
-        chain,
-        Chain::Podwall | Chain::PodwallNewGroup | Chain::PodwallChurn
-    ) {
-        let metrics = node.metrics();
-        for (value, phase) in out.iter_mut().zip(PHASES) {
-            let series = format!("podwall_attach_phase_seconds_total{{phase=\"{phase}\"}}");
-            *value = metrics.samples.get(&series).copied().unwrap_or(0.0);
-        }
+    let metrics = node.metrics();
+    for (value, phase) in out.iter_mut().zip(PHASES) {
+        let series = format!("podwall_attach_phase_seconds_total{{phase=\"{phase}\"}}");
+        *value = metrics.samples.get(&series).copied().unwrap_or(0.0);
     }
     out
+}
+
+/// `slots` Pod objects on `pw`'s node that are new replicas of the world's workloads: they
+/// exist before the ADD, as kubelet only starts pods the API server has scheduled.
+pub(crate) fn replicas(
+    pw: &PodwallNode,
+    spec: &Spec,
+    slots: usize,
+) -> Result<Vec<(String, String)>> {
+    let node = pw.node().name().to_string();
+    let mut names = Vec::new();
+    for k in 0..slots {
+        let (ns, labels) = spec.replica(k);
+        let labels: Vec<(&str, &str)> = labels
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let name = format!("start-{k}");
+        let yaml = PodManifest::new(&ns, &name)
+            .labels(&labels)
+            .ports(&[("http", 8080, "TCP")])
+            .remote(&node, &[])
+            .yaml();
+        pw.cluster
+            .api
+            .apply_yaml(&yaml)
+            .map_err(|e| anyhow!("creating {ns}/{name}: {e:?}"))?;
+        names.push((ns, name));
+    }
+    Ok(names)
 }
 
 /// For each round, `slots` pods of a local namespace that each start a policy group of their
 /// own: a policy selects only that pod and admits one remote app to it, so its ADD creates
 /// the group's chain and the policy's peer sets. Their objects exist before the ADDs.
-fn new_group_pods(pair: &Pair, rounds: usize, slots: usize) -> Result<Vec<Vec<(String, String)>>> {
-    let pw_name = pair.pw().name().to_string();
-    let (ns, _) = pair.spec.replica(0);
+pub(crate) fn new_group_pods(
+    pw: &PodwallNode,
+    spec: &Spec,
+    rounds: usize,
+    slots: usize,
+) -> Result<Vec<Vec<(String, String)>>> {
+    let pw_name = pw.node().name().to_string();
+    let (ns, _) = spec.replica(0);
     let mut all = Vec::new();
     for round in 0..rounds {
         let mut names = Vec::new();
@@ -313,7 +334,7 @@ fn new_group_pods(pair: &Pair, rounds: usize, slots: usize) -> Result<Vec<Vec<(S
                 .remote(&pw_name, &[])
                 .yaml();
             for yaml in [policy, pod] {
-                pair.cluster
+                pw.cluster
                     .api
                     .apply_yaml(&yaml)
                     .map_err(|e| anyhow!("creating {ns}/{name}: {e:?}"))?;
@@ -327,7 +348,7 @@ fn new_group_pods(pair: &Pair, rounds: usize, slots: usize) -> Result<Vec<Vec<(S
     Ok(all)
 }
 
-fn new_pods(names: &[(String, String)], round: usize, tag: &str) -> Vec<Pod> {
+pub(crate) fn new_pods(names: &[(String, String)], round: usize, tag: &str) -> Vec<Pod> {
     names
         .iter()
         .enumerate()
@@ -335,7 +356,7 @@ fn new_pods(names: &[(String, String)], round: usize, tag: &str) -> Vec<Pod> {
         .collect()
 }
 
-fn timed(node: &Node, op: &str, conflist: &Path, pod: &Pod) -> Result<Duration> {
+pub(crate) fn timed(node: &Node, op: &str, conflist: &Path, pod: &Pod) -> Result<Duration> {
     let t0 = Instant::now();
     node.libcni(op, conflist, pod)
         .map_err(|e| anyhow!("{op} {} on {}: {e}", pod.container_id, node.name()))?;
@@ -343,7 +364,11 @@ fn timed(node: &Node, op: &str, conflist: &Path, pod: &Pod) -> Result<Duration> 
 }
 
 /// ADD all `pods` at once, then DEL them all at once.
-fn parallel(node: &Node, conflist: &Path, pods: &[Pod]) -> Result<(Vec<Duration>, Vec<Duration>)> {
+pub(crate) fn parallel(
+    node: &Node,
+    conflist: &Path,
+    pods: &[Pod],
+) -> Result<(Vec<Duration>, Vec<Duration>)> {
     let run = |op: &'static str| -> Result<Vec<Duration>> {
         let barrier = Barrier::new(pods.len());
         std::thread::scope(|s| {

@@ -4,7 +4,9 @@
 //!
 //! A world has `local` pods on the measured node, in `loc*` namespaces, split into groups
 //! (label `grp`); policy `j` lives in namespace `loc{j % namespaces}` and selects group
-//! `g{j % groups}`, so every local pod is selected by exactly `per_pod` policies. Remote
+//! `g{j % groups}`, so every local pod is selected by exactly `per_pod` policies. Local
+//! namespace `loc{n}` is labelled `env=prod` and `shard=s{n % 5}`, which no NetworkPolicy
+//! reads (the cluster policies of `guardrails` select by them). Remote
 //! pods (on 50 other nodes, addresses in 10.64.0.0/10) sit 100 to a namespace (`rem*`) with
 //! an `app` label and a `team` label on their namespace, sized so that every selector of a
 //! policy matches `peers` remote pods. Policies come in four shapes, `j % 4`:
@@ -36,6 +38,8 @@ pub const ISOLATED_NAMESPACE: &str = "iso";
 const PER_NAMESPACE: usize = 100;
 /// Other nodes the remote pods are spread over.
 const REMOTE_NODES: usize = 50;
+/// Values of the local namespaces' `shard` label.
+pub const SHARDS: usize = 5;
 
 /// A world's size: the S, M and L, or a tiny one for the smoke run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,7 +118,8 @@ impl Spec {
         Some(Spec::new(size, remote))
     }
 
-    fn groups(&self) -> usize {
+    /// Policy groups of local pods (label `grp=g<i>`).
+    pub fn groups(&self) -> usize {
         (self.size.policies / self.size.per_pod).max(1)
     }
 
@@ -170,7 +175,11 @@ impl Spec {
     pub fn cluster_docs(&self) -> Vec<String> {
         let mut docs = Vec::new();
         for n in 0..self.local_namespaces() {
-            docs.push(namespace(&format!("loc{n}"), &[]));
+            let shard = format!("s{}", n % SHARDS);
+            docs.push(namespace(
+                &format!("loc{n}"),
+                &[("env", "prod"), ("shard", &shard)],
+            ));
         }
         for n in 0..self.remote_namespaces() {
             let team = format!("t{}", n % self.teams());
@@ -234,7 +243,13 @@ impl Spec {
     /// The snapshot of the world with the local pods on `node` at `local_ips` (pod `i` at
     /// `local_ips[i]`), as a daemon of that node would hold it.
     pub fn snapshot(&self, node: &str, local_ips: &[IpAddr]) -> Snapshot {
+        self.snapshot_with(node, local_ips, &[])
+    }
+
+    /// [`snapshot`](Self::snapshot) with `extra` objects besides the world's.
+    pub fn snapshot_with(&self, node: &str, local_ips: &[IpAddr], extra: &[String]) -> Snapshot {
         let mut docs = self.cluster_docs();
+        docs.extend_from_slice(extra);
         for (i, ip) in local_ips.iter().enumerate() {
             docs.push(self.local_pod_manifest(i).remote(node, &[*ip]).yaml());
         }

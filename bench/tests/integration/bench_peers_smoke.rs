@@ -3,9 +3,9 @@
 //! from `bash tests/bench.sh` (docs/benchmarks.md). Two outcomes are behaviour rather than
 //! speed, and are asserted: no connection reaches a pod podwall isolates before its ADD
 //! returns, and the kube-router-shaped baseline enforces the same verdicts (the change
-//! cycles fail otherwise).
+//! cycles fail otherwise). The tier comparison (`--cluster-policies`) runs the same way.
 
-use podwall_bench::peers::{self, change, packet, podstart, Options};
+use podwall_bench::peers::{self, change, packet, podstart, tiers, Options};
 
 #[test]
 #[ignore = "needs root: creates network namespaces"]
@@ -59,6 +59,56 @@ fn peer_benchmark_completes_every_comparison() {
     // The printed table has every section.
     let text = report.to_string();
     for section in ["## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "## 6."] {
+        assert!(text.contains(section), "no {section} in\n{text}");
+    }
+}
+
+/// `--smoke --cluster-policies 100`: the tiny world with and without 100 cluster policies,
+/// one round of each section. Asserted: every table has samples on both sides, the daemon
+/// with them built Admin chains the target's path runs through, and the evaluator gives
+/// every verdict the sections probe alike with and without them (the run stops otherwise;
+/// the change cycles and the per-packet connections then see those verdicts on both nodes).
+#[test]
+#[ignore = "needs root: creates network namespaces"]
+fn cluster_policy_comparison_completes_and_keeps_the_verdicts() {
+    let options = Options {
+        cluster_policies: Some(100),
+        ..Options::smoke()
+    };
+    let report = tiers::run(&options).expect("the comparison runs");
+    assert_eq!(report.worlds.len(), options.worlds.len());
+    let both = |row: &tiers::Row| {
+        let f = &row.figure;
+        assert!(f.len(0) > 0 && f.len(1) > 0, "{}: {f:?}", row.label);
+    };
+    for w in &report.worlds {
+        assert!(!w.verdicts.is_empty());
+        for a in &w.verdicts {
+            assert!(a.holds(), "{a:?}");
+        }
+        assert!(w.verdicts.iter().any(|a| a.what.starts_with("client")));
+        let [without, with] = &w.tables;
+        assert_eq!(without.target_path.len(), 1, "{without:?}");
+        assert!(with.target_path.len() > 1, "an Admin chain first: {with:?}");
+        assert_eq!(
+            with.target_path.last(),
+            without.target_path.last(),
+            "the Admin chain ends in the same NetworkPolicy chain"
+        );
+        assert_eq!(w.podstart.rows.len(), 8);
+        w.podstart.rows.iter().for_each(both);
+        assert_eq!(w.changes.rows.len(), change::Kind::ALL.len() + 1);
+        w.changes.rows.iter().for_each(both);
+        w.cost.iter().for_each(both);
+        assert_eq!(w.packet.len(), 3);
+        w.packet.iter().for_each(both);
+    }
+    assert_eq!(report.footprint.len(), options.footprint.0.len());
+    for (_, rows) in &report.footprint {
+        rows.iter().for_each(both);
+    }
+    let text = report.to_string();
+    for section in ["## Verdicts", "## 1.", "## 2.", "## 3.", "## 4.", "## 5."] {
         assert!(text.contains(section), "no {section} in\n{text}");
     }
 }
