@@ -222,6 +222,19 @@ pub struct Machine {
     pub nft: String,
 }
 
+/// `machine: N cpus (model), kernel K, nft V`: the line every report opens with.
+impl fmt::Display for Machine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Machine {
+            nproc,
+            cpu,
+            kernel,
+            nft,
+        } = self;
+        write!(f, "machine: {nproc} cpus ({cpu}), kernel {kernel}, {nft}")
+    }
+}
+
 impl Machine {
     pub fn probe() -> Machine {
         let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -801,12 +814,7 @@ fn ms(d: Duration) -> String {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let m = &self.machine;
-        writeln!(
-            f,
-            "machine: {} cpus ({}), kernel {}, {}",
-            m.nproc, m.cpu, m.kernel, m.nft
-        )?;
+        writeln!(f, "{}", self.machine)?;
         writeln!(
             f,
             "rounds: {} per world after one warm-up round; netlink and nft -f interleaved in rotating order, core after them\n",

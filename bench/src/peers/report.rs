@@ -29,16 +29,8 @@ fn per(cpu: Duration, n: usize) -> String {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let m = &self.machine;
-        writeln!(
-            f,
-            "machine: {} cpus ({}), kernel {}, {}; run took {:.0} s\n",
-            m.nproc,
-            m.cpu,
-            m.kernel,
-            m.nft,
-            self.took.as_secs_f64()
-        )?;
+        let took = self.took.as_secs_f64();
+        writeln!(f, "{}; run took {took:.0} s\n", self.machine)?;
         self.podstart(f)?;
         self.isolation(f)?;
         self.changes(f)?;

@@ -69,16 +69,8 @@ fn line(f: &mut fmt::Formatter<'_>, first: &[&str], row: &Row, more: &[String]) 
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let m = &self.machine;
-        writeln!(
-            f,
-            "machine: {} cpus ({}), kernel {}, {}; run took {:.0} s\n",
-            m.nproc,
-            m.cpu,
-            m.kernel,
-            m.nft,
-            self.took.as_secs_f64()
-        )?;
+        let took = self.took.as_secs_f64();
+        writeln!(f, "{}; run took {took:.0} s\n", self.machine)?;
         let admin = admin_count(self.cluster_policies);
         let baseline = self.cluster_policies - admin;
         writeln!(
