@@ -5,9 +5,10 @@
 //!
 //! Served: Pods, Namespaces, NetworkPolicies (`networking.k8s.io/v1`), Nodes, the kinds an
 //! install applies (ServiceAccounts, Secrets, ConfigMaps, ResourceQuotas, DaemonSets,
-//! ClusterRoles and ClusterRoleBindings), CustomResourceDefinitions, and ClusterNetworkPolicies
-//! while their CRD is installed, at the versions it serves (`crd.rs`), with list (`resourceVersion`,
-//! `resourceVersionMatch`, `limit`/`continue` from a frozen snapshot, `labelSelector`,
+//! ClusterRoles and ClusterRoleBindings), CustomResourceDefinitions, and
+//! ClusterNetworkPolicies while their CRD is installed, at the versions it serves (`crd.rs`),
+//! with list (`resourceVersion`, `resourceVersionMatch`, `limit`/`continue` from a frozen
+//! snapshot, `labelSelector`,
 //! `fieldSelector`), get, and watch (chunked newline-delimited JSON with
 //! ADDED/MODIFIED/DELETED replayed from a bounded history, BOOKMARK events, and an ERROR event
 //! carrying a 410 `Expired` Status for a version older than the history); writes
@@ -21,8 +22,9 @@
 //!
 //! Tests change the world through the Rust control interface (`control.rs`:
 //! [`ApiServer::create`], [`ApiServer::apply_yaml`], [`ApiServer::set_status`], …), which
-//! assigns versions and uids like etcd, and break it on purpose: [`ApiServer::compact`], [`ApiServer::drop_watches`],
-//! [`ApiServer::stop`] / [`ApiServer::restart`], [`ApiServer::deny`].
+//! assigns versions and uids like etcd, and break it on purpose: [`ApiServer::compact`],
+//! [`ApiServer::drop_watches`], [`ApiServer::stop`] / [`ApiServer::restart`],
+//! [`ApiServer::deny`].
 //! [`ApiServer::requests`] logs every call as the authorizer sees it, for checking a
 //! ClusterRole.
 //!

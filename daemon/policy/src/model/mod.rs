@@ -1,5 +1,6 @@
-//! Our own Pod, Namespace, NetworkPolicy and ClusterNetworkPolicy types, converted once from the k8s-openapi
-//! objects at the edge, with every Kubernetes default applied and every field validated.
+//! Our own Pod, Namespace, NetworkPolicy and ClusterNetworkPolicy types, converted once from
+//! the k8s-openapi objects at the edge, with every Kubernetes default applied and every field
+//! validated.
 //!
 //! Nothing past this module sees an API object or a raw string from a manifest. A policy
 //! that fails validation is not dropped: [`Policy::from_api`] returns a fail-closed

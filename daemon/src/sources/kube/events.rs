@@ -1,5 +1,5 @@
-//! Kubernetes Events on the NetworkPolicies and ClusterNetworkPolicies that fail to compile, so that their authors see
-//! the problem in `kubectl describe`, not only in this node's log.
+//! Kubernetes Events on the NetworkPolicies and ClusterNetworkPolicies that fail to compile,
+//! so that their authors see the problem in `kubectl describe`, not only in this node's log.
 
 use std::collections::BTreeSet;
 
@@ -36,11 +36,11 @@ impl BrokenPolicyEvents {
         let kind = broken.object.kind.as_deref().unwrap_or("NetworkPolicy");
         warn!(policy = %name, kind, errors = ?note, "policy does not compile; the pods it selects stay isolated");
         let object = &broken.object;
-        let version = (
+        let read = (
             object.uid.clone().unwrap_or_default(),
             broken.version.clone(),
         );
-        if !self.posted.insert(version) {
+        if !self.posted.insert(read) {
             return;
         }
         let event = KubeEvent {

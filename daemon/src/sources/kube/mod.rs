@@ -181,7 +181,14 @@ async fn watch(
             Err(err) => {
                 metrics.count_error("api");
                 let reason = describe(&err);
-                warn!(kind = kind.as_str(), error = %reason, "watch failed; retrying with backoff");
+                match err {
+                    WatchError::Api(_) => {
+                        warn!(kind = kind.as_str(), error = %reason, "watch failed; retrying with backoff")
+                    }
+                    WatchError::Unreadable(_) => {
+                        warn!(kind = kind.as_str(), error = %reason, "cannot read the kind until its CRD changes")
+                    }
+                }
                 let since = *failing.entry(kind).or_insert_with(Instant::now);
                 if is_permanent(&err) || since.elapsed() > ERROR_GRACE {
                     health.set_source(kind.as_str(), Err(reason));
