@@ -153,3 +153,22 @@ pub fn expected(text: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// A ClusterNetworkPolicy manifest (v1beta1) as a document of a stream; `body` is its spec
+/// after tier and priority, unindented.
+pub fn cluster_policy(name: &str, tier: &str, priority: u16, body: &str) -> String {
+    let body: Vec<String> = body.lines().map(|l| format!("  {l}")).collect();
+    format!(
+        "---\napiVersion: policy.networking.k8s.io/v1beta1\nkind: ClusterNetworkPolicy\n\
+         metadata: {{name: {name}}}\nspec:\n  tier: {tier}\n  priority: {priority}\n{}\n",
+        body.join("\n")
+    )
+}
+
+/// Panics unless the world with `manifests` added has the matrix `want` (see [`expected`]).
+#[track_caller]
+pub fn assert_matrix(manifests: &str, protocol: Protocol, port: u16, want: &str) {
+    let got = matrix(&world(manifests), protocol, port);
+    let want = expected(want);
+    assert_eq!(got, want, "\ngot:\n{got}\nwant:\n{want}");
+}

@@ -595,10 +595,11 @@ fn a_rule_that_repeats_an_earlier_match_is_left_out_of_the_chain() {
 #[test]
 fn each_chain_says_the_tier_it_judges_for() {
     let cnp = |name: &str, tier: &str, subject: &str| {
-        format!(
-            "---\napiVersion: policy.networking.k8s.io/v1beta1\nkind: ClusterNetworkPolicy\n\
-             metadata: {{name: {name}}}\nspec:\n  tier: {tier}\n  priority: 1\n  subject: {subject}\n\
-             \x20 ingress: [{{action: Deny, from: [{{namespaces: {{matchLabels: {{ns: z}}}}}}]}}]\n"
+        crate::testworld::cluster_policy(
+            name,
+            tier,
+            1,
+            &format!("subject: {subject}\ningress: [{{action: Deny, from: [{{namespaces: {{matchLabels: {{ns: z}}}}}}]}}]"),
         )
     };
     // x/a: the Admin chain, going on to its NetworkPolicy chain; y/a: the Baseline chain.

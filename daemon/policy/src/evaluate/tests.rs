@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::model::{ObjectKey, Protocol::*};
-use crate::testworld::{allowed, expected, ip4, ip6, matrix, world};
+use crate::testworld::{allowed, assert_matrix, ip4, ip6, world};
 
 const ALL_OPEN: &str = "
     ... ... ...
@@ -25,18 +25,6 @@ fn policy(ns: &str, name: &str, spec: &str) -> String {
             .collect::<Vec<_>>()
             .join("\n")
     )
-}
-
-#[track_caller]
-fn assert_matrix(policies: &str, protocol: Protocol, port: u16, want: &str) {
-    let snap = world(policies);
-    let got = matrix(&snap, protocol, port);
-    assert_eq!(
-        got,
-        expected(want),
-        "\ngot:\n{got}\nwant:\n{}",
-        expected(want)
-    );
 }
 
 #[test]

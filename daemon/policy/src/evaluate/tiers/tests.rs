@@ -6,37 +6,14 @@
 //! destinations as columns, x/a x/b x/c y/a … z/c; `.` allowed, `X` denied.
 
 use crate::evaluate::{evaluate, Endpoint, Path, Query, Side};
-use crate::model::Protocol::{self, *};
+use crate::model::Protocol::*;
 use crate::model::{Action, PodKey, Tier};
-use crate::testworld::{allowed, expected, matrix, world};
-
-/// A ClusterNetworkPolicy manifest; `body` is the spec after tier and priority.
-fn cnp(name: &str, tier: &str, priority: u16, body: &str) -> String {
-    format!(
-        "---\napiVersion: policy.networking.k8s.io/v1beta1\nkind: ClusterNetworkPolicy\n\
-         metadata: {{name: {name}}}\nspec:\n  tier: {tier}\n  priority: {priority}\n{}\n",
-        body.lines()
-            .map(|l| format!("  {l}"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    )
-}
+use crate::testworld::{allowed, assert_matrix, cluster_policy as cnp, world};
 
 fn np(ns: &str, name: &str, spec: &str) -> String {
     format!(
         "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {spec}\n"
     )
-}
-
-#[track_caller]
-fn assert_matrix(manifests: &str, protocol: Protocol, port: u16, want: &str) {
-    let got = matrix(&world(manifests), protocol, port);
-    assert_eq!(
-        got,
-        expected(want),
-        "\ngot:\n{got}\nwant:\n{}",
-        expected(want)
-    );
 }
 
 /// Admin, subject x: Accept from y on TCP 80, then Deny from y, then Pass from z.
