@@ -12,6 +12,7 @@ pub mod limit;
 pub mod line;
 pub mod packet;
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -180,37 +181,60 @@ fn push_line(text: &mut String, line: &impl serde::Serialize) {
 
 /// Each logged packet the table the kernel holds can name (a packet logged by a chain a
 /// change removed since is left out). A prefix podwall does not write is counted and left
-/// out.
+/// out. Runs under the core's lock, so a prefix is read against its chain once per batch: a
+/// flood repeats a few prefixes, and finding a rule hashes the chain's rules.
 fn name_all(core: &Core, packets: &[Logged], counts: &DropLogCounts) -> Vec<Judged> {
-    (packets.iter())
-        .filter_map(|logged| match LogPrefix::parse(&logged.prefix) {
-            Some(prefix) => name(core, &prefix, logged),
-            None => {
-                counts.count_malformed();
-                None
-            }
-        })
-        .collect()
+    let mut named: HashMap<&str, Option<Named>> = HashMap::new();
+    let mut judged = Vec::new();
+    for logged in packets {
+        let Some(prefix) = LogPrefix::parse(&logged.prefix) else {
+            counts.count_malformed();
+            continue;
+        };
+        let decided = named
+            .entry(logged.prefix.as_str())
+            .or_insert_with(|| decide(core, &prefix));
+        let (Some(decided), Some(flow)) = (decided, packet::flow(logged.family, &logged.packet))
+        else {
+            continue;
+        };
+        judged.push(Judged {
+            allowed: decided.allowed,
+            direction: decided.direction,
+            tier: decided.tier,
+            policies: decided.policies.clone(),
+            rule: decided.rule.clone(),
+            flow,
+            src_pod: core.holder(&flow.src),
+            dst_pod: core.holder(&flow.dst),
+        });
+    }
+    judged
+}
+
+/// What a prefix says decided, as a line names it.
+struct Named {
+    allowed: bool,
+    direction: podwall_policy::Direction,
+    tier: podwall_policy::PolicyTier,
+    policies: Vec<podwall_policy::PolicyKey>,
+    rule: Option<String>,
 }
 
 /// The policies, tier and rule that decided a packet logged with `prefix`, by the chain of
-/// that name in the table the kernel holds, and its ends' pods.
-fn name(core: &Core, prefix: &LogPrefix<'_>, logged: &Logged) -> Option<Judged> {
-    let flow = packet::flow(logged.family, &logged.packet)?;
+/// that name in the table the kernel holds.
+fn decide(core: &Core, prefix: &LogPrefix<'_>) -> Option<Named> {
     let chain = core.applied_chain(prefix.chain)?;
     let decided = decided::decided(prefix, chain)?;
     let rule = (decided.rule).and_then(|rule| {
         core.cluster_rule_name(decided.tier, &rule.policy, chain.direction, rule.index)
     });
-    Some(Judged {
+    Some(Named {
         allowed: decided.allowed,
         direction: chain.direction,
         tier: decided.tier,
         policies: decided.policies,
         rule,
-        flow,
-        src_pod: core.holder(&flow.src),
-        dst_pod: core.holder(&flow.dst),
     })
 }
 
