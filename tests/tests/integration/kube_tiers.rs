@@ -131,8 +131,18 @@ ingress:
         [1, 1, 0],
         "x/b, y/a, y/b"
     );
+    // Named at the length limit (253, in DNS labels of at most 63): chains, comments and log
+    // prefixes must still fit.
+    let long_name = [
+        "z".repeat(63),
+        "o".repeat(63),
+        "u".repeat(63),
+        "t".repeat(61),
+    ]
+    .join(".");
+    assert_eq!(long_name.len(), 253);
     let z_out = cnp(
-        "z-out",
+        &long_name,
         "Admin",
         5,
         &format!(
