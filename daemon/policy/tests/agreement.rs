@@ -514,6 +514,22 @@ proptest! {
         prop_assert!(wrong.is_empty(), "{} disagreements, first: {}", wrong.len(), wrong[0]);
     }
 
+    #[test]
+    fn a_policy_no_chain_judges_with_adds_nothing_to_the_ruleset(snap in world()) {
+        for node in NODES {
+            let ruleset = compile(&snap, node);
+            let used: BTreeSet<&PolicyKey> =
+                ruleset.chains.values().flat_map(|c| &c.policies).collect();
+            let mut only_used = snap.clone();
+            only_used.policies.retain(|key, _| used.contains(key));
+            // Chains name a ClusterNetworkPolicy by a key without a namespace.
+            only_used
+                .cluster_policies
+                .retain(|name, _| used.contains(&PolicyKey::new("", name.as_str())));
+            prop_assert_eq!(&ruleset, &compile(&only_used, node), "on {}", node);
+        }
+    }
+
     // Not held to the evaluator: with an address held twice, `explain` judges the first pod
     // by name, while a set holds the address for as long as any of its holders belongs.
     #[test]

@@ -727,13 +727,20 @@ fn an_unreadable_attachment_record_without_a_cache_entry_is_named_in_health() {
 
 #[test]
 fn a_pod_of_another_node_loses_its_claim_on_an_address_attached_here_and_gets_it_back() {
-    // y/far on another node still claims 10.0.0.2; x admits only pods labelled client.
+    // y/far on another node still claims 10.0.0.2; x admits only pods labelled client, and
+    // x/web here makes that policy's peers this node's business.
     let extra = "
 apiVersion: v1
 kind: Pod
 metadata: {name: far, namespace: y, labels: {role: client}}
 spec: {nodeName: n2, containers: [{name: c, image: i}]}
 status: {phase: Running, podIPs: [{ip: 10.0.0.2}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: x}
+spec: {nodeName: n1, containers: [{name: c, image: i}]}
+status: {phase: Running, podIPs: [{ip: 10.0.0.5}]}
 ---
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy

@@ -192,9 +192,17 @@ spec:
   ingress: [{from: [{podSelector: {matchLabels: {app: admin}}}]}]
 ";
 
-/// The IPv4 peer set DENY's chain needs, as the compiler names it.
+/// The IPv4 peer set DENY's chain needs, as the compiler names it on a node where a pod of
+/// `r` runs (a policy with no subject on a node has no sets there).
 fn deny_peer_set(world: &str) -> String {
-    let loaded = podwall_policy::manifests::load([("world.yaml", world), ("deny.yaml", DENY)]);
+    let subject = PodManifest::new("r", "subject")
+        .remote("any", &["10.99.0.1".parse().unwrap()])
+        .yaml();
+    let loaded = podwall_policy::manifests::load([
+        ("world.yaml", world),
+        ("deny.yaml", DENY),
+        ("subject.yaml", subject.as_str()),
+    ]);
     let ruleset = podwall_policy::compile(&loaded.snapshot, "any");
     (ruleset.sets.keys())
         .find(|name| name.starts_with("pods4_"))

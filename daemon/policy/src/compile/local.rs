@@ -76,18 +76,8 @@ impl Compiler {
             let target = if quarantined {
                 Target::Quarantine
             } else {
-                let with_rules = |names: &[String]| -> Vec<String> {
-                    names
-                        .iter()
-                        .filter(|n| {
-                            self.cluster_compiled
-                                .get(*n)
-                                .is_some_and(|c| !c.compiled.rules(direction).is_empty())
-                        })
-                        .cloned()
-                        .collect()
-                };
-                let (admin, baseline) = (with_rules(&admin), with_rules(&baseline));
+                let admin = self.with_rules(direction, &admin);
+                let baseline = self.with_rules(direction, &baseline);
                 match self.hold_tiers(direction, &admin, policies, &baseline) {
                     None => Target::Open,
                     Some((chain, chains)) => {
@@ -123,22 +113,22 @@ impl Compiler {
         let refs = self.chain_refs.entry(name.clone()).or_insert(0);
         *refs += 1;
         if *refs == 1 {
+            for policy in &policies {
+                self.use_policy(policy);
+            }
             let rules = distinct(
-                policies
-                    .iter()
+                (policies.iter())
                     .filter_map(|p| self.compiled.get(p))
-                    .flat_map(|c| c.rules(direction).iter()),
+                    .flat_map(|used| used.policy.rules(direction).iter()),
             );
-            self.chain_set(
-                &name,
-                Some(Chain {
-                    direction,
-                    policies,
-                    rules,
-                    end: crate::ruleset::End::Drop,
-                    tier: crate::model::PolicyTier::NetworkPolicy,
-                }),
-            );
+            let chain = Chain {
+                direction,
+                policies,
+                rules,
+                end: crate::ruleset::End::Drop,
+                tier: crate::model::PolicyTier::NetworkPolicy,
+            };
+            self.make_chain(&name, chain);
         }
         name
     }
@@ -163,7 +153,7 @@ impl Compiler {
                 });
                 if refs == 0 {
                     self.chain_refs.remove(chain);
-                    self.chain_set(chain, None);
+                    self.delete_chain(chain);
                 }
             }
         }

@@ -13,7 +13,10 @@
 //! - the elements of both kinds of set are counted by holder: two pods can hold one address
 //!   (a reused address whose old pod's delete is late), and the element must stay until the
 //!   last of them leaves the set.
-//! - a policy event recompiles that policy and regroups the local pods of its namespace.
+//! - a policy event regroups the local pods of its namespace; the chains they hold are made
+//!   again, and compile the policy anew.
+//! - a policy is compiled, and its sets exist, only while a chain judges with it: a policy
+//!   that selects no pod of the node costs the node nothing (see `usage`).
 //!
 //! Every change goes through a journal, from which [`Compiler::apply`] returns the
 //! [`RulesetDelta`] that turns the previous ruleset into the new one. [`compile()`] is the
@@ -21,13 +24,16 @@
 //!
 //! Rooms: this file holds the events and the compiler's state; `local` gives local pods
 //! their dispatch entries, `sets` keeps the peer, ipBlock and named-port sets, `rules` turns
-//! a policy into rules, `journal` records each mutation to build the delta.
+//! a policy into rules, `tiers` does so for ClusterNetworkPolicies and builds their chains,
+//! `usage` compiles policies while they are used, `journal` records each mutation to build
+//! the delta.
 
 mod journal;
 mod local;
 mod rules;
 mod sets;
 mod tiers;
+mod usage;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -47,6 +53,7 @@ use journal::Journal;
 use local::LocalPod;
 use rules::Compiled;
 use sets::{fam_index, PeerState};
+use usage::{Unused, Used};
 
 /// A change of the cluster, as the watchers (or the manifests source) report it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -132,8 +139,10 @@ pub struct Compiler {
     /// How many pods hold each element of the pod-address and named-port sets; a set is
     /// here exactly while it exists, and its elements are the keys.
     holders: BTreeMap<SetName, BTreeMap<Element, usize>>,
-    compiled: BTreeMap<PolicyKey, Compiled>,
-    cluster_compiled: BTreeMap<String, tiers::ClusterCompiled>,
+    /// The policies some chain judges with, compiled.
+    compiled: BTreeMap<PolicyKey, Used<Compiled>>,
+    cluster_compiled: BTreeMap<String, Used<tiers::ClusterCompiled>>,
+    unused: Unused,
     chain_refs: BTreeMap<ChainName, usize>,
     local: BTreeMap<PodKey, LocalPod>,
     journal: Journal,
@@ -161,6 +170,7 @@ impl Compiler {
             holders: BTreeMap::new(),
             compiled: BTreeMap::new(),
             cluster_compiled: BTreeMap::new(),
+            unused: Unused::default(),
             chain_refs: BTreeMap::new(),
             local: BTreeMap::new(),
             journal: Journal::default(),
@@ -182,6 +192,7 @@ impl Compiler {
             c.upsert_policy(policy);
         }
         c.add_cluster_policies(cluster_policies.into_values());
+        c.release_unused();
         c.label_groups = None;
         c.journal = Journal::default();
         c
@@ -224,6 +235,7 @@ impl Compiler {
             Event::ClusterPolicy(policy) => self.upsert_cluster_policy(policy),
             Event::ClusterPolicyDeleted(name) => self.delete_cluster_policy(&name),
         }
+        self.release_unused();
         self.take_delta()
     }
 
@@ -291,12 +303,13 @@ impl Compiler {
 
     fn upsert_policy(&mut self, policy: Policy) {
         let key = policy.key.clone();
-        let compiled = self.compile_policy(&policy);
-        let old = self.compiled.insert(key.clone(), compiled);
         self.snap.upsert_policy(policy);
+        // The chains made again compile the new version; the old one is released after
+        // them, so that sets both match on stay.
+        let old = self.compiled.remove(&key);
         self.regroup(&key.namespace);
         if let Some(old) = old {
-            self.release(old);
+            self.release(old.policy);
         }
     }
 
@@ -305,7 +318,7 @@ impl Compiler {
         let old = self.compiled.remove(key);
         self.regroup(&key.namespace);
         if let Some(old) = old {
-            self.release(old);
+            self.release(old.policy);
         }
     }
 }

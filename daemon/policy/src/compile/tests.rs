@@ -634,3 +634,71 @@ fn each_chain_says_the_tier_it_judges_for() {
         (PolicyTier::Baseline, vec![PolicyKey::new("", "floor")])
     );
 }
+
+/// A NetworkPolicy and a ClusterNetworkPolicy that select only pods labelled `pod: b` (on
+/// node-b), matching on a peer set, a named-port set and an ipBlock set each.
+fn policies_of_b() -> String {
+    format!(
+        "{}{}",
+        policy(
+            "x",
+            "to-b",
+            "podSelector: {matchLabels: {pod: b}}\ningress:\n- from: [{podSelector: {matchLabels: {role: client}}}]\n  ports: [{port: web}]"
+        ),
+        crate::testworld::cluster_policy(
+            "guard-b",
+            "Admin",
+            1,
+            "subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {pod: b}}}}\ningress:\n- {action: Deny, from: [{pods: {namespaceSelector: {}, podSelector: {matchLabels: {role: tenant}}}}]}\negress:\n- {action: Accept, to: [{networks: [10.8.0.0/16]}]}"
+        )
+    )
+}
+
+#[test]
+fn a_policy_that_selects_no_local_pod_costs_the_node_nothing_until_one_arrives() {
+    let mut c = Compiler::new(world(&policies_of_b()), "node-a");
+    let nothing = |c: &Compiler| c.ruleset().sets.is_empty() && c.ruleset().chains.is_empty();
+    assert!(nothing(&c), "{:?}", c.ruleset().sets.keys());
+    let mut client = holder("y/client", "node-c", &[("role", "client")]);
+    client.ips = vec!["10.9.0.1".parse().unwrap()];
+    step(&mut c, Event::Pod(client));
+    assert!(nothing(&c), "{:?}", c.ruleset().sets.keys());
+
+    // The first local pod they select brings their chains and every set they match on …
+    let mut local = holder("x/b2", "node-a", &[("pod", "b")]);
+    local.ips = vec!["10.9.0.2".parse().unwrap()];
+    step(&mut c, Event::Pod(local.clone()));
+    let rs = c.ruleset();
+    let chain = &rs.chains[&rs.ingress[&local.ips[0]]];
+    assert_eq!(chain.policies, [PolicyKey::new("", "guard-b")]);
+    // Peer sets (v4, v6) of clients and tenants, named-port sets (v4, v6), one block.
+    assert_eq!(rs.sets.len(), 7, "{:?}", rs.sets.keys());
+    let client = "10.9.0.1".parse().unwrap();
+    assert!(!verdict(
+        std::slice::from_ref(rs),
+        client,
+        local.ips[0],
+        Tcp,
+        80
+    ));
+
+    // … and the last one to leave takes them away.
+    step(&mut c, Event::PodDeleted(local.key.clone()));
+    assert!(nothing(&c), "{:?}", c.ruleset().sets.keys());
+}
+
+#[test]
+fn a_regroup_keeps_the_sets_of_the_policies_still_used() {
+    // With a ClusterNetworkPolicy in the cluster, relabelling a namespace re-attaches its
+    // pods, freeing their chains for a moment: the sets those use must stay, not be
+    // deleted and made again.
+    let mut c = Compiler::new(world(&policies_of_b()), "node-b");
+    assert!(!c.ruleset().sets.is_empty());
+    let labels = Labels::from([("ns", "x"), ("team", "web")]);
+    let delta = c.apply(Event::Namespace(Namespace::new("x", labels)));
+    assert!(
+        delta.sets_added.is_empty() && delta.sets_removed.is_empty(),
+        "{delta:?}"
+    );
+    assert_eq!(c.ruleset(), &compile(c.snapshot(), c.node()));
+}

@@ -156,7 +156,7 @@ impl Compiler {
         let d = dir_index(direction);
         let mut rules = Vec::new();
         for policy in policies {
-            let Some(cc) = self.cluster_compiled.get(policy) else {
+            let Some(cc) = self.use_cluster_policy(policy) else {
                 continue;
             };
             for (rule, action) in cc.compiled.rules(direction).iter().zip(&cc.actions[d]) {
@@ -175,29 +175,28 @@ impl Compiler {
             Some(rest) => End::Goto(rest),
             None => End::Return,
         };
-        self.chain_set(
-            &name,
-            Some(Chain {
-                direction,
-                policies: policies.iter().map(|p| cluster_key(p)).collect(),
-                rules: local::distinct(rules.iter()),
-                end,
-                tier: tier.into(),
-            }),
-        );
+        let chain = Chain {
+            direction,
+            policies: policies.iter().map(|p| cluster_key(p)).collect(),
+            rules: local::distinct(rules.iter()),
+            end,
+            tier: tier.into(),
+        };
+        self.make_chain(&name, chain);
         name
     }
 
     pub(super) fn upsert_cluster_policy(&mut self, policy: ClusterPolicy) {
-        let compiled = self.compile_cluster_policy(&policy);
-        let old = self.cluster_compiled.insert(policy.name.clone(), compiled);
         let before = self
             .snap
             .cluster_policies
             .insert(policy.name.clone(), policy.clone());
+        // As for a NetworkPolicy: the chains made again compile the new version, then the
+        // old one is released.
+        let old = self.cluster_compiled.remove(&policy.name);
         self.regroup_subjects(before.iter().chain([&policy]));
         if let Some(old) = old {
-            self.release(old.compiled);
+            self.release(old.policy.compiled);
         }
     }
 
@@ -206,8 +205,22 @@ impl Compiler {
         let old = self.cluster_compiled.remove(name);
         self.regroup_subjects(before.iter());
         if let Some(old) = old {
-            self.release(old.compiled);
+            self.release(old.policy.compiled);
         }
+    }
+
+    /// The policies of `names` with rules in `direction`, in order: one without any is left
+    /// out of the chain.
+    pub(super) fn with_rules(&mut self, direction: Direction, names: &[String]) -> Vec<String> {
+        let mut out = Vec::new();
+        for name in names {
+            if (self.use_cluster_policy(name))
+                .is_some_and(|c| !c.compiled.rules(direction).is_empty())
+            {
+                out.push(name.clone());
+            }
+        }
+        out
     }
 
     /// Re-attaches the local pods the subject of any of `policies` selects: only their
@@ -237,8 +250,6 @@ impl Compiler {
         policies: impl IntoIterator<Item = ClusterPolicy>,
     ) {
         for policy in policies {
-            let compiled = self.compile_cluster_policy(&policy);
-            self.cluster_compiled.insert(policy.name.clone(), compiled);
             self.snap
                 .cluster_policies
                 .insert(policy.name.clone(), policy);
