@@ -26,6 +26,7 @@ pub mod netlink;
 pub mod nflog;
 pub mod nft;
 pub mod ports;
+pub mod readback;
 #[cfg(test)]
 mod recording;
 pub mod render;

@@ -1,19 +1,16 @@
 //! `NftKernel`: swaps the table with `nft -f -` (one script = one transaction), changes
 //! elements over netlink, and reads the table back with `nft -j`, whose JSON is typed (no
-//! text parsing). `nft` is a separate GPL program, run, not linked.
+//! text parsing; `readback` reads it). `nft` is a separate GPL program, run, not linked.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write;
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-
-use serde_json::Value;
 
 use super::elements::{push_elements, ElementOp, Key};
 use super::names::{FAMILY, GUARD_FAMILY, GUARD_TARGETS6, TABLE};
 use super::netlink::{Batch, NftSocket, NFPROTO_BRIDGE, NFPROTO_INET};
+use super::readback::fingerprint_from_json;
 use super::render::raw_address;
 use super::render::{log_text, render};
 use super::structure::{self, Structure};
@@ -215,7 +212,7 @@ impl Kernel for NftKernel {
             if !ok {
                 return Err(DataplaneError::Dump(stderr));
             }
-            let part = fingerprint_from_json(&parse_json(&text)?)?;
+            let part = fingerprint_from_json(&text)?;
             fingerprint.maps.extend(part.maps);
             fingerprint.sets.extend(part.sets);
             fingerprint.chains.extend(part.chains);
@@ -272,96 +269,6 @@ fn key_text(key: &Key) -> String {
     }
 }
 
-fn parse_json(text: &str) -> Result<Value, DataplaneError> {
-    serde_json::from_str(text)
-        .map_err(|e| DataplaneError::Dump(format!("nft printed invalid JSON: {e}")))
-}
-
-fn objects(doc: &Value) -> impl Iterator<Item = &Value> {
-    doc["nftables"].as_array().into_iter().flatten()
-}
-
-/// The fingerprint of the table as `nft -j list table inet podwall` prints it.
-pub fn fingerprint_from_json(doc: &Value) -> Result<Fingerprint, DataplaneError> {
-    let mut fp = Fingerprint::default();
-    for obj in objects(doc) {
-        if let Some(chain) = obj.get("chain") {
-            fp.chains
-                .entry(str_field(chain, "name")?.to_string())
-                .or_default();
-        } else if let Some(map) = obj.get("map") {
-            let entries: &mut BTreeMap<IpAddr, String> = fp
-                .maps
-                .entry(str_field(map, "name")?.to_string())
-                .or_default();
-            for elem in map
-                .get("elem")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let (addr, chain) = map_element(elem)?;
-                entries.insert(addr, chain);
-            }
-        } else if let Some(set) = obj.get("set") {
-            let interval = set["flags"]
-                .as_array()
-                .is_some_and(|f| f.iter().any(|x| x == "interval"));
-            let count = set
-                .get("elem")
-                .and_then(Value::as_array)
-                .map_or(0, Vec::len);
-            fp.sets.insert(
-                str_field(set, "name")?.to_string(),
-                if interval { None } else { Some(count) },
-            );
-        } else if let Some(rule) = obj.get("rule") {
-            let chain = str_field(rule, "chain")?;
-            fp.chains
-                .entry(chain.to_string())
-                .or_default()
-                .push(rule_fingerprint(rule));
-        }
-    }
-    Ok(fp)
-}
-
-fn str_field<'a>(obj: &'a Value, key: &str) -> Result<&'a str, DataplaneError> {
-    obj.get(key)
-        .and_then(Value::as_str)
-        .ok_or_else(|| DataplaneError::Dump(format!("object without {key}: {obj}")))
-}
-
-/// `["10.0.0.2", {"jump": {"target": "in_…"}}]`
-fn map_element(elem: &Value) -> Result<(IpAddr, String), DataplaneError> {
-    let bad = || DataplaneError::Dump(format!("unexpected map element {elem}"));
-    let pair = elem.as_array().filter(|p| p.len() == 2).ok_or_else(bad)?;
-    let addr: IpAddr = pair[0]
-        .as_str()
-        .and_then(|a| a.parse().ok())
-        .ok_or_else(bad)?;
-    let chain = pair[1]["jump"]["target"].as_str().ok_or_else(bad)?;
-    Ok((addr, chain.to_string()))
-}
-
-/// A rule's comment if it has one, else its final verdict (`vmap @map` for dispatch).
-fn rule_fingerprint(rule: &Value) -> String {
-    if let Some(comment) = rule.get("comment").and_then(Value::as_str) {
-        return comment.to_string();
-    }
-    let last = rule["expr"]
-        .as_array()
-        .and_then(|e| e.last())
-        .cloned()
-        .unwrap_or(Value::Null);
-    if let Some(vmap) = last.get("vmap") {
-        return format!("vmap {}", vmap["data"].as_str().unwrap_or("?"));
-    }
-    last.as_object()
-        .and_then(|o| o.keys().next().cloned())
-        .unwrap_or_else(|| "?".to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,10 +297,9 @@ mod tests {
     fn dump_json_reads_back_as_the_fingerprint_of_what_was_rendered() {
         // What nft 1.0.6 prints for both tables after loading testdata/compiled_world.nft
         // (handles removed).
-        let doc: Value =
-            serde_json::from_str(include_str!("testdata/compiled_world.json")).unwrap();
+        let text = include_str!("testdata/compiled_world.json");
         let desired = crate::dataplane::render::tests::world_desired();
-        let fp = fingerprint_from_json(&doc).unwrap();
+        let fp = fingerprint_from_json(text).unwrap();
         assert_eq!(
             fp.differences(&Fingerprint::of(&desired)),
             Vec::<String>::new()
