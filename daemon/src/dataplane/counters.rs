@@ -99,7 +99,7 @@ pub fn rule_count(message: &[u8]) -> Option<RuleCount> {
 }
 
 /// The comment in a rule's user data: type-length-value records, the comment NUL-ended.
-fn comment(mut udata: &[u8]) -> Option<String> {
+pub(super) fn comment(mut udata: &[u8]) -> Option<String> {
     while let [kind, len, rest @ ..] = udata {
         let (value, after) = rest.split_at_checked(usize::from(*len))?;
         if *kind == UDATA_COMMENT {

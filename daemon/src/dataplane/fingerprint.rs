@@ -140,12 +140,20 @@ impl Fingerprint {
         for (name, rules) in &expected.chains {
             match self.chains.get(name) {
                 None => out.push(format!("chain {name} missing")),
-                Some(actual) if actual != rules => out.push(format!(
+                Some(actual) if actual.len() != rules.len() => out.push(format!(
                     "chain {name}: {} rules, expected {}",
                     actual.len(),
                     rules.len()
                 )),
-                _ => {}
+                Some(actual) => {
+                    let wrong = actual.iter().zip(rules).position(|(a, r)| a != r);
+                    if let Some(n) = wrong {
+                        out.push(format!(
+                            "chain {name}: rule {n} reads {:?}, expected {:?}",
+                            actual[n], rules[n]
+                        ));
+                    }
+                }
             }
         }
         out

@@ -20,13 +20,13 @@ mod exprs;
 mod fingerprint;
 mod guard;
 pub mod handover;
+pub mod listing;
 mod logrules;
 pub mod names;
 pub mod netlink;
 pub mod nflog;
 pub mod nft;
 pub mod ports;
-pub mod readback;
 #[cfg(test)]
 mod recording;
 pub mod render;

@@ -1,6 +1,6 @@
 //! `NftKernel`: swaps the table with `nft -f -` (one script = one transaction), changes
-//! elements over netlink, and reads the table back with `nft -j`, whose JSON is typed (no
-//! text parsing; `readback` reads it). `nft` is a separate GPL program, run, not linked.
+//! elements and structure over netlink, and reads the table back over netlink (`listing`).
+//! `nft` is a separate GPL program, run, not linked.
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use super::elements::{push_elements, ElementOp, Key};
+use super::listing;
 use super::names::{FAMILY, GUARD_FAMILY, GUARD_TARGETS6, TABLE};
 use super::netlink::{Batch, NftSocket, NFPROTO_BRIDGE, NFPROTO_INET};
-use super::readback::fingerprint_from_json;
 use super::render::raw_address;
 use super::render::{log_text, render};
 use super::structure::{self, Structure};
@@ -198,24 +198,18 @@ impl Kernel for NftKernel {
         }))
     }
 
-    /// Both tables, read back into one fingerprint; `None` when the policy table is gone.
+    /// Both tables, read back over netlink into one fingerprint; `None` when the policy
+    /// table is gone.
     fn dump(&mut self) -> Result<Option<Fingerprint>, DataplaneError> {
         let mut fingerprint = Fingerprint::default();
-        for family in [FAMILY, GUARD_FAMILY] {
-            if !self.table_exists(family)? {
-                if family == FAMILY {
+        for (name, family) in [(FAMILY, NFPROTO_INET), (GUARD_FAMILY, NFPROTO_BRIDGE)] {
+            if !self.table_exists(name)? {
+                if name == FAMILY {
                     return Ok(None);
                 }
                 continue;
             }
-            let (ok, text, stderr) = self.run(&["-j", "list", "table", family, TABLE], None)?;
-            if !ok {
-                return Err(DataplaneError::Dump(stderr));
-            }
-            let part = fingerprint_from_json(&text)?;
-            fingerprint.maps.extend(part.maps);
-            fingerprint.sets.extend(part.sets);
-            fingerprint.chains.extend(part.chains);
+            listing::read_table(self.socket()?, family, TABLE, &mut fingerprint)?;
         }
         Ok(Some(fingerprint))
     }
@@ -291,19 +285,5 @@ mod tests {
             "add element inet podwall ingress4 { 10.0.0.2 : jump in_a }\n\
              delete element inet podwall port4_x { 10.0.0.3 . 80 }\n"
         );
-    }
-
-    #[test]
-    fn dump_json_reads_back_as_the_fingerprint_of_what_was_rendered() {
-        // What nft 1.0.6 prints for both tables after loading testdata/compiled_world.nft
-        // (handles removed).
-        let text = include_str!("testdata/compiled_world.json");
-        let desired = crate::dataplane::render::tests::world_desired();
-        let fp = fingerprint_from_json(text).unwrap();
-        assert_eq!(
-            fp.differences(&Fingerprint::of(&desired)),
-            Vec::<String>::new()
-        );
-        assert_eq!(fp, Fingerprint::of(&desired));
     }
 }

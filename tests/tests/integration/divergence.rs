@@ -153,7 +153,7 @@ spec:
 }
 
 /// A daemon whose `nft` refuses every call while `<dir>/refuse` exists: the kernel saying no
-/// to the whole-table swaps (and read-backs) for as long as the test wants. Changes over
+/// to the whole-table swaps for as long as the test wants. Changes and read-backs over
 /// netlink are not affected by it.
 fn daemon_with_refusing_nft(dir: &Path) -> PathBuf {
     let nft = dir.join("nft");
