@@ -89,19 +89,11 @@ impl Compiler {
             policies,
             cluster_policies,
         } = std::mem::take(&mut self.unused);
-        for key in policies {
-            if self.compiled.get(&key).is_some_and(|used| used.chains == 0) {
-                if let Some(used) = self.compiled.remove(&key) {
-                    self.release(used.policy);
-                }
-            }
+        for policy in take_unused(&mut self.compiled, policies) {
+            self.release(policy);
         }
-        for name in cluster_policies {
-            if (self.cluster_compiled.get(&name)).is_some_and(|used| used.chains == 0) {
-                if let Some(used) = self.cluster_compiled.remove(&name) {
-                    self.release(used.policy.compiled);
-                }
-            }
+        for policy in take_unused(&mut self.cluster_compiled, cluster_policies) {
+            self.release(policy.compiled);
         }
     }
 }
@@ -125,4 +117,15 @@ where
             unused.insert(key.to_owned());
         }
     }
+}
+
+/// The policies of `keys` that no chain uses, taken out of `used`.
+fn take_unused<K: Ord, T>(used: &mut BTreeMap<K, Used<T>>, keys: BTreeSet<K>) -> Vec<T> {
+    let mut out = Vec::new();
+    for key in keys {
+        if used.get(&key).is_some_and(|u| u.chains == 0) {
+            out.extend(used.remove(&key).map(|u| u.policy));
+        }
+    }
+    out
 }
