@@ -636,7 +636,7 @@ fn each_chain_says_the_tier_it_judges_for() {
 }
 
 /// A NetworkPolicy and a ClusterNetworkPolicy that select only pods labelled `pod: b` (on
-/// node-b), matching on a peer set, a named-port set and an ipBlock set each.
+/// node-b), matching on peer sets, a named-port set and an ipBlock set between them.
 fn policies_of_b() -> String {
     format!(
         "{}{}",
