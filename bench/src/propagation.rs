@@ -338,9 +338,8 @@ fn measure_world(pods: usize, changes: usize, source: Source) -> Result<(World, 
             }
             bench.push(peer_yaml("stranger"));
             let docs: Vec<String> = groups.into_iter().flatten().chain(bench).collect();
-            for chunk in docs.chunks(500) {
-                cluster.apply(&documents(chunk));
-            }
+            (cluster.api.apply_documents(&docs))
+                .map_err(|e| anyhow::anyhow!("loading the API server: {e:?}"))?;
             let node = &mut cluster.nodes[0];
             started = Instant::now();
             node.spawn_daemon().context("starting podwalld")?;

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use podwall_tests::cluster::{Cluster, SEED};
 use podwall_tests::cni::Pod;
-use podwall_tests::manifests::documents;
 use podwall_tests::node::NodeOptions;
 
 use super::process;
@@ -78,12 +77,8 @@ pub(crate) fn one(
     let mut docs = spec.cluster_docs();
     docs.extend_from_slice(extra);
     docs.extend((0..ATTACHED).map(|i| spec.local_pod_yaml(i, &node_name)));
-    for chunk in docs.chunks(1000) {
-        cluster
-            .api
-            .apply_yaml(&documents(chunk))
-            .map_err(|e| anyhow::anyhow!("loading the API server: {e:?}"))?;
-    }
+    (cluster.api.apply_documents(&docs))
+        .map_err(|e| anyhow::anyhow!("loading the API server: {e:?}"))?;
     let node = &mut cluster.nodes[0];
     let started = Instant::now();
     node.spawn_daemon().context("starting podwalld")?;

@@ -10,7 +10,6 @@ use anyhow::{bail, Context, Result};
 use podwall_tests::cluster::Cluster;
 use podwall_tests::cni::Pod;
 use podwall_tests::external::ExternalHost;
-use podwall_tests::manifests::documents;
 use podwall_tests::node::Node;
 
 use super::pair::{Op, Stop};
@@ -40,12 +39,9 @@ impl PodwallNode {
         let local: Vec<String> = (0..spec.size.local)
             .map(|i| spec.local_pod_yaml(i, &name))
             .collect();
-        for chunk in docs.iter().chain(&local).collect::<Vec<_>>().chunks(500) {
-            cluster
-                .api
-                .apply_yaml(&documents(chunk))
-                .map_err(|e| anyhow::anyhow!("loading the world into the API server: {e:?}"))?;
-        }
+        let world: Vec<&String> = docs.iter().chain(&local).collect();
+        (cluster.api.apply_documents(&world))
+            .map_err(|e| anyhow::anyhow!("loading the world into the API server: {e:?}"))?;
         let node = &mut cluster.nodes[0];
         let started = Instant::now();
         node.spawn_daemon().context("starting podwalld")?;

@@ -79,6 +79,15 @@ impl ApiServer {
         self.write_yaml(yaml, WriteMode::Apply)
     }
 
+    /// [`apply_yaml`](Self::apply_yaml) of many documents (a world of thousands of pods), a
+    /// stream of 500 at a time: a stream is parsed whole before its first object is written.
+    pub fn apply_documents<S: AsRef<str>>(&self, docs: &[S]) -> Result<(), ApiError> {
+        for chunk in docs.chunks(500) {
+            self.apply_yaml(&crate::manifests::documents(chunk))?;
+        }
+        Ok(())
+    }
+
     /// Delete every object a YAML stream names (by kind, namespace and name).
     pub fn delete_yaml(&self, yaml: &str) -> Result<Vec<Value>, ApiError> {
         let mut deleted = Vec::new();
