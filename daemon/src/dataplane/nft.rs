@@ -201,15 +201,15 @@ impl Kernel for NftKernel {
     /// Both tables, read back over netlink into one fingerprint; `None` when the policy
     /// table is gone.
     fn dump(&mut self) -> Result<Option<Fingerprint>, DataplaneError> {
+        let tables = self.table_handles()?;
+        if !tables.iter().any(|(name, _)| name == FAMILY) {
+            return Ok(None);
+        }
         let mut fingerprint = Fingerprint::default();
         for (name, family) in [(FAMILY, NFPROTO_INET), (GUARD_FAMILY, NFPROTO_BRIDGE)] {
-            if !self.table_exists(name)? {
-                if name == FAMILY {
-                    return Ok(None);
-                }
-                continue;
+            if tables.iter().any(|(table, _)| table == name) {
+                listing::read_table(self.socket()?, family, TABLE, &mut fingerprint)?;
             }
-            listing::read_table(self.socket()?, family, TABLE, &mut fingerprint)?;
         }
         Ok(Some(fingerprint))
     }
