@@ -69,7 +69,11 @@ impl Batch {
     }
 
     /// The datagram, BATCH_BEGIN numbered `first_seq` and each message after it the next
-    /// number; every message but the framing is acknowledged.
+    /// number. Only the last message asks for an acknowledgement: the kernel answers every
+    /// message it refuses anyway, in order, so the last answer says the batch is done. An
+    /// answer for each message would overflow the socket's receive buffer on a batch of a
+    /// few hundred messages (a whole table holds thousands), and the kernel drops what does
+    /// not fit.
     pub fn encode(&self, first_seq: u32) -> Vec<u8> {
         let mut out = Vec::new();
         let mut seq = first_seq;
@@ -85,9 +89,14 @@ impl Batch {
             );
         };
         framing(&mut out, NFNL_MSG_BATCH_BEGIN, seq);
-        for m in &self.messages {
+        for (i, m) in self.messages.iter().enumerate() {
             seq = seq.wrapping_add(1);
-            let flags = NLM_F_REQUEST | NLM_F_ACK | m.flags;
+            let ack = if i + 1 == self.messages.len() {
+                NLM_F_ACK
+            } else {
+                0
+            };
+            let flags = NLM_F_REQUEST | ack | m.flags;
             let kind = (NFNL_SUBSYS_NFTABLES << 8) | m.kind;
             push_message(&mut out, kind, flags, seq, m.family, 0, &m.attrs);
         }
@@ -259,19 +268,31 @@ impl NftSocket {
         }
         self.socket.send(&datagram, 0).map_err(io_error)?;
         let mut errors = Vec::new();
-        let mut answered = 0;
-        while answered < expected {
-            let (reply, _) = self.socket.recv_from_full().map_err(io_error)?;
+        let mut done = false;
+        while !done {
+            let reply = match self.socket.recv_from_full() {
+                Ok((reply, _)) => reply,
+                // Only refusals are answered before the last message: this many answers
+                // are refusals, and a refused message aborts the batch.
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENOBUFS) => {
+                    errors.push(format!(
+                        "more messages were refused than the kernel could report ({e})"
+                    ));
+                    break;
+                }
+                Err(e) => return Err(io_error(e)),
+            };
             for ack in parse_acks(&reply) {
                 let error = || std::io::Error::from_raw_os_error(-ack.code).to_string();
                 match ack.seq.wrapping_sub(first) as usize {
-                    // BATCH_BEGIN refused (no permission, say): nothing else will answer.
+                    // BATCH_BEGIN refused (no permission, say), or the commit failed as a
+                    // whole: nothing else will answer.
                     0 if ack.code != 0 => {
                         errors.push(error());
-                        answered = expected;
+                        done = true;
                     }
                     n if n >= 1 && n <= expected => {
-                        answered += 1;
+                        done |= n == expected;
                         if ack.code != 0 {
                             errors.push(format!("{}: {}", batch.messages[n - 1].what, error()));
                         }
@@ -418,7 +439,7 @@ mod tests {
         assert_eq!(u16_at(&bytes, 4), NFNL_MSG_BATCH_BEGIN);
         assert_eq!(u32_at(&bytes, 8), Some(7));
         assert_eq!(&bytes[18..20], &[0, 10]);
-        // The message: seq 8, acknowledged, nftables subsystem in its type.
+        // The message: seq 8, acknowledged (it is the last), nftables subsystem in its type.
         assert_eq!(u16_at(&bytes, 24), (10 << 8) | 12);
         assert_eq!(u16_at(&bytes, 26), NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE);
         assert_eq!(u32_at(&bytes, 28), Some(8));
@@ -427,6 +448,19 @@ mod tests {
         assert_eq!(u16_at(end, 4), NFNL_MSG_BATCH_END);
         assert_eq!(u32_at(end, 8), Some(9));
         assert_eq!(bytes.len() % 4, 0);
+    }
+
+    #[test]
+    fn only_the_last_message_of_a_batch_asks_for_an_acknowledgement() {
+        let mut batch = Batch::default();
+        for _ in 0..3 {
+            batch.push(12, NLM_F_CREATE, NFPROTO_INET, vec![1, 0, 0, 0], "x".into());
+        }
+        let bytes = batch.encode(1);
+        // BATCH_BEGIN (20 bytes), then three messages of 24 bytes.
+        let flags: Vec<u16> = (0..3).map(|i| u16_at(&bytes, 20 + 24 * i + 6)).collect();
+        let plain = NLM_F_REQUEST | NLM_F_CREATE;
+        assert_eq!(flags, [plain, plain, plain | NLM_F_ACK]);
     }
 
     #[test]
