@@ -78,7 +78,7 @@ impl Options {
             policies_per_namespace: 10,
             local_pods: 110,
             rounds: 30,
-            rebuilds: 3,
+            rebuilds: 8,
         }
     }
 
@@ -209,8 +209,11 @@ pub struct WorldReport {
     pub render: Duration,
     /// `NftKernel::replace` into an empty namespace.
     pub first_load: Duration,
-    /// `NftKernel::replace` over the loaded table (restart, structural change, repair).
+    /// `NftKernel::replace` over the loaded table (a start without a handover, a repair, a
+    /// refused change's fallback): one netlink batch.
     pub rebuild: Stats,
+    /// The same swap through `nft -f` (`NftKernel::replace_with_nft`), the path before.
+    pub rebuild_nft: Stats,
 }
 
 /// The machine the figures come from.
@@ -674,11 +677,19 @@ fn measure_world(options: &Options, peers: usize) -> Result<(WorldReport, Vec<Ro
     let started = Instant::now();
     kernel.replace(&applied).context("loading the table")?;
     let first_load = started.elapsed();
-    let mut rebuilds = Vec::new();
-    for _ in 0..options.rebuilds.max(1) {
-        let started = Instant::now();
-        kernel.replace(&applied).context("swapping the table")?;
-        rebuilds.push(started.elapsed());
+    // The swap over netlink and through `nft -f`, side by side in rotating order.
+    let (mut rebuilds, mut rebuilds_nft) = (Vec::new(), Vec::new());
+    for round in 0..options.rebuilds.max(1) {
+        for netlink in [round % 2 == 0, round % 2 == 1] {
+            let started = Instant::now();
+            if netlink {
+                kernel.replace(&applied).context("swapping the table")?;
+                rebuilds.push(started.elapsed());
+            } else {
+                (kernel.replace_with_nft(&applied)).context("swapping the table with nft")?;
+                rebuilds_nft.push(started.elapsed());
+            }
+        }
     }
     let (chains, sets, elements) = ruleset_size(&applied.ruleset);
     let report = WorldReport {
@@ -693,6 +704,7 @@ fn measure_world(options: &Options, peers: usize) -> Result<(WorldReport, Vec<Ro
         render,
         first_load,
         rebuild: Stats::of(&rebuilds),
+        rebuild_nft: Stats::of(&rebuilds_nft),
     };
 
     // The daemon's core over the same state: the new pod is known to the source (scheduled
@@ -822,20 +834,20 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "Full rebuild (one `nft -f` script swapping the whole table):\n"
+            "Full rebuild (both tables swapped in one transaction: one netlink batch, or one `nft -f` script; ratio = nft -f / netlink):\n"
         )?;
         writeln!(
             f,
-            "| peers | pods | policies | chains | sets | elements | script | compile ms | render ms | first load ms | rebuild p50 ms | rebuild max ms |"
+            "| peers | pods | policies | chains | sets | elements | script | compile ms | render ms | first load ms | netlink p50 ms | netlink max ms | nft -f p50 ms | nft -f max ms | ratio |"
         )?;
         writeln!(
             f,
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         )?;
         for w in &self.worlds {
             writeln!(
                 f,
-                "| {} | {} | {} | {} | {} | {} | {} KiB | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} KiB | {} | {} | {} | {} | {} | {} | {} | ×{:.2} |",
                 w.peers,
                 w.pods,
                 w.policies,
@@ -848,6 +860,9 @@ impl fmt::Display for Report {
                 ms(w.first_load),
                 ms(w.rebuild.p50),
                 ms(w.rebuild.p99),
+                ms(w.rebuild_nft.p50),
+                ms(w.rebuild_nft.p99),
+                w.rebuild_nft.p50.as_secs_f64() / w.rebuild.p50.as_secs_f64().max(1e-9),
             )?;
         }
         writeln!(

@@ -291,6 +291,45 @@ pub fn listing_differences(
         .collect()
 }
 
+/// podwall's policy table taken over by a socket of the test: the kernel refuses every
+/// change to a table that a socket owns to any other socket (`EPERM`), podwalld's whole-table
+/// swaps, structural batches and element changes alike, until the owner closes its socket
+/// (the value is dropped), when the kernel deletes the table.
+pub struct OwnedTable(#[allow(dead_code)] podwalld::dataplane::netlink::NftSocket);
+
+impl OwnedTable {
+    /// Delete the daemon's table in `ns` and create an empty one of its name, owned.
+    pub fn take_over(ns: &TestNetns) -> Result<Self> {
+        use podwalld::dataplane::netlink::{Batch, NftSocket};
+        let mut socket = ns
+            .run_in(NftSocket::open)
+            .context("opening a netlink socket")?;
+        // NFTA_TABLE_NAME, and for the new table NFTA_TABLE_FLAGS = NFT_TABLE_F_OWNER.
+        let name = attribute(1, b"podwall\0");
+        let owned = [name.clone(), attribute(2, &2u32.to_be_bytes())].concat();
+        let (new_table, delete_table, create, inet) = (0, 2, 0x400, 1);
+        let mut batch = Batch::default();
+        batch.push(delete_table, 0, inet, name, "delete the table".into());
+        batch.push(new_table, create, inet, owned, "create it owned".into());
+        socket.commit(&batch).context("taking the table over")?;
+        Ok(Self(socket))
+    }
+}
+
+/// A netlink attribute: length, type, payload, padded to 4 bytes.
+fn attribute(kind: u16, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend(
+        u16::try_from(4 + payload.len())
+            .unwrap_or(u16::MAX)
+            .to_ne_bytes(),
+    );
+    out.extend(kind.to_ne_bytes());
+    out.extend(payload);
+    out.resize(out.len().next_multiple_of(4), 0);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -216,7 +216,8 @@ pub fn by_policy(ruleset: &Ruleset, deltas: &[(&RuleCount, u64)]) -> ByPolicy {
 
 #[cfg(test)]
 mod tests {
-    use super::super::exprs::{self, comment_userdata, Expr};
+    use super::super::encode::{comment_userdata, encode};
+    use super::super::exprs::{self, Expr};
     use super::super::netlink::{push_message, NLA_F_NESTED};
     use super::*;
 
@@ -234,7 +235,7 @@ mod tests {
         push_attr(&mut elem, NFTA_EXPR_DATA | NLA_F_NESTED, &counter);
         let mut encoded = Vec::new();
         push_attr(&mut encoded, NFTA_LIST_ELEM | NLA_F_NESTED, &elem);
-        encoded.extend(exprs::encode(&[Expr::Verdict(exprs::NF_DROP)]));
+        encoded.extend(encode(&[Expr::Verdict(exprs::NF_DROP)]));
         let mut attrs = Vec::new();
         push_attr(&mut attrs, NFTA_RULE_TABLE, &c_string(TABLE));
         push_attr(&mut attrs, NFTA_RULE_CHAIN, &c_string(chain));

@@ -6,41 +6,40 @@
 
 use podwall_policy::{End, Family, RuleVerdict};
 
-use super::elements::{NFTA_DATA_VALUE, NFTA_DATA_VERDICT, NFTA_LIST_ELEM, NFTA_VERDICT_CODE};
-use super::netlink::{c_string, push_attr, NLA_F_NESTED};
 use super::shape::{protocol, Field, Ports, RuleShape};
 use super::Logging;
-
-const NFTA_EXPR_NAME: u16 = 1;
-const NFTA_EXPR_DATA: u16 = 2;
 
 /// Registers: the verdict, the first 16-byte register, and the 4-byte register after an
 /// IPv4 address in it (nft puts a concatenation's second field there; after an IPv6 address
 /// it takes the next 16-byte register).
-const REG_VERDICT: u32 = 0;
-const REG_1: u32 = 1;
-const REG_2: u32 = 2;
-const REG32_01: u32 = 9;
+pub(super) const REG_VERDICT: u32 = 0;
+pub(super) const REG_1: u32 = 1;
+pub(super) const REG_2: u32 = 2;
+pub(super) const REG32_01: u32 = 9;
 
+pub(super) const NFT_META_PROTOCOL: u32 = 1;
+pub(super) const NFT_META_IIFNAME: u32 = 6;
 const NFT_META_NFPROTO: u32 = 15;
-const NFT_META_L4PROTO: u32 = 16;
+pub(super) const NFT_META_L4PROTO: u32 = 16;
 const NFT_CT_STATE: u32 = 0;
-const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
-const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
+pub(super) const NFT_PAYLOAD_LL_HEADER: u32 = 0;
+pub(super) const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
+pub(super) const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
 const NFPROTO_IPV4: u8 = 2;
 const NFPROTO_IPV6: u8 = 10;
 /// `ct state` bits (host byte order, as conntrack keeps them).
 const CT_STATE_INVALID: u32 = 1;
+pub(super) const CT_STATE_ESTABLISHED: u32 = 2;
+pub(super) const CT_STATE_RELATED: u32 = 4;
 const CT_STATE_NEW: u32 = 8;
 /// TCP flags: fin | syn | rst | ack, and syn.
 const TCP_FLAGS_MASK: u8 = 0x17;
 const TCP_SYN: u8 = 0x02;
 
 pub const NF_DROP: i32 = 0;
+pub const NF_ACCEPT: i32 = 1;
 pub const NFT_GOTO: i32 = -4;
 pub const NFT_RETURN: i32 = -5;
-/// NFTA_VERDICT_CHAIN: the chain of a jump or goto.
-const NFTA_VERDICT_CHAIN: u16 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CmpOp {
@@ -70,6 +69,15 @@ pub enum Expr {
         set: String,
         id: Option<u32>,
     },
+    /// The same lookup, matching what the set does not hold.
+    NotIn {
+        set: String,
+        id: Option<u32>,
+    },
+    /// `vmap @map`: the verdict the map holds for register 1, if any.
+    Vmap(String),
+    /// `fib saddr type`: the type of the route to the source (local, unicast, …).
+    FibSaddrType,
     Verdict(i32),
     /// `goto <chain>`.
     Goto(String),
@@ -134,7 +142,7 @@ pub fn midstream_drop() -> Vec<Expr> {
 }
 
 /// `ct state <bit>`: load, mask, non-zero.
-fn ct_state(bit: u32) -> Vec<Expr> {
+pub(super) fn ct_state(bit: u32) -> Vec<Expr> {
     vec![
         Expr::Ct(NFT_CT_STATE),
         Expr::And(bit.to_ne_bytes().to_vec()),
@@ -142,15 +150,27 @@ fn ct_state(bit: u32) -> Vec<Expr> {
     ]
 }
 
-fn l4proto(number: u8) -> [Expr; 2] {
+pub(super) fn l4proto(number: u8) -> [Expr; 2] {
     [
         Expr::Meta(NFT_META_L4PROTO),
         Expr::Cmp(CmpOp::Eq, vec![number]),
     ]
 }
 
+/// `meta nfproto`: the packet is of `family`.
+pub(super) fn nfproto(family: Family) -> [Expr; 2] {
+    let number = match family {
+        Family::V4 => NFPROTO_IPV4,
+        Family::V6 => NFPROTO_IPV6,
+    };
+    [
+        Expr::Meta(NFT_META_NFPROTO),
+        Expr::Cmp(CmpOp::Eq, vec![number]),
+    ]
+}
+
 /// The address field of `family` (IPv4 when the rule names none, as `ip` in the text).
-fn address(family: Option<Family>, field: Field, dreg: u32) -> Expr {
+pub(super) fn address(family: Option<Family>, field: Field, dreg: u32) -> Expr {
     let (offset, len) = match (family.unwrap_or(Family::V4), field) {
         (Family::V4, Field::Saddr) => (12, 4),
         (Family::V4, Field::Daddr) => (16, 4),
@@ -218,12 +238,7 @@ fn matching(shape: &RuleShape, anonymous_id: u32) -> RuleExprs {
     let mut exprs = Vec::new();
     let mut anonymous_set = None;
     if let Some(family) = shape.family {
-        let number = match family {
-            Family::V4 => NFPROTO_IPV4,
-            Family::V6 => NFPROTO_IPV6,
-        };
-        exprs.push(Expr::Meta(NFT_META_NFPROTO));
-        exprs.push(Expr::Cmp(CmpOp::Eq, vec![number]));
+        exprs.extend(nfproto(family));
     }
     if let Some((field, set)) = &shape.peer {
         exprs.push(address(shape.family, *field, REG_1));
@@ -281,131 +296,6 @@ fn matching(shape: &RuleShape, anonymous_id: u32) -> RuleExprs {
 
 /// The name an anonymous set is created under; the kernel numbers it.
 pub const ANONYMOUS_SET: &str = "__set%d";
-
-/// The `NFTA_RULE_EXPRESSIONS` payload.
-pub fn encode(exprs: &[Expr]) -> Vec<u8> {
-    let mut list = Vec::new();
-    for expr in exprs {
-        let (name, data) = encode_one(expr);
-        let mut elem = Vec::new();
-        push_attr(&mut elem, NFTA_EXPR_NAME, &c_string(name));
-        push_attr(&mut elem, NFTA_EXPR_DATA | NLA_F_NESTED, &data);
-        push_attr(&mut list, NFTA_LIST_ELEM | NLA_F_NESTED, &elem);
-    }
-    list
-}
-
-fn be32(out: &mut Vec<u8>, kind: u16, value: u32) {
-    push_attr(out, kind, &value.to_be_bytes());
-}
-
-/// A value in `NFTA_DATA_VALUE`, nested in attribute `kind`.
-fn data(out: &mut Vec<u8>, kind: u16, value: &[u8]) {
-    let mut nested = Vec::new();
-    push_attr(&mut nested, NFTA_DATA_VALUE, value);
-    push_attr(out, kind | NLA_F_NESTED, &nested);
-}
-
-fn encode_one(expr: &Expr) -> (&'static str, Vec<u8>) {
-    let mut out = Vec::new();
-    let name = match expr {
-        Expr::Meta(key) => {
-            be32(&mut out, 2, *key); // NFTA_META_KEY
-            be32(&mut out, 1, REG_1); // NFTA_META_DREG
-            "meta"
-        }
-        Expr::Ct(key) => {
-            be32(&mut out, 2, *key); // NFTA_CT_KEY
-            be32(&mut out, 1, REG_1); // NFTA_CT_DREG
-            "ct"
-        }
-        Expr::Payload {
-            base,
-            offset,
-            len,
-            dreg,
-        } => {
-            be32(&mut out, 1, *dreg); // NFTA_PAYLOAD_DREG
-            be32(&mut out, 2, *base); // NFTA_PAYLOAD_BASE
-            be32(&mut out, 3, *offset); // NFTA_PAYLOAD_OFFSET
-            be32(&mut out, 4, *len); // NFTA_PAYLOAD_LEN
-            "payload"
-        }
-        Expr::And(mask) => {
-            be32(&mut out, 1, REG_1); // NFTA_BITWISE_SREG
-            be32(&mut out, 2, REG_1); // NFTA_BITWISE_DREG
-            be32(&mut out, 3, mask.len() as u32); // NFTA_BITWISE_LEN
-            data(&mut out, 4, mask); // NFTA_BITWISE_MASK
-            data(&mut out, 5, &vec![0; mask.len()]); // NFTA_BITWISE_XOR
-            "bitwise"
-        }
-        Expr::Cmp(op, value) => {
-            be32(&mut out, 1, REG_1); // NFTA_CMP_SREG
-            be32(&mut out, 2, *op as u32); // NFTA_CMP_OP
-            data(&mut out, 3, value); // NFTA_CMP_DATA
-            "cmp"
-        }
-        Expr::Lookup { set, id } => {
-            push_attr(&mut out, 1, &c_string(set)); // NFTA_LOOKUP_SET
-            be32(&mut out, 2, REG_1); // NFTA_LOOKUP_SREG
-            if let Some(id) = id {
-                be32(&mut out, 4, *id); // NFTA_LOOKUP_SET_ID
-            }
-            "lookup"
-        }
-        Expr::Counter => {
-            // As nft sends it: both values, zero.
-            push_attr(&mut out, 1, &0u64.to_be_bytes()); // NFTA_COUNTER_BYTES
-            push_attr(&mut out, 2, &0u64.to_be_bytes()); // NFTA_COUNTER_PACKETS
-            "counter"
-        }
-        Expr::Limit(rate) => {
-            // As nft sends it: rate and burst in packets, per second, no flags.
-            push_attr(&mut out, 1, &u64::from(*rate).to_be_bytes()); // NFTA_LIMIT_RATE
-            push_attr(&mut out, 2, &1u64.to_be_bytes()); // NFTA_LIMIT_UNIT
-            be32(&mut out, 3, *rate); // NFTA_LIMIT_BURST
-            be32(&mut out, 4, 0); // NFTA_LIMIT_TYPE: NFT_LIMIT_PKTS
-            be32(&mut out, 5, 0); // NFTA_LIMIT_FLAGS
-            "limit"
-        }
-        Expr::Log { prefix, group } => {
-            push_attr(&mut out, 2, &c_string(prefix)); // NFTA_LOG_PREFIX
-            push_attr(&mut out, 1, &group.to_be_bytes()); // NFTA_LOG_GROUP
-            "log"
-        }
-        Expr::Verdict(code) => {
-            immediate_verdict(&mut out, *code, None);
-            "immediate"
-        }
-        Expr::Goto(chain) => {
-            immediate_verdict(&mut out, NFT_GOTO, Some(chain));
-            "immediate"
-        }
-    };
-    (name, out)
-}
-
-/// An `immediate` of a verdict into the verdict register; `chain` for a jump or goto.
-fn immediate_verdict(out: &mut Vec<u8>, code: i32, chain: Option<&str>) {
-    be32(out, 1, REG_VERDICT); // NFTA_IMMEDIATE_DREG
-    let mut verdict = Vec::new();
-    push_attr(&mut verdict, NFTA_VERDICT_CODE, &code.to_be_bytes());
-    if let Some(chain) = chain {
-        push_attr(&mut verdict, NFTA_VERDICT_CHAIN, &c_string(chain));
-    }
-    let mut value = Vec::new();
-    push_attr(&mut value, NFTA_DATA_VERDICT | NLA_F_NESTED, &verdict);
-    push_attr(out, 2 | NLA_F_NESTED, &value); // NFTA_IMMEDIATE_DATA
-}
-
-/// A rule's comment as nft stores it in the rule's user data (`NFTNL_UDATA_RULE_COMMENT`).
-/// Comments are at most `MAX_COMMENT` (128) bytes, so the length fits its byte.
-pub fn comment_userdata(comment: &str) -> Vec<u8> {
-    let text = c_string(comment);
-    let mut out = vec![0, u8::try_from(text.len()).unwrap_or(u8::MAX)];
-    out.extend(text);
-    out
-}
 
 #[cfg(test)]
 mod tests {
@@ -471,10 +361,5 @@ mod tests {
             set: ANONYMOUS_SET.into(),
             id: Some(7)
         }));
-    }
-
-    #[test]
-    fn a_comment_is_stored_with_its_nul_and_length() {
-        assert_eq!(comment_userdata("s#1"), vec![0, 4, b's', b'#', b'1', 0]);
     }
 }

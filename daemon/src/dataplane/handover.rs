@@ -10,11 +10,11 @@
 //! flushed ruleset, another daemon) is a different table. An edit inside the tables by hand
 //! is not seen here; the read-back that follows every kept start finds it.
 
-use std::hash::{Hash, Hasher};
+use std::hash::Hasher;
 
 use serde::{Deserialize, Serialize};
 
-use super::render::render;
+use super::table;
 use super::Desired;
 
 /// Which tables the kernel holds: the same boot, namespace and handles mean the same tables.
@@ -35,9 +35,9 @@ pub struct Handover {
     pub digest: Digest,
 }
 
-/// A digest of the script that puts a desired state in the kernel. Taken of the rendered
-/// text rather than the ruleset, so that a daemon that renders the same ruleset into other
-/// rules (another version) never keeps a table an older one wrote.
+/// A digest of the batch that puts a desired state in the kernel (`table::batch`). Taken of
+/// the messages rather than the ruleset, so that a daemon that writes the same ruleset as
+/// other rules or sets (another version) never keeps a table an older one wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Digest {
     pub bytes: usize,
@@ -46,13 +46,12 @@ pub struct Digest {
 
 impl Digest {
     pub fn of(desired: &Desired) -> Self {
-        let script = render(desired);
-        // SipHash with fixed keys: the same text gives the same digest in every process of
-        // one build; another build may differ, which only costs the swap.
+        // SipHash with fixed keys: the same messages give the same digest in every process
+        // of one build; another build may differ, which only costs the swap.
         let mut hasher = std::hash::DefaultHasher::new();
-        script.hash(&mut hasher);
+        let bytes = table::batch(desired).digest(&mut hasher);
         Self {
-            bytes: script.len(),
+            bytes,
             hash: hasher.finish(),
         }
     }
@@ -64,7 +63,7 @@ mod tests {
     use crate::dataplane::render::tests::world_desired;
 
     #[test]
-    fn a_digest_follows_the_rendered_table() {
+    fn a_digest_follows_the_table_written() {
         let desired = world_desired();
         assert_eq!(Digest::of(&desired), Digest::of(&desired.clone()));
         // One address more in one set, one guarded port fewer: each is another digest.

@@ -9,13 +9,15 @@
 //!   policy group) goes over netlink too, as the sets, chains and rules that change with
 //!   their elements (`structure`, `exprs`);
 //!
-//! so a change costs what it changes, whatever the table's size. The whole table is swapped
-//! with one `nft -f` script only at start, to repair drift or a refused change, and as the
-//! fallback when the kernel refuses a structural batch.
+//! so a change costs what it changes, whatever the table's size. Both tables are swapped in
+//! whole, one netlink batch too (`table`), only at start, to repair drift or a refused
+//! change, and as the fallback when the kernel refuses a structural batch. `render` writes
+//! the same tables as `nft -f` text: the reference a root test holds the batches to.
 
 pub mod conntrack;
 pub mod counters;
 pub mod elements;
+mod encode;
 mod exprs;
 mod fingerprint;
 mod guard;
@@ -30,8 +32,10 @@ pub mod ports;
 #[cfg(test)]
 mod recording;
 pub mod render;
+mod sets;
 mod shape;
 pub mod structure;
+mod table;
 mod transaction;
 
 use podwall_policy::Ruleset;

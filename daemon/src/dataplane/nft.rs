@@ -1,6 +1,7 @@
-//! `NftKernel`: swaps the table with `nft -f -` (one script = one transaction), changes
-//! elements and structure over netlink, and reads the table back over netlink (`listing`).
-//! `nft` is a separate GPL program, run, not linked.
+//! `NftKernel`: swaps both tables, changes elements and structure, and reads the tables back
+//! (`listing`), all over netlink; runs `nft -f -` (one script = one transaction) only for
+//! the drop log's probe, `cleanup`, and the benchmarks' old paths. `nft` is a separate GPL
+//! program, run, not linked.
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -14,6 +15,7 @@ use super::netlink::{Batch, NftSocket, NFPROTO_BRIDGE, NFPROTO_INET};
 use super::render::raw_address;
 use super::render::{log_text, render};
 use super::structure::{self, Structure};
+use super::table;
 use super::{DataplaneError, Desired, Fingerprint, Kernel, Logging, TablesId};
 
 /// The production kernel, acting in the calling thread's network namespace.
@@ -40,6 +42,12 @@ impl NftKernel {
     /// benchmarks can put the two side by side.
     pub fn apply_elements_with_nft(&mut self, ops: &[ElementOp]) -> Result<(), DataplaneError> {
         self.commit(&render_elements(ops), ops.len())
+    }
+
+    /// The whole-table swap through `nft -f` instead of netlink: the path before `table`,
+    /// kept so that benchmarks can put the two side by side.
+    pub fn replace_with_nft(&mut self, desired: &Desired) -> Result<(), DataplaneError> {
+        self.commit(&render(desired), 1)
     }
 
     /// Whether the kernel takes the chains' log rule (`limit`, `log group`: expressions a
@@ -157,7 +165,7 @@ delete table {table}
 
 impl Kernel for NftKernel {
     fn replace(&mut self, desired: &Desired) -> Result<(), DataplaneError> {
-        self.commit(&render(desired), 1)
+        self.netlink(&table::batch(desired))
     }
 
     fn apply_elements(&mut self, ops: &[ElementOp]) -> Result<(), DataplaneError> {

@@ -1,6 +1,8 @@
-//! A compiled [`Ruleset`] → the `nft -f` script that swaps the whole `inet podwall` table
-//! in one transaction. Pure, with golden tests; loading the output into a real kernel is a
-//! root test (`tests/tests/integration/render.rs`).
+//! A compiled [`Ruleset`] → the `nft -f` script that swaps both tables in one transaction.
+//! The daemon writes the same tables over netlink (`table`); this text is the readable
+//! reference: a root test requires the two to list alike, and the benchmarks time the
+//! script as the path before. Pure, with golden tests; loading the output into a real kernel
+//! is a root test (`tests/tests/integration/render.rs`).
 //!
 //! Shape (docs/design.md): every chain the compiler made is reached by `jump` from a dispatch
 //! map; a rule that allows renders as `counter return`, so that traffic that passes a pod's

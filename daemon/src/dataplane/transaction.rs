@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use podwall_policy::ruleset::Element;
-use podwall_policy::{Direction, End, Family, RuleVerdict, Ruleset, RulesetDelta, Set};
+use podwall_policy::{Chain, Direction, End, Family, RuleVerdict, Ruleset, RulesetDelta, Set};
 
 use super::elements::{ElementOp, Key};
 use super::names::{hairpin_set, map_name};
@@ -87,19 +87,42 @@ fn structure(
     };
     structure.chains = (delta.chains_set.iter())
         .map(|(name, chain)| {
-            let shapes = (chain.rules.iter())
-                .map(|rule| shape(chain.direction, rule, family_of))
-                .collect();
-            let change = ChainChange {
-                new: !applied.chains.contains_key(name),
-                chain: chain.clone(),
-                shapes,
-            };
-            (name.clone(), change)
+            let new = !applied.chains.contains_key(name);
+            (name.clone(), change(new, chain.clone(), family_of))
         })
         .collect::<BTreeMap<_, _>>();
     structure.removed_chains = deletion_order(applied, &delta.chains_removed);
     Some(structure)
+}
+
+/// `chain`'s rules resolved to their shapes, a rule's family from its sets' (`family_of`).
+fn change(new: bool, chain: Chain, family_of: impl Fn(&str) -> Option<Family>) -> ChainChange {
+    let shapes = (chain.rules.iter())
+        .map(|rule| shape(chain.direction, rule, &family_of))
+        .collect();
+    ChainChange { new, chain, shapes }
+}
+
+/// The whole of `desired` as one structural change to empty tables: every set and chain new,
+/// every map entry, hairpin pair and guard element added (`table` makes the tables, with
+/// their maps and base chains, before it).
+pub(super) fn whole(desired: &Desired) -> Structure {
+    let empty = Ruleset::default();
+    let mut delta = empty.diff(&desired.ruleset);
+    let (_, guard_adds) = Guard::default().ops_to(&desired.guard);
+    let elements = element_ops(&empty, &delta, Vec::new(), guard_adds);
+    let new_sets = std::mem::take(&mut delta.sets_added);
+    let family_of = |set: &str| new_sets.get(set).map(Set::family);
+    let chains = (std::mem::take(&mut delta.chains_set).into_iter())
+        .map(|(name, chain)| (name, change(true, chain, family_of)))
+        .collect();
+    Structure {
+        new_sets,
+        chains,
+        elements,
+        logging: desired.logging,
+        ..Structure::default()
+    }
 }
 
 /// The removed chains, those that another removed chain goes to last: the kernel refuses to

@@ -92,7 +92,7 @@ impl Metrics {
         self.transaction_seconds.observe(elapsed);
     }
 
-    /// The whole table was swapped through `nft -f`.
+    /// Both tables were swapped in whole.
     pub fn observe_replace(&self) {
         self.full_replaces.fetch_add(1, Ordering::Relaxed);
     }
@@ -319,7 +319,7 @@ impl Metrics {
             [
                 (
                     "podwall_full_replaces_total",
-                    "Whole-table swaps through nft -f.",
+                    "Whole-table swaps.",
                     &self.full_replaces,
                 ),
                 (

@@ -4,14 +4,14 @@
 //! policy name at its length limit, a kernel that refuses a transaction for a while, and
 //! br_netfilter switched off behind the daemon's back.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use podwall_policy::Protocol::Tcp;
 use podwall_tests::manifests::{documents, namespace, PodManifest};
+use podwall_tests::nft::OwnedTable;
 use podwall_tests::reach::{self, Peer};
-use podwall_tests::{bins, eventually, ExternalHost, Node, NodeOptions, Pod};
+use podwall_tests::{eventually, ExternalHost, Node, NodeOptions, Pod};
 
 /// Long enough for a daemon on a loaded 2-core machine to read a large manifests directory.
 const APPLY: Duration = Duration::from_secs(30);
@@ -152,35 +152,6 @@ spec:
     assert_eq!(healthz(&node).0, 200);
 }
 
-/// A daemon whose `nft` refuses every call while `<dir>/refuse` exists: the kernel saying no
-/// to the whole-table swaps for as long as the test wants. Changes and read-backs over
-/// netlink are not affected by it.
-fn daemon_with_refusing_nft(dir: &Path) -> PathBuf {
-    let nft = dir.join("nft");
-    std::fs::write(
-        &nft,
-        format!(
-            "#!/bin/sh\nif [ -e {refuse} ]; then echo 'Error: refused by the test' >&2; exit 1; fi\nexec /usr/sbin/nft \"$@\"\n",
-            refuse = dir.join("refuse").display()
-        ),
-    )
-    .unwrap();
-    let daemon = dir.join("podwalld");
-    std::fs::write(
-        &daemon,
-        format!(
-            "#!/bin/sh\nPATH={}:$PATH exec {} \"$@\"\n",
-            dir.display(),
-            bins::daemon().display()
-        ),
-    )
-    .unwrap();
-    for file in [&nft, &daemon] {
-        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    daemon
-}
-
 /// Denies namespace `r` all but pods labelled `app: admin` (there are none): its chain
 /// needs a set of their addresses.
 const DENY: &str = "
@@ -192,35 +163,15 @@ spec:
   ingress: [{from: [{podSelector: {matchLabels: {app: admin}}}]}]
 ";
 
-/// The IPv4 peer set DENY's chain needs, as the compiler names it on a node where a pod of
-/// `r` runs (a policy with no subject on a node has no sets there).
-fn deny_peer_set(world: &str) -> String {
-    let subject = PodManifest::new("r", "subject")
-        .remote("any", &["10.99.0.1".parse().unwrap()])
-        .yaml();
-    let loaded = podwall_policy::manifests::load([
-        ("world.yaml", world),
-        ("deny.yaml", DENY),
-        ("subject.yaml", subject.as_str()),
-    ]);
-    let ruleset = podwall_policy::compile(&loaded.snapshot, "any");
-    (ruleset.sets.keys())
-        .find(|name| name.starts_with("pods4_"))
-        .cloned()
-        .expect("DENY has a peer set")
-}
-
 #[test]
 #[ignore = "needs root: creates network namespaces"]
 fn a_change_the_kernel_refuses_stays_pending_named_in_healthz_until_it_lands() {
-    let tools = tempfile::tempdir().unwrap();
     let mut node = Node::with_options(
         "refuse",
         NodeOptions {
             manifests: true,
             // Reconciles come often: none of them may call a pending change healthy.
             sync_period: Some("1s".into()),
-            daemon: Some(daemon_with_refusing_nft(tools.path())),
             ..NodeOptions::default()
         },
     );
@@ -241,24 +192,9 @@ fn a_change_the_kernel_refuses_stays_pending_named_in_healthz_until_it_lands() {
     let _servers = reach::serve(&[pa.clone(), pb.clone()], &[80]);
     assert!(reach::settles(APPLY, &pb, &pa, Tcp, 80, true));
 
-    // The kernel refuses the policy's structural batch: a set of the name its peer set will
-    // have, but of another type, is already in the table. Its whole-table fallback goes
-    // through the refusing `nft`.
-    std::fs::write(tools.path().join("refuse"), "").unwrap();
-    let set = deny_peer_set(&world);
-    let out = node
-        .netns
-        .exec(&[
-            "nft",
-            "add",
-            "set",
-            "inet",
-            "podwall",
-            &set,
-            "{ type ipv6_addr; }",
-        ])
-        .unwrap();
-    assert!(out.success(), "{}", out.stderr);
+    // The kernel refuses every change the daemon makes: its structural batch for the policy,
+    // and the whole-table swap it falls back to.
+    let owner = OwnedTable::take_over(&node.netns).unwrap();
     node.manifests().write("deny.yaml", DENY);
     assert!(
         eventually(APPLY, || {
@@ -280,7 +216,7 @@ fn a_change_the_kernel_refuses_stays_pending_named_in_healthz_until_it_lands() {
     assert!(metrics.value("podwall_pending_oldest_seconds") > 0.0);
 
     // The kernel takes it again: the policy lands with no further change from the source.
-    std::fs::remove_file(tools.path().join("refuse")).unwrap();
+    drop(owner);
     assert!(
         reach::settles(APPLY, &pb, &pa, Tcp, 80, false),
         "the policy is enforced once the kernel takes it\n{}",
