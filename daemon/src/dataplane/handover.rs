@@ -14,7 +14,7 @@ use std::hash::Hasher;
 
 use serde::{Deserialize, Serialize};
 
-use super::table;
+use super::render::write_script;
 use super::Desired;
 
 /// Which tables the kernel holds: the same boot, namespace and handles mean the same tables.
@@ -35,9 +35,10 @@ pub struct Handover {
     pub digest: Digest,
 }
 
-/// A digest of the batch that puts a desired state in the kernel (`table::batch`). Taken of
-/// the messages rather than the ruleset, so that a daemon that writes the same ruleset as
-/// other rules or sets (another version) never keeps a table an older one wrote.
+/// A digest of the tables a desired state puts in the kernel, taken of `render`'s script:
+/// the text `nft list` shows of them, which a root test holds the netlink batches that write
+/// them to. Taken of the text rather than the ruleset, so that a daemon that writes the same
+/// ruleset as other rules or sets (another version) never keeps a table an older one wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Digest {
     pub bytes: usize,
@@ -46,26 +47,47 @@ pub struct Digest {
 
 impl Digest {
     pub fn of(desired: &Desired) -> Self {
-        // SipHash with fixed keys: the same messages give the same digest in every process
-        // of one build; another build may differ, which only costs the swap.
-        let mut hasher = std::hash::DefaultHasher::new();
-        let bytes = table::batch(desired).digest(&mut hasher);
+        // SipHash with fixed keys: the same text gives the same digest in every process of
+        // one build; another build may differ, which only costs the swap. The script is
+        // hashed as it is written, never held whole.
+        let mut text = Hashing {
+            hasher: std::hash::DefaultHasher::new(),
+            bytes: 0,
+        };
+        write_script(&mut text, desired);
         Self {
-            bytes,
-            hash: hasher.finish(),
+            bytes: text.bytes,
+            hash: text.hasher.finish(),
         }
+    }
+}
+
+/// Text fed to a hasher as it is written.
+struct Hashing {
+    hasher: std::hash::DefaultHasher,
+    bytes: usize,
+}
+
+impl std::fmt::Write for Hashing {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.hasher.write(s.as_bytes());
+        self.bytes += s.len();
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dataplane::render::render;
     use crate::dataplane::render::tests::world_desired;
 
     #[test]
-    fn a_digest_follows_the_table_written() {
+    fn a_digest_follows_the_rendered_table() {
         let desired = world_desired();
         assert_eq!(Digest::of(&desired), Digest::of(&desired.clone()));
+        // Of the script, written piece by piece: as long as it, whatever the pieces.
+        assert_eq!(Digest::of(&desired).bytes, render(&desired).len());
         // One address more in one set, one guarded port fewer: each is another digest.
         let mut more = desired.clone();
         let set = more.ruleset.sets.values_mut().find(|s| {

@@ -68,21 +68,6 @@ impl Batch {
         self.messages.is_empty()
     }
 
-    /// Feed every message (what it is and what it carries, not its sequence number) to
-    /// `hasher`; returns how many bytes of attributes the batch carries.
-    pub fn digest(&self, hasher: &mut impl std::hash::Hasher) -> usize {
-        let mut bytes = 0;
-        for m in &self.messages {
-            hasher.write_u16(m.kind);
-            hasher.write_u16(m.flags);
-            hasher.write_u8(m.family);
-            hasher.write_usize(m.attrs.len());
-            hasher.write(&m.attrs);
-            bytes += m.attrs.len();
-        }
-        bytes
-    }
-
     /// The datagram, BATCH_BEGIN numbered `first_seq` and each message after it the next
     /// number. Only the last message asks for an acknowledgement: the kernel answers every
     /// message it refuses anyway, in order, so the last answer says the batch is done. An

@@ -48,9 +48,15 @@ pub fn base_chain_fingerprint() -> Vec<String> {
 
 /// The script that replaces both tables with `desired`, as one transaction.
 pub fn render(desired: &Desired) -> String {
-    let mut out = render_guard(&desired.guard);
-    out.push_str(&render_ruleset(&desired.ruleset, desired.logging));
+    let mut out = String::new();
+    write_script(&mut out, desired);
     out
+}
+
+/// `render`'s script, written to `out` as it goes: a digest of it needs no copy of it.
+pub fn write_script(out: &mut impl Write, desired: &Desired) {
+    render_guard(out, &desired.guard);
+    render_ruleset(out, &desired.ruleset, desired.logging);
 }
 
 /// The `bridge podwall` table: frames from a guarded pod's veth must carry one of its own
@@ -59,8 +65,7 @@ pub fn render(desired: &Desired) -> String {
 /// detection and multicast listener reports need, and a neighbour advertisement may claim
 /// only the pod's own addresses (or a link-local one). No pod may advertise a router or send
 /// redirects: that is the node's job.
-fn render_guard(guard: &Guard) -> String {
-    let mut out = String::new();
+fn render_guard(out: &mut impl Write, guard: &Guard) {
     let fam = GUARD_FAMILY;
     let _ = writeln!(
         out,
@@ -100,7 +105,7 @@ fn render_guard(guard: &Guard) -> String {
             pairs(false, raw_address),
         ),
     ] {
-        write_set(&mut out, ("set", name), kind, "", &elements);
+        write_set(out, ("set", name), kind, "", &elements);
     }
     let _ = writeln!(
         out,
@@ -114,7 +119,6 @@ fn render_guard(guard: &Guard) -> String {
         let _ = writeln!(out, "\t\t{rule} drop");
     }
     let _ = writeln!(out, "\t}}\n}}");
-    out
 }
 
 /// What the guard drops from a guarded port (each rule ends in `drop`).
@@ -156,8 +160,7 @@ pub fn guard_fingerprint() -> Vec<String> {
 
 /// The script that replaces the `inet podwall` table with `ruleset`, its chains logging
 /// their drops when `logging` says so.
-pub fn render_ruleset(ruleset: &Ruleset, logging: Option<Logging>) -> String {
-    let mut out = String::new();
+fn render_ruleset(out: &mut impl Write, ruleset: &Ruleset, logging: Option<Logging>) {
     // Creating then deleting makes the delete valid whether or not the table exists; the
     // whole script is one transaction, so no packet ever sees the table missing.
     let _ = writeln!(
@@ -165,7 +168,7 @@ pub fn render_ruleset(ruleset: &Ruleset, logging: Option<Logging>) -> String {
         "add table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\ntable {FAMILY} {TABLE} {{"
     );
     for (name, set) in &ruleset.sets {
-        render_set(&mut out, name, set);
+        render_set(out, name, set);
     }
     for family in Family::ALL {
         let pairs: Vec<String> = (ruleset.ingress.keys())
@@ -174,7 +177,7 @@ pub fn render_ruleset(ruleset: &Ruleset, logging: Option<Logging>) -> String {
             .collect();
         let key = addr_type(family);
         write_set(
-            &mut out,
+            out,
             ("set", hairpin_set(family)),
             &format!("type {key} . {key}"),
             "",
@@ -191,7 +194,7 @@ pub fn render_ruleset(ruleset: &Ruleset, logging: Option<Logging>) -> String {
             .map(|(ip, chain)| format!("{ip} : jump {chain}"))
             .collect();
         write_set(
-            &mut out,
+            out,
             ("map", map),
             &format!("type {key} : verdict"),
             "",
@@ -200,7 +203,7 @@ pub fn render_ruleset(ruleset: &Ruleset, logging: Option<Logging>) -> String {
     }
     // Pods talking through the bridge or routed by the node.
     base_chain(
-        &mut out,
+        out,
         (FORWARD_CHAIN, "forward"),
         // Neighbour discovery between pods; router advertisements and redirects are the
         // node's (the guard drops them from pods).
@@ -209,11 +212,7 @@ pub fn render_ruleset(ruleset: &Ruleset, logging: Option<Logging>) -> String {
     // A packet with a pod's source sent by the node's own stack: kube-proxy's IPVS (DNAT at
     // LOCAL_IN, out through LOCAL_OUT with the client's address) or any proxy that keeps the
     // source. The node's own traffic (kubelet's probes, from its addresses) is not a pod's.
-    base_chain(
-        &mut out,
-        (OUTPUT_CHAIN, "output"),
-        "fib saddr type local accept",
-    );
+    base_chain(out, (OUTPUT_CHAIN, "output"), "fib saddr type local accept");
     let _ = writeln!(out, "\tchain {OPEN_CHAIN} {{\n\t\t{MIDSTREAM_DROP}\n\t}}");
     let _ = writeln!(out, "\tchain {QUARANTINE_CHAIN} {{\n\t\tdrop\n\t}}");
     for (name, chain) in &ruleset.chains {
@@ -250,12 +249,11 @@ pub fn render_ruleset(ruleset: &Ruleset, logging: Option<Logging>) -> String {
         }
     }
     let _ = writeln!(out, "}}");
-    out
 }
 
 /// A base chain on `hook` (`chain` is its name and hook): established flows pass, a pod
 /// reaching itself (hairpin) passes, then `exception`, then the dispatch to the pods' chains.
-fn base_chain(out: &mut String, (name, hook): (&str, &str), exception: &str) {
+fn base_chain(out: &mut impl Write, (name, hook): (&str, &str), exception: &str) {
     let _ = writeln!(
         out,
         "\tchain {name} {{\n\t\ttype filter hook {hook} priority filter; policy accept;\n\
@@ -293,7 +291,7 @@ fn ip_keyword(family: Family) -> &'static str {
     }
 }
 
-fn render_set(out: &mut String, name: &str, set: &Set) {
+fn render_set(out: &mut impl Write, name: &str, set: &Set) {
     let (kind, flags, elements): (String, &str, Vec<String>) = match set {
         Set::Addresses { family, elements } => (
             addr_type(*family).into(),
@@ -336,11 +334,21 @@ fn render_set(out: &mut String, name: &str, set: &Set) {
 
 /// One `set` or `map` (`object` is the keyword and the name) with its type (`type …` or
 /// `typeof …`), flags and elements.
-fn write_set(out: &mut String, object: (&str, &str), kind: &str, flags: &str, elements: &[String]) {
+fn write_set(
+    out: &mut impl Write,
+    object: (&str, &str),
+    kind: &str,
+    flags: &str,
+    elements: &[String],
+) {
     let (keyword, name) = object;
     let _ = write!(out, "\t{keyword} {name} {{\n\t\t{kind}\n{flags}");
-    if !elements.is_empty() {
-        let _ = writeln!(out, "\t\telements = {{ {} }}", elements.join(", "));
+    if let Some((first, rest)) = elements.split_first() {
+        let _ = write!(out, "\t\telements = {{ {first}");
+        for element in rest {
+            let _ = write!(out, ", {element}");
+        }
+        let _ = writeln!(out, " }}");
     }
     let _ = writeln!(out, "\t}}");
 }
@@ -527,7 +535,8 @@ spec:
                 tier: Default::default(),
             },
         );
-        let text = render_ruleset(&ruleset, None);
+        let mut text = String::new();
+        render_ruleset(&mut text, &ruleset, None);
         assert!(text.contains("return comment \"x/adrop#0\""), "{text}");
     }
 
