@@ -568,6 +568,12 @@ impl Kernel for TimedKernel {
         self.time(0, |k| k.dump())
     }
 
+    fn exact(
+        &mut self,
+    ) -> Result<Option<podwalld::dataplane::Exact>, podwalld::dataplane::DataplaneError> {
+        self.time(0, |k| k.exact())
+    }
+
     fn tables_id(
         &mut self,
     ) -> Result<Option<podwalld::dataplane::TablesId>, podwalld::dataplane::DataplaneError> {

@@ -1,5 +1,5 @@
 //! Fuzzing of the kernel read-back: the netlink messages of the table's dumps as reconcile
-//! and CHECK read them into a `Fingerprint`; and of `explain`'s matrix over fuzzed manifests
+//! reads them exactly and CHECK into a `Fingerprint`; and of `explain`'s matrix over fuzzed manifests
 //! (their loading and compiling are fuzzed in the policy crate's `tests/fuzz.rs`). Every case
 //! only has to return without a panic; the driver and the environment variables that run it
 //! longer are in `fuzz/driver.rs`, the corpora in `fuzz/corpus/netlink/` (each message the
@@ -30,6 +30,12 @@ fn netlink_read_back_never_panics() {
         let _ = listing::set_of(message, "podwall");
         let _ = listing::elements(message).count();
         let _ = listing::map_entries(message).count();
+        // And as `listing::read_exact` hands them to the exact fold, as any kind of object.
+        let mut fold = podwalld::dataplane::exact::Fold::default();
+        for kind in [0, 3, 6, 9, 12] {
+            fold.message(kind, 1, message.get(20..).unwrap_or_default());
+        }
+        let _ = fold.finish();
     });
 }
 

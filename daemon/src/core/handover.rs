@@ -5,14 +5,16 @@
 //!
 //! Kept is not trusted blindly: the kernel is read back once, right after the socket serves,
 //! and `/healthz` stays red (naming why) until that read-back found the table as expected or
-//! repaired it. A crash, a stop with changes pending, a reboot, another namespace, a table
-//! deleted or created again, or a start state that differs in any rule or element: each
-//! means no record or a record that does not match, and the start swaps the table in whole.
+//! repaired it. A reboot, another namespace, a table deleted or created again, or a start
+//! state that differs in any rule or element means a record that does not match, and the
+//! start swaps the table in whole. With no record (a crash, a stop with changes pending), the
+//! start reads the tables back exactly before it serves and keeps them only if they hold
+//! exactly its state.
 
 use tracing::{info, warn};
 
 use super::{Core, CoreError};
-use crate::dataplane::{Digest, Handover};
+use crate::dataplane::{Digest, Exact, Handover};
 
 /// The `/healthz` condition that is red between a kept start and its read-back.
 pub(super) const READ_BACK: &str = "handover";
@@ -69,6 +71,25 @@ impl Core {
             READ_BACK,
             Err("kept the table the last daemon left; not read back yet".to_string()),
         );
+        self.metrics.count_handover();
+        true
+    }
+
+    /// Without a clean stop's record (a crash, a kill, a first start over a table another
+    /// daemon left): whether the kernel holds exactly this start's state, read back whole
+    /// (`dataplane::exact`). Then it is kept as it is, already read back, and a start after
+    /// a crash costs a read instead of rewriting a table that grows with the cluster.
+    pub(super) fn keep_exact(&mut self) -> bool {
+        let desired = self.desired();
+        match self.kernel.exact() {
+            Ok(Some(kernel)) if kernel == Exact::of(&desired) => {}
+            Ok(_) => return false,
+            Err(err) => {
+                warn!(error = %err, "cannot read the kernel's tables back; swapping the start state in");
+                return false;
+            }
+        }
+        self.applied = desired;
         self.metrics.count_handover();
         true
     }
@@ -130,10 +151,16 @@ mod tests {
         assert_eq!(core.reconcile().unwrap(), Vec::<String>::new());
         assert!(core.health.is_ready(), "{:?}", core.health.reason());
         assert_eq!(replaces(&kernel), before.0);
-        // The record is gone with this start: the next one swaps unless this stops cleanly.
+        // The record is gone with this start: the next one reads the tables back whole and
+        // keeps them only if they hold exactly its state.
         drop(core);
         start(dir.path(), cluster(DENY_X), &kernel, Options::default());
-        assert_eq!(replaces(&kernel), before.0 + 1);
+        assert_eq!(replaces(&kernel), before.0, "exactly its state: kept");
+        kernel.edit(|table| {
+            table.ruleset.ingress.pop_first();
+        });
+        start(dir.path(), cluster(DENY_X), &kernel, Options::default());
+        assert_eq!(replaces(&kernel), before.0 + 1, "one entry fewer: swapped");
     }
 
     #[test]
@@ -189,8 +216,11 @@ mod tests {
         assert!(!core.hand_over(true).unwrap());
         drop(core);
         let before = replaces(&kernel);
+        // The refused attach is in neither the kernel nor the store: the next start reads
+        // back exactly its own state, and keeps it.
         let mut core = start(dir.path(), cluster(DENY_X), &kernel, Options::default());
-        assert_eq!(replaces(&kernel), before + 1);
+        assert_eq!(replaces(&kernel), before);
+        assert_eq!(kernel.table(), full_compile(&core));
         assert!(matches!(
             core.handle(Request::Status),
             Ok(Reply::Status { ready: true, .. })

@@ -182,7 +182,11 @@ impl Core {
         });
         let attachments = core.attachments.clone();
         core.adopt(&attachments);
-        if handover.is_some_and(|handover| core.keep_handed_over(&handover)) {
+        let kept = match handover {
+            Some(handover) => core.keep_handed_over(&handover),
+            None => core.keep_exact(),
+        };
+        if kept {
             info!(
                 attachments = core.attachments.len(),
                 chains = core.applied.ruleset.chains.len(),

@@ -7,7 +7,7 @@ use std::time::Instant;
 use tracing::{info, warn};
 
 use super::{local::guard, Core, CoreError};
-use crate::dataplane::{DataplaneError, Desired, Fingerprint};
+use crate::dataplane::{DataplaneError, Desired, Exact};
 
 /// Changes of the desired state that the kernel has not taken yet.
 #[derive(Debug)]
@@ -64,8 +64,8 @@ impl Core {
         if let Some(retried) = self.retry_pending() {
             return retried.map(|()| Vec::new());
         }
-        let expected = Fingerprint::of(&self.applied);
-        let kernel = match self.kernel.dump() {
+        let expected = Exact::of(&self.applied);
+        let kernel = match self.kernel.exact() {
             Ok(kernel) => kernel,
             Err(err) => return Err(self.refused("reading the kernel back".to_string(), err)),
         };

@@ -30,6 +30,9 @@ impl Kernel for Shared {
     fn dump(&mut self) -> Result<Option<Fingerprint>, DataplaneError> {
         self.0.lock().unwrap().dump()
     }
+    fn exact(&mut self) -> Result<Option<crate::dataplane::Exact>, DataplaneError> {
+        self.0.lock().unwrap().exact()
+    }
     fn tables_id(&mut self) -> Result<Option<crate::dataplane::TablesId>, DataplaneError> {
         self.0.lock().unwrap().tables_id()
     }

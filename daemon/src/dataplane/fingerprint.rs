@@ -1,5 +1,6 @@
-//! The table as the kernel reads it back: enough to notice a deleted table, a flushed
-//! chain, a missing element, and to name what drifted.
+//! The table as the kernel reads it back, coarsely: each dispatch entry, set sizes, rules by
+//! comment. What CHECK asks (is this pod's dispatch in the kernel) and what the tests look
+//! at; the reconcile compares the tables exactly (`exact`).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

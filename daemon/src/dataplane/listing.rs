@@ -1,6 +1,7 @@
-//! A table read back over netlink into a [`Fingerprint`]: its chains, each rule by its
-//! comment or its last expression as nft names it, each named set by its element count
-//! (interval sets by presence) and each verdict map entry by entry.
+//! A table read back over netlink, exactly (`read_exact`: every object and element, folded
+//! by `exact`), or into a [`Fingerprint`]: its chains, each rule by its comment or its last
+//! expression as nft names it, each named set by its element count (interval sets by
+//! presence) and each verdict map entry by entry.
 //!
 //! `nft -j list table` did this before, and cost what nft spends decoding every rule in
 //! userspace: 67 ms for world L's table, 125 ms with 100 ClusterNetworkPolicies (three
@@ -16,13 +17,20 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::counters::comment;
 use super::netlink::{attribute, attributes, c_string, push_attr, NftSocket};
-use super::{DataplaneError, Fingerprint};
+use super::{exact, DataplaneError, Fingerprint};
 
+const NFT_MSG_NEWTABLE: u16 = 0;
+const NFT_MSG_GETTABLE: u16 = 1;
+const NFT_MSG_NEWCHAIN: u16 = 3;
 const NFT_MSG_GETCHAIN: u16 = 4;
+const NFT_MSG_NEWRULE: u16 = 6;
+const NFT_MSG_NEWSET: u16 = 9;
+const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_GETRULE: u16 = 7;
 const NFT_MSG_GETSET: u16 = 10;
 const NFT_MSG_GETSETELEM: u16 = 13;
 
+const NFTA_TABLE_NAME: u16 = 1;
 const NFTA_CHAIN_TABLE: u16 = 1;
 const NFTA_CHAIN_NAME: u16 = 3;
 const NFTA_RULE_TABLE: u16 = 1;
@@ -86,6 +94,55 @@ pub fn read_table(
         });
     }
     fold(fp, table, &chains, &rules, sets);
+    Ok(())
+}
+
+/// Reads table `table` of `family` (`NFPROTO_*`) into `fold`: the table, every set (the
+/// anonymous ones too) with its elements, then every chain and rule.
+pub fn read_exact(
+    socket: &mut NftSocket,
+    family: u8,
+    table: &str,
+    fold: &mut exact::Fold,
+) -> Result<(), DataplaneError> {
+    let what = |objects: &str| format!("the {objects} of table {table}");
+    let mut by_table = Vec::new();
+    push_attr(&mut by_table, NFTA_RULE_TABLE, &c_string(table));
+    let feed = |fold: &mut exact::Fold, kind, messages: &[Vec<u8>], table_attr| {
+        for attrs in messages
+            .iter()
+            .filter_map(|m| of_table(m, table_attr, table))
+        {
+            fold.message(kind, family, attrs);
+        }
+    };
+    let tables = socket.dump(&what("table"), NFT_MSG_GETTABLE, family, &[])?;
+    feed(fold, NFT_MSG_NEWTABLE, &tables, NFTA_TABLE_NAME);
+    let sets = socket.dump(&what("sets"), NFT_MSG_GETSET, family, &by_table)?;
+    for attrs in sets
+        .iter()
+        .filter_map(|m| of_table(m, NFTA_SET_TABLE, table))
+    {
+        fold.message(NFT_MSG_NEWSET, family, attrs);
+        let Some(name) = attribute(attrs, NFTA_SET_NAME).and_then(text) else {
+            continue;
+        };
+        let mut request = Vec::new();
+        push_attr(&mut request, NFTA_SET_ELEM_LIST_TABLE, &c_string(table));
+        push_attr(&mut request, NFTA_SET_ELEM_LIST_SET, &c_string(name));
+        let what = format!("the elements of set {name} of table {table}");
+        let elements = socket.dump(&what, NFT_MSG_GETSETELEM, family, &request)?;
+        feed(
+            fold,
+            NFT_MSG_NEWSETELEM,
+            &elements,
+            NFTA_SET_ELEM_LIST_TABLE,
+        );
+    }
+    let chains = socket.dump(&what("chains"), NFT_MSG_GETCHAIN, family, &by_table)?;
+    feed(fold, NFT_MSG_NEWCHAIN, &chains, NFTA_CHAIN_TABLE);
+    let rules = socket.dump(&what("rules"), NFT_MSG_GETRULE, family, &by_table)?;
+    feed(fold, NFT_MSG_NEWRULE, &rules, NFTA_RULE_TABLE);
     Ok(())
 }
 

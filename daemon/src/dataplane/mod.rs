@@ -12,12 +12,15 @@
 //! so a change costs what it changes, whatever the table's size. Both tables are swapped in
 //! whole, one netlink batch too (`table`), only at start, to repair drift or a refused
 //! change, and as the fallback when the kernel refuses a structural batch. `render` writes
-//! the same tables as `nft -f` text: the reference a root test holds the batches to.
+//! the same tables as `nft -f` text: the reference a root test holds the batches to. The
+//! read-back (`exact`) folds the kernel's dumps and the batch that writes a state the same
+//! way, so that equal means the kernel holds exactly that state.
 
 pub mod conntrack;
 pub mod counters;
 pub mod elements;
 mod encode;
+pub mod exact;
 mod exprs;
 mod fingerprint;
 mod guard;
@@ -42,6 +45,7 @@ use podwall_policy::Ruleset;
 
 pub use conntrack::{Conntrack, Flow, FlowTable};
 pub use elements::{ElementOp, Key};
+pub use exact::Exact;
 pub use fingerprint::{entries_of, Fingerprint};
 pub use guard::Guard;
 pub use handover::{Digest, Handover, TablesId};
@@ -98,6 +102,9 @@ pub trait Kernel: Send {
     fn apply_structure(&mut self, structure: &Structure) -> Result<(), DataplaneError>;
     /// Read our table back: `None` when it does not exist.
     fn dump(&mut self) -> Result<Option<Fingerprint>, DataplaneError>;
+    /// Read both tables back exactly (see `exact`): `None` when the policy table does not
+    /// exist.
+    fn exact(&mut self) -> Result<Option<Exact>, DataplaneError>;
     /// Which tables the kernel holds (see `handover`): `None` when the policy table does not
     /// exist. Cheap: it lists the tables, not what they hold.
     fn tables_id(&mut self) -> Result<Option<TablesId>, DataplaneError>;

@@ -68,6 +68,11 @@ impl Batch {
         self.messages.is_empty()
     }
 
+    /// Each message's kind (`NFT_MSG_*`), table family and attributes, in order.
+    pub(super) fn messages(&self) -> impl Iterator<Item = (u16, u8, &[u8])> {
+        (self.messages.iter()).map(|m| (m.kind, m.family, m.attrs.as_slice()))
+    }
+
     /// The datagram, BATCH_BEGIN numbered `first_seq` and each message after it the next
     /// number. Only the last message asks for an acknowledgement: the kernel answers every
     /// message it refuses anyway, in order, so the last answer says the batch is done. An

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use super::elements::{push_elements, ElementOp, Key};
+use super::exact::{self, Exact};
 use super::listing;
 use super::names::{FAMILY, GUARD_FAMILY, GUARD_TARGETS6, TABLE};
 use super::netlink::{Batch, NftSocket, NFPROTO_BRIDGE, NFPROTO_INET};
@@ -204,6 +205,22 @@ impl Kernel for NftKernel {
             netns: netns.ino(),
             handles,
         }))
+    }
+
+    /// Both tables, read back over netlink exactly; `None` when the policy table is gone.
+    fn exact(&mut self) -> Result<Option<Exact>, DataplaneError> {
+        // Dumping what a missing table holds is an error: list the tables first.
+        let tables = self.table_handles()?;
+        if !tables.iter().any(|(name, _)| name == FAMILY) {
+            return Ok(None);
+        }
+        let mut fold = exact::Fold::default();
+        for (name, family) in [(FAMILY, NFPROTO_INET), (GUARD_FAMILY, NFPROTO_BRIDGE)] {
+            if tables.iter().any(|(table, _)| table == name) {
+                listing::read_exact(self.socket()?, family, TABLE, &mut fold)?;
+            }
+        }
+        Ok(Some(fold.finish()))
     }
 
     /// Both tables, read back over netlink into one fingerprint; `None` when the policy

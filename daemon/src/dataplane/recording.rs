@@ -89,6 +89,10 @@ impl Kernel for RecordingKernel {
         Ok(self.table.as_ref().map(Fingerprint::of))
     }
 
+    fn exact(&mut self) -> Result<Option<super::Exact>, DataplaneError> {
+        Ok(self.table.as_ref().map(super::Exact::of))
+    }
+
     fn tables_id(&mut self) -> Result<Option<TablesId>, DataplaneError> {
         Ok(self.table.as_ref().map(|_| TablesId {
             boot: "recorded".to_string(),

@@ -97,7 +97,7 @@ impl Metrics {
         self.full_replaces.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A start kept the table the last daemon left instead of swapping it in.
+    /// A start kept the tables it found instead of swapping them in.
     pub fn count_handover(&self) {
         self.handovers.fetch_add(1, Ordering::Relaxed);
     }
@@ -324,7 +324,7 @@ impl Metrics {
                 ),
                 (
                     "podwall_start_handovers_total",
-                    "Starts that kept the table a cleanly stopped daemon left (0 or 1).",
+                    "Starts that kept the tables they found, as a clean stop recorded or read back exactly (0 or 1).",
                     &self.handovers,
                 ),
                 (

@@ -1,6 +1,6 @@
-//! Issue 4: drift. Someone deletes podwall's table or flushes one of its chains by hand; the
-//! next periodic reconcile (`--sync-period 1s` here) puts the rules back, enforcement comes
-//! back, and `/metrics` counts the repair.
+//! Issue 4: drift. Someone deletes podwall's table, flushes one of its chains or swaps an
+//! element for another by hand; the next periodic reconcile (`--sync-period 1s` here) puts
+//! the rules back, enforcement comes back, and `/metrics` counts the repair.
 
 use std::time::Duration;
 
@@ -163,4 +163,24 @@ fn an_untouched_table_is_not_repaired() {
         0.0,
         "a reconcile swapped a healthy table"
     );
+}
+
+#[test]
+#[ignore = "needs root: creates network namespaces"]
+fn an_element_swapped_for_another_by_hand_is_restored_by_the_next_reconcile() {
+    let node = node();
+    let (a, b) = (
+        Pod::named("de-a", "d", "a"),
+        Pod::named("de-b", "other", "b"),
+    );
+    node.add_all(&[&a, &b]);
+    let peers = [Peer::pod(&a), Peer::pod(&b)];
+    let _servers = reach::serve(&peers, &[80]);
+    reach::assert_agree_within(REPAIR, &node.manifests(), &node, &[&a, &b], &peers, Tcp, 80);
+    // As many elements as before: only reading the elements themselves tells.
+    let (pair, stranger) = (format!("{0} . {0}", a.ip4()), "10.99.99.99 . 10.99.99.99");
+    let swap = format!(
+        "delete element inet podwall hairpin4 {{ {pair} }}; add element inet podwall hairpin4 {{ {stranger} }}"
+    );
+    damage_is_repaired(&node, &a, &b, &["nft", &swap]);
 }
