@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use super::names::TABLE;
 use super::netlink::{
-    c_string, push_attr, Batch, NFPROTO_BRIDGE, NFPROTO_INET, NLA_F_NESTED, NLM_F_CREATE,
+    c_string, push_attr, Sink, NFPROTO_BRIDGE, NFPROTO_INET, NLA_F_NESTED, NLM_F_CREATE,
 };
 
 pub(super) const NFT_MSG_NEWSETELEM: u16 = 12;
@@ -109,7 +109,7 @@ impl ElementOp {
 
 /// Add the element changes to `batch`, in order. Consecutive changes of the same kind to the
 /// same set share one message.
-pub fn push_elements(batch: &mut Batch, ops: &[ElementOp]) {
+pub fn push_elements(batch: &mut dyn Sink, ops: &[ElementOp]) {
     for group in ops.chunk_by(same_message) {
         // `chunk_by` yields no empty group.
         let [first, ..] = group else { continue };
@@ -189,7 +189,7 @@ fn element(op: &ElementOp) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataplane::netlink::NFPROTO_BRIDGE;
+    use crate::dataplane::netlink::{Batch, NFPROTO_BRIDGE};
 
     fn encode(ops: &[ElementOp], first_seq: u32) -> (Vec<u8>, usize) {
         let mut batch = Batch::default();

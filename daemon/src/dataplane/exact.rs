@@ -14,7 +14,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hasher;
 
-use super::netlink::{attribute, attributes, Batch};
+#[cfg(test)]
+use super::netlink::Batch;
+use super::netlink::{attribute, attributes, Sink};
 use super::{table, Desired};
 
 const NFT_MSG_NEWTABLE: u16 = 0;
@@ -150,7 +152,7 @@ impl Exact {
     /// What the kernel holds after the batch that swaps `desired` in.
     pub fn of(desired: &Desired) -> Self {
         let mut fold = Fold::default();
-        fold.batch(&table::batch(desired));
+        table::write(&mut fold, desired);
         fold.finish()
     }
 
@@ -230,7 +232,15 @@ pub struct Fold {
     anonymous: HashMap<Anonymous, (Vec<u8>, Vec<Vec<u8>>)>,
 }
 
+/// The messages a batch would send, folded as they are written.
+impl Sink for Fold {
+    fn push(&mut self, kind: u16, _flags: u16, family: u8, attrs: Vec<u8>, _what: String) {
+        self.message(kind, family, &attrs);
+    }
+}
+
 impl Fold {
+    #[cfg(test)]
     fn batch(&mut self, batch: &Batch) {
         for (kind, family, attrs) in batch.messages() {
             self.message(kind, family, attrs);

@@ -106,18 +106,12 @@ pub fn read_exact(
     fold: &mut exact::Fold,
 ) -> Result<(), DataplaneError> {
     let what = |objects: &str| format!("the {objects} of table {table}");
+    let of = (family, table);
     let mut by_table = Vec::new();
     push_attr(&mut by_table, NFTA_RULE_TABLE, &c_string(table));
-    let feed = |fold: &mut exact::Fold, kind, messages: &[Vec<u8>], table_attr| {
-        for attrs in messages
-            .iter()
-            .filter_map(|m| of_table(m, table_attr, table))
-        {
-            fold.message(kind, family, attrs);
-        }
-    };
-    let tables = socket.dump(&what("table"), NFT_MSG_GETTABLE, family, &[])?;
-    feed(fold, NFT_MSG_NEWTABLE, &tables, NFTA_TABLE_NAME);
+    let tables = (NFT_MSG_GETTABLE, NFT_MSG_NEWTABLE, NFTA_TABLE_NAME);
+    fold_dump(socket, fold, &what("table"), of, tables, &[])?;
+    // The sets before the rules: a rule's anonymous set is compared by what it holds.
     let sets = socket.dump(&what("sets"), NFT_MSG_GETSET, family, &by_table)?;
     for attrs in sets
         .iter()
@@ -131,19 +125,35 @@ pub fn read_exact(
         push_attr(&mut request, NFTA_SET_ELEM_LIST_TABLE, &c_string(table));
         push_attr(&mut request, NFTA_SET_ELEM_LIST_SET, &c_string(name));
         let what = format!("the elements of set {name} of table {table}");
-        let elements = socket.dump(&what, NFT_MSG_GETSETELEM, family, &request)?;
-        feed(
-            fold,
+        let elements = (
+            NFT_MSG_GETSETELEM,
             NFT_MSG_NEWSETELEM,
-            &elements,
             NFTA_SET_ELEM_LIST_TABLE,
         );
+        fold_dump(socket, fold, &what, of, elements, &request)?;
     }
-    let chains = socket.dump(&what("chains"), NFT_MSG_GETCHAIN, family, &by_table)?;
-    feed(fold, NFT_MSG_NEWCHAIN, &chains, NFTA_CHAIN_TABLE);
-    let rules = socket.dump(&what("rules"), NFT_MSG_GETRULE, family, &by_table)?;
-    feed(fold, NFT_MSG_NEWRULE, &rules, NFTA_RULE_TABLE);
-    Ok(())
+    let chains = (NFT_MSG_GETCHAIN, NFT_MSG_NEWCHAIN, NFTA_CHAIN_TABLE);
+    fold_dump(socket, fold, &what("chains"), of, chains, &by_table)?;
+    let rules = (NFT_MSG_GETRULE, NFT_MSG_NEWRULE, NFTA_RULE_TABLE);
+    fold_dump(socket, fold, &what("rules"), of, rules, &by_table)
+}
+
+/// One dump (`get`, with `request`), each of its messages of table `of` (its table in
+/// attribute `table_attr`) folded as the object `new` as it arrives: the rules and elements
+/// of a large table are never held whole.
+fn fold_dump(
+    socket: &mut NftSocket,
+    fold: &mut exact::Fold,
+    what: &str,
+    (family, table): (u8, &str),
+    (get, new, table_attr): (u16, u16, u16),
+    request: &[u8],
+) -> Result<(), DataplaneError> {
+    socket.dump_each(what, get, family, request, |message| {
+        if let Some(attrs) = of_table(&message, table_attr, table) {
+            fold.message(new, family, attrs);
+        }
+    })
 }
 
 /// A named set as listed: its flags and the messages of its element dump.

@@ -48,9 +48,16 @@ struct Message {
     what: String,
 }
 
-impl Batch {
-    /// Add an nf_tables message of `kind` (`NFT_MSG_*`) for the table `family`.
-    pub fn push(&mut self, kind: u16, flags: u16, family: u8, attrs: Vec<u8>, what: String) {
+/// Where the messages of a transaction go: a [`Batch`] to send, or a fold that reads what
+/// they would write (`exact::Fold`) without holding them.
+pub trait Sink {
+    /// An nf_tables message of `kind` (`NFT_MSG_*`) for the table `family`; `what` names it
+    /// in an error.
+    fn push(&mut self, kind: u16, flags: u16, family: u8, attrs: Vec<u8>, what: String);
+}
+
+impl Sink for Batch {
+    fn push(&mut self, kind: u16, flags: u16, family: u8, attrs: Vec<u8>, what: String) {
         self.messages.push(Message {
             kind,
             flags,
@@ -59,7 +66,9 @@ impl Batch {
             what,
         });
     }
+}
 
+impl Batch {
     pub fn len(&self) -> usize {
         self.messages.len()
     }
@@ -69,6 +78,7 @@ impl Batch {
     }
 
     /// Each message's kind (`NFT_MSG_*`), table family and attributes, in order.
+    #[cfg(test)]
     pub(super) fn messages(&self) -> impl Iterator<Item = (u16, u8, &[u8])> {
         (self.messages.iter()).map(|m| (m.kind, m.family, m.attrs.as_slice()))
     }
@@ -333,6 +343,21 @@ impl NftSocket {
         family: u8,
         attrs: &[u8],
     ) -> Result<Vec<Vec<u8>>, DataplaneError> {
+        let mut found = Vec::new();
+        self.dump_each(what, kind, family, attrs, |m| found.push(m))?;
+        Ok(found)
+    }
+
+    /// The same dump, each message handed to `each` as it arrives instead of kept: a table
+    /// of thousands of rules is read without holding its listing.
+    pub fn dump_each(
+        &mut self,
+        what: &str,
+        kind: u16,
+        family: u8,
+        attrs: &[u8],
+        mut each: impl FnMut(Vec<u8>),
+    ) -> Result<(), DataplaneError> {
         let seq = self.seq;
         self.seq = self.seq.wrapping_add(1);
         let mut request = Vec::new();
@@ -340,17 +365,16 @@ impl NftSocket {
         let flags = NLM_F_REQUEST | NLM_F_DUMP;
         push_message(&mut request, kind, flags, seq, family, 0, attrs);
         self.socket.send(&request, 0).map_err(io_error)?;
-        let mut found = Vec::new();
         loop {
             let (reply, _) = self.socket.recv_from_full().map_err(io_error)?;
             let part = parse_dump(&reply, Some(seq));
-            found.extend(part.messages);
+            part.messages.into_iter().for_each(&mut each);
             if let Some(code) = part.error {
                 let error = std::io::Error::from_raw_os_error(-code);
                 return Err(DataplaneError::Dump(format!("listing {what}: {error}")));
             }
             if part.done {
-                return Ok(found);
+                return Ok(());
             }
         }
     }

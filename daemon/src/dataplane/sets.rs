@@ -14,7 +14,7 @@ use super::elements::{
 };
 use super::exprs::ANONYMOUS_SET;
 use super::names::TABLE;
-use super::netlink::{c_string, push_attr, Batch, NFPROTO_INET, NLA_F_NESTED, NLM_F_CREATE};
+use super::netlink::{c_string, push_attr, Sink, NFPROTO_INET, NLA_F_NESTED, NLM_F_CREATE};
 
 const NFT_MSG_NEWSET: u16 = 9;
 
@@ -156,7 +156,7 @@ pub(super) const ICMPV6_TYPES: Printed = Printed::Payload {
 };
 
 /// NEWSET for the set `name`, numbered `id` in the batch.
-pub(super) fn push_declaration(batch: &mut Batch, name: &str, id: u32, set: &Declaration) {
+pub(super) fn push_declaration(batch: &mut dyn Sink, name: &str, id: u32, set: &Declaration) {
     let mut body = Vec::new();
     push_attr(&mut body, 1, &c_string(TABLE)); // NFTA_SET_TABLE
     push_attr(&mut body, 2, &c_string(name)); // NFTA_SET_NAME
@@ -175,7 +175,7 @@ pub(super) fn push_declaration(batch: &mut Batch, name: &str, id: u32, set: &Dec
 
 /// An anonymous set of a rule, numbered `id` in the batch, with its encoded elements.
 pub(super) fn push_anonymous(
-    batch: &mut Batch,
+    batch: &mut dyn Sink,
     id: u32,
     set: &Declaration,
     elements: Vec<Vec<u8>>,
@@ -221,13 +221,13 @@ pub(super) fn addr_type(family: Family) -> (u32, u32) {
 }
 
 /// NEWSET for a set of the compiler, numbered `id` in the batch, then its elements.
-pub(super) fn push_set(batch: &mut Batch, name: &str, set: &Set, id: u32) {
+pub(super) fn push_set(batch: &mut dyn Sink, name: &str, set: &Set, id: u32) {
     push_declaration(batch, name, id, &declaration(set));
     push_set_elements(batch, NFPROTO_INET, name, None, set_elements(set));
 }
 
 /// The anonymous set of a rule's ports (`th dport { 53, 80-90 }`), numbered `id` in the batch.
-pub(super) fn push_port_set(batch: &mut Batch, id: u32, ranges: &[(u16, u16)]) {
+pub(super) fn push_port_set(batch: &mut dyn Sink, id: u32, ranges: &[(u16, u16)]) {
     let ranges: Vec<(u128, u128)> = (ranges.iter())
         .map(|(a, b)| (u128::from(*a), u128::from(*b)))
         .collect();
@@ -248,7 +248,7 @@ pub(super) const INTERFACE_INTEGER: u32 = concat(TYPE_IFNAME, TYPE_INTEGER);
 
 /// NEWSETELEM messages carrying `elements` (each its `NFTA_SET_ELEM_*` attributes).
 pub(super) fn push_set_elements(
-    batch: &mut Batch,
+    batch: &mut dyn Sink,
     family: u8,
     set: &str,
     id: Option<u32>,

@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use podwall_policy::ruleset::Rule as PolicyRule;
 use podwall_policy::{Chain, End, Set};
 
 use super::elements::{
@@ -19,7 +20,7 @@ use super::encode;
 use super::exprs::{self, Expr};
 use super::names::TABLE;
 use super::netlink::{
-    c_string, push_attr, Batch, NFPROTO_INET, NLA_F_NESTED, NLM_F_APPEND, NLM_F_CREATE,
+    c_string, push_attr, Batch, Sink, NFPROTO_INET, NLA_F_NESTED, NLM_F_APPEND, NLM_F_CREATE,
 };
 use super::render::rule_log_prefix;
 use super::sets::{push_port_set, push_set, push_set_elements, set_elements};
@@ -72,7 +73,7 @@ pub fn batch(structure: &Structure) -> Batch {
 
 /// `structure`'s sets, after what `batch` holds; `set_id` is the last id a set of the batch
 /// took (every set a batch creates needs an id of its own in the batch).
-pub(super) fn push_sets(batch: &mut Batch, structure: &Structure, set_id: &mut u32) {
+pub(super) fn push_sets(batch: &mut dyn Sink, structure: &Structure, set_id: &mut u32) {
     for (name, set) in &structure.new_sets {
         *set_id += 1;
         push_set(batch, name, set, *set_id);
@@ -94,46 +95,27 @@ pub(super) fn push_sets(batch: &mut Batch, structure: &Structure, set_id: &mut u
 }
 
 /// The rest of `structure` after its sets: chains, rules, elements, deletions.
-pub(super) fn push_rest(batch: &mut Batch, structure: &Structure, set_id: &mut u32) {
+pub(super) fn push_rest(batch: &mut dyn Sink, structure: &Structure, set_id: &mut u32) {
     for (name, change) in &structure.chains {
-        let kind = if change.new {
-            NFT_MSG_NEWCHAIN
-        } else {
-            NFT_MSG_DELRULE
-        };
-        let (flags, what) = if change.new {
-            (NLM_F_CREATE, format!("new chain {name}"))
+        if change.new {
+            push_chain(batch, name);
         } else {
             // DELRULE without a handle empties the chain.
-            (0, format!("flush of chain {name}"))
-        };
-        let mut body = Vec::new();
-        push_attr(&mut body, 1, &c_string(TABLE)); // NFTA_CHAIN_TABLE / NFTA_RULE_TABLE
-                                                   // NFTA_CHAIN_NAME is 3, NFTA_RULE_CHAIN is 2.
-        push_attr(&mut body, if change.new { 3 } else { 2 }, &c_string(name));
-        batch.push(kind, flags, NFPROTO_INET, body, what);
+            let mut body = Vec::new();
+            push_attr(&mut body, 1, &c_string(TABLE)); // NFTA_RULE_TABLE
+            push_attr(&mut body, 2, &c_string(name)); // NFTA_RULE_CHAIN
+            let what = format!("flush of chain {name}");
+            batch.push(NFT_MSG_DELRULE, 0, NFPROTO_INET, body, what);
+        }
     }
     for (name, change) in &structure.chains {
-        push_rule(batch, NFPROTO_INET, name, &exprs::invalid_drop(), None);
-        push_rule(batch, NFPROTO_INET, name, &exprs::midstream_drop(), None);
-        for (shape, policy_rule) in change.shapes.iter().zip(&change.chain.rules) {
-            let log = rule_log_prefix(name, policy_rule, structure.logging);
-            if let (Some(prefix), Some(logging)) = (log, structure.logging) {
-                let rule = exprs::logged_allow(shape, *set_id + 1, logging, &prefix);
-                push_rule_with_set(batch, set_id, name, rule, None);
-            }
-            let rule = exprs::rule(shape, *set_id + 1, &policy_rule.verdict);
-            push_rule_with_set(batch, set_id, name, rule, Some(&shape.comment));
-        }
-        if let (Some(logging), End::Drop) = (structure.logging, &change.chain.end) {
-            push_rule(batch, NFPROTO_INET, name, &exprs::log(logging, name), None);
-        }
-        push_rule(
+        let rules = (change.shapes.iter()).zip(&change.chain.rules);
+        push_rules(
             batch,
-            NFPROTO_INET,
-            name,
-            &exprs::chain_end(&change.chain.end),
-            None,
+            set_id,
+            (name, &change.chain.end),
+            rules,
+            structure.logging,
         );
     }
     push_elements(batch, &structure.elements);
@@ -164,10 +146,45 @@ pub(super) fn push_rest(batch: &mut Batch, structure: &Structure, set_id: &mut u
     }
 }
 
+/// NEWCHAIN for a regular chain of the `inet` table.
+pub(super) fn push_chain(batch: &mut dyn Sink, name: &str) {
+    let mut body = Vec::new();
+    push_attr(&mut body, 1, &c_string(TABLE)); // NFTA_CHAIN_TABLE
+    push_attr(&mut body, 3, &c_string(name)); // NFTA_CHAIN_NAME
+    let what = format!("new chain {name}");
+    batch.push(NFT_MSG_NEWCHAIN, NLM_F_CREATE, NFPROTO_INET, body, what);
+}
+
+/// The rules of a pod chain (`chain` is its name and end), each policy rule with its shape,
+/// logging as `logging` says.
+pub(super) fn push_rules<'a>(
+    batch: &mut dyn Sink,
+    set_id: &mut u32,
+    (name, end): (&str, &End),
+    rules: impl Iterator<Item = (&'a RuleShape, &'a PolicyRule)>,
+    logging: Option<Logging>,
+) {
+    push_rule(batch, NFPROTO_INET, name, &exprs::invalid_drop(), None);
+    push_rule(batch, NFPROTO_INET, name, &exprs::midstream_drop(), None);
+    for (shape, policy_rule) in rules {
+        let log = rule_log_prefix(name, policy_rule, logging);
+        if let (Some(prefix), Some(logging)) = (log, logging) {
+            let rule = exprs::logged_allow(shape, *set_id + 1, logging, &prefix);
+            push_rule_with_set(batch, set_id, name, rule, None);
+        }
+        let rule = exprs::rule(shape, *set_id + 1, &policy_rule.verdict);
+        push_rule_with_set(batch, set_id, name, rule, Some(&shape.comment));
+    }
+    if let (Some(logging), End::Drop) = (logging, end) {
+        push_rule(batch, NFPROTO_INET, name, &exprs::log(logging, name), None);
+    }
+    push_rule(batch, NFPROTO_INET, name, &exprs::chain_end(end), None);
+}
+
 /// A rule, after the anonymous port set it reads, if any: the rule was built to read set
 /// `*set_id + 1` of the batch.
 fn push_rule_with_set(
-    batch: &mut Batch,
+    batch: &mut dyn Sink,
     set_id: &mut u32,
     chain: &str,
     rule: exprs::RuleExprs,
@@ -182,7 +199,7 @@ fn push_rule_with_set(
 
 /// NEWRULE appending `exprs` to `chain` of the `family` table.
 pub(super) fn push_rule(
-    batch: &mut Batch,
+    batch: &mut dyn Sink,
     family: u8,
     chain: &str,
     exprs: &[Expr],

@@ -10,8 +10,9 @@
 
 use std::net::Ipv6Addr;
 
-use podwall_policy::{Direction, Family};
+use podwall_policy::{Direction, Family, Set};
 
+use super::elements::push_elements;
 use super::exprs::{
     address, ct_state, l4proto, nfproto, CmpOp, Expr, CT_STATE_ESTABLISHED, CT_STATE_RELATED,
     NFT_META_IIFNAME, NFT_META_L4PROTO, NFT_META_PROTOCOL, NFT_PAYLOAD_LL_HEADER,
@@ -23,16 +24,17 @@ use super::names::{
     GUARD_TARGETS6, MAPS, OPEN_CHAIN, OUTPUT_CHAIN, QUARANTINE_CHAIN, TABLE,
 };
 use super::netlink::{
-    c_string, push_attr, Batch, NFPROTO_BRIDGE, NFPROTO_INET, NLA_F_NESTED, NLM_F_CREATE,
+    c_string, push_attr, Batch, Sink, NFPROTO_BRIDGE, NFPROTO_INET, NLA_F_NESTED, NLM_F_CREATE,
 };
 use super::sets::{
     addr_type, concat, icmpv6_types, interval_elements, key_element, push_anonymous,
-    push_declaration, Declaration, Printed, INTERFACE_INTEGER, IP6_SOURCES, NFT_SET_INTERVAL,
-    NFT_SET_MAP, TYPE_IFNAME, TYPE_IPV4_ADDR, TYPE_IPV6_ADDR,
+    push_declaration, push_set, Declaration, Printed, INTERFACE_INTEGER, IP6_SOURCES,
+    NFT_SET_INTERVAL, NFT_SET_MAP, TYPE_IFNAME, TYPE_IPV4_ADDR, TYPE_IPV6_ADDR,
 };
 use super::shape::Field;
+use super::shape::{shape, RuleShape};
 use super::structure;
-use super::transaction::whole;
+use super::transaction::whole_elements;
 use super::Desired;
 
 const NFT_MSG_NEWTABLE: u16 = 0;
@@ -63,25 +65,45 @@ const ETHER_IP6: [u8; 2] = [0x86, 0xdd];
 
 /// The batch that swaps both tables for the ones `desired` renders to.
 pub fn batch(desired: &Desired) -> Batch {
-    let whole = whole(desired);
-    let mut table = Table::default();
+    let mut batch = Batch::default();
+    write(&mut batch, desired);
+    batch
+}
+
+/// That batch's messages, into `sink`, straight from `desired`: nothing of it is copied.
+pub(super) fn write(sink: &mut dyn Sink, desired: &Desired) {
+    let ruleset = &desired.ruleset;
+    let mut table = Table { sink, set_id: 0 };
     table.guard();
     // In `render`'s order, which is the order `nft list` prints them in.
     table.swap(NFPROTO_INET);
-    structure::push_sets(&mut table.batch, &whole, &mut table.set_id);
+    for (name, set) in &ruleset.sets {
+        table.set_id += 1;
+        push_set(table.sink, name, set, table.set_id);
+    }
     table.policy();
-    structure::push_rest(&mut table.batch, &whole, &mut table.set_id);
-    table.batch
+    for name in ruleset.chains.keys() {
+        structure::push_chain(table.sink, name);
+    }
+    let family_of = |set: &str| ruleset.sets.get(set).map(Set::family);
+    for (name, chain) in &ruleset.chains {
+        let shapes: Vec<RuleShape> = (chain.rules.iter())
+            .map(|rule| shape(chain.direction, rule, family_of))
+            .collect();
+        let rules = shapes.iter().zip(&chain.rules);
+        let chain = (name.as_str(), &chain.end);
+        structure::push_rules(table.sink, &mut table.set_id, chain, rules, desired.logging);
+    }
+    push_elements(table.sink, &whole_elements(desired));
 }
 
-#[derive(Default)]
-struct Table {
-    batch: Batch,
+struct Table<'a> {
+    sink: &'a mut dyn Sink,
     /// The last id a set of the batch took.
     set_id: u32,
 }
 
-impl Table {
+impl Table<'_> {
     /// Create the table, delete it, create it again: the delete is valid whether or not the
     /// table existed, and what follows fills an empty one.
     fn swap(&mut self, family: u8) {
@@ -102,19 +124,19 @@ impl Table {
         ];
         for (kind, flags, body, verb) in steps {
             let what = format!("{verb} of table {TABLE}");
-            self.batch.push(kind, flags, family, body, what);
+            self.sink.push(kind, flags, family, body, what);
         }
     }
 
     fn set(&mut self, name: &str, set: &Declaration) {
         self.set_id += 1;
-        push_declaration(&mut self.batch, name, self.set_id, set);
+        push_declaration(self.sink, name, self.set_id, set);
     }
 
     /// An anonymous set for the next rule: its id.
     fn anonymous(&mut self, set: &Declaration, elements: Vec<Vec<u8>>) -> Option<u32> {
         self.set_id += 1;
-        push_anonymous(&mut self.batch, self.set_id, set, elements);
+        push_anonymous(self.sink, self.set_id, set, elements);
         Some(self.set_id)
     }
 
@@ -133,12 +155,12 @@ impl Table {
             push_attr(&mut body, 7, &c_string("filter")); // NFTA_CHAIN_TYPE
         }
         let what = format!("new chain {name}");
-        self.batch
+        self.sink
             .push(NFT_MSG_NEWCHAIN, NLM_F_CREATE, family, body, what);
     }
 
     fn rule(&mut self, family: u8, chain: &str, exprs: &[Expr]) {
-        structure::push_rule(&mut self.batch, family, chain, exprs, None);
+        structure::push_rule(self.sink, family, chain, exprs, None);
     }
 
     /// The `inet` table's fixed objects: the hairpin sets, the dispatch maps, `open`,

@@ -103,26 +103,21 @@ fn change(new: bool, chain: Chain, family_of: impl Fn(&str) -> Option<Family>) -
     ChainChange { new, chain, shapes }
 }
 
-/// The whole of `desired` as one structural change to empty tables: every set and chain new,
-/// every map entry, hairpin pair and guard element added (`table` makes the tables, with
-/// their maps and base chains, before it).
-pub(super) fn whole(desired: &Desired) -> Structure {
-    let empty = Ruleset::default();
-    let mut delta = empty.diff(&desired.ruleset);
+/// Every element a whole table's batch adds after its sets and chains: the dispatch
+/// entries, the hairpin pairs and the guard's elements (`table` writes the rest).
+pub(super) fn whole_elements(desired: &Desired) -> Vec<ElementOp> {
+    let entries = |map: &BTreeMap<std::net::IpAddr, String>| {
+        (map.iter())
+            .map(|(ip, chain)| (*ip, Some(chain.clone())))
+            .collect()
+    };
+    let delta = RulesetDelta {
+        ingress: entries(&desired.ruleset.ingress),
+        egress: entries(&desired.ruleset.egress),
+        ..RulesetDelta::default()
+    };
     let (_, guard_adds) = Guard::default().ops_to(&desired.guard);
-    let elements = element_ops(&empty, &delta, Vec::new(), guard_adds);
-    let new_sets = std::mem::take(&mut delta.sets_added);
-    let family_of = |set: &str| new_sets.get(set).map(Set::family);
-    let chains = (std::mem::take(&mut delta.chains_set).into_iter())
-        .map(|(name, chain)| (name, change(true, chain, family_of)))
-        .collect();
-    Structure {
-        new_sets,
-        chains,
-        elements,
-        logging: desired.logging,
-        ..Structure::default()
-    }
+    element_ops(&Ruleset::default(), &delta, Vec::new(), guard_adds)
 }
 
 /// The removed chains, those that another removed chain goes to last: the kernel refuses to
