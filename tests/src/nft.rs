@@ -300,7 +300,8 @@ pub struct OwnedTable(#[allow(dead_code)] podwalld::dataplane::netlink::NftSocke
 impl OwnedTable {
     /// Delete the daemon's table in `ns` and create an empty one of its name, owned.
     pub fn take_over(ns: &TestNetns) -> Result<Self> {
-        use podwalld::dataplane::netlink::{Batch, NftSocket, Sink};
+        use podwalld::dataplane::batch::{Batch, Sink};
+        use podwalld::dataplane::netlink::NftSocket;
         let mut socket = ns
             .run_in(NftSocket::open)
             .context("opening a netlink socket")?;

@@ -1,12 +1,13 @@
 //! Set and map elements: their keys as the kernel stores them, and element changes as
-//! NFT_MSG_NEWSETELEM / NFT_MSG_DELSETELEM messages of a batch (`netlink::Batch`), for the
+//! NFT_MSG_NEWSETELEM / NFT_MSG_DELSETELEM messages of a batch (`batch::Batch`), for the
 //! hot path. Element messages cost the same whatever the size of the table.
 
 use std::net::IpAddr;
 
+use super::batch::Sink;
 use super::names::TABLE;
 use super::netlink::{
-    c_string, push_attr, Sink, NFPROTO_BRIDGE, NFPROTO_INET, NLA_F_NESTED, NLM_F_CREATE,
+    c_string, push_attr, NFPROTO_BRIDGE, NFPROTO_INET, NLA_F_NESTED, NLM_F_CREATE,
 };
 
 pub(super) const NFT_MSG_NEWSETELEM: u16 = 12;
@@ -189,7 +190,8 @@ fn element(op: &ElementOp) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataplane::netlink::{Batch, NFPROTO_BRIDGE};
+    use crate::dataplane::batch::Batch;
+    use crate::dataplane::netlink::NFPROTO_BRIDGE;
 
     fn encode(ops: &[ElementOp], first_seq: u32) -> (Vec<u8>, usize) {
         let mut batch = Batch::default();

@@ -15,8 +15,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::Hasher;
 
 #[cfg(test)]
-use super::netlink::Batch;
-use super::netlink::{attribute, attributes, Sink};
+use super::batch::Batch;
+use super::batch::Sink;
+use super::netlink::{attribute, attributes};
 use super::{table, Desired};
 
 const NFT_MSG_NEWTABLE: u16 = 0;

@@ -16,6 +16,7 @@
 //! read-back (`exact`) folds the kernel's dumps and the batch that writes a state the same
 //! way, so that equal means the kernel holds exactly that state.
 
+pub mod batch;
 pub mod conntrack;
 pub mod counters;
 pub mod elements;

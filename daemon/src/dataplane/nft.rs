@@ -8,11 +8,12 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+use super::batch::Batch;
 use super::elements::{push_elements, ElementOp, Key};
 use super::exact::{self, Exact};
 use super::listing;
 use super::names::{FAMILY, GUARD_FAMILY, GUARD_TARGETS6, TABLE};
-use super::netlink::{Batch, NftSocket, NFPROTO_BRIDGE, NFPROTO_INET};
+use super::netlink::{NftSocket, NFPROTO_BRIDGE, NFPROTO_INET};
 use super::render::raw_address;
 use super::render::{log_text, render};
 use super::structure::{self, Structure};

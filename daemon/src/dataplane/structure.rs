@@ -13,15 +13,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use podwall_policy::ruleset::Rule as PolicyRule;
 use podwall_policy::{Chain, End, Set};
 
+use super::batch::{Batch, Sink};
 use super::elements::{
     push_elements, ElementOp, NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_TABLE, NFT_MSG_DELSETELEM,
 };
 use super::encode;
 use super::exprs::{self, Expr};
 use super::names::TABLE;
-use super::netlink::{
-    c_string, push_attr, Batch, Sink, NFPROTO_INET, NLA_F_NESTED, NLM_F_APPEND, NLM_F_CREATE,
-};
+use super::netlink::{c_string, push_attr, NFPROTO_INET, NLA_F_NESTED, NLM_F_APPEND, NLM_F_CREATE};
 use super::render::rule_log_prefix;
 use super::sets::{push_port_set, push_set, push_set_elements, set_elements};
 use super::shape::RuleShape;

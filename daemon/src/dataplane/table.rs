@@ -12,6 +12,7 @@ use std::net::Ipv6Addr;
 
 use podwall_policy::{Direction, Family, Set};
 
+use super::batch::{Batch, Sink};
 use super::elements::push_elements;
 use super::exprs::{
     address, ct_state, l4proto, nfproto, CmpOp, Expr, CT_STATE_ESTABLISHED, CT_STATE_RELATED,
@@ -24,7 +25,7 @@ use super::names::{
     GUARD_TARGETS6, MAPS, OPEN_CHAIN, OUTPUT_CHAIN, QUARANTINE_CHAIN, TABLE,
 };
 use super::netlink::{
-    c_string, push_attr, Batch, Sink, NFPROTO_BRIDGE, NFPROTO_INET, NLA_F_NESTED, NLM_F_CREATE,
+    c_string, push_attr, NFPROTO_BRIDGE, NFPROTO_INET, NLA_F_NESTED, NLM_F_CREATE,
 };
 use super::sets::{
     addr_type, concat, icmpv6_types, interval_elements, key_element, push_anonymous,
