@@ -13,11 +13,12 @@ use std::collections::BTreeMap;
 use podwall_policy::{Direction, End, PolicyKey, PolicyTier, RuleVerdict, Ruleset};
 
 use super::names::TABLE;
-use super::netlink::{attribute, attributes, c_string, push_attr, NftSocket, NFPROTO_INET};
+use super::netlink::{
+    attribute, attributes, c_string, push_attr, NftSocket, NFPROTO_INET, NFT_MSG_GETRULE,
+};
 use super::render::rule_comment;
 use super::DataplaneError;
 
-const NFT_MSG_GETRULE: u16 = 7;
 const NFTA_RULE_TABLE: u16 = 1;
 const NFTA_RULE_CHAIN: u16 = 2;
 const NFTA_RULE_HANDLE: u16 = 3;

@@ -7,11 +7,10 @@ use std::net::IpAddr;
 use super::batch::Sink;
 use super::names::TABLE;
 use super::netlink::{
-    c_string, push_attr, NFPROTO_BRIDGE, NFPROTO_INET, NLA_F_NESTED, NLM_F_CREATE,
+    c_string, push_attr, NFPROTO_BRIDGE, NFPROTO_INET, NFT_MSG_DELSETELEM, NFT_MSG_NEWSETELEM,
+    NLA_F_NESTED, NLM_F_CREATE,
 };
 
-pub(super) const NFT_MSG_NEWSETELEM: u16 = 12;
-pub(super) const NFT_MSG_DELSETELEM: u16 = 14;
 pub(super) const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 pub(super) const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 pub(super) const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;

@@ -17,15 +17,12 @@ use std::hash::Hasher;
 #[cfg(test)]
 use super::batch::Batch;
 use super::batch::Sink;
-use super::netlink::{attribute, attributes};
+use super::netlink::{
+    attribute, attributes, be32, text, NFT_MSG_DELTABLE, NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE,
+    NFT_MSG_NEWSET, NFT_MSG_NEWSETELEM, NFT_MSG_NEWTABLE,
+};
 use super::{table, Desired};
 
-const NFT_MSG_NEWTABLE: u16 = 0;
-const NFT_MSG_DELTABLE: u16 = 2;
-const NFT_MSG_NEWCHAIN: u16 = 3;
-const NFT_MSG_NEWRULE: u16 = 6;
-const NFT_MSG_NEWSET: u16 = 9;
-const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_SET_ANONYMOUS: u32 = 0x1;
 
 /// What an attribute holds: bytes, bytes that count only when not zero (a flag the kernel
@@ -252,13 +249,7 @@ impl Fold {
     /// nfgenmsg header.
     pub fn message(&mut self, kind: u16, family: u8, attrs: &[u8]) {
         let name = |kind| attribute(attrs, kind).map(<[u8]>::to_vec);
-        let text = |kind| {
-            name(kind).map(|n| {
-                String::from_utf8_lossy(&n)
-                    .trim_end_matches('\0')
-                    .to_string()
-            })
-        };
+        let text = |kind| attribute(attrs, kind).and_then(text).map(str::to_string);
         match kind {
             NFT_MSG_NEWTABLE => {
                 self.exact.tables.insert(family, canonical_of(attrs, TABLE));
@@ -319,10 +310,8 @@ impl Fold {
             held.extend(elements);
             return;
         }
-        let name = String::from_utf8_lossy(set)
-            .trim_end_matches('\0')
-            .to_string();
-        let Some(sum) = self.exact.sets.get_mut(&(family, name)) else {
+        let Some(name) = text(set) else { return };
+        let Some(sum) = self.exact.sets.get_mut(&(family, name.to_string())) else {
             return;
         };
         for element in elements {
@@ -388,10 +377,6 @@ const ALL: &[(u16, Shape)] = &[
     (7, Leaf),
     (8, Leaf),
 ];
-
-fn be32(bytes: &[u8]) -> Option<u32> {
-    Some(u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?))
-}
 
 /// SipHash of `bytes` under key `key`.
 fn hash(key: u64, bytes: &[u8]) -> u64 {

@@ -16,19 +16,12 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::counters::comment;
-use super::netlink::{attribute, attributes, c_string, push_attr, NftSocket};
+use super::netlink::{
+    attribute, attributes, be32, c_string, push_attr, text, NftSocket, AF_UNSPEC, NFT_MSG_GETCHAIN,
+    NFT_MSG_GETRULE, NFT_MSG_GETSET, NFT_MSG_GETSETELEM, NFT_MSG_GETTABLE, NFT_MSG_NEWCHAIN,
+    NFT_MSG_NEWRULE, NFT_MSG_NEWSET, NFT_MSG_NEWSETELEM, NFT_MSG_NEWTABLE,
+};
 use super::{exact, DataplaneError, Fingerprint};
-
-const NFT_MSG_NEWTABLE: u16 = 0;
-const NFT_MSG_GETTABLE: u16 = 1;
-const NFT_MSG_NEWCHAIN: u16 = 3;
-const NFT_MSG_GETCHAIN: u16 = 4;
-const NFT_MSG_NEWRULE: u16 = 6;
-const NFT_MSG_NEWSET: u16 = 9;
-const NFT_MSG_NEWSETELEM: u16 = 12;
-const NFT_MSG_GETRULE: u16 = 7;
-const NFT_MSG_GETSET: u16 = 10;
-const NFT_MSG_GETSETELEM: u16 = 13;
 
 const NFTA_TABLE_NAME: u16 = 1;
 const NFTA_CHAIN_TABLE: u16 = 1;
@@ -97,9 +90,33 @@ pub fn read_table(
     Ok(())
 }
 
-/// Reads table `table` of `family` (`NFPROTO_*`) into `fold`: the table, every set (the
-/// anonymous ones too) with its elements, then every chain and rule.
+/// Reads every table named `table` of the `families` (`NFPROTO_*`) into `fold`: the
+/// tables, from one listing of them all, then each table's sets (the anonymous ones too)
+/// with their elements, chains and rules. Returns the families that have such a table.
 pub fn read_exact(
+    socket: &mut NftSocket,
+    families: &[u8],
+    table: &str,
+    fold: &mut exact::Fold,
+) -> Result<Vec<u8>, DataplaneError> {
+    let mut found = Vec::new();
+    socket.dump_each("the tables", NFT_MSG_GETTABLE, AF_UNSPEC, &[], |message| {
+        // nfgenmsg's first byte, after the 16 of nlmsghdr, is the table's family.
+        let family = message.get(16).copied().filter(|f| families.contains(f));
+        if let (Some(family), Some(attrs)) = (family, of_table(&message, NFTA_TABLE_NAME, table)) {
+            fold.message(NFT_MSG_NEWTABLE, family, attrs);
+            found.push(family);
+        }
+    })?;
+    for family in &found {
+        read_contents(socket, *family, table, fold)?;
+    }
+    Ok(found)
+}
+
+/// Table `table` of `family`'s sets (the anonymous ones too) with their elements, then its
+/// chains and rules, into `fold`.
+fn read_contents(
     socket: &mut NftSocket,
     family: u8,
     table: &str,
@@ -109,8 +126,6 @@ pub fn read_exact(
     let of = (family, table);
     let mut by_table = Vec::new();
     push_attr(&mut by_table, NFTA_RULE_TABLE, &c_string(table));
-    let tables = (NFT_MSG_GETTABLE, NFT_MSG_NEWTABLE, NFTA_TABLE_NAME);
-    fold_dump(socket, fold, &what("table"), of, tables, &[])?;
     // The sets before the rules: a rule's anonymous set is compared by what it holds.
     let sets = socket.dump(&what("sets"), NFT_MSG_GETSET, family, &by_table)?;
     for attrs in sets
@@ -195,15 +210,6 @@ pub fn fold(
 fn of_table<'a>(message: &'a [u8], table_attr: u16, table: &str) -> Option<&'a [u8]> {
     let attrs = message.get(20..)?;
     (text(attribute(attrs, table_attr)?)? == table).then_some(attrs)
-}
-
-/// A NUL-ended string attribute.
-fn text(bytes: &[u8]) -> Option<&str> {
-    std::str::from_utf8(bytes.strip_suffix(&[0]).unwrap_or(bytes)).ok()
-}
-
-fn be32(bytes: &[u8]) -> Option<u32> {
-    Some(u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?))
 }
 
 /// A chain's name.

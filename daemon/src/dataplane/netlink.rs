@@ -30,6 +30,23 @@ pub(super) const NFPROTO_INET: u8 = 1;
 pub(super) const NFPROTO_BRIDGE: u8 = 7;
 pub(super) const AF_UNSPEC: u8 = 0;
 
+// nf_tables message kinds (`NFT_MSG_*`), one place for every module that sends or reads them.
+pub(super) const NFT_MSG_NEWTABLE: u16 = 0;
+pub(super) const NFT_MSG_GETTABLE: u16 = 1;
+pub(super) const NFT_MSG_DELTABLE: u16 = 2;
+pub(super) const NFT_MSG_NEWCHAIN: u16 = 3;
+pub(super) const NFT_MSG_GETCHAIN: u16 = 4;
+pub(super) const NFT_MSG_DELCHAIN: u16 = 5;
+pub(super) const NFT_MSG_NEWRULE: u16 = 6;
+pub(super) const NFT_MSG_GETRULE: u16 = 7;
+pub(super) const NFT_MSG_DELRULE: u16 = 8;
+pub(super) const NFT_MSG_NEWSET: u16 = 9;
+pub(super) const NFT_MSG_GETSET: u16 = 10;
+pub(super) const NFT_MSG_DELSET: u16 = 11;
+pub(super) const NFT_MSG_NEWSETELEM: u16 = 12;
+pub(super) const NFT_MSG_GETSETELEM: u16 = 13;
+pub(super) const NFT_MSG_DELSETELEM: u16 = 14;
+
 pub(super) fn c_string(s: &str) -> Vec<u8> {
     let mut bytes = s.as_bytes().to_vec();
     bytes.push(0);
@@ -119,6 +136,16 @@ pub(super) fn attributes(mut bytes: &[u8]) -> impl Iterator<Item = (u16, &[u8])>
 
 pub(super) fn attribute(bytes: &[u8], kind: u16) -> Option<&[u8]> {
     attributes(bytes).find(|(k, _)| *k == kind).map(|(_, p)| p)
+}
+
+/// A NUL-ended string attribute's text.
+pub(super) fn text(bytes: &[u8]) -> Option<&str> {
+    std::str::from_utf8(bytes.strip_suffix(&[0]).unwrap_or(bytes)).ok()
+}
+
+/// A big-endian 32-bit attribute.
+pub(super) fn be32(bytes: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?))
 }
 
 /// The acknowledgements and errors in a datagram.
@@ -290,8 +317,6 @@ impl NftSocket {
     }
 }
 
-const NFT_MSG_NEWTABLE: u16 = 0;
-const NFT_MSG_GETTABLE: u16 = 1;
 const NFTA_TABLE_NAME: u16 = 1;
 const NFTA_TABLE_HANDLE: u16 = 4;
 

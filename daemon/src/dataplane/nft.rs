@@ -210,18 +210,10 @@ impl Kernel for NftKernel {
 
     /// Both tables, read back over netlink exactly; `None` when the policy table is gone.
     fn exact(&mut self) -> Result<Option<Exact>, DataplaneError> {
-        // Dumping what a missing table holds is an error: list the tables first.
-        let tables = self.table_handles()?;
-        if !tables.iter().any(|(name, _)| name == FAMILY) {
-            return Ok(None);
-        }
         let mut fold = exact::Fold::default();
-        for (name, family) in [(FAMILY, NFPROTO_INET), (GUARD_FAMILY, NFPROTO_BRIDGE)] {
-            if tables.iter().any(|(table, _)| table == name) {
-                listing::read_exact(self.socket()?, family, TABLE, &mut fold)?;
-            }
-        }
-        Ok(Some(fold.finish()))
+        let families = [NFPROTO_INET, NFPROTO_BRIDGE];
+        let found = listing::read_exact(self.socket()?, &families, TABLE, &mut fold)?;
+        Ok(found.contains(&NFPROTO_INET).then(|| fold.finish()))
     }
 
     /// Both tables, read back over netlink into one fingerprint; `None` when the policy

@@ -11,13 +11,14 @@ use podwall_policy::{Family, Set};
 use super::batch::Sink;
 use super::elements::{
     element_lists, Key, NFTA_DATA_VALUE, NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_LIST_ELEMENTS,
-    NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_TABLE, NFT_MSG_NEWSETELEM,
+    NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_TABLE,
 };
 use super::exprs::ANONYMOUS_SET;
 use super::names::TABLE;
-use super::netlink::{c_string, push_attr, NFPROTO_INET, NLA_F_NESTED, NLM_F_CREATE};
-
-const NFT_MSG_NEWSET: u16 = 9;
+use super::netlink::{
+    c_string, push_attr, NFPROTO_INET, NFT_MSG_NEWSET, NFT_MSG_NEWSETELEM, NLA_F_NESTED,
+    NLM_F_CREATE,
+};
 
 // Set types and flags (nf_tables.h; nft's datatype numbers).
 const NFT_SET_ANONYMOUS: u32 = 0x1;

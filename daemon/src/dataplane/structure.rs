@@ -14,23 +14,19 @@ use podwall_policy::ruleset::Rule as PolicyRule;
 use podwall_policy::{Chain, End, Set};
 
 use super::batch::{Batch, Sink};
-use super::elements::{
-    push_elements, ElementOp, NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_TABLE, NFT_MSG_DELSETELEM,
-};
+use super::elements::{push_elements, ElementOp, NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_TABLE};
 use super::encode;
 use super::exprs::{self, Expr};
 use super::names::TABLE;
-use super::netlink::{c_string, push_attr, NFPROTO_INET, NLA_F_NESTED, NLM_F_APPEND, NLM_F_CREATE};
+use super::netlink::{
+    c_string, push_attr, NFPROTO_INET, NFT_MSG_DELCHAIN, NFT_MSG_DELRULE, NFT_MSG_DELSET,
+    NFT_MSG_DELSETELEM, NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE, NLA_F_NESTED, NLM_F_APPEND,
+    NLM_F_CREATE,
+};
 use super::render::rule_log_prefix;
 use super::sets::{push_port_set, push_set, push_set_elements, set_elements};
 use super::shape::RuleShape;
 use super::Logging;
-
-const NFT_MSG_NEWCHAIN: u16 = 3;
-const NFT_MSG_DELCHAIN: u16 = 5;
-const NFT_MSG_NEWRULE: u16 = 6;
-const NFT_MSG_DELRULE: u16 = 8;
-const NFT_MSG_DELSET: u16 = 11;
 
 /// What changes in the table's structure, and the element changes that go with it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

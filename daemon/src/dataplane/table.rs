@@ -25,7 +25,8 @@ use super::names::{
     GUARD_TARGETS6, MAPS, OPEN_CHAIN, OUTPUT_CHAIN, QUARANTINE_CHAIN, TABLE,
 };
 use super::netlink::{
-    c_string, push_attr, NFPROTO_BRIDGE, NFPROTO_INET, NLA_F_NESTED, NLM_F_CREATE,
+    c_string, push_attr, NFPROTO_BRIDGE, NFPROTO_INET, NFT_MSG_DELTABLE, NFT_MSG_NEWCHAIN,
+    NFT_MSG_NEWTABLE, NLA_F_NESTED, NLM_F_CREATE,
 };
 use super::sets::{
     addr_type, concat, icmpv6_types, interval_elements, key_element, push_anonymous,
@@ -38,9 +39,6 @@ use super::structure;
 use super::transaction::whole_elements;
 use super::Desired;
 
-const NFT_MSG_NEWTABLE: u16 = 0;
-const NFT_MSG_DELTABLE: u16 = 2;
-const NFT_MSG_NEWCHAIN: u16 = 3;
 /// Hooks: the inet family's forward and output, the bridge's prerouting.
 const NF_INET_FORWARD: u32 = 2;
 const NF_INET_LOCAL_OUT: u32 = 3;

@@ -197,6 +197,20 @@ fn built_and_loaded(
     (listing(node).unwrap(), listing(&whole).unwrap())
 }
 
+/// The tables of `node` read back as the daemon's CHECK reads them.
+fn fingerprint(node: &TestNetns) -> Fingerprint {
+    node.run_in(|| NftKernel::default().dump())
+        .unwrap_or_else(|e| panic!("reading the tables of {} back: {e}", node.name()))
+        .unwrap_or_else(|| panic!("no podwall table in {}", node.name()))
+}
+
+/// The tables of `node` read back as the daemon's reconcile reads them: exactly.
+fn exact(node: &TestNetns) -> Exact {
+    node.run_in(|| NftKernel::default().exact())
+        .unwrap_or_else(|e| panic!("reading the tables of {} back exactly: {e}", node.name()))
+        .unwrap_or_else(|| panic!("no podwall table in {}", node.name()))
+}
+
 #[test]
 #[ignore = "needs root: creates network namespaces"]
 fn structural_changes_over_netlink_read_back_as_the_same_table_loaded_whole() {
@@ -230,17 +244,10 @@ fn structural_changes_over_netlink_read_back_as_the_same_table_loaded_whole() {
             differences.join("\n")
         );
         // And the table reads back as what the daemon expects of it.
-        let read = node
-            .run_in(|| NftKernel::default().dump())
-            .unwrap_or_else(|e| panic!("{step}: reading the table back: {e}"))
-            .expect("the table exists");
-        let drift = read.differences(&Fingerprint::of(&next));
+        let drift = fingerprint(&node).differences(&Fingerprint::of(&next));
         assert!(drift.is_empty(), "{step}: {drift:?}");
         // Exactly what a swap of the same state writes.
-        let exact = node.run_in(|| NftKernel::default().exact()).unwrap();
-        let drift = exact
-            .expect("the table exists")
-            .differences(&Exact::of(&next));
+        let drift = exact(&node).differences(&Exact::of(&next));
         assert!(drift.is_empty(), "{step}: {drift:?}");
         applied = next;
     }
@@ -289,19 +296,13 @@ fn an_element_changed_by_hand_reads_back_as_not_what_was_written() {
             .unwrap();
         assert!(out.success(), "{verb}: {}", out.stderr);
     }
-    let read = node
-        .run_in(|| NftKernel::default().dump())
-        .unwrap()
-        .unwrap();
     assert!(
-        read.differences(&Fingerprint::of(&desired)).is_empty(),
+        fingerprint(&node)
+            .differences(&Fingerprint::of(&desired))
+            .is_empty(),
         "a fingerprint counts elements: it does not see this"
     );
-    let exact = node
-        .run_in(|| NftKernel::default().exact())
-        .unwrap()
-        .unwrap();
-    let drift = exact.differences(&Exact::of(&desired));
+    let drift = exact(&node).differences(&Exact::of(&desired));
     assert_eq!(drift, [format!("set {set} (inet) not as written")]);
 }
 
@@ -364,8 +365,7 @@ fn a_whole_table_built_over_netlink_reads_back_as_the_same_table_loaded_with_nft
         // set by another count, a hint to the kernel that no listing shows.)
         let expected = Exact::of(&desired);
         for (target, built) in [("fresh", &fresh), ("swapped", &node)] {
-            let read = built.run_in(|| NftKernel::default().exact()).unwrap();
-            let read = read.expect("the table exists");
+            let read = exact(built);
             let differences = read.differences(&expected);
             assert!(differences.is_empty(), "{step} ({target}): {differences:?}");
             assert_eq!(read, expected, "{step} ({target})");
@@ -383,11 +383,7 @@ fn a_whole_table_built_over_netlink_reads_back_as_the_same_table_loaded_with_nft
                 "{step} ({target})"
             );
         }
-        let read = node
-            .run_in(|| NftKernel::default().dump())
-            .unwrap_or_else(|e| panic!("{step}: reading the table back: {e}"))
-            .expect("the table exists");
-        let drift = read.differences(&Fingerprint::of(&desired));
+        let drift = fingerprint(&node).differences(&Fingerprint::of(&desired));
         assert!(drift.is_empty(), "{step}: {drift:?}");
     }
 }
