@@ -45,53 +45,49 @@ impl Compiler {
         held: BTreeMap<Element, usize>,
     ) {
         self.set_create(name.clone(), set);
-        self.holders.insert(name, held);
+        let extra = held
+            .into_iter()
+            .filter(|(_, n)| *n > 1)
+            .map(|(elem, n)| (elem, n - 1))
+            .collect();
+        self.extra_holders.insert(name, extra);
     }
 
     pub(super) fn set_delete(&mut self, name: &SetName) {
         self.note_set(name);
         self.rs.sets.remove(name);
-        self.holders.remove(name);
+        self.extra_holders.remove(name);
     }
 
     /// One more holder of `elem`; the first puts it in the set.
     pub(super) fn elem_add(&mut self, set: &SetName, elem: Element) {
-        let Some(held) = self.holders.get_mut(set) else {
-            return;
-        };
-        let count = held.entry(elem).or_insert(0);
-        *count += 1;
-        if *count > 1 {
-            return;
-        }
-        let Some(s) = self.rs.sets.get_mut(set) else {
+        let (Some(extra), Some(s)) = (self.extra_holders.get_mut(set), self.rs.sets.get_mut(set))
+        else {
             return;
         };
         if s.insert(elem) {
             self.record_element(set, elem, true);
+        } else {
+            *extra.entry(elem).or_insert(0) += 1;
         }
     }
 
     /// One holder of `elem` fewer; the last takes it out of the set.
     pub(super) fn elem_remove(&mut self, set: &SetName, elem: Element) {
-        let Some(held) = self.holders.get_mut(set) else {
+        let (Some(extra), Some(s)) = (self.extra_holders.get_mut(set), self.rs.sets.get_mut(set))
+        else {
             return;
         };
-        match held.get_mut(&elem) {
-            None => return,
-            Some(count) if *count > 1 => {
-                *count -= 1;
-                return;
-            }
+        match extra.get_mut(&elem) {
+            Some(n) if *n > 1 => *n -= 1,
             Some(_) => {
-                held.remove(&elem);
+                extra.remove(&elem);
             }
-        }
-        let Some(s) = self.rs.sets.get_mut(set) else {
-            return;
-        };
-        if s.remove(&elem) {
-            self.record_element(set, elem, false);
+            None => {
+                if s.remove(&elem) {
+                    self.record_element(set, elem, false);
+                }
+            }
         }
     }
 

@@ -4,15 +4,15 @@
 //! [`Compiler`] keeps an index next to the ruleset so that an event touches only what it
 //! affects:
 //! - every distinct selector peer (namespace scope + pod selector) has one pair of address
-//!   sets (v4, v6), shared by every rule that names the same peer, with its member pods; the
-//!   peers are indexed by the namespace they are confined to, or listed as following a
-//!   namespaceSelector. A pod event re-checks the pod against those peers only, a namespace
-//!   label change re-checks that namespace's pods against namespaceSelector peers only.
+//!   sets (v4, v6), shared by every rule that names the same peer; the peers are indexed by
+//!   the namespace they are confined to, or listed as following a namespaceSelector. A pod
+//!   event re-checks the pod against those peers only, a namespace label change re-checks
+//!   that namespace's pods against namespaceSelector peers only.
 //! - named ports have one `addr . port` set per (name, protocol, family), holding every pod
 //!   that declares the name, so that a pod event changes a few elements.
 //! - the elements of both kinds of set are counted by holder: two pods can hold one address
 //!   (a reused address whose old pod's delete is late), and the element must stay until the
-//!   last of them leaves the set.
+//!   last of them leaves the set. Only the holders beyond an element's first are kept.
 //! - a policy event regroups the local pods of its namespace; the chains they hold are made
 //!   again, and compile the policy anew.
 //! - a policy is compiled, and its sets exist, only while a chain judges with it: a policy
@@ -136,9 +136,10 @@ pub struct Compiler {
     peers_by_labels: BTreeSet<PeerKey>,
     blocks: BTreeMap<IpBlock, usize>,
     named: BTreeMap<(String, Protocol), usize>,
-    /// How many pods hold each element of the pod-address and named-port sets; a set is
-    /// here exactly while it exists, and its elements are the keys.
-    holders: BTreeMap<SetName, BTreeMap<Element, usize>>,
+    /// The pod-address and named-port sets, each with its elements that more than one pod
+    /// holds and how many holders they have beyond the first (the set's elements are its
+    /// holders' own; at most a few addresses are ever shared).
+    extra_holders: BTreeMap<SetName, BTreeMap<Element, usize>>,
     /// The policies some chain judges with, compiled.
     compiled: BTreeMap<PolicyKey, Used<Compiled>>,
     cluster_compiled: BTreeMap<String, Used<tiers::ClusterCompiled>>,
@@ -167,7 +168,7 @@ impl Compiler {
             peers_by_labels: BTreeSet::new(),
             blocks: BTreeMap::new(),
             named: BTreeMap::new(),
-            holders: BTreeMap::new(),
+            extra_holders: BTreeMap::new(),
             compiled: BTreeMap::new(),
             cluster_compiled: BTreeMap::new(),
             unused: Unused::default(),
@@ -261,7 +262,12 @@ impl Compiler {
             .cloned()
             .collect();
         for peer in candidates {
-            self.refresh_member(&peer, &key, old.as_ref());
+            // A pod event leaves the namespaces as they were: the old pod was a member if
+            // it matches now.
+            let was = old
+                .as_ref()
+                .is_some_and(|p| peer_matches(&self.snap, &peer, p));
+            self.refresh_member(&peer, &key, old.as_ref(), was);
         }
         self.refresh_named_ports(&key, old.as_ref());
         self.attach(&key);
@@ -279,10 +285,6 @@ impl Compiler {
         if before == after {
             return;
         }
-        if !self.snap.cluster_policies.is_empty() {
-            // A subject may select the namespace's pods by its labels.
-            self.regroup(name);
-        }
         let pods: Vec<PodKey> = pods_in(&self.snap, name).map(|p| p.key.clone()).collect();
         let peers: Vec<PeerKey> = self
             .peers_by_labels
@@ -296,8 +298,17 @@ impl Compiler {
         for peer in &peers {
             for key in &pods {
                 let current = self.snap.pods.get(key).cloned();
-                self.refresh_member(peer, key, current.as_ref());
+                let was = current
+                    .as_ref()
+                    .is_some_and(|p| peer_matches_in(peer, p, &before));
+                self.refresh_member(peer, key, current.as_ref(), was);
             }
+        }
+        // After the peers above: one the chains made again acquire is built from the
+        // namespace as it is now, and must not be re-checked as if it had been before.
+        if !self.snap.cluster_policies.is_empty() {
+            // A subject may select the namespace's pods by its labels.
+            self.regroup(name);
         }
     }
 
@@ -331,12 +342,19 @@ fn pods_in<'a>(snap: &'a Snapshot, namespace: &'a str) -> impl Iterator<Item = &
 }
 
 fn peer_matches(snap: &Snapshot, peer: &PeerKey, pod: &Pod) -> bool {
+    let labels = match &peer.0 {
+        NamespaceScope::Named(_) => Labels::new(), // not read
+        NamespaceScope::Matching(_) => snap.namespace_labels(&pod.key.namespace),
+    };
+    peer_matches_in(peer, pod, &labels)
+}
+
+/// Whether `pod` is a member of `peer` while its namespace has `namespace_labels`.
+fn peer_matches_in(peer: &PeerKey, pod: &Pod, namespace_labels: &Labels) -> bool {
     pod.is_policed()
         && match &peer.0 {
             NamespaceScope::Named(ns) => pod.key.namespace == *ns,
-            NamespaceScope::Matching(sel) => {
-                sel.matches(&snap.namespace_labels(&pod.key.namespace))
-            }
+            NamespaceScope::Matching(sel) => sel.matches(namespace_labels),
         }
         && peer.1.matches(&pod.labels)
 }

@@ -4,16 +4,24 @@
 
 use super::*;
 
+/// A peer's members are not kept: a pod is one exactly while `peer_matches` says so of it in
+/// the current snapshot, and every change of the snapshot re-checks the pods it may concern
+/// (at 10k pods in scope, a member list would be a megabyte).
 pub(super) struct PeerState {
     refs: usize,
-    members: BTreeSet<PodKey>,
     sets: [SetName; 2],
 }
 
 impl Compiler {
-    /// Re-checks pod `key` (now `self.snap.pods[key]`, or gone) against one peer; `old` is
-    /// the pod as it was when it became a member.
-    pub(super) fn refresh_member(&mut self, peer: &PeerKey, key: &PodKey, old: Option<&Pod>) {
+    /// Re-checks pod `key` (now `self.snap.pods[key]`, or gone) against one peer: `old` is
+    /// the pod before the change, a member if `was`.
+    pub(super) fn refresh_member(
+        &mut self,
+        peer: &PeerKey,
+        key: &PodKey,
+        old: Option<&Pod>,
+        was: bool,
+    ) {
         let now = self
             .snap
             .pods
@@ -21,13 +29,9 @@ impl Compiler {
             .filter(|p| peer_matches(&self.snap, peer, p))
             .cloned();
         // Callers take peers from the indexes, which list only peers that exist.
-        let Some(state) = self.peers.get_mut(peer) else {
+        let Some(state) = self.peers.get(peer) else {
             return;
         };
-        let was = state.members.remove(key);
-        if now.is_some() {
-            state.members.insert(key.clone());
-        }
         let sets = state.sets.clone();
         if was {
             for ip in old.map(|p| p.ips.as_slice()).unwrap_or_default() {
@@ -78,7 +82,6 @@ impl Compiler {
         let canonical = serde_json::to_string(peer)
             .expect("a peer is enums, strings and sets of strings, which JSON always encodes");
         let sets = Family::ALL.map(|f| names::peer_set(&canonical, f));
-        let mut members = BTreeSet::new();
         let mut held = [BTreeMap::new(), BTreeMap::new()];
         let namespaces: Vec<String> = match &peer.0 {
             NamespaceScope::Named(ns) => vec![ns.clone()],
@@ -107,7 +110,6 @@ impl Compiler {
                 .collect(),
         };
         for pod in candidates.into_iter().filter(|pod| pod.is_policed()) {
-            members.insert(pod.key.clone());
             for ip in &pod.ips {
                 *held[fam_index(Family::of(ip))].entry(*ip).or_insert(0) += 1;
             }
@@ -138,7 +140,6 @@ impl Compiler {
             peer.clone(),
             PeerState {
                 refs: 1,
-                members,
                 sets: sets.clone(),
             },
         );

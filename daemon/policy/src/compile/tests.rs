@@ -702,3 +702,32 @@ fn a_regroup_keeps_the_sets_of_the_policies_still_used() {
     );
     assert_eq!(c.ruleset(), &compile(c.snapshot(), c.node()));
 }
+
+#[test]
+fn a_namespace_that_joins_a_subject_and_its_peer_at_once_counts_each_pod_once() {
+    // Relabelling y makes its pods the policy's subjects, whose chain is made with the
+    // peer's set from the namespace as it is now, and makes them the peer's members: a
+    // member counted twice would keep a deleted pod's address in the set.
+    let snap = world(&crate::testworld::cluster_policy(
+        "teams",
+        "Admin",
+        1,
+        "subject: {namespaces: {matchLabels: {team: u}}}\negress:\n- {action: Accept, to: [{namespaces: {matchLabels: {team: u}}}]}",
+    ));
+    let mut c = Compiler::new(snap, "node-a");
+    assert!(
+        c.ruleset().sets.is_empty(),
+        "nothing selects a local pod yet"
+    );
+    let labels = Labels::from([("ns", "y"), ("team", "u")]);
+    step(&mut c, Event::Namespace(Namespace::new("y", labels)));
+    let held = |c: &Compiler| {
+        c.ruleset()
+            .sets
+            .values()
+            .any(|s| s.contains(&Element::Address(ip4("y/b"))))
+    };
+    assert!(held(&c));
+    step(&mut c, Event::PodDeleted(PodKey::new("y", "b")));
+    assert!(!held(&c), "y/b's address left the peer's set with it");
+}
