@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use podwall_policy::model::{NamespaceScope, Peer, Peers, PortMatch, PortSpec, Rule};
+use podwall_policy::model::{NamespaceScope, Peer, Peers, PolicyFields, PortMatch, PortSpec, Rule};
 use podwall_policy::{IpBlock, Policy, PolicyKey, Protocol, Requirement, Selector};
 
 /// The five policy shapes of the compile benchmark: same-namespace pods on a port, every pod
@@ -85,7 +85,7 @@ pub fn policy(ns: usize, j: usize, apps: usize) -> Policy {
             vec![],
         ),
     };
-    Policy {
+    Policy::from(PolicyFields {
         key: PolicyKey::new(namespace, format!("policy{j}")),
         pod_selector: app(j % apps),
         isolates_ingress: !ingress.is_empty(),
@@ -94,5 +94,5 @@ pub fn policy(ns: usize, j: usize, apps: usize) -> Policy {
         egress,
         broken: false,
         log_allowed: false,
-    }
+    })
 }

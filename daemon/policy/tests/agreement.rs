@@ -8,8 +8,9 @@ use std::net::IpAddr;
 
 use podwall_policy::interp::{forward, Packet};
 use podwall_policy::model::{
-    Action, ClusterPeer, ClusterPolicy, ClusterRule, ContainerPort, NamespaceScope, Peer, Peers,
-    Phase, PodsSelector, PortMatch, PortSpec, Rule, Tier,
+    Action, ClusterPeer, ClusterPolicy, ClusterPolicyFields, ClusterRule, ContainerPort,
+    NamespaceScope, Peer, Peers, Phase, PodsSelector, PolicyFields, PortMatch, PortSpec, Rule,
+    Tier,
 };
 use podwall_policy::selector::Labels;
 use podwall_policy::{
@@ -147,7 +148,7 @@ fn policy(index: usize) -> impl Strategy<Value = Policy> {
                 // Same invariants as `Policy::from_api`: a direction's rules exist only if it
                 // isolates, and a broken policy has none.
                 let ing = ing || !egr;
-                Policy {
+                Policy::from(PolicyFields {
                     key: PolicyKey::new(ns, format!("p{index}")),
                     pod_selector: sel,
                     isolates_ingress: ing,
@@ -156,7 +157,7 @@ fn policy(index: usize) -> impl Strategy<Value = Policy> {
                     egress: if egr && !broken { egress } else { vec![] },
                     broken,
                     log_allowed: false,
-                }
+                })
             })
     })
 }
@@ -196,8 +197,8 @@ fn cluster_policy(index: usize) -> impl Strategy<Value = ClusterPolicy> {
         prop::collection::vec(cluster_rule(), 0..3),
         prop::collection::vec(cluster_rule(), 0..3),
     )
-        .prop_map(
-            move |(tier, priority, subject, ingress, egress)| ClusterPolicy {
+        .prop_map(move |(tier, priority, subject, ingress, egress)| {
+            ClusterPolicy::from(ClusterPolicyFields {
                 name: format!("c{index}"),
                 tier,
                 priority,
@@ -205,8 +206,8 @@ fn cluster_policy(index: usize) -> impl Strategy<Value = ClusterPolicy> {
                 ingress,
                 egress,
                 broken: false,
-            },
-        )
+            })
+        })
 }
 
 fn container_port() -> impl Strategy<Value = ContainerPort> {

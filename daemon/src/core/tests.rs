@@ -11,7 +11,7 @@ use crate::dataplane::{
     Call, DataplaneError, ElementOp, Fingerprint, Guard, RecordingKernel, Structure,
 };
 use podwall_policy::selector::Labels;
-use podwall_policy::Ruleset;
+use podwall_policy::{PolicyKey, Ruleset};
 
 /// A kernel the test can look into after handing it to `Core`.
 #[derive(Clone, Default)]
@@ -805,6 +805,34 @@ status: {phase: Running, podIPs: [{ip: 10.0.0.2}]}
     assert!(!shared(&core));
     assert!(core.compiler.snapshot().pods[&key].ips.is_empty());
     assert_eq!(core.cluster.pods[&key].ips, [ip("10.0.0.2")]);
+}
+
+#[test]
+fn the_core_and_the_compiler_hold_one_copy_of_each_policy() {
+    let extra = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web, namespace: y}
+spec: {podSelector: {matchLabels: {role: web}}, ingress: [{from: [{podSelector: {}}]}]}
+---
+apiVersion: policy.networking.k8s.io/v1beta1
+kind: ClusterNetworkPolicy
+metadata: {name: guard}
+spec:
+  tier: Admin
+  priority: 10
+  subject: {namespaces: {}}
+  ingress: [{action: Deny, from: [{namespaces: {matchLabels: {team: outside}}}]}]
+";
+    let dir = tempfile::tempdir().unwrap();
+    let (core, _) = core_with(dir.path(), cluster(extra));
+    let compiled = core.compiler.snapshot();
+    let key = PolicyKey::new("y", "web");
+    assert!(std::ptr::eq(&*core.cluster.policies[&key], &*compiled.policies[&key]));
+    assert!(std::ptr::eq(
+        &*core.cluster.cluster_policies["guard"],
+        &*compiled.cluster_policies["guard"]
+    ));
 }
 
 fn holds_address(kernel: &Shared, address: &str) -> bool {

@@ -11,7 +11,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::PortMatch;
+use super::{PortMatch, Shared};
 use crate::ipblock::IpBlock;
 use crate::selector::Selector;
 
@@ -148,9 +148,13 @@ impl ClusterRule {
     }
 }
 
-/// A ClusterNetworkPolicy after defaulting and validation.
+/// A ClusterNetworkPolicy after defaulting and validation, shared by the copies of the
+/// cluster.
+pub type ClusterPolicy = Shared<ClusterPolicyFields>;
+
+/// What a [`ClusterPolicy`] says.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClusterPolicy {
+pub struct ClusterPolicyFields {
     /// Cluster-scoped: the name alone.
     pub name: String,
     pub tier: Tier,

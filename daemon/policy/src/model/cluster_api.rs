@@ -12,7 +12,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::cluster::{Action, ClusterPeer, ClusterPolicy, ClusterRule, PodsSelector, Tier};
+use super::cluster::{
+    Action, ClusterPeer, ClusterPolicy, ClusterPolicyFields, ClusterRule, PodsSelector, Tier,
+};
 use super::{PortMatch, PortSpec, Protocol};
 use crate::error::{Errors, ModelError, Problem};
 use crate::ipblock::{parse_cidr, IpBlock};
@@ -167,7 +169,7 @@ impl ClusterPolicy {
                 })
                 .collect::<Vec<_>>()
         });
-        let policy = ClusterPolicy {
+        let policy = ClusterPolicy::from(ClusterPolicyFields {
             name,
             tier: tier.unwrap_or(Tier::Admin),
             priority: priority.unwrap_or(0),
@@ -175,7 +177,7 @@ impl ClusterPolicy {
             ingress,
             egress,
             broken,
-        };
+        });
         (policy, errs.into_vec())
     }
 }

@@ -21,16 +21,20 @@ mod pod;
 mod pod_api;
 mod policy;
 mod policy_api;
+mod shared;
 mod snapshot;
 
 pub use cluster::{
-    Action, ClusterPeer, ClusterPolicy, ClusterRule, PodsSelector, PolicyTier, Tier,
+    Action, ClusterPeer, ClusterPolicy, ClusterPolicyFields, ClusterRule, PodsSelector, PolicyTier,
+    Tier,
 };
 pub use cluster_api::ClusterNetworkPolicyApi;
 pub use intern::Interner;
 pub use key::{Name, ObjectKey, PodKey, PolicyKey, DEFAULT_NAMESPACE};
 pub use pod::{ContainerPort, Namespace, Phase, Pod, PodFields, NAMESPACE_NAME_LABEL};
 pub use policy::{
-    Direction, NamespaceScope, Peer, Peers, Policy, PortMatch, PortSpec, Protocol, Rule,
+    Direction, NamespaceScope, Peer, Peers, Policy, PolicyFields, PortMatch, PortSpec, Protocol,
+    Rule,
 };
+pub use shared::Shared;
 pub use snapshot::Snapshot;

@@ -1,14 +1,11 @@
 //! Pods and namespaces as policy sees them: labels, addresses, declared ports and whether
 //! policy applies at all.
 
-use std::fmt;
 use std::net::IpAddr;
-use std::ops::{Deref, DerefMut};
-use std::sync::Arc;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
-use super::{Name, PodKey, Protocol};
+use super::{Name, PodKey, Protocol, Shared};
 use crate::ipblock::Family;
 use crate::selector::Labels;
 
@@ -34,49 +31,8 @@ pub enum Phase {
     Finished,
 }
 
-/// A pod as policy sees it: its [`PodFields`], which its copies share. The daemon keeps
-/// three copies of the cluster (the source's, the core's, the compiler's merged one); a
-/// clone is a reference count, so they hold each pod once, and a change through one copy
-/// (`DerefMut`) copies that pod first, leaving the others as they were.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Pod(Arc<PodFields>);
-
-impl Deref for Pod {
-    type Target = PodFields;
-    fn deref(&self) -> &PodFields {
-        &self.0
-    }
-}
-
-impl DerefMut for Pod {
-    fn deref_mut(&mut self) -> &mut PodFields {
-        Arc::make_mut(&mut self.0)
-    }
-}
-
-impl From<PodFields> for Pod {
-    fn from(fields: PodFields) -> Self {
-        Pod(Arc::new(fields))
-    }
-}
-
-impl fmt::Debug for Pod {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
-    }
-}
-
-impl Serialize for Pod {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(serializer)
-    }
-}
-
-impl<'de> Deserialize<'de> for Pod {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        PodFields::deserialize(deserializer).map(Pod::from)
-    }
-}
+/// A pod as policy sees it: its [`PodFields`], shared by the copies of the cluster.
+pub type Pod = Shared<PodFields>;
 
 /// What a [`Pod`] says. Fields a pod of another node rarely has (ports, host network, a
 /// finished phase) are left out of the stored form when they are empty or the default.

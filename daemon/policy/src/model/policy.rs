@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::PolicyKey;
+use super::{PolicyKey, Shared};
 use crate::error::Problem;
 use crate::ipblock::IpBlock;
 use crate::selector::Selector;
@@ -137,9 +137,12 @@ impl fmt::Display for Direction {
     }
 }
 
-/// A NetworkPolicy after defaulting and validation.
+/// A NetworkPolicy after defaulting and validation, shared by the copies of the cluster.
+pub type Policy = Shared<PolicyFields>;
+
+/// What a [`Policy`] says.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Policy {
+pub struct PolicyFields {
     pub key: PolicyKey,
     /// Pods of `key.namespace` the policy applies to (empty = all of them).
     pub pod_selector: Selector,
@@ -181,7 +184,7 @@ impl Policy {
     /// The stand-in for a policy whose spec could not be read at all: it isolates every pod
     /// of its namespace in both directions and allows nothing.
     pub fn fail_closed(key: PolicyKey) -> Self {
-        Policy {
+        Policy::from(PolicyFields {
             key,
             pod_selector: Selector::everything(),
             isolates_ingress: true,
@@ -190,6 +193,6 @@ impl Policy {
             egress: Vec::new(),
             broken: true,
             log_allowed: false,
-        }
+        })
     }
 }

@@ -7,7 +7,10 @@
 use k8s_openapi::api::networking::v1 as net;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{NamespaceScope, ObjectKey, Peer, Peers, Policy, PortMatch, PortSpec, Protocol, Rule};
+use super::{
+    NamespaceScope, ObjectKey, Peer, Peers, Policy, PolicyFields, PortMatch, PortSpec, Protocol,
+    Rule,
+};
 use crate::error::{Errors, ModelError, Problem};
 use crate::ipblock::IpBlock;
 use crate::selector::Selector;
@@ -72,7 +75,7 @@ impl Policy {
         .map(|(rules, list, peers)| convert_rules(rules, (list, peers), &key.namespace, &mut errs));
 
         if let (true, Some(pod_selector)) = (errs.is_empty(), &pod_selector) {
-            let policy = Policy {
+            let policy = Policy::from(PolicyFields {
                 key,
                 pod_selector: pod_selector.clone(),
                 isolates_ingress: ingress_type,
@@ -81,10 +84,10 @@ impl Policy {
                 egress: if egress_type { egress } else { Vec::new() },
                 broken: false,
                 log_allowed,
-            };
+            });
             return (policy, Vec::new());
         }
-        let policy = Policy {
+        let policy = Policy::from(PolicyFields {
             pod_selector: pod_selector.unwrap_or_else(Selector::everything),
             isolates_ingress: ingress_type || !types_ok,
             isolates_egress: egress_type || !types_ok,
@@ -93,7 +96,7 @@ impl Policy {
             broken: true,
             log_allowed,
             key,
-        };
+        });
         (policy, errs.into_vec())
     }
 }

@@ -252,7 +252,7 @@ impl Watched for ApiPolicy {
 
     /// A deleted policy needs no report, however broken it was.
     fn deleted_key(&self) -> Option<PolicyKey> {
-        Some(Policy::from_api(self).0.key)
+        Some(Policy::from_api(self).0.key.clone())
     }
 
     fn map(snapshot: &mut Snapshot) -> &mut BTreeMap<PolicyKey, Policy> {
