@@ -4,6 +4,7 @@
 //! Every watched kind goes through the one `Cache::fold`; what differs between pods,
 //! namespaces, policies and cluster policies is said once per kind, by its `Watched` impl.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{Namespace as ApiNamespace, ObjectReference};
@@ -312,8 +313,15 @@ fn replace<K: Ord + Clone, V: PartialEq + Clone>(
         })
         .collect();
     // Rebuilt from its sorted entries: a list arrives in key order, and a map grown by
-    // inserting keys in order leaves every node half empty (the core's copy of it too).
-    *current = listed.into_iter().collect();
+    // inserting keys in order leaves every node half empty (the core's copy of it too). An
+    // object listed as it was keeps the value the core's and the compiler's copies share.
+    let mut before = std::mem::take(current);
+    *current = (listed.into_iter())
+        .map(|(key, value)| match before.remove(&key) {
+            Some(kept) if kept == value => (key, kept),
+            _ => (key, value),
+        })
+        .collect();
     changes
 }
 
@@ -323,9 +331,17 @@ fn upsert<K: Ord, V: PartialEq + Clone>(
     value: V,
     upserted: fn(V) -> Event,
 ) -> Vec<Event> {
-    match map.insert(key, value.clone()) {
-        Some(old) if old == value => Vec::new(),
-        _ => vec![upserted(value)],
+    match map.entry(key) {
+        // Unchanged (a status the model does not read): the shared value stays.
+        Entry::Occupied(kept) if *kept.get() == value => Vec::new(),
+        Entry::Occupied(mut kept) => {
+            kept.insert(value.clone());
+            vec![upserted(value)]
+        }
+        Entry::Vacant(slot) => {
+            slot.insert(value.clone());
+            vec![upserted(value)]
+        }
     }
 }
 
@@ -443,6 +459,58 @@ mod tests {
         assert!(changes.is_empty(), "{changes:?}");
         assert!(cache.is_synced());
         assert_eq!(cache.snapshot().cluster_policies.len(), 1, "not forgotten");
+    }
+
+    #[test]
+    fn an_object_listed_or_applied_as_it_was_keeps_the_value_the_copies_share() {
+        let mut cache = synced(vec![pod("x", "a", &[("app", "web")], "10.0.0.2")]);
+        cache.apply(Update::Policy(WatchEvent::Apply(policy(
+            "x",
+            "p",
+            "10.1.0.0/16",
+        ))));
+        let before = cache.snapshot().clone(); // what the core holds
+        let relist = [
+            Update::Pod(WatchEvent::Init),
+            Update::Pod(WatchEvent::InitApply(pod(
+                "x",
+                "a",
+                &[("app", "web")],
+                "10.0.0.2",
+            ))),
+            Update::Pod(WatchEvent::InitDone),
+            Update::Policy(WatchEvent::Init),
+            Update::Policy(WatchEvent::InitApply(policy("x", "p", "10.1.0.0/16"))),
+            Update::Policy(WatchEvent::InitDone),
+            // A pod's status changes in a field the model does not read.
+            Update::Pod(WatchEvent::Apply(pod(
+                "x",
+                "a",
+                &[("app", "web")],
+                "10.0.0.2",
+            ))),
+        ];
+        for update in relist {
+            let (changes, _) = cache.apply(update);
+            assert!(changes.is_empty(), "{changes:?}");
+        }
+        let now = cache.snapshot();
+        let key = PodKey::new("x", "a");
+        assert!(std::ptr::eq(&*before.pods[&key], &*now.pods[&key]));
+        let key = PolicyKey::new("x", "p");
+        assert!(std::ptr::eq(&*before.policies[&key], &*now.policies[&key]));
+        // A change is a value of its own.
+        cache.apply(Update::Pod(WatchEvent::Apply(pod(
+            "x",
+            "a",
+            &[],
+            "10.0.0.2",
+        ))));
+        let key = PodKey::new("x", "a");
+        assert!(!std::ptr::eq(
+            &*before.pods[&key],
+            &*cache.snapshot().pods[&key]
+        ));
     }
 
     #[test]
