@@ -33,7 +33,7 @@ const USAGE: &str =
 --cluster-policies  compare podwall with and without N ClusterNetworkPolicies instead of the
            peers: pod start, change -> enforced, restart and per packet in every world
            (default: M/1k,L/10k; --rounds 8, --change-rounds 24), and the footprint
-           (default: 10000; at most 4 rounds)";
+           (default: 10000; in every round)";
 
 fn main() -> ExitCode {
     // The comparison's defaults differ from the peers' whatever the order of the flags.

@@ -828,7 +828,10 @@ spec:
     let (core, _) = core_with(dir.path(), cluster(extra));
     let compiled = core.compiler.snapshot();
     let key = PolicyKey::new("y", "web");
-    assert!(std::ptr::eq(&*core.cluster.policies[&key], &*compiled.policies[&key]));
+    assert!(std::ptr::eq(
+        &*core.cluster.policies[&key],
+        &*compiled.policies[&key]
+    ));
     assert!(std::ptr::eq(
         &*core.cluster.cluster_policies["guard"],
         &*compiled.cluster_policies["guard"]

@@ -32,8 +32,6 @@ use crate::stats::order;
 pub use figure::{Figure, SIDES};
 pub use sections::{Changes, Footprint, PodStart, Row};
 
-/// Rounds of the footprint at most: each builds a world per side.
-const FOOTPRINT_ROUNDS: usize = 4;
 /// How long the daemon may take to report the cluster policies it was given.
 const LOADED: Duration = Duration::from_secs(30);
 
@@ -261,8 +259,8 @@ pub fn run(options: &Options) -> Result<Report> {
     }
     say("footprint");
     let (sizes, settle, idle) = &options.footprint;
-    let rounds = options.rounds.min(FOOTPRINT_ROUNDS);
-    let footprint = sections::footprint(n, sizes, *settle, *idle, rounds).context("footprint")?;
+    let footprint =
+        sections::footprint(n, sizes, *settle, *idle, options.rounds).context("footprint")?;
     Ok(Report {
         machine: Machine::probe(),
         cluster_policies: n,
