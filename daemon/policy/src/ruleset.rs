@@ -16,9 +16,11 @@
 //! Every kernel object name comes from [`names`], derived from a stable hash of what the
 //! object means, never from user-controlled strings.
 
+mod addresses;
 pub mod names;
 mod verdict;
 
+pub use addresses::Addresses;
 pub use verdict::{End, RuleVerdict};
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -39,10 +41,7 @@ pub type ChainName = String;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Set {
     /// `type ipv4_addr` / `ipv6_addr`: the addresses of the pods a selector peer matches.
-    Addresses {
-        family: Family,
-        elements: BTreeSet<IpAddr>,
-    },
+    Addresses { family: Family, elements: Addresses },
     /// `flags interval`: an ipBlock, sorted disjoint ranges with the excepts cut out.
     Intervals {
         family: Family,
@@ -347,9 +346,7 @@ fn diff_elements(name: &str, old: &Set, new: &Set, delta: &mut RulesetDelta) {
 
 fn elements(set: &Set) -> Option<BTreeSet<Element>> {
     match set {
-        Set::Addresses { elements, .. } => {
-            Some(elements.iter().map(|ip| Element::Address(*ip)).collect())
-        }
+        Set::Addresses { elements, .. } => Some(elements.iter().map(Element::Address).collect()),
         Set::AddressPorts { elements, .. } => Some(
             elements
                 .iter()

@@ -405,7 +405,7 @@ mod tests {
         let Set::Addresses { elements, .. } = set else {
             unreachable!("matched above")
         };
-        let first = *elements.iter().next().expect("an element");
+        let first = elements.iter().next().expect("an element");
         elements.remove(&first);
         assert!(set.insert(Element::Address("10.99.99.99".parse().unwrap())));
         let name = name.clone();

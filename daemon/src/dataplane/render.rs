@@ -296,7 +296,7 @@ fn render_set(out: &mut impl Write, name: &str, set: &Set) {
         Set::Addresses { family, elements } => (
             addr_type(*family).into(),
             "",
-            elements.iter().map(ToString::to_string).collect(),
+            elements.iter().map(|ip| ip.to_string()).collect(),
         ),
         Set::Intervals { family, ranges } => (
             addr_type(*family).into(),

@@ -273,7 +273,7 @@ pub(super) fn push_set_elements(
 pub(super) fn set_elements(set: &Set) -> Vec<Vec<u8>> {
     match set {
         Set::Addresses { elements, .. } => (elements.iter())
-            .map(|ip| key_element(&Key::Addr(*ip).bytes(), None, false))
+            .map(|ip| key_element(&Key::Addr(ip).bytes(), None, false))
             .collect(),
         Set::AddressPorts { elements, .. } => (elements.iter())
             .map(|(ip, port)| key_element(&Key::AddrPort(*ip, *port).bytes(), None, false))

@@ -216,8 +216,7 @@ fn key(element: &Element) -> Key {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::collections::BTreeSet;
-
+    use podwall_policy::ruleset::Addresses;
     use podwall_policy::{Ruleset, Set};
 
     use super::*;
@@ -233,7 +232,7 @@ pub(crate) mod tests {
                 elements: peers
                     .iter()
                     .map(|p| p.parse().unwrap())
-                    .collect::<BTreeSet<_>>(),
+                    .collect::<Addresses>(),
             },
         );
         rs
@@ -370,7 +369,7 @@ pub(crate) mod tests {
         assert!(structure.new_sets.is_empty() && structure.removed_sets.is_empty());
         let c = with(Set::Addresses {
             family: Family::V4,
-            elements: BTreeSet::new(),
+            elements: Addresses::new(),
         });
         assert_eq!(
             transaction_for(&desired(a.clone()), &a.diff(&c), &none),

@@ -282,7 +282,7 @@ fn an_element_changed_by_hand_reads_back_as_not_what_was_written() {
             _ => None,
         })
         .expect("an address set with elements");
-    let old = elements.first().expect("an element").to_string();
+    let old = elements.iter().next().expect("an element").to_string();
     let new = if old.contains(':') {
         "fd00:99::99"
     } else {
