@@ -8,7 +8,7 @@ use crate::peers::guardrails::admin_count;
 use crate::peers::podstart::PHASES;
 use crate::stats::ratio;
 
-const SIDE_NAMES: [&str; SIDES] = ["without", "with"];
+pub(super) const SIDE_NAMES: [&str; SIDES] = ["without", "with"];
 
 /// A value with a precision that suits its magnitude.
 fn num(v: Option<f64>) -> String {

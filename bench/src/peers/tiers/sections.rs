@@ -5,11 +5,12 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use podwall_tests::manifests::cluster_policy_crd;
 use podwall_tests::probe::EchoServer;
 
 use super::figure::{Figure, SIDES};
+use super::report::SIDE_NAMES;
 use super::Twins;
 use crate::peers::change::{cycles, Kind, Podwall};
 use crate::peers::footprint;
@@ -218,7 +219,8 @@ pub fn packet(twins: &Twins, rounds: usize, stream: Duration, burst: Duration) -
             rows[0]
                 .figure
                 .push(round, side, iperf(client, server, addr, stream)?);
-            let (rate, latencies) = connections(client, server, addr, burst)?;
+            let (rate, latencies) =
+                connections(client, server, addr, burst).with_context(|| failed_on(twins, side))?;
             rows[1].figure.push(round, side, rate);
             for d in latencies {
                 rows[2].figure.push(round, side, d.as_secs_f64() * 1e6);
@@ -226,6 +228,22 @@ pub fn packet(twins: &Twins, rounds: usize, stream: Duration, burst: Duration) -
         }
     }
     Ok(rows.into())
+}
+
+/// Which side a per-packet probe failed on, with the last drops its daemon logged: whether
+/// a podwall chain dropped the connection, and by which policy.
+fn failed_on(twins: &Twins, side: usize) -> String {
+    let node = twins.sides[side].node();
+    let log = std::fs::read_to_string(node.drop_log_path()).unwrap_or_default();
+    let last: Vec<&str> = log.lines().rev().take(3).collect();
+    let drops = match last.is_empty() {
+        true => "none".to_string(),
+        false => last.join("\n"),
+    };
+    format!(
+        "{} the cluster policies; its last logged drops: {drops}",
+        SIDE_NAMES[side]
+    )
 }
 
 /// The idle footprint per cluster size: start to healthy, RSS and peak RSS after the idle
