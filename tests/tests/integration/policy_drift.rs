@@ -8,11 +8,12 @@ use podwall_policy::Protocol::Tcp;
 use podwall_tests::cmd::Output;
 use podwall_tests::manifests::{documents, namespace, PodManifest};
 use podwall_tests::metrics::{FULL_REPLACES, RECONCILE_REPAIRS};
+use podwall_tests::probe::EchoServer;
+use podwall_tests::reach::{self, Peer};
+use podwall_tests::{eventually, nft, Node, NodeOptions, Pod};
 
 /// Reconciles and source updates, counted when they finish.
 const SYNCS: &str = "podwall_syncs_total";
-use podwall_tests::reach::{self, Peer};
-use podwall_tests::{eventually, nft, Node, NodeOptions, Pod};
 
 /// A reconcile every second: the repair must show within a few periods.
 const REPAIR: Duration = Duration::from_secs(10);
@@ -88,18 +89,23 @@ fn damage_is_repaired(node: &Node, a: &Pod, b: &Pod, words: &[&str]) {
     );
 }
 
+/// Pods `d/a` and `other/b` (netns names `{tag}-a`, `{tag}-b`) attached to `node`, serving
+/// TCP 80, and enforced as the policies say before any damage.
+fn served(node: &Node, tag: &str) -> (Pod, Pod, Vec<EchoServer>) {
+    let a = Pod::named(&format!("{tag}-a"), "d", "a");
+    let b = Pod::named(&format!("{tag}-b"), "other", "b");
+    node.add_all(&[&a, &b]);
+    let peers = [Peer::pod(&a), Peer::pod(&b)];
+    let servers = reach::serve(&peers, &[80]);
+    reach::assert_agree_within(REPAIR, &node.manifests(), node, &[&a, &b], &peers, Tcp, 80);
+    (a, b, servers)
+}
+
 #[test]
 #[ignore = "needs root: creates network namespaces"]
 fn table_deleted_by_hand_is_restored_by_the_next_reconcile() {
     let node = node();
-    let (a, b) = (
-        Pod::named("dr-a", "d", "a"),
-        Pod::named("dr-b", "other", "b"),
-    );
-    node.add_all(&[&a, &b]);
-    let peers = [Peer::pod(&a), Peer::pod(&b)];
-    let _servers = reach::serve(&peers, &[80]);
-    reach::assert_agree_within(REPAIR, &node.manifests(), &node, &[&a, &b], &peers, Tcp, 80);
+    let (a, b, _servers) = served(&node, "dr");
     damage_is_repaired(
         &node,
         &a,
@@ -112,14 +118,7 @@ fn table_deleted_by_hand_is_restored_by_the_next_reconcile() {
 #[ignore = "needs root: creates network namespaces"]
 fn chain_flushed_by_hand_is_restored_by_the_next_reconcile() {
     let node = node();
-    let (a, b) = (
-        Pod::named("df-a", "d", "a"),
-        Pod::named("df-b", "other", "b"),
-    );
-    node.add_all(&[&a, &b]);
-    let peers = [Peer::pod(&a), Peer::pod(&b)];
-    let _servers = reach::serve(&peers, &[80]);
-    reach::assert_agree_within(REPAIR, &node.manifests(), &node, &[&a, &b], &peers, Tcp, 80);
+    let (a, b, _servers) = served(&node, "df");
     let chain = node
         .ruleset()
         .and_then(|r| r.target("ingress4", a.ip4()).map(str::to_string))
@@ -169,14 +168,7 @@ fn an_untouched_table_is_not_repaired() {
 #[ignore = "needs root: creates network namespaces"]
 fn an_element_swapped_for_another_by_hand_is_restored_by_the_next_reconcile() {
     let node = node();
-    let (a, b) = (
-        Pod::named("de-a", "d", "a"),
-        Pod::named("de-b", "other", "b"),
-    );
-    node.add_all(&[&a, &b]);
-    let peers = [Peer::pod(&a), Peer::pod(&b)];
-    let _servers = reach::serve(&peers, &[80]);
-    reach::assert_agree_within(REPAIR, &node.manifests(), &node, &[&a, &b], &peers, Tcp, 80);
+    let (a, b, _servers) = served(&node, "de");
     // As many elements as before: only reading the elements themselves tells.
     let (pair, stranger) = (format!("{0} . {0}", a.ip4()), "10.99.99.99 . 10.99.99.99");
     let swap = format!(

@@ -463,32 +463,27 @@ mod tests {
 
     #[test]
     fn an_object_listed_or_applied_as_it_was_keeps_the_value_the_copies_share() {
-        let mut cache = synced(vec![pod("x", "a", &[("app", "web")], "10.0.0.2")]);
-        cache.apply(Update::Policy(WatchEvent::Apply(policy(
-            "x",
-            "p",
-            "10.1.0.0/16",
-        ))));
+        let web = || pod("x", "a", &[("app", "web")], "10.0.0.2");
+        let mut cache = synced(vec![web()]);
+        let guard = || policy("x", "p", "10.1.0.0/16");
+        cache.apply(Update::Policy(WatchEvent::Apply(guard())));
         let before = cache.snapshot().clone(); // what the core holds
+                                               // The same pod with a status the model does not read (a new version, Ready).
+        let restated: SlimPod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "a", "namespace": "x", "labels": {"app": "web"}, "resourceVersion": "8"},
+            "spec": {"nodeName": "n2", "containers": [{"name": "c", "image": "i"}]},
+            "status": {"phase": "Running", "podIPs": [{"ip": "10.0.0.2"}],
+                       "conditions": [{"type": "Ready", "status": "True"}]},
+        }))
+        .unwrap();
         let relist = [
             Update::Pod(WatchEvent::Init),
-            Update::Pod(WatchEvent::InitApply(pod(
-                "x",
-                "a",
-                &[("app", "web")],
-                "10.0.0.2",
-            ))),
+            Update::Pod(WatchEvent::InitApply(web())),
             Update::Pod(WatchEvent::InitDone),
             Update::Policy(WatchEvent::Init),
-            Update::Policy(WatchEvent::InitApply(policy("x", "p", "10.1.0.0/16"))),
+            Update::Policy(WatchEvent::InitApply(guard())),
             Update::Policy(WatchEvent::InitDone),
-            // A pod's status changes in a field the model does not read.
-            Update::Pod(WatchEvent::Apply(pod(
-                "x",
-                "a",
-                &[("app", "web")],
-                "10.0.0.2",
-            ))),
+            Update::Pod(WatchEvent::Apply(restated)),
         ];
         for update in relist {
             let (changes, _) = cache.apply(update);
