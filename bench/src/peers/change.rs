@@ -155,8 +155,7 @@ pub fn measure(pair: &mut Pair, rounds: usize) -> Result<Vec<Row>> {
 
 /// One podwall node's changes: the samples of each kind (in [`Kind::ALL`] order), and the
 /// last timed change, whose CPU is still being counted: podwalld's CPU from the change
-/// until its next change, so that work done after the verdict shows counts too (`/proc`
-/// counts in 10 ms ticks, too coarse to read around one change).
+/// until its next change, so that work done after the verdict counts too.
 pub(crate) struct Podwall {
     target: SocketAddr,
     pub(crate) sides: Vec<Side>,

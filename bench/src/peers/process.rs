@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 /// A process's accounting at one moment.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Usage {
-    /// User + system CPU since the process started.
+    /// User + system CPU since the process started, all its threads (those that ended too).
     pub cpu: Duration,
     /// Resident set now, KiB.
     pub rss_kib: u64,
@@ -17,30 +17,26 @@ pub struct Usage {
 
 /// Read `pid`'s usage.
 pub fn usage(pid: u32) -> Result<Usage> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
     Ok(Usage {
-        cpu: cpu_of(&stat).with_context(|| format!("parsing /proc/{pid}/stat"))?,
+        cpu: cpu_of(pid)?,
         rss_kib: status_kib(&status, "VmRSS").unwrap_or(0),
         peak_rss_kib: status_kib(&status, "VmHWM").unwrap_or(0),
     })
 }
 
-/// utime + stime of a `/proc/<pid>/stat` line (fields 14 and 15, after the `(comm)` that
-/// may contain spaces).
-fn cpu_of(stat: &str) -> Option<Duration> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // `rest` starts at field 3 (state).
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as u64;
-    Some(Duration::from_millis((utime + stime) * 1000 / hz))
+/// `pid`'s CPU clock: the scheduler's own count, to the nanosecond. `/proc/<pid>/stat`
+/// counts in clock ticks (10 ms), too coarse for a restart that costs a few of them.
+fn cpu_of(pid: u32) -> Result<Duration> {
+    let pid = nix::unistd::Pid::from_raw(
+        i32::try_from(pid).with_context(|| format!("pid {pid} out of range"))?,
+    );
+    let clock = nix::time::clock_getcpuclockid(pid)
+        .with_context(|| format!("the CPU clock of process {pid}"))?;
+    let now = nix::time::clock_gettime(clock)
+        .with_context(|| format!("reading the CPU clock of process {pid}"))?;
+    Ok(Duration::from(now))
 }
 
 fn status_kib(status: &str, key: &str) -> Option<u64> {
@@ -64,15 +60,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_stat_with_spaces_in_the_name() {
-        let line = "42 (pod wall) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 4 0 1 1 1";
-        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-            .unwrap()
-            .unwrap() as u64;
-        assert_eq!(cpu_of(line), Some(Duration::from_millis(300 * 1000 / hz)));
+    fn reads_memory_from_status() {
         let status = "Name:\tpodwalld\nVmHWM:\t   2048 kB\nVmRSS:\t   1024 kB\n";
         assert_eq!(status_kib(status, "VmRSS"), Some(1024));
         assert_eq!(status_kib(status, "VmHWM"), Some(2048));
+    }
+
+    #[test]
+    fn counts_cpu_finer_than_a_clock_tick() {
+        let before = usage(std::process::id()).unwrap().cpu;
+        let started = thread_cpu();
+        while thread_cpu() - started < Duration::from_millis(3) {}
+        let after = usage(std::process::id()).unwrap().cpu;
+        // In 10 ms ticks, 3 ms of work often counts as none.
+        assert!(
+            after - before >= Duration::from_millis(3),
+            "{before:?} → {after:?}"
+        );
     }
 
     #[test]
