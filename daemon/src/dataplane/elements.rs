@@ -7,8 +7,8 @@ use std::net::IpAddr;
 use super::batch::Sink;
 use super::names::TABLE;
 use super::netlink::{
-    c_string, push_attr, NFPROTO_BRIDGE, NFPROTO_INET, NFT_MSG_DELSETELEM, NFT_MSG_NEWSETELEM,
-    NLA_F_NESTED, NLM_F_CREATE,
+    c_string, push_attr, push_attr_with, push_nested, push_str, NFPROTO_BRIDGE, NFPROTO_INET,
+    NFT_MSG_DELSETELEM, NFT_MSG_NEWSETELEM, NLA_F_NESTED, NLM_F_CREATE,
 };
 
 pub(super) const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
@@ -41,32 +41,42 @@ pub enum Key {
 }
 
 impl Key {
-    pub(super) fn bytes(&self) -> Vec<u8> {
-        let addr = |ip: &IpAddr| match ip {
-            IpAddr::V4(a) => a.octets().to_vec(),
-            IpAddr::V6(a) => a.octets().to_vec(),
+    /// The key's bytes, written at the end of `out`.
+    pub(super) fn write(&self, out: &mut Vec<u8>) {
+        let addr = |out: &mut Vec<u8>, ip: &IpAddr| match ip {
+            IpAddr::V4(a) => out.extend_from_slice(&a.octets()),
+            IpAddr::V6(a) => out.extend_from_slice(&a.octets()),
         };
-        let ifname = |name: &str| {
-            let mut bytes = name.as_bytes().to_vec();
-            bytes.resize(IFNAMSIZ, 0);
-            bytes
+        let ifname = |out: &mut Vec<u8>, name: &str| {
+            let name = name.as_bytes();
+            let name = name.get(..IFNAMSIZ).unwrap_or(name);
+            out.extend_from_slice(name);
+            out.resize(out.len() + IFNAMSIZ - name.len(), 0);
         };
         match self {
-            Key::Addr(ip) => addr(ip),
-            Key::AddrPair(ip) => [addr(ip), addr(ip)].concat(),
-            Key::AddrPort(ip, port) => {
-                let mut bytes = addr(ip);
-                bytes.extend_from_slice(&port.to_be_bytes());
-                bytes.extend_from_slice(&[0, 0]);
-                bytes
+            Key::Addr(ip) => addr(out, ip),
+            Key::AddrPair(ip) => {
+                addr(out, ip);
+                addr(out, ip);
             }
-            Key::IfName(name) => ifname(name),
+            Key::AddrPort(ip, port) => {
+                addr(out, ip);
+                out.extend_from_slice(&port.to_be_bytes());
+                out.extend_from_slice(&[0, 0]);
+            }
+            Key::IfName(name) => ifname(out, name),
             Key::IfNameAddr(name, ip) => {
-                let mut bytes = ifname(name);
-                bytes.extend(addr(ip));
-                bytes
+                ifname(out, name);
+                addr(out, ip);
             }
         }
+    }
+
+    #[cfg(test)]
+    fn bytes(&self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        self.write(&mut bytes);
+        bytes
     }
 
     /// Interface keys live in the `bridge` table, which sees the bridge port a frame came
@@ -120,7 +130,11 @@ pub fn push_elements(batch: &mut dyn Sink, ops: &[ElementOp]) {
         // The element list is one attribute, and an attribute's length is 16 bits: a large
         // change (a namespace of thousands of pods starting to match) becomes several
         // messages, still inside the one batch, so still one transaction.
-        for elements in element_lists(group.iter().map(element)) {
+        let mut lists = ElementLists::default();
+        for op in group {
+            lists.push(|elem| element(elem, op));
+        }
+        for elements in lists.into_lists() {
             let mut body = Vec::new();
             push_attr(&mut body, NFTA_SET_ELEM_LIST_TABLE, &c_string(TABLE));
             push_attr(&mut body, NFTA_SET_ELEM_LIST_SET, &c_string(first.set()));
@@ -139,26 +153,41 @@ pub fn push_elements(batch: &mut dyn Sink, ops: &[ElementOp]) {
 /// header, with room to spare.
 const MAX_ELEMENT_BYTES: usize = 60 * 1024;
 
-/// Encoded elements (`NFTA_SET_ELEM_*` attributes), cut into lists that each fit one
-/// attribute.
-pub(super) fn element_lists(elements: impl Iterator<Item = Vec<u8>>) -> Vec<Vec<u8>> {
-    let mut lists = vec![Vec::new()];
-    for element in elements {
-        let mut encoded = Vec::new();
-        push_attr(&mut encoded, NFTA_LIST_ELEM | NLA_F_NESTED, &element);
-        let fits = lists
-            .last()
-            .is_some_and(|last| last.len() + encoded.len() <= MAX_ELEMENT_BYTES);
-        if fits {
-            if let Some(last) = lists.last_mut() {
-                last.extend(encoded);
-            }
-        } else {
-            lists.push(encoded);
+/// Elements (each its `NFTA_SET_ELEM_*` attributes), written straight into lists that each
+/// fit one attribute, and their number.
+#[derive(Debug, Default)]
+pub(super) struct ElementLists {
+    lists: Vec<Vec<u8>>,
+    count: usize,
+}
+
+impl ElementLists {
+    /// One element, whose attributes `write` writes.
+    pub(super) fn push(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        self.count += 1;
+        if self.lists.is_empty() {
+            self.lists.push(Vec::new());
+        }
+        let Some(list) = self.lists.last_mut() else {
+            return;
+        };
+        let start = list.len();
+        push_nested(list, NFTA_LIST_ELEM, write);
+        if list.len() > MAX_ELEMENT_BYTES && start > 0 {
+            // It does not fit: it starts the next list.
+            let element = list.split_off(start);
+            self.lists.push(element);
         }
     }
-    lists.retain(|list| !list.is_empty());
-    lists
+
+    /// How many elements were pushed.
+    pub(super) fn len(&self) -> usize {
+        self.count
+    }
+
+    pub(super) fn into_lists(self) -> Vec<Vec<u8>> {
+        self.lists
+    }
 }
 
 fn same_message(a: &ElementOp, b: &ElementOp) -> bool {
@@ -166,24 +195,23 @@ fn same_message(a: &ElementOp, b: &ElementOp) -> bool {
     is_add(a) == is_add(b) && a.set() == b.set() && a.family() == b.family()
 }
 
-fn element(op: &ElementOp) -> Vec<u8> {
+/// `op`'s element: its key and, for a map, its verdict.
+fn element(elem: &mut Vec<u8>, op: &ElementOp) {
     let (key, jump) = match op {
         ElementOp::Add { key, jump, .. } => (key, jump.as_ref()),
         ElementOp::Delete { key, .. } => (key, None),
     };
-    let mut key_attr = Vec::new();
-    push_attr(&mut key_attr, NFTA_DATA_VALUE, &key.bytes());
-    let mut elem = Vec::new();
-    push_attr(&mut elem, NFTA_SET_ELEM_KEY | NLA_F_NESTED, &key_attr);
+    push_nested(elem, NFTA_SET_ELEM_KEY, |value| {
+        push_attr_with(value, NFTA_DATA_VALUE, |bytes| key.write(bytes));
+    });
     if let Some(chain) = jump {
-        let mut verdict = Vec::new();
-        push_attr(&mut verdict, NFTA_VERDICT_CODE, &NFT_JUMP.to_be_bytes());
-        push_attr(&mut verdict, NFTA_VERDICT_CHAIN, &c_string(chain));
-        let mut data = Vec::new();
-        push_attr(&mut data, NFTA_DATA_VERDICT | NLA_F_NESTED, &verdict);
-        push_attr(&mut elem, NFTA_SET_ELEM_DATA | NLA_F_NESTED, &data);
+        push_nested(elem, NFTA_SET_ELEM_DATA, |data| {
+            push_nested(data, NFTA_DATA_VERDICT, |verdict| {
+                push_attr(verdict, NFTA_VERDICT_CODE, &NFT_JUMP.to_be_bytes());
+                push_str(verdict, NFTA_VERDICT_CHAIN, chain);
+            });
+        });
     }
-    elem
 }
 
 #[cfg(test)]

@@ -55,7 +55,7 @@ pub(super) fn c_string(s: &str) -> Vec<u8> {
 
 /// nlattr: length (header included, padding excluded), type, payload padded to 4 bytes.
 /// Payloads are a key (at most 32 bytes), a name, a rule's expressions, or an element list
-/// that `element_lists` keeps under `MAX_ELEMENT_BYTES`: all far below the 16-bit limit,
+/// that `ElementLists` keeps under `MAX_ELEMENT_BYTES`: all far below the 16-bit limit,
 /// which the length saturates at rather than wrap, so a broken invariant is a refused
 /// message.
 pub(super) fn push_attr(out: &mut Vec<u8>, kind: u16, payload: &[u8]) {
@@ -64,6 +64,35 @@ pub(super) fn push_attr(out: &mut Vec<u8>, kind: u16, payload: &[u8]) {
     out.extend_from_slice(&kind.to_ne_bytes());
     out.extend_from_slice(payload);
     pad(out);
+}
+
+/// A NUL-terminated string attribute (a name), without building the string first.
+pub(super) fn push_str(out: &mut Vec<u8>, kind: u16, s: &str) {
+    let len = u16::try_from(4 + s.len() + 1).unwrap_or(u16::MAX);
+    out.extend_from_slice(&len.to_ne_bytes());
+    out.extend_from_slice(&kind.to_ne_bytes());
+    out.extend_from_slice(s.as_bytes());
+    out.push(0);
+    pad(out);
+}
+
+/// An attribute of `kind` whose payload `fill` writes in place, after the header, whose
+/// length is set once the payload is written: the same bytes as `push_attr` of a payload
+/// built apart, without building it apart (a whole table has tens of thousands of them).
+pub(super) fn push_attr_with(out: &mut Vec<u8>, kind: u16, fill: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(&kind.to_ne_bytes());
+    fill(out);
+    let len = u16::try_from(out.len() - start).unwrap_or(u16::MAX);
+    out[start..start + 2].copy_from_slice(&len.to_ne_bytes());
+    pad(out);
+}
+
+/// A nested attribute of `kind` (NLA_F_NESTED is added): `fill` writes the attributes it
+/// holds.
+pub(super) fn push_nested(out: &mut Vec<u8>, kind: u16, fill: impl FnOnce(&mut Vec<u8>)) {
+    push_attr_with(out, kind | NLA_F_NESTED, fill);
 }
 
 /// nlmsghdr + nfgenmsg + attributes.

@@ -10,14 +10,14 @@ use podwall_policy::{Family, Set};
 
 use super::batch::Sink;
 use super::elements::{
-    element_lists, Key, NFTA_DATA_VALUE, NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_LIST_ELEMENTS,
+    ElementLists, Key, NFTA_DATA_VALUE, NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_LIST_ELEMENTS,
     NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_TABLE,
 };
 use super::exprs::ANONYMOUS_SET;
 use super::names::TABLE;
 use super::netlink::{
-    c_string, push_attr, NFPROTO_INET, NFT_MSG_NEWSET, NFT_MSG_NEWSETELEM, NLA_F_NESTED,
-    NLM_F_CREATE,
+    c_string, push_attr, push_attr_with, push_nested, NFPROTO_INET, NFT_MSG_NEWSET,
+    NFT_MSG_NEWSETELEM, NLA_F_NESTED, NLM_F_CREATE,
 };
 
 // Set types and flags (nf_tables.h; nft's datatype numbers).
@@ -180,7 +180,7 @@ pub(super) fn push_anonymous(
     batch: &mut dyn Sink,
     id: u32,
     set: &Declaration,
-    elements: Vec<Vec<u8>>,
+    elements: ElementLists,
 ) {
     let flags = set.flags | NFT_SET_ANONYMOUS | NFT_SET_CONSTANT;
     let mut body = Vec::new();
@@ -248,15 +248,15 @@ pub(super) fn icmpv6_types(family: u8) -> Declaration {
 /// An integer key type of `len` bytes after an interface name, for a raw header field.
 pub(super) const INTERFACE_INTEGER: u32 = concat(TYPE_IFNAME, TYPE_INTEGER);
 
-/// NEWSETELEM messages carrying `elements` (each its `NFTA_SET_ELEM_*` attributes).
+/// NEWSETELEM messages carrying `elements`.
 pub(super) fn push_set_elements(
     batch: &mut dyn Sink,
     family: u8,
     set: &str,
     id: Option<u32>,
-    elements: Vec<Vec<u8>>,
+    elements: ElementLists,
 ) {
-    for list in element_lists(elements.into_iter()) {
+    for list in elements.into_lists() {
         let mut body = Vec::new();
         push_attr(&mut body, NFTA_SET_ELEM_LIST_TABLE, &c_string(TABLE));
         push_attr(&mut body, NFTA_SET_ELEM_LIST_SET, &c_string(set));
@@ -270,22 +270,29 @@ pub(super) fn push_set_elements(
 }
 
 /// A set's elements as the kernel takes them.
-pub(super) fn set_elements(set: &Set) -> Vec<Vec<u8>> {
+pub(super) fn set_elements(set: &Set) -> ElementLists {
+    let mut lists = ElementLists::default();
     match set {
-        Set::Addresses { elements, .. } => (elements.iter())
-            .map(|ip| key_element(&Key::Addr(ip).bytes(), None, false))
-            .collect(),
-        Set::AddressPorts { elements, .. } => (elements.iter())
-            .map(|(ip, port)| key_element(&Key::AddrPort(*ip, *port).bytes(), None, false))
-            .collect(),
+        Set::Addresses { elements, .. } => {
+            for ip in elements.iter() {
+                key_element(&mut lists, |key| Key::Addr(ip).write(key), None, false);
+            }
+        }
+        Set::AddressPorts { elements, .. } => {
+            for (ip, port) in elements {
+                let key = Key::AddrPort(*ip, *port);
+                key_element(&mut lists, |bytes| key.write(bytes), None, false);
+            }
+        }
         Set::Intervals { family, ranges } => {
             let width = addr_type(*family).1 as usize;
             let ranges: Vec<(u128, u128)> = (ranges.iter())
                 .map(|r| (to_u128(&r.first), to_u128(&r.last)))
                 .collect();
-            interval_elements(&ranges, width)
+            return interval_elements(&ranges, width);
         }
     }
+    lists
 }
 
 fn to_u128(ip: &IpAddr) -> u128 {
@@ -299,7 +306,7 @@ fn to_u128(ip: &IpAddr) -> u128 {
 /// them: each range a start and, one past its end, an end marker; a marker at 0 when the
 /// first range does not start there; a range that reaches the top has no end marker and is
 /// flagged open. Touching ranges are merged first (nft would).
-pub(super) fn interval_elements(ranges: &[(u128, u128)], width: usize) -> Vec<Vec<u8>> {
+pub(super) fn interval_elements(ranges: &[(u128, u128)], width: usize) -> ElementLists {
     let top = if width >= 16 {
         u128::MAX
     } else {
@@ -314,40 +321,48 @@ pub(super) fn interval_elements(ranges: &[(u128, u128)], width: usize) -> Vec<Ve
             _ => merged.push((first, last)),
         }
     }
-    let bytes = |value: u128| value.to_be_bytes()[16 - width..].to_vec();
-    let mut out = Vec::new();
+    let bytes = |value: u128| {
+        let bytes = value.to_be_bytes();
+        move |out: &mut Vec<u8>| out.extend_from_slice(bytes.get(16 - width..).unwrap_or(&bytes))
+    };
+    let mut out = ElementLists::default();
     if merged.first().is_some_and(|(first, _)| *first != 0) {
-        out.push(key_element(&bytes(0), None, true));
+        key_element(&mut out, bytes(0), None, true);
     }
     for (first, last) in merged {
         if last >= top {
             // NFTNL_UDATA_SET_ELEM_FLAGS: NFTNL_SET_ELEM_F_INTERVAL_OPEN.
             let mut open = vec![1, 4];
             open.extend(1u32.to_ne_bytes());
-            out.push(key_element(&bytes(first), Some(&open), false));
+            key_element(&mut out, bytes(first), Some(&open), false);
         } else {
-            out.push(key_element(&bytes(first), None, false));
-            out.push(key_element(&bytes(last + 1), None, true));
+            key_element(&mut out, bytes(first), None, false);
+            key_element(&mut out, bytes(last + 1), None, true);
         }
     }
     out
 }
 
-/// One element: its key, user data, and whether it ends an interval.
-pub(super) fn key_element(key: &[u8], userdata: Option<&[u8]>, end: bool) -> Vec<u8> {
-    let mut elem = Vec::new();
-    if end {
-        push_attr(
-            &mut elem,
-            NFTA_SET_ELEM_FLAGS,
-            &NFT_SET_ELEM_INTERVAL_END.to_be_bytes(),
-        );
-    }
-    let mut key_attr = Vec::new();
-    push_attr(&mut key_attr, NFTA_DATA_VALUE, key);
-    push_attr(&mut elem, NFTA_SET_ELEM_KEY | NLA_F_NESTED, &key_attr);
-    if let Some(data) = userdata {
-        push_attr(&mut elem, NFTA_SET_ELEM_USERDATA, data);
-    }
-    elem
+/// One element: its key (which `key` writes), user data, and whether it ends an interval.
+pub(super) fn key_element(
+    lists: &mut ElementLists,
+    key: impl FnOnce(&mut Vec<u8>),
+    userdata: Option<&[u8]>,
+    end: bool,
+) {
+    lists.push(|elem| {
+        if end {
+            push_attr(
+                elem,
+                NFTA_SET_ELEM_FLAGS,
+                &NFT_SET_ELEM_INTERVAL_END.to_be_bytes(),
+            );
+        }
+        push_nested(elem, NFTA_SET_ELEM_KEY, |value| {
+            push_attr_with(value, NFTA_DATA_VALUE, key);
+        });
+        if let Some(data) = userdata {
+            push_attr(elem, NFTA_SET_ELEM_USERDATA, data);
+        }
+    });
 }

@@ -19,8 +19,8 @@ use super::encode;
 use super::exprs::{self, Expr};
 use super::names::TABLE;
 use super::netlink::{
-    c_string, push_attr, NFPROTO_INET, NFT_MSG_DELCHAIN, NFT_MSG_DELRULE, NFT_MSG_DELSET,
-    NFT_MSG_DELSETELEM, NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE, NLA_F_NESTED, NLM_F_APPEND,
+    c_string, push_attr, push_nested, push_str, NFPROTO_INET, NFT_MSG_DELCHAIN, NFT_MSG_DELRULE,
+    NFT_MSG_DELSET, NFT_MSG_DELSETELEM, NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE, NLM_F_APPEND,
     NLM_F_CREATE,
 };
 use super::render::rule_log_prefix;
@@ -201,9 +201,9 @@ pub(super) fn push_rule(
     comment: Option<&str>,
 ) {
     let mut body = Vec::new();
-    push_attr(&mut body, 1, &c_string(TABLE)); // NFTA_RULE_TABLE
-    push_attr(&mut body, 2, &c_string(chain)); // NFTA_RULE_CHAIN
-    push_attr(&mut body, 4 | NLA_F_NESTED, &encode::encode(exprs)); // NFTA_RULE_EXPRESSIONS
+    push_str(&mut body, 1, TABLE); // NFTA_RULE_TABLE
+    push_str(&mut body, 2, chain); // NFTA_RULE_CHAIN
+    push_nested(&mut body, 4, |list| encode::encode_into(list, exprs)); // NFTA_RULE_EXPRESSIONS
     if let Some(comment) = comment {
         push_attr(&mut body, 7, &encode::comment_userdata(comment)); // NFTA_RULE_USERDATA
     }

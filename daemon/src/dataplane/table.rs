@@ -13,7 +13,7 @@ use std::net::Ipv6Addr;
 use podwall_policy::{Direction, Family, Set};
 
 use super::batch::{Batch, Sink};
-use super::elements::push_elements;
+use super::elements::{push_elements, ElementLists};
 use super::exprs::{
     address, ct_state, l4proto, nfproto, CmpOp, Expr, CT_STATE_ESTABLISHED, CT_STATE_RELATED,
     NFT_META_IIFNAME, NFT_META_L4PROTO, NFT_META_PROTOCOL, NFT_PAYLOAD_LL_HEADER,
@@ -133,7 +133,7 @@ impl Table<'_> {
     }
 
     /// An anonymous set for the next rule: its id.
-    fn anonymous(&mut self, set: &Declaration, elements: Vec<Vec<u8>>) -> Option<u32> {
+    fn anonymous(&mut self, set: &Declaration, elements: ElementLists) -> Option<u32> {
         self.set_id += 1;
         push_anonymous(self.sink, self.set_id, set, elements);
         Some(self.set_id)
@@ -422,9 +422,10 @@ fn icmpv6_type() -> Vec<Expr> {
     exprs
 }
 
-fn type_elements(types: &[u8]) -> Vec<Vec<u8>> {
-    types
-        .iter()
-        .map(|t| key_element(&[*t], None, false))
-        .collect()
+fn type_elements(types: &[u8]) -> ElementLists {
+    let mut elements = ElementLists::default();
+    for t in types {
+        key_element(&mut elements, |key| key.push(*t), None, false);
+    }
+    elements
 }
