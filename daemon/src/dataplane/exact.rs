@@ -91,33 +91,53 @@ fn expression_shape(name: &[u8]) -> Option<&'static [(u16, Shape)]> {
 }
 
 /// The attributes of `bytes` that `shape` names, in a canonical form: sorted by type, each
-/// as its type, length and canonical payload.
-fn canonical(out: &mut Vec<u8>, bytes: &[u8], shape: &[(u16, Shape)]) {
-    let mut kept: Vec<(u16, Shape, &[u8])> = attributes(bytes)
-        .filter_map(|(kind, payload)| {
-            let (_, inner) = shape.iter().find(|(k, _)| *k == kind)?;
-            Some((kind, *inner, payload))
-        })
-        .collect();
-    kept.sort_by_key(|(kind, _, _)| *kind);
-    for (kind, inner, payload) in kept {
-        let mut value = Vec::new();
-        match inner {
-            Leaf => value.extend(payload),
-            NonZero if payload.iter().all(|b| *b == 0) => continue,
-            NonZero => value.extend(payload),
-            Nested(shape) => {
-                canonical(&mut value, payload, shape);
-                // Nothing kept inside says nothing (the kernel reports an empty size).
-                if value.is_empty() {
-                    continue;
-                }
+/// as its type, length and canonical payload. Written in place: a table's elements are tens
+/// of thousands of these.
+fn canonical<'a>(out: &mut Vec<u8>, bytes: &'a [u8], shape: &[(u16, Shape)]) {
+    let known = |(kind, payload): (u16, &'a [u8])| {
+        let (_, inner) = shape.iter().find(|(k, _)| *k == kind)?;
+        Some((kind, *inner, payload))
+    };
+    // What podwall and the kernel write is in order already; a sort is the exception.
+    if attributes(bytes)
+        .filter_map(known)
+        .map(|(kind, _, _)| kind)
+        .is_sorted()
+    {
+        for attribute in attributes(bytes).filter_map(known) {
+            canonical_attribute(out, attribute);
+        }
+    } else {
+        let mut kept: Vec<(u16, Shape, &[u8])> = attributes(bytes).filter_map(known).collect();
+        kept.sort_by_key(|(kind, _, _)| *kind);
+        for attribute in kept {
+            canonical_attribute(out, attribute);
+        }
+    }
+}
+
+/// One attribute: its type, its canonical payload's length, and that payload.
+fn canonical_attribute(out: &mut Vec<u8>, (kind, inner, payload): (u16, Shape, &[u8])) {
+    if matches!(inner, NonZero) && payload.iter().all(|b| *b == 0) {
+        return;
+    }
+    let start = out.len();
+    out.extend(kind.to_ne_bytes());
+    out.extend([0; 4]);
+    let header = out.len();
+    match inner {
+        Leaf | NonZero => out.extend_from_slice(payload),
+        Nested(shape) => {
+            canonical(out, payload, shape);
+            // Nothing kept inside says nothing (the kernel reports an empty size).
+            if out.len() == header {
+                out.truncate(start);
+                return;
             }
         }
-        out.extend(kind.to_ne_bytes());
-        out.extend((value.len() as u32).to_ne_bytes());
-        out.extend(value);
     }
+    let len = (out.len() - header) as u32;
+    out[start + 2..header].copy_from_slice(&len.to_ne_bytes());
 }
 
 fn canonical_of(bytes: &[u8], shape: &[(u16, Shape)]) -> Vec<u8> {
@@ -304,20 +324,24 @@ impl Fold {
         let (Some(set), Some(list)) = (attribute(attrs, 2), attribute(attrs, 3)) else {
             return;
         };
-        let elements = attributes(list).map(|(_, element)| canonical_of(element, ELEMENT));
+        let elements = attributes(list).map(|(_, element)| element);
         let id = attribute(attrs, 4).map(<[u8]>::to_vec);
         if let Some((_, held)) = self.anonymous.get_mut(&anonymous(family, set.to_vec(), id)) {
-            held.extend(elements);
+            held.extend(elements.map(|element| canonical_of(element, ELEMENT)));
             return;
         }
         let Some(name) = text(set) else { return };
         let Some(sum) = self.exact.sets.get_mut(&(family, name.to_string())) else {
             return;
         };
+        // One buffer for all: a named set may hold tens of thousands.
+        let mut canonical_element = Vec::new();
         for element in elements {
+            canonical_element.clear();
+            canonical(&mut canonical_element, element, ELEMENT);
             sum.elements += 1;
             for (key, total) in sum.sums.iter_mut().enumerate() {
-                *total = total.wrapping_add(hash(key as u64, &element));
+                *total = total.wrapping_add(hash(key as u64, &canonical_element));
             }
         }
     }
@@ -432,6 +456,34 @@ mod tests {
         gone.ruleset.chains.remove(&chain);
         let differences = Exact::of(&gone).differences(&exact);
         assert!(differences.contains(&format!("chain {chain} (inet) missing")));
+    }
+
+    #[test]
+    fn attributes_in_any_order_fold_alike_and_an_empty_nest_says_nothing() {
+        use crate::dataplane::netlink::{push_attr, push_nested};
+        let key = |out: &mut Vec<u8>| {
+            push_nested(out, 1, |value| push_attr(value, 1, &[10, 0, 0, 2]));
+        };
+        let (mut in_order, mut reversed) = (Vec::new(), Vec::new());
+        key(&mut in_order);
+        push_attr(&mut in_order, 3, &1u32.to_be_bytes()); // flags
+        push_attr(&mut reversed, 3, &1u32.to_be_bytes());
+        key(&mut reversed);
+        assert_eq!(
+            canonical_of(&in_order, ELEMENT),
+            canonical_of(&reversed, ELEMENT)
+        );
+        // Flags of zero and a key with nothing kept inside are as if not given.
+        let mut bare = Vec::new();
+        key(&mut bare);
+        let mut padded = bare.clone();
+        push_attr(&mut padded, 3, &0u32.to_be_bytes());
+        push_nested(&mut padded, 10, |end| push_attr(end, 9, &[1]));
+        assert_eq!(canonical_of(&padded, ELEMENT), canonical_of(&bare, ELEMENT));
+        assert_ne!(
+            canonical_of(&in_order, ELEMENT),
+            canonical_of(&bare, ELEMENT)
+        );
     }
 
     #[test]
