@@ -155,8 +155,9 @@ pub struct Compiler {
 impl Compiler {
     /// Compiles `snap` for `node` in full.
     pub fn new(mut snap: Snapshot, node: &str) -> Self {
-        // Policies are added one by one through the incremental path, so that a full
-        // compile and a sequence of events cannot disagree.
+        // A full compile is a sequence of events through the incremental path, so that the
+        // two cannot disagree: every policy, then every pod. Policies first, so that each
+        // local pod is attached once, not again for each policy of its namespace.
         let policies = std::mem::take(&mut snap.policies);
         let cluster_policies = std::mem::take(&mut snap.cluster_policies);
         let mut c = Compiler {
@@ -177,10 +178,6 @@ impl Compiler {
             journal: Journal::default(),
             label_groups: None,
         };
-        let keys: Vec<PodKey> = c.snap.pods.keys().cloned().collect();
-        for key in keys {
-            c.attach(&key);
-        }
         let mut groups: BTreeMap<Labels, Vec<PodKey>> = BTreeMap::new();
         for pod in c.snap.pods.values() {
             groups
@@ -192,7 +189,13 @@ impl Compiler {
         for policy in policies.into_values() {
             c.upsert_policy(policy);
         }
-        c.add_cluster_policies(cluster_policies.into_values());
+        for policy in cluster_policies.into_values() {
+            c.snap.cluster_policies.insert(policy.name.clone(), policy);
+        }
+        let keys: Vec<PodKey> = c.snap.pods.keys().cloned().collect();
+        for key in keys {
+            c.attach(&key);
+        }
         c.release_unused();
         c.label_groups = None;
         c.journal = Journal::default();

@@ -243,25 +243,6 @@ impl Compiler {
             self.attach(key);
         }
     }
-
-    /// Adds the Cluster policies of a full compile, then attaches every local pod once.
-    pub(super) fn add_cluster_policies(
-        &mut self,
-        policies: impl IntoIterator<Item = ClusterPolicy>,
-    ) {
-        for policy in policies {
-            self.snap
-                .cluster_policies
-                .insert(policy.name.clone(), policy);
-        }
-        let keys: Vec<PodKey> = self.local.keys().cloned().collect();
-        for key in &keys {
-            self.detach(key);
-        }
-        for key in &keys {
-            self.attach(key);
-        }
-    }
 }
 
 /// Whether `policy`'s subject selects `pod`, whose namespace has `ns_labels`.
