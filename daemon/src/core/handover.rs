@@ -14,7 +14,7 @@
 use tracing::{info, warn};
 
 use super::{Core, CoreError};
-use crate::dataplane::{Digest, Exact, Handover};
+use crate::dataplane::{DataplaneError, Digest, Exact, Handover};
 
 /// The `/healthz` condition that is red between a kept start and its read-back.
 pub(super) const READ_BACK: &str = "handover";
@@ -76,12 +76,13 @@ impl Core {
     }
 
     /// Without a clean stop's record (a crash, a kill, a first start over a table another
-    /// daemon left): whether the kernel holds exactly this start's state, read back whole
-    /// (`dataplane::exact`). Then it is kept as it is, already read back, and a start after
-    /// a crash costs a read instead of rewriting a table that grows with the cluster.
-    pub(super) fn keep_exact(&mut self) -> bool {
+    /// daemon left): whether the kernel holds exactly this start's state, as `read` read it
+    /// back whole (`dataplane::exact`). Then it is kept as it is, already read back, and a
+    /// start after a crash costs a read instead of rewriting a table that grows with the
+    /// cluster.
+    pub(super) fn keep_exact(&mut self, read: Result<Option<Exact>, DataplaneError>) -> bool {
         let desired = self.desired();
-        match self.kernel.exact() {
+        match read {
             Ok(Some(kernel)) if kernel == Exact::of(&desired) => {}
             Ok(_) => return false,
             Err(err) => {

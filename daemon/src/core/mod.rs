@@ -43,7 +43,7 @@ pub use options::Options;
 use pending::Pending;
 use transition::{describe, Scope};
 
-use crate::dataplane::{entries_of, Desired, Kernel};
+use crate::dataplane::{entries_of, DataplaneError, Desired, Kernel};
 use crate::health::Health;
 use crate::metrics::{AttachPhase, Metrics};
 use crate::store::Store;
@@ -101,7 +101,7 @@ impl Core {
         node: String,
         cluster: Snapshot,
         store: Store,
-        kernel: Box<dyn Kernel>,
+        mut kernel: Box<dyn Kernel>,
         options: Options,
         metrics: Arc<Metrics>,
         health: Arc<Health>,
@@ -143,10 +143,28 @@ impl Core {
                 )),
             );
         }
-        let compiler = Compiler::new(
-            merged(&cluster, &attachments, &node, options.quarantine_unknown),
-            &node,
-        );
+        let handover = store.take_handover().unwrap_or_else(|err| {
+            warn!(
+                error = format!("{:#}", anyhow::Error::from(err)),
+                "cannot read how the last daemon left the kernel; swapping the start state in"
+            );
+            None
+        });
+        // Without a record the start reads the kernel back whole (`keep_exact`); the read
+        // does not depend on the compile, so it runs beside it.
+        let (compiler, read) = std::thread::scope(|scope| {
+            let read = handover.is_none().then(|| scope.spawn(|| kernel.exact()));
+            let compiler = Compiler::new(
+                merged(&cluster, &attachments, &node, options.quarantine_unknown),
+                &node,
+            );
+            let read = read.map(|read| {
+                read.join().unwrap_or_else(|_| {
+                    Err(DataplaneError::Dump("the read-back thread failed".into()))
+                })
+            });
+            (compiler, read)
+        });
         let claims = Claims::of(&cluster);
         let mut core = Self {
             node,
@@ -173,18 +191,11 @@ impl Core {
             read_back_due: false,
             stopped: false,
         };
-        let handover = core.store.take_handover().unwrap_or_else(|err| {
-            warn!(
-                error = format!("{:#}", anyhow::Error::from(err)),
-                "cannot read how the last daemon left the kernel; swapping the start state in"
-            );
-            None
-        });
         let attachments = core.attachments.clone();
         core.adopt(&attachments);
         let kept = match handover {
             Some(handover) => core.keep_handed_over(&handover),
-            None => core.keep_exact(),
+            None => read.is_some_and(|read| core.keep_exact(read)),
         };
         if kept {
             info!(
