@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use podwall_tests::manifests::cluster_policy_crd;
+use podwall_tests::netns::TestNetns;
 use podwall_tests::probe::EchoServer;
 
 use super::figure::{Figure, SIDES};
@@ -240,10 +241,55 @@ fn failed_on(twins: &Twins, side: usize) -> String {
         true => "none".to_string(),
         false => last.join("\n"),
     };
+    let target = &twins.sides[side].pods[0].netns;
     format!(
-        "{} the cluster policies; its last logged drops: {drops}",
-        SIDE_NAMES[side]
+        "{} the cluster policies; the target's listen queue: {}; the node's conntrack: {}; its last logged drops: {drops}",
+        SIDE_NAMES[side],
+        counters(target, "netstat", &["ListenOverflows", "ListenDrops"]),
+        counters(&node.netns, "stat/nf_conntrack", &["drop", "early_drop", "insert_failed", "invalid"]),
     )
+}
+
+/// The named counters of `/proc/net/<file>` in `netns`, summed over its rows (netstat's
+/// groups, or conntrack's CPUs, in hex): whether the kernel lost a SYN that no podwall chain
+/// dropped.
+fn counters(netns: &TestNetns, file: &str, names: &[&str]) -> String {
+    let path = format!("/proc/thread-self/net/{file}");
+    let Ok(text) = netns.run_in(|| std::fs::read_to_string(&path)) else {
+        return format!("{path} unreadable");
+    };
+    let sums = sum_counters(&text, file.starts_with("stat/"), names);
+    (names.iter().zip(sums))
+        .map(|(name, sum)| format!("{name} {sum}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `names`' values in `text`, summed over its rows.
+fn sum_counters(text: &str, hex: bool, names: &[&str]) -> Vec<u64> {
+    // netstat: per group, a line of names and a line of values, each after the group's
+    // name; stat/*: the names once, then a line of values per CPU, in hex.
+    let number = |field: &str| match hex {
+        true => u64::from_str_radix(field, 16).ok(),
+        false => field.parse::<u64>().ok(),
+    };
+    let mut sums = vec![0u64; names.len()];
+    let mut header: Vec<&str> = Vec::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().skip(usize::from(!hex)).collect();
+        if fields.iter().any(|field| number(field).is_none()) {
+            header = fields;
+            continue;
+        }
+        for (name, sum) in names.iter().zip(&mut sums) {
+            let at = header.iter().position(|h| h == name);
+            *sum += at
+                .and_then(|at| fields.get(at))
+                .and_then(|v| number(v))
+                .unwrap_or(0);
+        }
+    }
+    sums
 }
 
 /// The idle footprint per cluster size: start to healthy, RSS and peak RSS after the idle
@@ -288,4 +334,25 @@ pub fn footprint(
         out.push((pods, rows.into()));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sum_counters;
+
+    #[test]
+    fn counters_are_read_by_name_and_summed_over_rows() {
+        let netstat = "TcpExt: SyncookiesSent ListenOverflows ListenDrops\nTcpExt: 0 3 4\n\
+                       IpExt: InNoRoutes ListenDrops\nIpExt: 9 9\n";
+        assert_eq!(
+            sum_counters(netstat, false, &["ListenOverflows", "ListenDrops"]),
+            [3, 13]
+        );
+        let conntrack =
+            "entries  drop early_drop\n0000000a 00000001 00000000\n00000002 0000000f 00000000\n";
+        assert_eq!(
+            sum_counters(conntrack, true, &["drop", "early_drop"]),
+            [16, 0]
+        );
+    }
 }
