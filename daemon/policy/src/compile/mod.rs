@@ -149,7 +149,7 @@ pub struct Compiler {
     journal: Journal,
     /// During a full compile only: the pods of each label set (pods share their sets), so
     /// that a namespaceSelector peer judges each set once. Events keep no such index.
-    label_groups: Option<BTreeMap<Labels, Vec<PodKey>>>,
+    label_groups: Option<BTreeMap<Labels, Vec<Pod>>>,
 }
 
 impl Compiler {
@@ -178,12 +178,14 @@ impl Compiler {
             journal: Journal::default(),
             label_groups: None,
         };
-        let mut groups: BTreeMap<Labels, Vec<PodKey>> = BTreeMap::new();
+        // The pods themselves, shared with the snapshot: a peer's candidates are read from
+        // here, not looked up again by key.
+        let mut groups: BTreeMap<Labels, Vec<Pod>> = BTreeMap::new();
         for pod in c.snap.pods.values() {
             groups
                 .entry(pod.labels.clone())
                 .or_default()
-                .push(pod.key.clone());
+                .push(pod.clone());
         }
         c.label_groups = Some(groups);
         for policy in policies.into_values() {

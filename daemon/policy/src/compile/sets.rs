@@ -99,9 +99,8 @@ impl Compiler {
                 let in_scope: BTreeSet<&str> = namespaces.iter().map(String::as_str).collect();
                 (groups.iter())
                     .filter(|(labels, _)| peer.1.matches(labels))
-                    .flat_map(|(_, keys)| keys)
-                    .filter(|key| in_scope.contains(key.namespace.as_str()))
-                    .filter_map(|key| self.snap.pods.get(key))
+                    .flat_map(|(_, pods)| pods)
+                    .filter(|pod| in_scope.contains(pod.key.namespace.as_str()))
                     .collect()
             }
             _ => (namespaces.iter())
