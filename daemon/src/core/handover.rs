@@ -14,10 +14,42 @@
 use tracing::{info, warn};
 
 use super::{Core, CoreError};
-use crate::dataplane::{DataplaneError, Digest, Exact, Handover};
+use podwall_policy::Compiler;
+
+use crate::dataplane::{DataplaneError, Digest, Exact, Handover, Kernel};
+use crate::store::Store;
 
 /// The `/healthz` condition that is red between a kept start and its read-back.
 pub(super) const READ_BACK: &str = "handover";
+
+/// How the last clean stop left the kernel, if it recorded it (removed as it is read).
+pub(super) fn take_record(store: &Store) -> Option<Handover> {
+    store.take_handover().unwrap_or_else(|err| {
+        warn!(
+            error = format!("{:#}", anyhow::Error::from(err)),
+            "cannot read how the last daemon left the kernel; swapping the start state in"
+        );
+        None
+    })
+}
+
+/// `compile`, and beside it, when `read` (a start without a record, `keep_exact`), the
+/// kernel's tables read back whole: the read does not depend on the compile.
+pub(super) fn compile_beside_read(
+    kernel: &mut Box<dyn Kernel>,
+    read: bool,
+    compile: impl FnOnce() -> Compiler,
+) -> (Compiler, Option<Result<Option<Exact>, DataplaneError>>) {
+    std::thread::scope(|scope| {
+        let read = read.then(|| scope.spawn(|| kernel.exact()));
+        let compiler = compile();
+        let read = read.map(|read| {
+            (read.join())
+                .unwrap_or_else(|_| Err(DataplaneError::Dump("the read-back thread failed".into())))
+        });
+        (compiler, read)
+    })
+}
 
 impl Core {
     /// At a clean stop, once nothing else will change the kernel: stop taking requests,

@@ -43,7 +43,7 @@ pub use options::Options;
 use pending::Pending;
 use transition::{describe, Scope};
 
-use crate::dataplane::{entries_of, DataplaneError, Desired, Kernel};
+use crate::dataplane::{entries_of, Desired, Kernel};
 use crate::health::Health;
 use crate::metrics::{AttachPhase, Metrics};
 use crate::store::Store;
@@ -143,28 +143,14 @@ impl Core {
                 )),
             );
         }
-        let handover = store.take_handover().unwrap_or_else(|err| {
-            warn!(
-                error = format!("{:#}", anyhow::Error::from(err)),
-                "cannot read how the last daemon left the kernel; swapping the start state in"
-            );
-            None
-        });
-        // Without a record the start reads the kernel back whole (`keep_exact`); the read
-        // does not depend on the compile, so it runs beside it.
-        let (compiler, read) = std::thread::scope(|scope| {
-            let read = handover.is_none().then(|| scope.spawn(|| kernel.exact()));
-            let compiler = Compiler::new(
-                merged(&cluster, &attachments, &node, options.quarantine_unknown),
-                &node,
-            );
-            let read = read.map(|read| {
-                read.join().unwrap_or_else(|_| {
-                    Err(DataplaneError::Dump("the read-back thread failed".into()))
-                })
+        let handover = handover::take_record(&store);
+        let (compiler, read) =
+            handover::compile_beside_read(&mut kernel, handover.is_none(), || {
+                Compiler::new(
+                    merged(&cluster, &attachments, &node, options.quarantine_unknown),
+                    &node,
+                )
             });
-            (compiler, read)
-        });
         let claims = Claims::of(&cluster);
         let mut core = Self {
             node,
