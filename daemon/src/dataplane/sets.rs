@@ -323,7 +323,9 @@ pub(super) fn interval_elements(ranges: &[(u128, u128)], width: usize) -> Elemen
     }
     let bytes = |value: u128| {
         let bytes = value.to_be_bytes();
-        move |out: &mut Vec<u8>| out.extend_from_slice(bytes.get(16 - width..).unwrap_or(&bytes))
+        move |out: &mut Vec<u8>| {
+            out.extend_from_slice(bytes.get(16usize.saturating_sub(width)..).unwrap_or(&bytes))
+        }
     };
     let mut out = ElementLists::default();
     if merged.first().is_some_and(|(first, _)| *first != 0) {
