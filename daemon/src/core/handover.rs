@@ -44,8 +44,11 @@ pub(super) fn compile_beside_read(
         let read = read.then(|| scope.spawn(|| kernel.exact()));
         let compiler = compile();
         let read = read.map(|read| {
-            (read.join())
-                .unwrap_or_else(|_| Err(DataplaneError::Dump("the read-back thread failed".into())))
+            (read.join()).unwrap_or_else(|_| {
+                Err(DataplaneError::Dump(
+                    "the thread reading the tables back panicked".into(),
+                ))
+            })
         });
         (compiler, read)
     })

@@ -4,7 +4,6 @@
 //! Every watched kind goes through the one `Cache::fold`; what differs between pods,
 //! namespaces, policies and cluster policies is said once per kind, by its `Watched` impl.
 
-use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{Namespace as ApiNamespace, ObjectReference};
@@ -331,18 +330,12 @@ fn upsert<K: Ord, V: PartialEq + Clone>(
     value: V,
     upserted: fn(V) -> Event,
 ) -> Vec<Event> {
-    match map.entry(key) {
-        // Unchanged (a status the model does not read): the shared value stays.
-        Entry::Occupied(kept) if *kept.get() == value => Vec::new(),
-        Entry::Occupied(mut kept) => {
-            kept.insert(value.clone());
-            vec![upserted(value)]
-        }
-        Entry::Vacant(slot) => {
-            slot.insert(value.clone());
-            vec![upserted(value)]
-        }
+    // Unchanged (a status the model does not read): the shared value stays.
+    if map.get(&key) == Some(&value) {
+        return Vec::new();
     }
+    map.insert(key, value.clone());
+    vec![upserted(value)]
 }
 
 fn remove<K: Ord, V>(map: &mut BTreeMap<K, V>, key: K, deleted: fn(K) -> Event) -> Vec<Event> {
@@ -467,8 +460,9 @@ mod tests {
         let mut cache = synced(vec![web()]);
         let guard = || policy("x", "p", "10.1.0.0/16");
         cache.apply(Update::Policy(WatchEvent::Apply(guard())));
-        let before = cache.snapshot().clone(); // what the core holds
-                                               // The same pod with a status the model does not read (a new version, Ready).
+        // What the core holds.
+        let before = cache.snapshot().clone();
+        // The same pod with a status the model does not read (a new version, Ready).
         let restated: SlimPod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "a", "namespace": "x", "labels": {"app": "web"}, "resourceVersion": "8"},
             "spec": {"nodeName": "n2", "containers": [{"name": "c", "image": "i"}]},
