@@ -22,8 +22,10 @@ const PERSIST_EVERY: Duration = Duration::from_secs(5);
 
 /// Feed every update from a source (the manifests reader, the API watchers) to the core,
 /// in order, and, when `persist`, keep a recent cluster state in the store (a restart in
-/// Kubernetes mode starts from it; a manifests directory is its own record). Updates that queued up while the core was busy
-/// are applied together: consecutive change batches become one transaction.
+/// Kubernetes mode starts from it; a manifests directory is its own record). Updates that
+/// queued up while the core was busy are applied together: consecutive change batches
+/// become one transaction. A list that brings nothing new (a restart's first, a relist)
+/// writes nothing.
 pub async fn follow_source(
     name: &'static str,
     mut updates: mpsc::UnboundedReceiver<Update>,
@@ -31,7 +33,7 @@ pub async fn follow_source(
     persist: bool,
     shutdown: CancellationToken,
 ) {
-    // Updates since the last write to the store; written once PERSIST_EVERY has passed,
+    // Changes since the last write to the store; written once PERSIST_EVERY has passed,
     // also when no further update comes to trigger it.
     let mut dirty = false;
     let mut next_persist = tokio::time::Instant::now();
@@ -45,65 +47,79 @@ pub async fn follow_source(
         while let Ok(update) = updates.try_recv() {
             batch.push(update);
         }
-        dirty |= persist && !batch.is_empty();
-        let write_now = dirty && tokio::time::Instant::now() >= next_persist;
+        let due = tokio::time::Instant::now() >= next_persist;
         let core = core.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let (applied, write) = {
+            let (changed, applied, write) = {
                 let mut core = lock(&core);
-                let applied = if batch.is_empty() {
-                    Ok(())
-                } else {
-                    apply(&mut core, batch)
-                };
-                (applied, write_now.then(|| core.cluster_to_store()))
+                let (changed, applied) = apply(&mut core, batch);
+                let write = persist && (dirty || changed) && due;
+                (changed, applied, write.then(|| core.cluster_to_store()))
             };
             // Written after the lock is released: an ADD never waits behind the store.
-            let written = match write {
-                Some((store, cluster)) => store.put_cluster(&cluster).map_err(|err| {
+            let written = write.map(|(store, cluster)| {
+                store.put_cluster(&cluster).map_err(|err| {
                     warn!(
                         error = format!("{:#}", anyhow::Error::from(err)),
                         "cannot store the cluster state; trying again at the next write"
                     );
-                }),
-                None => Ok(()),
-            };
-            (applied, written.is_ok())
+                })
+            });
+            (applied, changed, written)
         })
         .instrument(info_span!("source", name))
         .await;
-        if write_now {
-            // A write that failed leaves the state to be written again.
-            dirty = !matches!(result, Ok((_, true)));
-            next_persist = tokio::time::Instant::now() + PERSIST_EVERY;
-        }
-        match result.map(|(applied, _)| applied) {
-            Ok(Ok(())) => debug!(source = name, "applied cluster update"),
-            Ok(Err(err)) => {
+        let applied = match result {
+            Ok((applied, changed, written)) => {
+                // A write that failed leaves the state to be written again.
+                dirty = match written {
+                    Some(written) => written.is_err(),
+                    None => dirty || (persist && changed),
+                };
+                if written.is_some() {
+                    next_persist = tokio::time::Instant::now() + PERSIST_EVERY;
+                }
+                applied
+            }
+            Err(err) => {
+                // Whatever the batch changed is not known: the store catches up.
+                dirty = persist;
+                warn!(source = name, error = %err, "applying cluster update panicked");
+                continue;
+            }
+        };
+        match applied {
+            Ok(()) => debug!(source = name, "applied cluster update"),
+            Err(err) => {
                 warn!(source = name, error = %err, "the kernel refused a cluster update; it stays pending and is retried")
             }
-            Err(err) => warn!(source = name, error = %err, "applying cluster update panicked"),
         }
     }
 }
 
 /// A whole snapshot replaces what came before it in the batch; changes after it are merged.
-fn apply(core: &mut Core, batch: Vec<Update>) -> Result<(), CoreError> {
+/// Every update is applied whatever the kernel says of one before it (a refused change stays
+/// pending in the desired state, see `core::pending`). Returns whether the cluster state
+/// changed, and the kernel's answer to the last transaction, which holds every change
+/// before it.
+fn apply(core: &mut Core, batch: Vec<Update>) -> (bool, Result<(), CoreError>) {
+    let (mut changed, mut result) = (false, Ok(()));
     let mut changes = Vec::new();
     for update in batch {
         match update {
             Update::Snapshot(snapshot) => {
                 changes.clear();
-                core.set_cluster(snapshot)?;
+                changed |= !core.holds_cluster(&snapshot);
+                result = core.set_cluster(snapshot);
             }
             Update::Changes(more) => changes.extend(more),
         }
     }
-    if changes.is_empty() {
-        Ok(())
-    } else {
-        core.apply_changes(changes)
+    if !changes.is_empty() {
+        changed = true;
+        result = core.apply_changes(changes);
     }
+    (changed, result)
 }
 
 /// How often the rules' counters are read for `/metrics`.
@@ -353,7 +369,10 @@ pub async fn keep_bridge_netfilter(
 
 #[cfg(test)]
 mod tests {
+    use podwall_policy::{Event, Namespace, Snapshot};
+
     use super::*;
+    use crate::core::tests::{attach, cluster, start, Shared, DENY_X};
     use crate::core::Options;
     use crate::dataplane::RecordingKernel;
     use crate::store::Store;
@@ -371,6 +390,76 @@ mod tests {
         fn forget_flows(&mut self, _: &[Flow]) -> Result<(), DataplaneError> {
             Ok(())
         }
+    }
+
+    /// Feed `updates` to `follow_source` (persisting, as in Kubernetes mode) as one batch,
+    /// and wait until it has applied them.
+    async fn follow(core: &Arc<Mutex<Core>>, updates: Vec<Update>) {
+        let (send, receive) = mpsc::unbounded_channel();
+        for update in updates {
+            send.send(update).unwrap();
+        }
+        drop(send);
+        let shutdown = CancellationToken::new();
+        follow_source("test", receive, core.clone(), true, shutdown).await;
+    }
+
+    fn shared_core(dir: &std::path::Path, cluster: Snapshot) -> (Arc<Mutex<Core>>, Shared) {
+        let kernel = Shared::default();
+        let core = start(dir, cluster, &kernel, Options::default());
+        (Arc::new(Mutex::new(core)), kernel)
+    }
+
+    #[tokio::test]
+    async fn a_batch_goes_on_past_a_change_the_kernel_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let (core, kernel) = shared_core(dir.path(), cluster(""));
+        attach(&mut lock(&core), "x", "a", "10.0.0.2");
+        // The structural change the list makes, and the whole table instead.
+        kernel.0.lock().unwrap().refuse("no room", 2);
+        let listed = cluster(DENY_X);
+        let renamed = Namespace {
+            name: "z".into(),
+            labels: Default::default(),
+        };
+        follow(
+            &core,
+            vec![
+                Update::Snapshot(listed.clone()),
+                Update::Changes(vec![Event::Namespace(renamed)]),
+            ],
+        )
+        .await;
+        let (_, now) = lock(&core).cluster_to_store();
+        assert_eq!(now.policies, listed.policies, "the refused list is kept");
+        assert!(
+            now.namespaces.contains_key("z"),
+            "the change after the refused list is applied too"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_list_the_store_already_holds_is_not_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = cluster("");
+        let (core, _kernel) = shared_core(dir.path(), held.clone());
+        let (store, _) = lock(&core).cluster_to_store();
+        // A marker the store only loses to a write.
+        let marker = cluster(DENY_X);
+        store.put_cluster(&marker).unwrap();
+        follow(&core, vec![Update::Snapshot(held.clone())]).await;
+        assert_eq!(
+            store.cluster().unwrap(),
+            Some(marker),
+            "nothing changed: no write"
+        );
+        let changed = cluster(DENY_X);
+        follow(&core, vec![Update::Snapshot(changed.clone())]).await;
+        assert_eq!(
+            store.cluster().unwrap(),
+            Some(changed),
+            "a change is written"
+        );
     }
 
     #[tokio::test]

@@ -10,11 +10,11 @@
 //! is red and names it, and the whole desired state is swapped in again (with backoff, and
 //! at every reconcile) until the kernel takes it. Nothing is undone into forgetting.
 //!
-//! Rooms: this file holds the state and the requests; `local` maps attachments to pods,
-//! `transition` turns a change into one kernel transaction, `pending` keeps what the kernel
-//! refused until it lands, `handover` keeps the table a clean stop left, `observe` tells
-//! `/metrics` and the drop log what the core holds, `options` is what a core is told at
-//! start, `error` says why a request failed.
+//! Rooms: this file holds the state and the requests; `source` takes what the cluster's
+//! source reports, `local` maps attachments to pods, `transition` turns a change into one
+//! kernel transaction, `pending` keeps what the kernel refused until it lands, `handover`
+//! keeps the table a clean stop left, `observe` tells `/metrics` and the drop log what the
+//! core holds, `options` is what a core is told at start, `error` says why a request failed.
 
 mod error;
 mod flows;
@@ -23,6 +23,7 @@ mod local;
 mod observe;
 mod options;
 mod pending;
+mod source;
 mod transition;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,7 +34,7 @@ use std::time::Instant;
 use anyhow::Context;
 use podwall::error_chain;
 use podwall::wire::{Attachment, AttachmentId, Reply, Request};
-use podwall_policy::{Compiler, Event, Pod, PodKey, Snapshot};
+use podwall_policy::{Compiler, PodKey, Snapshot};
 use tracing::{error, info, warn};
 
 pub use error::CoreError;
@@ -41,7 +42,7 @@ pub use flows::still_allowed;
 use local::{merged, pod_key, Claims};
 pub use options::Options;
 use pending::Pending;
-use transition::{describe, Scope};
+use transition::Scope;
 
 use crate::dataplane::{entries_of, Desired, Kernel};
 use crate::health::Health;
@@ -272,47 +273,6 @@ impl Core {
         }
     }
 
-    /// Whether the source has told us about pod `key` (kube mode asks the API server directly
-    /// on attach when it has not).
-    pub fn knows_pod(&self, key: &PodKey) -> bool {
-        self.cluster.pods.contains_key(key)
-    }
-
-    /// A pod fetched directly, ahead of the watch: the attach that follows uses its labels.
-    pub fn learn_pod(&mut self, pod: Pod) {
-        if !self.cluster.pods.contains_key(&pod.key) {
-            self.claims.add(&pod);
-            self.cluster.pods.insert(pod.key.clone(), pod);
-        }
-    }
-
-    /// The cluster state to keep in the store, and the store: a copy, so that the caller
-    /// writes it after releasing the core's lock (its pods are shared, not copied).
-    pub fn cluster_to_store(&self) -> (Store, Snapshot) {
-        (self.store.clone(), self.cluster.clone())
-    }
-
-    /// The source reported changed objects (the API watchers' events): only they are
-    /// compared and compiled.
-    pub fn apply_changes(&mut self, changes: Vec<Event>) -> Result<(), CoreError> {
-        let started = Instant::now();
-        let attachments = self.attachments.clone();
-        let what = describe(&changes);
-        let result = self.transition(attachments, None, Scope::Changes(changes), what);
-        self.metrics.observe_sync(started.elapsed(), result.is_ok());
-        result
-    }
-
-    /// The source reported a new state of the cluster.
-    pub fn set_cluster(&mut self, cluster: Snapshot) -> Result<(), CoreError> {
-        let started = Instant::now();
-        let attachments = self.attachments.clone();
-        // The transition names the objects that differ.
-        let result = self.transition(attachments, Some(cluster), Scope::Everything, String::new());
-        self.metrics.observe_sync(started.elapsed(), result.is_ok());
-        result
-    }
-
     fn attach(&mut self, attachment: Attachment) -> Result<Reply, CoreError> {
         validate(&attachment)?;
         if attachment.host_interface.is_none() {
@@ -445,4 +405,4 @@ fn validate(attachment: &Attachment) -> Result<(), CoreError> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -11,11 +11,11 @@ use crate::dataplane::{
     Call, DataplaneError, ElementOp, Fingerprint, Guard, RecordingKernel, Structure,
 };
 use podwall_policy::selector::Labels;
-use podwall_policy::{PolicyKey, Ruleset};
+use podwall_policy::{Event, Pod, PolicyKey, Ruleset};
 
 /// A kernel the test can look into after handing it to `Core`.
 #[derive(Clone, Default)]
-pub(super) struct Shared(pub(super) Arc<Mutex<RecordingKernel>>);
+pub(crate) struct Shared(pub(crate) Arc<Mutex<RecordingKernel>>);
 
 impl Kernel for Shared {
     fn replace(&mut self, desired: &Desired) -> Result<(), DataplaneError> {
@@ -82,14 +82,14 @@ kind: Namespace
 metadata: {name: y}
 ";
 
-pub(super) const DENY_X: &str = "
+pub(crate) const DENY_X: &str = "
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata: {name: deny, namespace: x}
 spec: {podSelector: {}}
 ";
 
-pub(super) fn cluster(extra: &str) -> Snapshot {
+pub(crate) fn cluster(extra: &str) -> Snapshot {
     let loaded = load([("ns.yaml", NAMESPACES), ("extra.yaml", extra)]);
     assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
     loaded.snapshot
@@ -112,7 +112,7 @@ pub(super) fn attachment(ns: &str, name: &str, ip: &str) -> Attachment {
     }
 }
 
-pub(super) fn attach(core: &mut Core, ns: &str, name: &str, ip: &str) {
+pub(crate) fn attach(core: &mut Core, ns: &str, name: &str, ip: &str) {
     core.handle(Request::Attach {
         attachment: attachment(ns, name, ip),
     })
@@ -139,7 +139,7 @@ fn core_with(dir: &std::path::Path, cluster: Snapshot) -> (Core, Shared) {
 }
 
 /// A core on node n1 over the store in `dir` and `kernel`.
-pub(super) fn start(
+pub(crate) fn start(
     dir: &std::path::Path,
     cluster: Snapshot,
     kernel: &Shared,
