@@ -38,18 +38,14 @@ impl Compiler {
 
     /// Creates a set whose elements `elem_add` and `elem_remove` count by holder; `held`
     /// counts the holders of each of `set`'s elements.
+    /// A new set whose elements have `extra` holders beyond their first.
     pub(super) fn counted_set_create(
         &mut self,
         name: SetName,
         set: Set,
-        held: BTreeMap<Element, usize>,
+        extra: BTreeMap<Element, usize>,
     ) {
         self.set_create(name.clone(), set);
-        let extra = held
-            .into_iter()
-            .filter(|(_, n)| *n > 1)
-            .map(|(elem, n)| (elem, n - 1))
-            .collect();
         self.extra_holders.insert(name, extra);
     }
 

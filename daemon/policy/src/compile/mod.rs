@@ -147,9 +147,18 @@ pub struct Compiler {
     chain_refs: BTreeMap<ChainName, usize>,
     local: BTreeMap<PodKey, LocalPod>,
     journal: Journal,
-    /// During a full compile only: the pods of each label set (pods share their sets), so
-    /// that a namespaceSelector peer judges each set once. Events keep no such index.
-    label_groups: Option<BTreeMap<Labels, Vec<Pod>>>,
+    /// During a full compile only: what it indexes once (see `FullIndex`).
+    full: Option<FullIndex>,
+}
+
+/// What a full compile indexes once for the events it is made of; events keep no such
+/// index, as the snapshot changes under them.
+struct FullIndex {
+    /// The pods of each label set (pods share their sets), in key order: a namespaceSelector
+    /// peer judges each set once, and each namespace's run of pods in it once.
+    label_groups: BTreeMap<Labels, Vec<Pod>>,
+    /// Every namespace with pods or an object, with its labels.
+    namespaces: Vec<(String, Labels)>,
 }
 
 impl Compiler {
@@ -176,18 +185,24 @@ impl Compiler {
             chain_refs: BTreeMap::new(),
             local: BTreeMap::new(),
             journal: Journal::default(),
-            label_groups: None,
+            full: None,
         };
         // The pods themselves, shared with the snapshot: a peer's candidates are read from
         // here, not looked up again by key.
-        let mut groups: BTreeMap<Labels, Vec<Pod>> = BTreeMap::new();
+        let mut label_groups: BTreeMap<Labels, Vec<Pod>> = BTreeMap::new();
         for pod in c.snap.pods.values() {
-            groups
-                .entry(pod.labels.clone())
-                .or_default()
-                .push(pod.clone());
+            (label_groups.entry(pod.labels.clone()).or_default()).push(pod.clone());
         }
-        c.label_groups = Some(groups);
+        let namespaces = (c.snap.namespace_names().into_iter())
+            .map(|name| {
+                let labels = c.snap.namespace_labels(&name);
+                (name, labels)
+            })
+            .collect();
+        c.full = Some(FullIndex {
+            label_groups,
+            namespaces,
+        });
         for policy in policies.into_values() {
             c.upsert_policy(policy);
         }
@@ -199,7 +214,7 @@ impl Compiler {
             c.attach(&key);
         }
         c.release_unused();
-        c.label_groups = None;
+        c.full = None;
         c.journal = Journal::default();
         c
     }

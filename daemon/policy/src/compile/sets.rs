@@ -82,25 +82,29 @@ impl Compiler {
         let canonical = serde_json::to_string(peer)
             .expect("a peer is enums, strings and sets of strings, which JSON always encodes");
         let sets = Family::ALL.map(|f| names::peer_set(&canonical, f));
-        let mut held = [BTreeMap::new(), BTreeMap::new()];
-        let namespaces: Vec<String> = match &peer.0 {
-            NamespaceScope::Named(ns) => vec![ns.clone()],
-            NamespaceScope::Matching(sel) => self
-                .snap
-                .namespace_names()
-                .into_iter()
+        let namespaces: Vec<String> = match (&peer.0, &self.full) {
+            (NamespaceScope::Named(ns), _) => vec![ns.clone()],
+            (NamespaceScope::Matching(sel), Some(full)) => (full.namespaces.iter())
+                .filter(|(_, labels)| sel.matches(labels))
+                .map(|(name, _)| name.clone())
+                .collect(),
+            (NamespaceScope::Matching(sel), None) => (self.snap.namespace_names().into_iter())
                 .filter(|ns| sel.matches(&self.snap.namespace_labels(ns)))
                 .collect(),
         };
-        let candidates: Vec<&Pod> = match (&peer.0, &self.label_groups) {
+        let candidates: Vec<&Pod> = match (&peer.0, &self.full) {
             // A full compile: the selector is judged once per label set, not once per pod of
-            // every namespace in scope (at 100k pods, most of a start-up's CPU).
-            (NamespaceScope::Matching(_), Some(groups)) => {
+            // every namespace in scope (at 100k pods, most of a start-up's CPU), and the
+            // scope once per namespace's run of pods in a set.
+            (NamespaceScope::Matching(_), Some(full)) => {
                 let in_scope: BTreeSet<&str> = namespaces.iter().map(String::as_str).collect();
-                (groups.iter())
+                (full.label_groups.iter())
                     .filter(|(labels, _)| peer.1.matches(labels))
-                    .flat_map(|(_, pods)| pods)
-                    .filter(|pod| in_scope.contains(pod.key.namespace.as_str()))
+                    .flat_map(|(_, pods)| pods.chunk_by(|a, b| a.key.namespace == b.key.namespace))
+                    .filter(|run| {
+                        (run.first()).is_some_and(|p| in_scope.contains(p.key.namespace.as_str()))
+                    })
+                    .flatten()
                     .collect()
             }
             _ => (namespaces.iter())
@@ -108,21 +112,19 @@ impl Compiler {
                 .filter(|pod| peer.1.matches(&pod.labels))
                 .collect(),
         };
+        let mut held: [Vec<IpAddr>; 2] = [Vec::new(), Vec::new()];
         for pod in candidates.into_iter().filter(|pod| pod.is_policed()) {
             for ip in &pod.ips {
-                *held[fam_index(Family::of(ip))].entry(*ip).or_insert(0) += 1;
+                held[fam_index(Family::of(ip))].push(*ip);
             }
         }
         for (family, held) in Family::ALL.into_iter().zip(held) {
+            let (elements, extra) = holders(held, Element::Address);
             let set = Set::Addresses {
                 family,
-                elements: held.keys().copied().collect(),
+                elements: elements.into_iter().collect(),
             };
-            let held = held
-                .into_iter()
-                .map(|(ip, n)| (Element::Address(ip), n))
-                .collect();
-            self.counted_set_create(sets[fam_index(family)].clone(), set, held);
+            self.counted_set_create(sets[fam_index(family)].clone(), set, extra);
         }
         match &peer.0 {
             NamespaceScope::Named(ns) => {
@@ -167,27 +169,22 @@ impl Compiler {
         let refs = self.named.entry(key).or_insert(0);
         *refs += 1;
         if *refs == 1 {
-            let mut held = [BTreeMap::new(), BTreeMap::new()];
+            let mut held: [Vec<(IpAddr, u16)>; 2] = [Vec::new(), Vec::new()];
             for pod in self.snap.pods.values().filter(|p| p.is_policed()) {
                 if let Some(port) = pod.named_port(name, protocol) {
                     for ip in &pod.ips {
-                        *held[fam_index(Family::of(ip))]
-                            .entry((*ip, port))
-                            .or_insert(0) += 1;
+                        held[fam_index(Family::of(ip))].push((*ip, port));
                     }
                 }
             }
             for (family, held) in Family::ALL.into_iter().zip(held) {
+                let (elements, extra) = holders(held, |(ip, port)| Element::AddressPort(ip, port));
                 let set = Set::AddressPorts {
                     family,
                     protocol,
-                    elements: held.keys().copied().collect(),
+                    elements: elements.into_iter().collect(),
                 };
-                let held = held
-                    .into_iter()
-                    .map(|((ip, port), n)| (Element::AddressPort(ip, port), n))
-                    .collect();
-                self.counted_set_create(sets[fam_index(family)].clone(), set, held);
+                self.counted_set_create(sets[fam_index(family)].clone(), set, extra);
             }
         }
         sets
@@ -261,4 +258,23 @@ pub(super) fn block_set(block: &IpBlock) -> SetName {
 
 pub(super) fn named_set(name: &str, protocol: Protocol, family: Family) -> SetName {
     names::named_port_set(&format!("{name}/{protocol}"), family)
+}
+
+/// The distinct members of `held` (one entry per holder), sorted, and the holders each has
+/// beyond its first, as elements: sorted once rather than counted in a map member by member.
+pub(super) fn holders<T: Ord + Copy>(
+    mut held: Vec<T>,
+    element: impl Fn(T) -> Element,
+) -> (Vec<T>, BTreeMap<Element, usize>) {
+    held.sort_unstable();
+    let mut extra = BTreeMap::new();
+    for pair in held.windows(2) {
+        if let [a, b] = pair {
+            if a == b {
+                *extra.entry(element(*b)).or_insert(0) += 1;
+            }
+        }
+    }
+    held.dedup();
+    (held, extra)
 }

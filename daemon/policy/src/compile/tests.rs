@@ -392,15 +392,35 @@ fn shared_address_stays_in_the_peer_set_while_a_holder_matches() {
 
 #[test]
 fn shared_address_stays_in_a_peer_set_built_with_both_holders() {
-    // Both holders are in the snapshot before the policy's set is made.
-    let mut snap = from_clients().snapshot().clone();
-    snap.upsert_pod(holder("x/old", "node-b", &[("role", "client")]));
-    snap.upsert_pod(holder("x/new", "node-c", &[("role", "client")]));
-    let mut c = Compiler::new(snap, "node-a");
-    step(&mut c, Event::PodDeleted(PodKey::new("x", "old")));
-    assert!(from_reused(&c), "x/new still holds {REUSED}");
-    step(&mut c, Event::PodDeleted(PodKey::new("x", "new")));
-    assert!(!from_reused(&c));
+    // Both holders are in the snapshot before the policy's set is made: by namespace (the
+    // pods of one namespace) and by namespaceSelector (the label groups of a full compile).
+    for from in [
+        "podSelector: {matchLabels: {role: client}}",
+        "namespaceSelector: {}, podSelector: {matchLabels: {role: client}}",
+    ] {
+        let mut snap = world(&policy(
+            "x",
+            "clients",
+            &format!("podSelector: {{matchLabels: {{pod: a}}}}\ningress:\n- from: [{{{from}}}]"),
+        ));
+        snap.upsert_pod(holder("x/old", "node-b", &[("role", "client")]));
+        snap.upsert_pod(holder("x/new", "node-c", &[("role", "client")]));
+        let mut c = Compiler::new(snap, "node-a");
+        step(&mut c, Event::PodDeleted(PodKey::new("x", "old")));
+        assert!(from_reused(&c), "{from}: x/new still holds {REUSED}");
+        step(&mut c, Event::PodDeleted(PodKey::new("x", "new")));
+        assert!(!from_reused(&c), "{from}");
+    }
+}
+
+#[test]
+fn holders_are_counted_beyond_the_first() {
+    let (distinct, extra) = sets::holders(vec![3, 1, 3, 2, 3], |n| {
+        Element::Address(IpAddr::from([10, 0, 0, n]))
+    });
+    assert_eq!(distinct, [1, 2, 3]);
+    let three = Element::Address(IpAddr::from([10, 0, 0, 3]));
+    assert_eq!(extra, BTreeMap::from([(three, 2)]));
 }
 
 #[test]
