@@ -74,7 +74,7 @@ impl Core {
         };
         let handover = Handover {
             tables,
-            digest: Digest::of(&self.applied),
+            digest: Digest::of(&Exact::of(&self.applied)),
         };
         self.store.put_handover(&handover)?;
         Ok(true)
@@ -96,11 +96,14 @@ impl Core {
             return false;
         }
         let desired = self.desired();
-        if Digest::of(&desired) != handover.digest {
+        let exact = Exact::of(&desired);
+        if Digest::of(&exact) != handover.digest {
             info!("the stored state compiles to other rules than the kernel holds; swapping the start state in");
             return false;
         }
         self.applied = desired;
+        // The read-back compares the kernel with it, unless `applied` changes first.
+        self.applied_exact = Some(exact);
         self.read_back_due = true;
         self.health.set_source(
             READ_BACK,

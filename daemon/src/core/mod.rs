@@ -44,7 +44,7 @@ pub use options::Options;
 use pending::Pending;
 use transition::Scope;
 
-use crate::dataplane::{entries_of, Desired, Kernel};
+use crate::dataplane::{entries_of, Desired, Exact, Kernel};
 use crate::health::Health;
 use crate::metrics::{AttachPhase, Metrics};
 use crate::store::Store;
@@ -89,6 +89,10 @@ pub struct Core {
     last_commit: std::time::Duration,
     /// This start kept the table the last daemon left and has not read it back yet.
     read_back_due: bool,
+    /// The exact fold of `applied`, when the kept start took it for the digest: the
+    /// read-back compares the kernel with it rather than folding `applied` again. Dropped
+    /// whenever `applied` may change.
+    applied_exact: Option<Exact>,
     /// Handed over at stop: no request changes the kernel any more.
     stopped: bool,
 }
@@ -176,6 +180,7 @@ impl Core {
             revocations: Arc::new(tokio::sync::Notify::new()),
             last_commit: std::time::Duration::ZERO,
             read_back_due: false,
+            applied_exact: None,
             stopped: false,
         };
         let attachments = core.attachments.clone();

@@ -64,7 +64,7 @@ impl Core {
         if let Some(retried) = self.retry_pending() {
             return retried.map(|()| Vec::new());
         }
-        let expected = Exact::of(&self.applied);
+        let expected = (self.applied_exact.take()).unwrap_or_else(|| Exact::of(&self.applied));
         let kernel = match self.kernel.exact() {
             Ok(kernel) => kernel,
             Err(err) => return Err(self.refused("reading the kernel back".to_string(), err)),
@@ -131,6 +131,7 @@ impl Core {
         result?;
         self.metrics.observe_replace();
         self.applied = desired;
+        self.applied_exact = None;
         // Swapped whole: what a kept start had yet to read back is known now.
         self.read_back();
         self.record_size();

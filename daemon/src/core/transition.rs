@@ -61,6 +61,7 @@ impl Core {
         mut what: String,
     ) -> Result<(), CoreError> {
         self.last_commit = std::time::Duration::ZERO;
+        self.applied_exact = None;
         let local = local_ips(&attachments);
         // Addresses attached or released here.
         let mut touched: BTreeSet<IpAddr> = local_ips(&self.attachments)

@@ -148,15 +148,16 @@ fn canonical_of(bytes: &[u8], shape: &[(u16, Shape)]) -> Vec<u8> {
 
 /// A named set: how it is declared, and its elements as their number and the sums of their
 /// hashes under two keys (an order-free digest of 128 bits).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 struct SetSum {
     declaration: Vec<u8>,
     elements: usize,
     sums: [u64; 2],
 }
 
-/// Both tables, exactly (see the module's comment). `PartialEq` is the check.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// Both tables, exactly (see the module's comment). `PartialEq` is the check; the handover
+/// digest is its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct Exact {
     /// By family (`NFPROTO_*`).
     tables: BTreeMap<u8, Vec<u8>>,

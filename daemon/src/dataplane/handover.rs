@@ -2,7 +2,8 @@
 //! digest of what they hold; at start, whether they are still those tables. When they are
 //! and the start compiles to the same digest, the table is kept as it is instead of being
 //! swapped in again, so a restart does not rewrite the table (the cost of a restart that
-//! grows most with the cluster).
+//! grows most with the cluster). The digest is of the exact fold (`exact`) of what the
+//! batch that swaps a state in writes, which the start's read-back needs anyway.
 //!
 //! "The same tables" is decided by identity, not content: the boot, the network namespace,
 //! and the handles the kernel gave both tables. The kernel numbers tables per namespace and
@@ -10,12 +11,11 @@
 //! flushed ruleset, another daemon) is a different table. An edit inside the tables by hand
 //! is not seen here; the read-back that follows every kept start finds it.
 
-use std::hash::Hasher;
+use std::hash::{Hash, Hasher};
 
 use serde::{Deserialize, Serialize};
 
-use super::render::write_script;
-use super::Desired;
+use super::Exact;
 
 /// Which tables the kernel holds: the same boot, namespace and handles mean the same tables.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,59 +35,37 @@ pub struct Handover {
     pub digest: Digest,
 }
 
-/// A digest of the tables a desired state puts in the kernel, taken of `render`'s script:
-/// the text `nft list` shows of them, which a root test holds the netlink batches that write
-/// them to. Taken of the text rather than the ruleset, so that a daemon that writes the same
-/// ruleset as other rules or sets (another version) never keeps a table an older one wrote.
+/// A digest of the tables a desired state puts in the kernel, taken of their exact fold:
+/// of the bytes this build writes, so that a daemon that writes the same ruleset as other
+/// rules, sets or attributes (another version) never keeps a table an older one wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Digest {
-    pub bytes: usize,
     pub hash: u64,
 }
 
 impl Digest {
-    pub fn of(desired: &Desired) -> Self {
-        // SipHash with fixed keys: the same text gives the same digest in every process of
-        // one build; another build may differ, which only costs the swap. The script is
-        // hashed as it is written, never held whole.
-        let mut text = Hashing {
-            hasher: std::hash::DefaultHasher::new(),
-            bytes: 0,
-        };
-        write_script(&mut text, desired);
+    pub fn of(exact: &Exact) -> Self {
+        // SipHash with fixed keys: the same fold gives the same digest in every process of
+        // one build; another build may differ, which only costs the swap.
+        let mut hasher = std::hash::DefaultHasher::new();
+        exact.hash(&mut hasher);
         Self {
-            bytes: text.bytes,
-            hash: text.hasher.finish(),
+            hash: hasher.finish(),
         }
-    }
-}
-
-/// Text fed to a hasher as it is written.
-struct Hashing {
-    hasher: std::hash::DefaultHasher,
-    bytes: usize,
-}
-
-impl std::fmt::Write for Hashing {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.hasher.write(s.as_bytes());
-        self.bytes += s.len();
-        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataplane::render::render;
     use crate::dataplane::render::tests::world_desired;
+    use crate::dataplane::Desired;
 
     #[test]
-    fn a_digest_follows_the_rendered_table() {
+    fn a_digest_follows_the_folded_table() {
         let desired = world_desired();
-        assert_eq!(Digest::of(&desired), Digest::of(&desired.clone()));
-        // Of the script, written piece by piece: as long as it, whatever the pieces.
-        assert_eq!(Digest::of(&desired).bytes, render(&desired).len());
+        let digest = |desired: &Desired| Digest::of(&Exact::of(desired));
+        assert_eq!(digest(&desired), digest(&desired.clone()));
         // One address more in one set, one guarded port fewer: each is another digest.
         let mut more = desired.clone();
         let set = more.ruleset.sets.values_mut().find(|s| {
@@ -104,10 +82,10 @@ mod tests {
             .insert(podwall_policy::ruleset::Element::Address(
                 "10.9.9.9".parse().unwrap()
             )));
-        assert_ne!(Digest::of(&more), Digest::of(&desired));
+        assert_ne!(digest(&more), digest(&desired));
         let mut unguarded = desired.clone();
         unguarded.guard.sources.clear();
-        assert_ne!(Digest::of(&unguarded), Digest::of(&desired));
-        assert_ne!(Digest::of(&Desired::default()), Digest::of(&desired));
+        assert_ne!(digest(&unguarded), digest(&desired));
+        assert_ne!(digest(&Desired::default()), digest(&desired));
     }
 }
