@@ -160,14 +160,27 @@ impl Compiler {
     }
 }
 
-/// The rules in order, without any that repeats an earlier one's match (the same family,
-/// peer and ports from another policy or rule): the first allows every packet the repeat
-/// would, so the repeat never matches and would only lengthen every walk of the chain.
-/// Replicated policies (one per team, all alike) make such repeats common.
+/// The rules in order, without any that an earlier one covers: one whose match takes in
+/// every packet of the later one's (the same family or any, the same peer or any, the same
+/// ports or any) decides all of them first, so the later one never matches and would only
+/// lengthen every walk of the chain, whatever either's verdict. Replicated policies (one per
+/// team, all alike) repeat rules, and a guardrail that denies a peer on every port covers
+/// what other policies say of that peer on some ports.
 pub(super) fn distinct<'a>(rules: impl Iterator<Item = &'a Rule>) -> Vec<Rule> {
+    let (any_peer, any_ports) = (PeerMatch::Any, PortMatch::Any);
     let mut seen = std::collections::BTreeSet::new();
-    rules
-        .filter(|r| seen.insert((r.family, &r.peer, &r.ports)))
-        .cloned()
-        .collect()
+    let mut out = Vec::new();
+    for rule in rules {
+        let families = [rule.family, None];
+        let peers = [&rule.peer, &any_peer];
+        let ports = [&rule.ports, &any_ports];
+        let covered = (families.iter()).any(|family| {
+            (peers.iter()).any(|peer| (ports.iter()).any(|p| seen.contains(&(*family, *peer, *p))))
+        });
+        if !covered {
+            seen.insert((rule.family, &rule.peer, &rule.ports));
+            out.push(rule.clone());
+        }
+    }
+    out
 }

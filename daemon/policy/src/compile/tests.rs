@@ -613,6 +613,46 @@ fn a_rule_that_repeats_an_earlier_match_is_left_out_of_the_chain() {
 }
 
 #[test]
+fn a_rule_an_earlier_one_covers_is_left_out_of_the_chain() {
+    let spec = |rules: &str| format!("podSelector: {{matchLabels: {{pod: a}}}}\ningress:\n{rules}");
+    let from_b = "- from: [{podSelector: {matchLabels: {pod: b}}}]\n";
+    let snap = world(&format!(
+        "{}{}{}",
+        policy("x", "team-1", &spec(&format!("{from_b}  ports: [{{port: 80}}]"))),
+        // Every port from b: team-1's rule is narrower and stays.
+        policy("x", "team-2", &spec(from_b)),
+        // Port 81 from b is team-2's already; the block is new.
+        policy(
+            "x",
+            "team-3",
+            &spec(&format!(
+                "{from_b}  ports: [{{port: 81}}]\n- from: [{{ipBlock: {{cidr: 192.0.2.0/24}}}}]\n  ports: [{{port: 80}}]"
+            ))
+        ),
+    ));
+    let rs = compile(&snap, "node-a");
+    let chain = &rs.chains[&rs.ingress[&ip4("x/a")]];
+    let rules: Vec<(String, usize)> = (chain.rules.iter())
+        .map(|r| (r.policy.to_string(), r.index))
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            ("x/team-1".to_string(), 0),
+            ("x/team-1".to_string(), 0),
+            ("x/team-2".to_string(), 0),
+            ("x/team-2".to_string(), 0),
+            ("x/team-3".to_string(), 1)
+        ]
+    );
+    let rs = nodes(&snap);
+    for port in [80, 81, 82] {
+        assert!(verdict(&rs, ip4("x/b"), ip4("x/a"), Tcp, port), "{port}");
+    }
+    assert!(!verdict(&rs, ip4("y/b"), ip4("x/a"), Tcp, 80));
+}
+
+#[test]
 fn each_chain_says_the_tier_it_judges_for() {
     let cnp = |name: &str, tier: &str, subject: &str| {
         crate::testworld::cluster_policy(
