@@ -574,6 +574,13 @@ impl Kernel for TimedKernel {
         self.time(0, |k| k.exact())
     }
 
+    fn forget_flows_of(
+        &mut self,
+        ips: &[std::net::IpAddr],
+    ) -> Result<usize, podwalld::dataplane::DataplaneError> {
+        self.inner.forget_flows_of(ips)
+    }
+
     fn tables_id(
         &mut self,
     ) -> Result<Option<podwalld::dataplane::TablesId>, podwalld::dataplane::DataplaneError> {

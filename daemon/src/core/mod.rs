@@ -313,12 +313,33 @@ impl Core {
         self.store.put_attachment(&attachment)?;
         self.metrics
             .observe_attach_phase(AttachPhase::Store, started.elapsed());
+        self.forget_flows_toward(&attachment)?;
         info!(pod = %attachment.pod, container_id = %attachment.id.container_id, "attached");
         let chains = entries_of(&self.applied.ruleset, &attachment.ips)
             .into_iter()
             .map(|(_, _, chain)| chain)
             .collect();
         Ok(Reply::Attached { chains })
+    }
+
+    /// With its rules in, before the ADD returns: the flows conntrack tracks from or to the
+    /// pod's addresses are forgotten. The pod has not started, so they are another pod's
+    /// that had an address before, and would reach this one past its rules (see
+    /// `conntrack::involving`). Failing fails the ADD: nothing may reach the pod unjudged.
+    fn forget_flows_toward(&mut self, attachment: &Attachment) -> Result<(), CoreError> {
+        let started = Instant::now();
+        let forgot = (self.kernel.forget_flows_of(&attachment.ips)).map_err(|err| {
+            CoreError::Kernel(format!(
+                "forgetting the flows conntrack tracks toward the pod's addresses: {:#}",
+                anyhow::Error::from(err)
+            ))
+        })?;
+        self.metrics
+            .observe_attach_phase(AttachPhase::Kernel, started.elapsed());
+        if forgot > 0 {
+            info!(pod = %attachment.pod, flows = forgot, "forgot the flows another pod left toward the pod's addresses");
+        }
+        Ok(())
     }
 
     fn detach(&mut self, id: &AttachmentId) -> Result<Reply, CoreError> {

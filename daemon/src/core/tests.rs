@@ -36,6 +36,9 @@ impl Kernel for Shared {
     fn tables_id(&mut self) -> Result<Option<crate::dataplane::TablesId>, DataplaneError> {
         self.0.lock().unwrap().tables_id()
     }
+    fn forget_flows_of(&mut self, ips: &[IpAddr]) -> Result<usize, DataplaneError> {
+        self.0.lock().unwrap().forget_flows_of(ips)
+    }
     fn host_ports(
         &mut self,
         ips: &BTreeSet<IpAddr>,
@@ -290,6 +293,41 @@ fn a_new_policy_is_a_structural_change_that_matches_a_full_compile() {
         "policy deleted: open again"
     );
     assert_eq!(kernel.table(), full_compile(&core));
+}
+
+#[test]
+fn an_attach_forgets_the_flows_toward_its_addresses_once_its_rules_are_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut core, kernel) = core_with(dir.path(), cluster(DENY_X));
+    attach(&mut core, "x", "a", "10.0.0.2");
+    let kernel = kernel.0.lock().unwrap();
+    let (calls_before, ips) = kernel.forgotten.last().cloned().expect("flows forgotten");
+    assert_eq!(ips, [ip("10.0.0.2")]);
+    assert_eq!(
+        calls_before,
+        kernel.calls.len(),
+        "after the attach's transaction"
+    );
+}
+
+#[test]
+fn an_attach_whose_flows_cannot_be_forgotten_fails_naming_conntrack() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut core, kernel) = core_with(dir.path(), cluster(DENY_X));
+    kernel.0.lock().unwrap().conntrack_refusal = Some("no ctnetlink".into());
+    let refused = core
+        .handle(Request::Attach {
+            attachment: attachment("x", "a", "10.0.0.2"),
+        })
+        .unwrap_err();
+    let text = refused.to_string();
+    assert!(
+        text.contains("conntrack") && text.contains("no ctnetlink"),
+        "{text}"
+    );
+    // Its rules stay: the kubelet's DEL or another ADD follows a failed ADD.
+    kernel.0.lock().unwrap().conntrack_refusal = None;
+    attach(&mut core, "x", "a", "10.0.0.2");
 }
 
 #[test]

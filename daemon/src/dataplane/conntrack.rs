@@ -1,7 +1,8 @@
 //! The flows conntrack tracks, over netfilter netlink (ctnetlink): listed after a change, so
 //! that those the change revoked are deleted. Their next packet is then judged as a new
 //! connection and dropped; without this, `ct state established accept` would let a
-//! connection a policy now denies flow for as long as it lives.
+//! connection a policy now denies flow for as long as it lives. An ADD deletes those of the
+//! new pod's addresses (`involving`), which can only be another pod's.
 //!
 //! The encoding and the parsing are pure; `ConntrackSocket` alone opens a socket. Message
 //! layout: the kernel's uapi `linux/netfilter/nfnetlink_conntrack.h`.
@@ -237,8 +238,9 @@ impl ConntrackSocket {
     }
 }
 
-/// The flows conntrack tracks, and their deletion. Apart from the `Kernel`, which the core
-/// holds under its lock: listing a busy node's flows must not hold up a change or an ADD.
+/// The flows conntrack tracks, and their deletion, for the sweep. Apart from the `Kernel`,
+/// which the core holds under its lock: the sweep's listing must not hold up a change or an
+/// ADD (an ADD forgets its own addresses' flows through the `Kernel`).
 pub trait FlowTable: Send {
     /// The flows the node did not open from one of its own addresses (the node's own
     /// traffic is never a pod's; see the output chain).
@@ -278,6 +280,26 @@ impl FlowTable for Conntrack {
     fn forget_flows(&mut self, flows: &[Flow]) -> Result<(), DataplaneError> {
         self.socket()?.delete(flows)
     }
+}
+
+impl Conntrack {
+    /// Forget every flow from or to one of `ips`; how many there were.
+    pub fn forget_involving(&mut self, ips: &[IpAddr]) -> Result<usize, DataplaneError> {
+        let socket = self.socket()?;
+        let flows = involving(socket.flows()?, ips);
+        socket.delete(&flows)?;
+        Ok(flows.len())
+    }
+}
+
+/// Of `flows`, those from or to one of `ips`, on either side of a NAT: a new pod's address
+/// has none of its own yet (it has not started), so any is another pod's that had the
+/// address before, and would reach the new one past its rules.
+pub fn involving(flows: Vec<Flow>, ips: &[IpAddr]) -> Vec<Flow> {
+    flows
+        .into_iter()
+        .filter(|f| [f.src, f.dst, f.server].iter().any(|ip| ips.contains(ip)))
+        .collect()
 }
 
 /// The addresses of the node's own interfaces, in this network namespace.
@@ -328,6 +350,18 @@ mod tests {
         // Make it a NEW message of a dump, not a DELETE request.
         msg[4..6].copy_from_slice(&(NFNL_SUBSYS_CTNETLINK << 8).to_ne_bytes());
         msg
+    }
+
+    #[test]
+    fn the_flows_of_an_address_are_those_from_it_to_it_and_behind_a_nat_to_it() {
+        let from = tcp("10.0.0.3", "10.0.0.9");
+        let to = tcp("10.0.0.9", "10.0.0.3");
+        let mut natted = tcp("10.0.0.9", "10.96.0.10");
+        natted.server = "10.0.0.3".parse().unwrap();
+        let other = tcp("10.0.0.8", "10.0.0.9");
+        let flows = vec![from.clone(), to.clone(), natted.clone(), other];
+        let ip = ["10.0.0.3".parse().unwrap()];
+        assert_eq!(involving(flows, &ip), [from, to, natted]);
     }
 
     #[test]

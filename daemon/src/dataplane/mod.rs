@@ -109,6 +109,9 @@ pub trait Kernel: Send {
     /// Which tables the kernel holds (see `handover`): `None` when the policy table does not
     /// exist. Cheap: it lists the tables, not what they hold.
     fn tables_id(&mut self) -> Result<Option<TablesId>, DataplaneError>;
+    /// Forget every flow conntrack tracks from or to one of `ips` (see
+    /// `conntrack::involving`); how many there were.
+    fn forget_flows_of(&mut self, ips: &[std::net::IpAddr]) -> Result<usize, DataplaneError>;
     /// The host-side interface (bridge port) each of `ips` is behind, where known.
     fn host_ports(
         &mut self,

@@ -24,6 +24,7 @@ use super::{DataplaneError, Desired, Fingerprint, Kernel, Logging, TablesId};
 pub struct NftKernel {
     program: PathBuf,
     socket: Option<NftSocket>,
+    conntrack: super::Conntrack,
 }
 
 impl Default for NftKernel {
@@ -37,6 +38,7 @@ impl NftKernel {
         Self {
             program: program.into(),
             socket: None,
+            conntrack: super::Conntrack::default(),
         }
     }
 
@@ -178,6 +180,10 @@ impl Kernel for NftKernel {
 
     fn apply_structure(&mut self, structure: &Structure) -> Result<(), DataplaneError> {
         self.netlink(&structure::batch(structure))
+    }
+
+    fn forget_flows_of(&mut self, ips: &[std::net::IpAddr]) -> Result<usize, DataplaneError> {
+        self.conntrack.forget_involving(ips)
     }
 
     fn host_ports(

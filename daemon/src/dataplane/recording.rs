@@ -24,6 +24,10 @@ pub struct RecordingKernel {
     pub refusals: std::collections::VecDeque<String>,
     /// The bridge port each address is behind.
     pub ports: std::collections::BTreeMap<std::net::IpAddr, String>,
+    /// The addresses whose flows were forgotten, each with the number of calls before.
+    pub forgotten: Vec<(usize, Vec<std::net::IpAddr>)>,
+    /// Forgetting flows fails with this, while set.
+    pub conntrack_refusal: Option<String>,
     /// The handle the table got when it was last created (each replace creates it anew).
     pub handle: u64,
 }
@@ -87,6 +91,17 @@ impl Kernel for RecordingKernel {
 
     fn dump(&mut self) -> Result<Option<Fingerprint>, DataplaneError> {
         Ok(self.table.as_ref().map(Fingerprint::of))
+    }
+
+    fn forget_flows_of(&mut self, ips: &[std::net::IpAddr]) -> Result<usize, DataplaneError> {
+        if let Some(detail) = &self.conntrack_refusal {
+            return Err(DataplaneError::Rejected {
+                ops: 1,
+                detail: detail.clone(),
+            });
+        }
+        self.forgotten.push((self.calls.len(), ips.to_vec()));
+        Ok(0)
     }
 
     fn exact(&mut self) -> Result<Option<super::Exact>, DataplaneError> {

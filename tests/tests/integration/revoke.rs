@@ -104,6 +104,18 @@ spec: {podSelector: {matchLabels: {role: locked}}, policyTypes: [Ingress]}
     node.add(&new)
         .expect("ADD of the new pod at the old address");
     assert_eq!(new.ip4(), reused);
+    // Before it returned, the ADD forgot the flows conntrack tracked toward the address:
+    // none is the new pod's (it has not started), and one would let the client in past its
+    // ingress until the sweep, and a reply in flight as the sweep cut it would open the
+    // flow again from the new pod's side, where its policy does not look.
+    let tracked = (node.netns)
+        .exec(&["conntrack", "-L", "-d", &reused.to_string()])
+        .expect("listing the node's flows")
+        .stdout;
+    assert!(
+        !tracked.contains(&format!("dst={reused} ")),
+        "a flow toward the reused address outlived the ADD:\n{tracked}"
+    );
     let _server = EchoServer::start(&new.netns, PORT);
     // The client resolves the address again, to the new pod (its old neighbour entry would
     // send to a MAC that is gone).
