@@ -20,6 +20,8 @@ use super::DataplaneError;
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_GET: u16 = 1;
 const IPCTNL_MSG_CT_DELETE: u16 = 2;
+/// Every family, in a dump request.
+const AF_UNSPEC: u8 = 0;
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 
@@ -188,25 +190,28 @@ impl ConntrackSocket {
         self.seq
     }
 
-    /// Every flow conntrack tracks that has ports, both families.
+    /// Every flow conntrack tracks that has ports, both families in one dump: each dump
+    /// walks the kernel's whole conntrack table (every namespace's, 262,144 buckets on the
+    /// reference machine: about 3.5 ms even when it holds nothing), so one per family would
+    /// walk it twice.
     pub fn flows(&mut self) -> Result<Vec<Flow>, DataplaneError> {
         let mut flows = Vec::new();
-        for family in [AF_INET, AF_INET6] {
-            let seq = self.next_seq();
-            self.socket.send(&encode_dump(family, seq), 0).map_err(io)?;
-            loop {
-                let (reply, _) = self.socket.recv_from_full().map_err(io)?;
-                let part = parse_dump(&reply);
-                flows.extend(part.flows);
-                if let Some(code) = part.error {
-                    return Err(DataplaneError::Dump(format!(
-                        "listing conntrack flows: {}",
-                        std::io::Error::from_raw_os_error(-code)
-                    )));
-                }
-                if part.done {
-                    break;
-                }
+        let seq = self.next_seq();
+        self.socket
+            .send(&encode_dump(AF_UNSPEC, seq), 0)
+            .map_err(io)?;
+        loop {
+            let (reply, _) = self.socket.recv_from_full().map_err(io)?;
+            let part = parse_dump(&reply);
+            flows.extend(part.flows);
+            if let Some(code) = part.error {
+                return Err(DataplaneError::Dump(format!(
+                    "listing conntrack flows: {}",
+                    std::io::Error::from_raw_os_error(-code)
+                )));
+            }
+            if part.done {
+                break;
             }
         }
         Ok(flows)

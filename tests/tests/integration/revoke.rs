@@ -23,8 +23,12 @@ struct UdpFlow(UdpSocket);
 
 impl UdpFlow {
     fn open(from: &TestNetns, to: IpAddr) -> Self {
+        let any = match to {
+            IpAddr::V4(_) => IpAddr::from([0, 0, 0, 0]),
+            IpAddr::V6(_) => IpAddr::from([0u16; 8]),
+        };
         let socket = from
-            .run_in(|| UdpSocket::bind(SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0)))
+            .run_in(|| UdpSocket::bind(SocketAddr::new(any, 0)))
             .expect("binding the client");
         socket.connect((to, PORT)).expect("connecting the client");
         socket.set_read_timeout(Some(TIMEOUT)).unwrap();
@@ -66,6 +70,32 @@ fn connections_a_policy_now_denies_are_cut_and_allowed_ones_keep_flowing() {
     );
     assert!(api_tcp.echoes(TIMEOUT), "api's allowed connection was cut");
     assert!(node.metrics().value("podwall_revoked_flows_total") >= 2.0);
+}
+
+#[test]
+#[ignore = "needs root: creates network namespaces"]
+fn an_ipv6_flow_a_policy_now_denies_is_cut() {
+    let world = role_pods("app", &["db", "web"]);
+    let options = NodeOptions {
+        dual_stack: true,
+        ..NodeOptions::default()
+    };
+    let node = Node::standalone("revoke-v6", options, &[("world.yaml", world)]);
+    let db = Pod::named("rv6-db", "app", "db");
+    let web = Pod::named("rv6-web", "app", "web");
+    node.add_all(&[&db, &web]);
+    let _server = EchoServer::start(&db.netns, PORT);
+    let db6 = (db.ips().into_iter())
+        .find(IpAddr::is_ipv6)
+        .expect("db has an IPv6 address");
+    let web_udp = UdpFlow::open(&web.netns, db6);
+    assert!(web_udp.echoes(), "web → db over IPv6, before the policy");
+    // db now admits only api: the conntrack listing must hold IPv6 flows too.
+    node.manifests().write("policy.yaml", DB_FROM_API);
+    assert!(
+        eventually(CUT, || !web_udp.echoes()),
+        "web's IPv6 UDP flow to db outlived the policy that denies it"
+    );
 }
 
 #[test]
