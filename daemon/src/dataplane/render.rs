@@ -49,14 +49,9 @@ pub fn base_chain_fingerprint() -> Vec<String> {
 /// The script that replaces both tables with `desired`, as one transaction.
 pub fn render(desired: &Desired) -> String {
     let mut out = String::new();
-    write_script(&mut out, desired);
+    render_guard(&mut out, &desired.guard);
+    render_ruleset(&mut out, &desired.ruleset, desired.logging);
     out
-}
-
-/// `render`'s script, written to `out` as it goes: a digest of it needs no copy of it.
-pub fn write_script(out: &mut impl Write, desired: &Desired) {
-    render_guard(out, &desired.guard);
-    render_ruleset(out, &desired.ruleset, desired.logging);
 }
 
 /// The `bridge podwall` table: frames from a guarded pod's veth must carry one of its own

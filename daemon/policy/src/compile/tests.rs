@@ -572,6 +572,15 @@ fn a_full_compile_groups_pods_by_label_set_and_agrees_with_adding_the_policy_lat
     );
 }
 
+/// The policy and rule index (`policy#index`) each rule of `pod`'s ingress chain comes
+/// from, in order.
+fn ingress_origins(rs: &Ruleset, pod: &str) -> Vec<String> {
+    let chain = &rs.chains[&rs.ingress[&ip4(pod)]];
+    (chain.rules.iter())
+        .map(|r| format!("{}#{}", r.policy, r.index))
+        .collect()
+}
+
 #[test]
 fn a_rule_that_repeats_an_earlier_match_is_left_out_of_the_chain() {
     let same = "podSelector: {matchLabels: {pod: a}}\ningress:\n- from: [{podSelector: {matchLabels: {pod: b}}}]\n  ports: [{port: 80}]";
@@ -585,19 +594,11 @@ fn a_rule_that_repeats_an_earlier_match_is_left_out_of_the_chain() {
     let rs = compile(&snap, "node-a");
     let chain = &rs.chains[&rs.ingress[&ip4("x/a")]];
     assert_eq!(chain.policies.len(), 3, "every isolating policy is named");
-    let rules: Vec<(String, usize)> = (chain.rules.iter())
-        .map(|r| (r.policy.to_string(), r.index))
-        .collect();
     // Each family once: team-1's rule, then team-3's port 81; team-2's and team-3's
     // second rule repeat team-1's.
     assert_eq!(
-        rules,
-        [
-            ("x/team-1".to_string(), 0),
-            ("x/team-1".to_string(), 0),
-            ("x/team-3".to_string(), 0),
-            ("x/team-3".to_string(), 0)
-        ]
+        ingress_origins(&rs, "x/a"),
+        ["x/team-1#0", "x/team-1#0", "x/team-3#0", "x/team-3#0"]
     );
     // The incremental path builds the same chain.
     let mut compiler = Compiler::new(world(""), "node-a");
@@ -631,18 +632,14 @@ fn a_rule_an_earlier_one_covers_is_left_out_of_the_chain() {
         ),
     ));
     let rs = compile(&snap, "node-a");
-    let chain = &rs.chains[&rs.ingress[&ip4("x/a")]];
-    let rules: Vec<(String, usize)> = (chain.rules.iter())
-        .map(|r| (r.policy.to_string(), r.index))
-        .collect();
     assert_eq!(
-        rules,
+        ingress_origins(&rs, "x/a"),
         [
-            ("x/team-1".to_string(), 0),
-            ("x/team-1".to_string(), 0),
-            ("x/team-2".to_string(), 0),
-            ("x/team-2".to_string(), 0),
-            ("x/team-3".to_string(), 1)
+            "x/team-1#0",
+            "x/team-1#0",
+            "x/team-2#0",
+            "x/team-2#0",
+            "x/team-3#1"
         ]
     );
     let rs = nodes(&snap);
