@@ -418,7 +418,7 @@ mod tests {
         // The structural change the list makes, and the whole table instead.
         kernel.0.lock().unwrap().refuse("no room", 2);
         let listed = cluster(DENY_X);
-        let renamed = Namespace {
+        let added = Namespace {
             name: "z".into(),
             labels: Default::default(),
         };
@@ -426,7 +426,7 @@ mod tests {
             &core,
             vec![
                 Update::Snapshot(listed.clone()),
-                Update::Changes(vec![Event::Namespace(renamed)]),
+                Update::Changes(vec![Event::Namespace(added)]),
             ],
         )
         .await;
