@@ -329,8 +329,11 @@ impl Core {
     fn forget_flows_toward(&mut self, attachment: &Attachment) -> Result<(), CoreError> {
         let started = Instant::now();
         let forgot = (self.kernel.forget_flows_of(&attachment.ips)).map_err(|err| {
+            let ips: Vec<String> = attachment.ips.iter().map(|ip| ip.to_string()).collect();
             CoreError::Kernel(format!(
-                "forgetting the flows conntrack tracks toward the pod's addresses: {:#}",
+                "pod {}: forgetting the flows conntrack tracks toward {}: {:#}",
+                attachment.pod,
+                ips.join(", "),
                 anyhow::Error::from(err)
             ))
         })?;

@@ -325,6 +325,7 @@ fn an_attach_whose_flows_cannot_be_forgotten_fails_naming_conntrack() {
         text.contains("conntrack") && text.contains("no ctnetlink"),
         "{text}"
     );
+    assert!(text.contains("x/a") && text.contains("10.0.0.2"), "{text}");
     // Its rules stay: the kubelet's DEL or another ADD follows a failed ADD.
     kernel.0.lock().unwrap().conntrack_refusal = None;
     attach(&mut core, "x", "a", "10.0.0.2");
